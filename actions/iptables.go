@@ -1,0 +1,540 @@
+package actions
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-iptables/iptables"
+)
+
+// IPTablesChainConfig is the part of the firewall configuration shared by
+// the iptables and ipset actions: both put their rules in one chain of our
+// own, jumped to once from Parent for the SMTP ports.
+type IPTablesChainConfig struct {
+	// Chain is our own chain in the filter table. Default: MXGUARD.
+	Chain string `yaml:"chain"`
+	// Parent is the built-in chain that jumps to Chain. Default: INPUT.
+	Parent string `yaml:"parent"`
+	// Ports restricts the jump to these TCP ports (at most 15, the
+	// multiport limit). Empty means all TCP traffic. Default: [25, 465, 587].
+	Ports []int `yaml:"ports"`
+	// Target is DROP (silent; clients time out) or REJECT (answered with a
+	// TCP reset). Default: DROP.
+	Target string `yaml:"target"`
+	// WaitSeconds bounds the wait for the xtables lock (iptables --wait N).
+	// 0 waits forever, which is never what a daemon wants. Default: 5.
+	WaitSeconds int `yaml:"wait_seconds"`
+	// IPv6 also manages ip6tables. Default: true.
+	IPv6 bool `yaml:"ipv6"`
+	// IPTablesPath and IP6TablesPath override the programs (default: found
+	// in PATH). Tests point them at a wrapper that runs in a namespace.
+	IPTablesPath  string `yaml:"iptables_path"`
+	IP6TablesPath string `yaml:"ip6tables_path"`
+}
+
+// IPTablesConfig configures the iptables/ip6tables action: one rule per
+// banned prefix in the chain.
+type IPTablesConfig struct {
+	Enabled             bool `yaml:"enabled"`
+	IPTablesChainConfig `yaml:",inline"`
+}
+
+// DefaultIPTablesChainConfig returns the defaults documented on the fields.
+func DefaultIPTablesChainConfig() IPTablesChainConfig {
+	return IPTablesChainConfig{
+		Chain:       "MXGUARD",
+		Parent:      "INPUT",
+		Ports:       []int{25, 465, 587},
+		Target:      "DROP",
+		WaitSeconds: 5,
+		IPv6:        true,
+	}
+}
+
+// DefaultIPTablesConfig returns the default (disabled) iptables config.
+// Decode YAML into it so that absent keys keep their defaults.
+func DefaultIPTablesConfig() IPTablesConfig {
+	return IPTablesConfig{IPTablesChainConfig: DefaultIPTablesChainConfig()}
+}
+
+var iptablesXChainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,28}$`)
+
+// Validate reports every problem in the chain configuration.
+func (c IPTablesChainConfig) Validate() error {
+	var errs []error
+	if !iptablesXChainName.MatchString(c.Chain) {
+		errs = append(errs, fmt.Errorf("chain %q: want 1-28 letters, digits, '_' or '-'", c.Chain))
+	}
+	if !iptablesXChainName.MatchString(c.Parent) {
+		errs = append(errs, fmt.Errorf("parent %q: want 1-28 letters, digits, '_' or '-'", c.Parent))
+	}
+	if c.Chain == c.Parent {
+		errs = append(errs, fmt.Errorf("chain and parent are both %q", c.Chain))
+	}
+	if len(c.Ports) > 15 {
+		errs = append(errs, fmt.Errorf("ports: %d given, multiport allows at most 15", len(c.Ports)))
+	}
+	for _, p := range c.Ports {
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("ports: %d is not a TCP port", p))
+		}
+	}
+	switch strings.ToUpper(c.Target) {
+	case "DROP", "REJECT":
+	default:
+		errs = append(errs, fmt.Errorf("target %q: want DROP or REJECT", c.Target))
+	}
+	if c.WaitSeconds < 0 {
+		errs = append(errs, fmt.Errorf("wait_seconds %d: must not be negative", c.WaitSeconds))
+	}
+	return errors.Join(errs...)
+}
+
+// iptablesXBackend is the subset of *iptables.IPTables we use, so that
+// dry-run and unit tests can swap in iptablesXMemory.
+type iptablesXBackend interface {
+	Exists(table, chain string, rulespec ...string) (bool, error)
+	Insert(table, chain string, pos int, rulespec ...string) error
+	Append(table, chain string, rulespec ...string) error
+	Delete(table, chain string, rulespec ...string) error
+	List(table, chain string) ([]string, error)
+	ChainExists(table, chain string) (bool, error)
+	NewChain(table, chain string) error
+	ClearAndDeleteChain(table, chain string) error
+}
+
+const iptablesXTable = "filter"
+
+type iptablesXFamily struct {
+	prog string // "iptables" or "ip6tables", for messages
+	be   iptablesXBackend
+	// ready is set once chain and jump were seen or made; a failed Append
+	// clears it so the next call re-checks.
+	ready bool
+}
+
+// iptablesXChain owns our chain in both families. Every firewall call goes
+// through mu: go-iptables forks one process per call and check-then-add is
+// not atomic.
+type iptablesXChain struct {
+	cfg IPTablesChainConfig
+	log *slog.Logger
+	mu  sync.Mutex
+	v4  *iptablesXFamily
+	v6  *iptablesXFamily // nil when IPv6 is off
+}
+
+// newIPTablesXChain builds the per-family backends. With dryRun set no
+// program is run: commands are printed to dryRun and kept in memory.
+func newIPTablesXChain(cfg IPTablesChainConfig, log *slog.Logger, dryRun io.Writer) (*iptablesXChain, error) {
+	cfg.Target = strings.ToUpper(cfg.Target)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("iptables config: %w", err)
+	}
+	c := &iptablesXChain{cfg: cfg, log: log}
+	mk := func(proto iptables.Protocol, prog, path string) (*iptablesXFamily, error) {
+		if dryRun != nil {
+			return &iptablesXFamily{prog: prog, be: newIPTablesXMemory(prog, dryRun)}, nil
+		}
+		var ipt *iptables.IPTables
+		var err error
+		if path != "" {
+			ipt, err = iptables.New(iptables.IPFamily(proto), iptables.Timeout(cfg.WaitSeconds), iptables.Path(path))
+		} else {
+			path = prog
+			ipt, err = iptables.New(iptables.IPFamily(proto), iptables.Timeout(cfg.WaitSeconds))
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", prog, path, err)
+		}
+		// go-iptables parses but does not export the backend; rules in the
+		// wrong backend are a silent no-op, so say which one we use.
+		if out, err := exec.Command(path, "-V").Output(); err == nil {
+			v := strings.TrimSpace(string(out))
+			mode := "legacy"
+			if strings.Contains(v, "nf_tables") {
+				mode = "nf_tables"
+			}
+			log.Info("firewall backend", "program", prog, "path", path, "version", v, "mode", mode)
+		}
+		return &iptablesXFamily{prog: prog, be: ipt}, nil
+	}
+	var err error
+	if c.v4, err = mk(iptables.ProtocolIPv4, "iptables", cfg.IPTablesPath); err != nil {
+		return nil, err
+	}
+	if cfg.IPv6 {
+		if c.v6, err = mk(iptables.ProtocolIPv6, "ip6tables", cfg.IP6TablesPath); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// family picks the family for a prefix.
+func (c *iptablesXChain) family(p netip.Prefix) (*iptablesXFamily, error) {
+	if p.Addr().Is4() {
+		return c.v4, nil
+	}
+	if c.v6 == nil {
+		return nil, fmt.Errorf("%s: IPv6 is disabled (ipv6: false)", p)
+	}
+	return c.v6, nil
+}
+
+func (c *iptablesXChain) families() []*iptablesXFamily {
+	if c.v6 == nil {
+		return []*iptablesXFamily{c.v4}
+	}
+	return []*iptablesXFamily{c.v4, c.v6}
+}
+
+// jumpSpec is the rule in Parent that sends SMTP traffic to our chain.
+func (c *iptablesXChain) jumpSpec() []string {
+	if len(c.cfg.Ports) == 0 {
+		return []string{"-p", "tcp", "-j", c.cfg.Chain}
+	}
+	ps := make([]string, len(c.cfg.Ports))
+	for i, p := range c.cfg.Ports {
+		ps[i] = strconv.Itoa(p)
+	}
+	return []string{"-p", "tcp", "-m", "multiport", "--dports", strings.Join(ps, ","), "-j", c.cfg.Chain}
+}
+
+// ruleSpec builds a rule in the canonical order `iptables -S` prints it
+// (source, protocol, matches, target), so Sync can compare listed rules
+// as strings. match is "-s PREFIX" or "-m set --match-set NAME src".
+func (c *iptablesXChain) ruleSpec(src string, match ...string) []string {
+	var spec []string
+	if src != "" {
+		spec = append(spec, "-s", src)
+	}
+	if c.cfg.Target == "REJECT" {
+		// REJECT --reject-with tcp-reset is only valid with -p tcp.
+		spec = append(spec, "-p", "tcp")
+		spec = append(spec, match...)
+		return append(spec, "-j", "REJECT", "--reject-with", "tcp-reset")
+	}
+	spec = append(spec, match...)
+	return append(spec, "-j", "DROP")
+}
+
+func (c *iptablesXChain) describe(f *iptablesXFamily, op, chain string, spec []string) string {
+	return f.prog + " -t " + iptablesXTable + " " + op + " " + chain + " " + strings.Join(spec, " ")
+}
+
+// ensureLocked creates the chain and the jump when missing.
+func (c *iptablesXChain) ensureLocked(f *iptablesXFamily) error {
+	ok, err := f.be.ChainExists(iptablesXTable, c.cfg.Chain)
+	if err != nil {
+		return fmt.Errorf("%s: check chain %s: %w", f.prog, c.cfg.Chain, err)
+	}
+	if !ok {
+		if err := f.be.NewChain(iptablesXTable, c.cfg.Chain); err != nil {
+			// Another process (or our ipset action) may have won the race.
+			if ok, err2 := f.be.ChainExists(iptablesXTable, c.cfg.Chain); err2 != nil || !ok {
+				return fmt.Errorf("%s: create chain %s: %w", f.prog, c.cfg.Chain, err)
+			}
+		} else {
+			c.log.Info("created chain", "program", f.prog, "chain", c.cfg.Chain)
+		}
+	}
+	jump := c.jumpSpec()
+	ok, err = f.be.Exists(iptablesXTable, c.cfg.Parent, jump...)
+	if err != nil {
+		return fmt.Errorf("%s: check jump (%s): %w", f.prog, c.describe(f, "-C", c.cfg.Parent, jump), err)
+	}
+	if !ok {
+		if err := f.be.Insert(iptablesXTable, c.cfg.Parent, 1, jump...); err != nil {
+			return fmt.Errorf("%s: %w", c.describe(f, "-I", c.cfg.Parent, jump), err)
+		}
+		c.log.Info("added jump", "program", f.prog, "parent", c.cfg.Parent, "chain", c.cfg.Chain)
+	}
+	f.ready = true
+	return nil
+}
+
+// addLocked appends spec to our chain unless it is there already.
+func (c *iptablesXChain) addLocked(f *iptablesXFamily, spec []string) error {
+	if !f.ready {
+		if err := c.ensureLocked(f); err != nil {
+			return err
+		}
+	}
+	ok, err := f.be.Exists(iptablesXTable, c.cfg.Chain, spec...)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.describe(f, "-C", c.cfg.Chain, spec), err)
+	}
+	if ok {
+		return nil
+	}
+	if err := f.be.Append(iptablesXTable, c.cfg.Chain, spec...); err != nil {
+		// The chain may have been deleted behind our back: heal once.
+		if err2 := c.ensureLocked(f); err2 == nil {
+			err = f.be.Append(iptablesXTable, c.cfg.Chain, spec...)
+		}
+		if err != nil {
+			f.ready = false
+			return fmt.Errorf("%s: %w", c.describe(f, "-A", c.cfg.Chain, spec), err)
+		}
+	}
+	return nil
+}
+
+// delLocked deletes every copy of spec from our chain (bounded).
+func (c *iptablesXChain) delLocked(f *iptablesXFamily, spec []string) error {
+	for range 8 {
+		ok, err := f.be.Exists(iptablesXTable, c.cfg.Chain, spec...)
+		if err != nil {
+			return fmt.Errorf("%s: %w", c.describe(f, "-C", c.cfg.Chain, spec), err)
+		}
+		if !ok {
+			return nil
+		}
+		if err := f.be.Delete(iptablesXTable, c.cfg.Chain, spec...); err != nil {
+			return fmt.Errorf("%s: %w", c.describe(f, "-D", c.cfg.Chain, spec), err)
+		}
+	}
+	return nil
+}
+
+// reconcileLocked makes the rules of our chain for which owned is true be
+// exactly want (canonical strings, as ruleSpec joined by spaces). Rules we
+// do not own (the other action's, or an admin's) are left alone. Lines of
+// `iptables -S` that are not "-A CHAIN ..." (warnings, -N) are ignored;
+// we never parse List headers.
+func (c *iptablesXChain) reconcileLocked(ctx context.Context, f *iptablesXFamily, owned func(rule string) bool, want []string) (added, deleted int, err error) {
+	if err := c.ensureLocked(f); err != nil {
+		return 0, 0, err
+	}
+	lines, err := f.be.List(iptablesXTable, c.cfg.Chain)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s -S %s: %w", f.prog, c.cfg.Chain, err)
+	}
+	wanted := make(map[string]bool, len(want))
+	for _, w := range want {
+		wanted[w] = false
+	}
+	prefix := "-A " + c.cfg.Chain + " "
+	var errs []error
+	for _, line := range lines {
+		rule, ok := strings.CutPrefix(strings.TrimSpace(line), prefix)
+		if !ok || !owned(rule) {
+			continue
+		}
+		if seen, ok := wanted[rule]; ok && !seen {
+			wanted[rule] = true
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return added, deleted, err
+		}
+		// Stale or duplicate: delete this one copy.
+		if err := f.be.Delete(iptablesXTable, c.cfg.Chain, strings.Fields(rule)...); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.describe(f, "-D", c.cfg.Chain, strings.Fields(rule)), err))
+			continue
+		}
+		deleted++
+	}
+	for _, w := range want {
+		if wanted[w] {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return added, deleted, err
+		}
+		spec := strings.Fields(w)
+		if err := f.be.Append(iptablesXTable, c.cfg.Chain, spec...); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", c.describe(f, "-A", c.cfg.Chain, spec), err))
+			continue
+		}
+		wanted[w] = true
+		added++
+	}
+	return added, deleted, errors.Join(errs...)
+}
+
+// cleanup removes every jump to our chain from Parent, then the chain.
+func (c *iptablesXChain) cleanup() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for _, f := range c.families() {
+		f.ready = false
+		jump := c.jumpSpec()
+		if err := c.delJumpLocked(f, jump); err != nil {
+			errs = append(errs, err)
+		}
+		if err := f.be.ClearAndDeleteChain(iptablesXTable, c.cfg.Chain); err != nil {
+			errs = append(errs, fmt.Errorf("%s -F/-X %s: %w", f.prog, c.cfg.Chain, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *iptablesXChain) delJumpLocked(f *iptablesXFamily, jump []string) error {
+	for range 8 {
+		ok, err := f.be.Exists(iptablesXTable, c.cfg.Parent, jump...)
+		if err != nil || !ok {
+			return err
+		}
+		if err := f.be.Delete(iptablesXTable, c.cfg.Parent, jump...); err != nil {
+			return fmt.Errorf("%s: %w", c.describe(f, "-D", c.cfg.Parent, jump), err)
+		}
+	}
+	return nil
+}
+
+// IPTablesOptions are the run-time dependencies of NewIPTables.
+type IPTablesOptions struct {
+	Logger *slog.Logger // nil: discard
+	// DryRun, when set, receives the iptables commands that would be run
+	// (one per line); nothing is executed.
+	DryRun io.Writer
+	Now    func() time.Time // nil: time.Now
+}
+
+// IPTables bans each prefix with one rule `-s PREFIX -j TARGET` in our own
+// chain (per family), jumped to from Parent for the configured ports.
+// Close leaves the rules in place (the kernel keeps protecting while the
+// daemon restarts); Cleanup removes jump and chain.
+type IPTables struct {
+	c   *iptablesXChain
+	log *slog.Logger
+	now func() time.Time
+}
+
+var _ Action = (*IPTables)(nil)
+
+// NewIPTables checks the configuration and the programs. It does not touch
+// the firewall: the first Sync or Apply creates chain and jump.
+func NewIPTables(cfg IPTablesConfig, opts IPTablesOptions) (*IPTables, error) {
+	log := execXLogger(opts.Logger).With("action", "iptables")
+	c, err := newIPTablesXChain(cfg.IPTablesChainConfig, log, opts.DryRun)
+	if err != nil {
+		return nil, err
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &IPTables{c: c, log: log, now: now}, nil
+}
+
+// Name implements Action.
+func (a *IPTables) Name() string { return "iptables" }
+
+// ownedRule: our per-prefix rules are the ones with a source and no set.
+func (a *IPTables) ownedRule(rule string) bool {
+	return strings.HasPrefix(rule, "-s ") && !strings.Contains(rule, "--match-set")
+}
+
+// Apply implements Action.
+func (a *IPTables) Apply(ctx context.Context, b Ban) error {
+	if err := execXCheckPrefix(b.Prefix); err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	f, err := a.c.family(b.Prefix)
+	if err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	a.c.mu.Lock()
+	defer a.c.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := a.c.addLocked(f, a.c.ruleSpec(b.Prefix.String())); err != nil {
+		return fmt.Errorf("iptables: ban %s: %w", b.Prefix, err)
+	}
+	a.log.Debug("rule added", "prefix", b.Prefix)
+	return nil
+}
+
+// Revoke implements Action.
+func (a *IPTables) Revoke(ctx context.Context, p netip.Prefix) error {
+	if err := execXCheckPrefix(p); err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	f, err := a.c.family(p)
+	if err != nil {
+		return fmt.Errorf("iptables: %w", err)
+	}
+	a.c.mu.Lock()
+	defer a.c.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := a.c.delLocked(f, a.c.ruleSpec(p.String())); err != nil {
+		return fmt.Errorf("iptables: unban %s: %w", p, err)
+	}
+	a.log.Debug("rule deleted", "prefix", p)
+	return nil
+}
+
+// Sync implements Action: chain and jump are recreated when missing, rules
+// for active bans added, our other per-prefix rules deleted. Invalid or
+// expired bans are skipped (invalid ones are reported in the error).
+func (a *IPTables) Sync(ctx context.Context, active []Ban) error {
+	now := a.now()
+	var want4, want6 []string
+	var errs []error
+	for _, b := range active {
+		if err := execXCheckPrefix(b.Prefix); err != nil {
+			errs = append(errs, fmt.Errorf("iptables: sync: %w", err))
+			continue
+		}
+		if !b.Until.IsZero() && !b.Active(now) {
+			continue
+		}
+		r := strings.Join(a.c.ruleSpec(b.Prefix.String()), " ")
+		if b.Prefix.Addr().Is4() {
+			want4 = append(want4, r)
+		} else if a.c.v6 != nil {
+			want6 = append(want6, r)
+		} else {
+			errs = append(errs, fmt.Errorf("iptables: sync: %s: IPv6 is disabled", b.Prefix))
+		}
+	}
+	a.c.mu.Lock()
+	defer a.c.mu.Unlock()
+	for _, fw := range []struct {
+		f    *iptablesXFamily
+		want []string
+	}{{a.c.v4, want4}, {a.c.v6, want6}} {
+		if fw.f == nil {
+			continue
+		}
+		added, deleted, err := a.c.reconcileLocked(ctx, fw.f, a.ownedRule, fw.want)
+		a.log.Info("sync", "program", fw.f.prog, "want", len(fw.want), "added", added, "deleted", deleted)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("iptables: sync: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close implements Action. Rules stay in place.
+func (a *IPTables) Close() error { return nil }
+
+// Cleanup removes the jump and our chain with every rule in it (for
+// `mxguard daemon --cleanup`). If the ipset action shares the chain, its
+// rules go too; call IPSet.Cleanup as well to destroy the sets.
+func (a *IPTables) Cleanup(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := a.c.cleanup(); err != nil {
+		return fmt.Errorf("iptables: cleanup: %w", err)
+	}
+	return nil
+}
