@@ -1,0 +1,546 @@
+package detectors
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/mxguard/mxguard/logparse"
+)
+
+var t0 = time.Date(2025, 11, 25, 10, 0, 0, 0, time.UTC)
+
+// ev builds an event at t0+d; opts tweak it. Raw is a readable line.
+func ev(d time.Duration, ip string, k logparse.Kind, opts ...func(*logparse.Event)) logparse.Event {
+	e := logparse.Event{Time: t0.Add(d), Client: netip.MustParseAddr(ip), Kind: k, Service: "smtpd"}
+	switch k {
+	case logparse.KindConnect, logparse.KindDisconnect, logparse.KindPSConnect, logparse.KindPSPass,
+		logparse.KindSASLLogin, logparse.KindReceived:
+	default:
+		e.Abuse = true
+	}
+	for _, o := range opts {
+		o(&e)
+	}
+	e.Raw = fmt.Sprintf("%s %s %s %s %s %s %d", e.Time.Format(time.Stamp), ip, k, e.Reason, e.Stage, e.To, e.Count)
+	return e
+}
+
+func reason(r logparse.Reason) func(*logparse.Event) {
+	return func(e *logparse.Event) {
+		e.Reason = r
+		e.Code = 554
+		if r == logparse.ReasonGreylisted || r == logparse.ReasonServiceUnavailable {
+			e.Abuse = false
+			e.Code = 450
+		}
+	}
+}
+func to(a string) func(*logparse.Event)        { return func(e *logparse.Event) { e.To = a } }
+func stage(s string) func(*logparse.Event)     { return func(e *logparse.Event) { e.Stage = s } }
+func count(n int) func(*logparse.Event)        { return func(e *logparse.Event) { e.Count = n } }
+func detail(s string) func(*logparse.Event)    { return func(e *logparse.Event) { e.Detail = s } }
+func noAbuse() func(*logparse.Event)           { return func(e *logparse.Event) { e.Abuse = false } }
+func unknown(a string) []func(*logparse.Event) { return []func(*logparse.Event){reason(logparse.ReasonUnknownRecipient), to(a), stage("RCPT")} }
+
+// every repeats make(i) for i in [0,n), i minutes apart starting at start.
+func every(n int, start, step time.Duration, mk func(i int, at time.Duration) logparse.Event) []logparse.Event {
+	out := make([]logparse.Event, n)
+	for i := range out {
+		out[i] = mk(i, start+time.Duration(i)*step)
+	}
+	return out
+}
+
+func cat(ls ...[]logparse.Event) []logparse.Event {
+	var out []logparse.Event
+	for _, l := range ls {
+		out = append(out, l...)
+	}
+	return out
+}
+
+func one(es ...logparse.Event) []logparse.Event { return es }
+
+func summary(i int, d Decision) string {
+	s := fmt.Sprintf("%d: %s %s n=%d", i, d.Detector, d.Prefix, d.Evidence)
+	if d.Warn {
+		s += " warn"
+	}
+	return s
+}
+
+func run(t *testing.T, cfg Config, events []logparse.Event) ([]string, []Decision, *Engine) {
+	t.Helper()
+	e, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var all []Decision
+	for i, x := range events {
+		for _, d := range e.Observe(x) {
+			got = append(got, summary(i, d))
+			all = append(all, d)
+		}
+	}
+	return got, all, e
+}
+
+const ipA, ipB = "203.0.113.7", "198.51.100.9"
+
+func TestDetectors(t *testing.T) {
+	m := time.Minute
+	tests := []struct {
+		name   string
+		cfg    func(*Config)
+		events []logparse.Event
+		want   []string
+	}{
+		// dictionary
+		{name: "dictionary/5 distinct in 10m", events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		}), want: []string{"4: dictionary 203.0.113.7/32 n=5"}},
+		{name: "dictionary/4 distinct is not enough", events: every(4, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		})},
+		{name: "dictionary/one recipient repeated", events: every(12, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, unknown("sales@example.org")...)
+		})},
+		{name: "dictionary/case folded", events: every(8, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, unknown([]string{"Bob@example.org", "bob@example.org", "BOB@EXAMPLE.ORG", "al@example.org"}[i%4])...)
+		})},
+		{name: "dictionary/window expiry", events: cat(
+			every(4, 0, m, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			}),
+			one(ev(13*m, ipA, logparse.KindReject, unknown("late@example.org")...)))},
+		{name: "dictionary/clients counted apart", events: every(8, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, []string{ipA, ipB}[i%2], logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		})},
+		{name: "dictionary/dedupe until the window restarts", events: every(20, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		}), want: []string{"4: dictionary 203.0.113.7/32 n=5", "18: dictionary 203.0.113.7/32 n=5"}},
+		{name: "dictionary/warn mode", cfg: func(c *Config) { c.Dictionary.Mode = ModeWarn },
+			events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			}), want: []string{"4: dictionary 203.0.113.7/32 n=5 warn"}},
+		{name: "dictionary/disabled", cfg: func(c *Config) { c.Dictionary.Enabled = false },
+			events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			})},
+		{name: "dictionary/v4-mapped is the same client", events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, []string{ipA, "::ffff:" + ipA}[i%2], logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		}), want: []string{"4: dictionary 203.0.113.7/32 n=5"}},
+
+		// error_burst
+		{name: "error_burst/6 within 5m", events: every(6, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+		}), want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
+		{name: "error_burst/one a minute never fills 5m", events: every(30, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+		})},
+		{name: "error_burst/too many errors decides at once", events: one(
+			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonClientAccess)),
+			ev(m, ipA, logparse.KindTooManyErrors, stage("RCPT"))),
+			want: []string{"1: error_burst 203.0.113.7/32 n=2"}},
+		{name: "error_burst/lost connection after RCPT counts", events: every(6, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindLostConnection, stage("RCPT"))
+		}), want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
+		{name: "error_burst/lost connection after CONNECT does not", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindLostConnection, stage("CONNECT"))
+		})},
+		{name: "error_burst/lost connection after DATA is not abuse", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindLostConnection, stage("DATA"), noAbuse())
+		})},
+
+		// never ban
+		{name: "never/monitoring probe every minute", events: every(240, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
+			if i%2 == 0 {
+				return ev(at, ipA, logparse.KindConnect)
+			}
+			return ev(at, ipA, logparse.KindDisconnect, detail("quit=1 commands=1"))
+		})},
+		{name: "never/probe quitting without a word", cfg: func(c *Config) { c.SASLBruteforce.CountDisconnectAuth = true },
+			events: every(240, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
+				if i%2 == 0 {
+					return ev(at, ipA, logparse.KindConnect)
+				}
+				return ev(at, ipA, logparse.KindDisconnect, detail("ehlo=1 quit=1 commands=2"))
+			})},
+		{name: "never/one mistyped recipient", events: one(
+			ev(0, ipA, logparse.KindConnect),
+			ev(1*time.Second, ipA, logparse.KindReject, unknown("jhon@example.org")...),
+			ev(2*time.Second, ipA, logparse.KindReceived),
+			ev(3*time.Second, ipA, logparse.KindDisconnect, count(1), detail("ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6")))},
+		{name: "never/one wrong password then login", events: one(
+			ev(0, ipA, logparse.KindSASLFail, detail("bob")),
+			ev(1*time.Second, ipA, logparse.KindDisconnect, count(1), detail("ehlo=1 auth=0/1 quit=1 commands=2/3")),
+			ev(30*time.Second, ipA, logparse.KindSASLLogin, detail("bob")))},
+		{name: "never/postscreen 450 4.3.2 after passing", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) logparse.Event {
+			if i%2 == 0 {
+				return ev(at, ipA, logparse.KindPSPass)
+			}
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonServiceUnavailable), stage("RCPT"))
+		})},
+		{name: "never/greylisted", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonGreylisted), stage("RCPT"))
+		})},
+		{name: "never/postscreen context", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, []logparse.Kind{logparse.KindPSConnect, logparse.KindPSPass, logparse.KindConnect}[i%3])
+		})},
+		{name: "never/DNSBL rank 1 on a busy sender", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindDNSBL, count(1))
+		})},
+
+		// pipelining
+		{name: "pipelining/first decides, dedupe, again after window", events: one(
+			ev(0, ipA, logparse.KindPipelining, stage("EHLO")),
+			ev(10*m, ipA, logparse.KindPipelining, stage("EHLO")),
+			ev(61*m, ipA, logparse.KindReject, reason(logparse.ReasonPipelining), stage("DATA"))),
+			want: []string{"0: pipelining 203.0.113.7/32 n=1", "2: pipelining 203.0.113.7/32 n=1"}},
+
+		// pregreet
+		{name: "pregreet/each protocol failure decides", events: one(
+			ev(0, "192.0.2.1", logparse.KindPregreet, count(11)),
+			ev(m, "192.0.2.2", logparse.KindNonSMTP),
+			ev(2*m, "192.0.2.3", logparse.KindBareNewline),
+			ev(3*m, "192.0.2.4", logparse.KindCommandLimit),
+			ev(4*m, "192.0.2.5", logparse.KindHangup)),
+			want: []string{"0: pregreet 192.0.2.1/32 n=1", "1: pregreet 192.0.2.2/32 n=1", "2: pregreet 192.0.2.3/32 n=1", "3: pregreet 192.0.2.4/32 n=1"}},
+
+		// sasl_bruteforce
+		{name: "sasl/5 within 10m", events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindSASLFail)
+		}), want: []string{"4: sasl_bruteforce 203.0.113.7/32 n=5"}},
+		{name: "sasl/slow guessing", events: every(10, 0, 3*m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindSASLFail)
+		})},
+		{name: "sasl/forgiven by login", events: cat(
+			every(4, 0, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }),
+			one(ev(4*m+30*time.Second, ipA, logparse.KindSASLLogin)),
+			every(4, 5*m, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }))},
+		{name: "sasl/forgiven by accepted message", events: cat(
+			every(4, 0, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }),
+			one(ev(4*m+30*time.Second, ipA, logparse.KindReceived)),
+			every(4, 5*m, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }))},
+		{name: "sasl/forgiving another client does not help", events: cat(
+			every(4, 0, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }),
+			one(ev(4*m+30*time.Second, ipB, logparse.KindSASLLogin)),
+			every(1, 5*m, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) })),
+			want: []string{"5: sasl_bruteforce 203.0.113.7/32 n=5"}},
+		{name: "sasl/disconnect stats ignored by default", events: one(
+			ev(0, ipA, logparse.KindDisconnect, count(5), detail("ehlo=1 auth=0/5 quit=1 commands=2/7")))},
+		{name: "sasl/disconnect stats when configured", cfg: func(c *Config) { c.SASLBruteforce.CountDisconnectAuth = true }, events: one(
+			ev(0, ipA, logparse.KindDisconnect, count(4), detail("ehlo=1 auth=0/4 quit=1 commands=2/6")),
+			ev(m, ipA, logparse.KindDisconnect, count(1), detail("ehlo=1 auth=1/2 quit=1 commands=3/4"))),
+			want: []string{"1: sasl_bruteforce 203.0.113.7/32 n=5"}},
+		{name: "sasl/many addresses of a /24 without per_prefix", events: every(12, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindSASLFail)
+		})},
+		{name: "sasl/per_prefix v4", cfg: func(c *Config) { c.SASLBruteforce.PerPrefix = true }, events: every(12, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindSASLFail)
+		}), want: []string{"9: sasl_bruteforce 203.0.113.0/24 n=10"}},
+		{name: "sasl/per_prefix v6", cfg: func(c *Config) { c.SASLBruteforce.PerPrefix = true }, events: every(10, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
+			return ev(at, fmt.Sprintf("2001:db8:1:2::%x", 10+i), logparse.KindSASLFail)
+		}), want: []string{"9: sasl_bruteforce 2001:db8:1:2::/64 n=10"}},
+
+		// relay_probe
+		{name: "relay/3 within 1h", events: every(3, 0, 20*m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))
+		}), want: []string{"2: relay_probe 203.0.113.7/32 n=3"}},
+		{name: "relay/2 within 1h", events: every(4, 0, 40*m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))
+		})},
+		{name: "relay/forgiven by login", events: cat(
+			every(2, 0, m, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))
+			}),
+			one(ev(3*m, ipA, logparse.KindSASLLogin)),
+			one(ev(4*m, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))))},
+
+		// dnsbl
+		{name: "dnsbl/rank", events: one(
+			ev(0, "192.0.2.1", logparse.KindDNSBL, count(2)),
+			ev(0, "192.0.2.2", logparse.KindDNSBL, count(3)),
+			ev(m, "192.0.2.2", logparse.KindDNSBL, count(5))),
+			want: []string{"1: dnsbl 192.0.2.2/32 n=1"}},
+		{name: "dnsbl/smtpd blocked using", events: one(
+			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonDNSBL), detail("zen.spamhaus.org"), stage("RCPT"))),
+			want: []string{"0: dnsbl 203.0.113.7/32 n=1"}},
+		{name: "dnsbl/rank threshold configured", cfg: func(c *Config) { c.DNSBL.Threshold = 6 }, events: one(
+			ev(0, ipA, logparse.KindDNSBL, count(5)),
+			ev(m, ipB, logparse.KindDNSBL, count(6))),
+			want: []string{"1: dnsbl 198.51.100.9/32 n=1"}},
+
+		// bad_helo
+		{name: "bad_helo/2 within 1h", events: one(
+			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid), stage("RCPT")),
+			ev(30*m, ipA, logparse.KindReject, reason(logparse.ReasonHeloNonFQDN), stage("RCPT"))),
+			want: []string{"1: bad_helo 203.0.113.7/32 n=2"}},
+		{name: "bad_helo/2 hours apart", events: one(
+			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid), stage("RCPT")),
+			ev(2*time.Hour, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid), stage("RCPT")))},
+
+		// prefix escalation
+		{name: "escalation/off by default", events: every(6, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindPregreet)
+		}), want: []string{"0: pregreet 203.0.113.10/32 n=1", "1: pregreet 203.0.113.11/32 n=1", "2: pregreet 203.0.113.12/32 n=1",
+			"3: pregreet 203.0.113.13/32 n=1", "4: pregreet 203.0.113.14/32 n=1", "5: pregreet 203.0.113.15/32 n=1"}},
+		{name: "escalation/v4 /24", cfg: func(c *Config) { c.PrefixEscalation.Enabled = true }, events: every(6, 0, m, func(i int, at time.Duration) logparse.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindPregreet)
+		}), want: []string{"0: pregreet 203.0.113.10/32 n=1", "1: pregreet 203.0.113.11/32 n=1", "2: pregreet 203.0.113.12/32 n=1",
+			"3: pregreet 203.0.113.13/32 n=1", "4: pregreet 203.0.113.14/32 n=1", "4: prefix_escalation 203.0.113.0/24 n=5",
+			"5: pregreet 203.0.113.15/32 n=1"}},
+		{name: "escalation/same address twice counts once", cfg: func(c *Config) { c.PrefixEscalation.Enabled = true; c.PrefixEscalation.Count = 2 },
+			events: one(
+				ev(0, ipA, logparse.KindPregreet),
+				ev(m, ipA, logparse.KindPipelining),
+				ev(2*m, "203.0.113.8", logparse.KindPipelining)),
+			want: []string{"0: pregreet 203.0.113.7/32 n=1", "1: pipelining 203.0.113.7/32 n=1", "2: pipelining 203.0.113.8/32 n=1",
+				"2: prefix_escalation 203.0.113.0/24 n=2"}},
+		{name: "escalation/v6 /64 and window", cfg: func(c *Config) {
+			c.PrefixEscalation.Enabled = true
+			c.PrefixEscalation.Count = 3
+			c.PrefixEscalation.Window = Duration(time.Hour)
+		}, events: one(
+			ev(0, "2001:db8:1:2::1", logparse.KindPregreet),
+			ev(30*m, "2001:db8:1:2::2", logparse.KindPregreet),
+			ev(61*m, "2001:db8:1:2::3", logparse.KindPregreet), // first one has left the window
+			ev(62*m, "2001:db8:1:3::4", logparse.KindPregreet), // other /64
+			ev(63*m, "2001:db8:1:2::5", logparse.KindPregreet)),
+			want: []string{"0: pregreet 2001:db8:1:2::1/128 n=1", "1: pregreet 2001:db8:1:2::2/128 n=1", "2: pregreet 2001:db8:1:2::3/128 n=1",
+				"3: pregreet 2001:db8:1:3::4/128 n=1", "4: pregreet 2001:db8:1:2::5/128 n=1", "4: prefix_escalation 2001:db8:1:2::/64 n=3"}},
+		{name: "escalation/warn decisions do not count", cfg: func(c *Config) {
+			c.PrefixEscalation.Enabled = true
+			c.PrefixEscalation.Count = 2
+			c.Pregreet.Mode = ModeWarn
+		}, events: one(
+			ev(0, "203.0.113.1", logparse.KindPregreet),
+			ev(m, "203.0.113.2", logparse.KindPregreet)),
+			want: []string{"0: pregreet 203.0.113.1/32 n=1 warn", "1: pregreet 203.0.113.2/32 n=1 warn"}},
+		{name: "escalation/warn mode", cfg: func(c *Config) {
+			c.PrefixEscalation.Enabled = true
+			c.PrefixEscalation.Count = 2
+			c.PrefixEscalation.Mode = ModeWarn
+		}, events: one(
+			ev(0, "203.0.113.1", logparse.KindPregreet),
+			ev(m, "203.0.113.2", logparse.KindPregreet)),
+			want: []string{"0: pregreet 203.0.113.1/32 n=1", "1: pregreet 203.0.113.2/32 n=1", "1: prefix_escalation 203.0.113.0/24 n=2 warn"}},
+
+		// odds and ends
+		{name: "invalid client is ignored", events: []logparse.Event{{Time: t0, Kind: logparse.KindPregreet, Abuse: true}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			got, _, _ := run(t, cfg, tc.events)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("decisions:\ngot:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestReasonAndEvidence(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.EvidenceLines = 2
+	var events []logparse.Event
+	for i := range 5 {
+		events = append(events, ev(time.Duration(i)*time.Minute, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...))
+	}
+	_, ds, _ := run(t, cfg, events)
+	if len(ds) != 1 {
+		t.Fatalf("got %d decisions, want 1", len(ds))
+	}
+	d := ds[0]
+	if d.Reason != "5 unknown recipients within 10m" {
+		t.Errorf("reason %q", d.Reason)
+	}
+	if !d.Time.Equal(t0.Add(4 * time.Minute)) {
+		t.Errorf("time %v", d.Time)
+	}
+	want := []string{events[3].Raw, events[4].Raw}
+	if fmt.Sprint(d.Lines) != fmt.Sprint(want) {
+		t.Errorf("lines %q, want %q", d.Lines, want)
+	}
+
+	cfg.EvidenceLines = 0
+	_, ds, _ = run(t, cfg, events)
+	if len(ds) != 1 || len(ds[0].Lines) != 0 {
+		t.Errorf("evidence_lines 0: got %+v", ds)
+	}
+}
+
+func TestReasons(t *testing.T) {
+	m := time.Minute
+	tests := []struct {
+		events []logparse.Event
+		want   string
+	}{
+		{one(ev(0, ipA, logparse.KindTooManyErrors, stage("RCPT"))), "too many errors after RCPT"},
+		{one(ev(0, ipA, logparse.KindPipelining, stage("EHLO"))), "improper command pipelining after EHLO"},
+		{one(ev(0, ipA, logparse.KindPregreet, count(11))), "pregreet"},
+		{one(ev(0, ipA, logparse.KindNonSMTP)), "non-SMTP command"},
+		{one(ev(0, ipA, logparse.KindDNSBL, count(4))), "postscreen DNSBL rank 4"},
+		{one(ev(0, ipA, logparse.KindReject, reason(logparse.ReasonDNSBL), detail("zen.spamhaus.org"))), "listed in zen.spamhaus.org"},
+		{every(5, 0, m, func(int, time.Duration) logparse.Event { return ev(0, ipA, logparse.KindSASLFail) }), "5 SASL authentication failures within 10m"},
+		{every(3, 0, m, func(_ int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied))
+		}), "3 relay attempts within 1h"},
+		{every(2, 0, m, func(_ int, at time.Duration) logparse.Event {
+			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid))
+		}), "2 HELO rejects within 1h"},
+	}
+	for _, tc := range tests {
+		_, ds, _ := run(t, DefaultConfig(), tc.events)
+		if len(ds) == 0 || ds[0].Reason != tc.want {
+			t.Errorf("got %+v, want reason %q", ds, tc.want)
+		}
+	}
+}
+
+// Event strings may alias a reused read buffer; decisions must not.
+func TestEvidenceIsCloned(t *testing.T) {
+	e, err := New(DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := []byte("Nov 25 10:00:00 mx postfix/postscreen[1]: PREGREET 11 after 0.1 from [203.0.113.7]:4242: EHLO x\\r\\n")
+	x := ev(0, ipA, logparse.KindPregreet)
+	x.Raw = unsafe.String(&buf[0], len(buf))
+	want := strings.Clone(x.Raw)
+	ds := e.Observe(x)
+	for i := range buf {
+		buf[i] = 'X'
+	}
+	if len(ds) != 1 || len(ds[0].Lines) != 1 || ds[0].Lines[0] != want {
+		t.Fatalf("evidence aliased the buffer: %+v", ds)
+	}
+}
+
+func TestLRUCap(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxClients = 3
+	e, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(at time.Duration, ip string) []Decision { return e.Observe(ev(at, ip, logparse.KindSASLFail)) }
+	// A has 4 failures, then B, C, D push it out.
+	for i := range 4 {
+		fail(time.Duration(i)*time.Second, ipA)
+	}
+	fail(10*time.Second, "192.0.2.1")
+	fail(11*time.Second, "192.0.2.2")
+	fail(12*time.Second, "192.0.2.3")
+	if ds := fail(13*time.Second, ipA); len(ds) != 0 {
+		t.Errorf("evicted client kept its count: %+v", ds)
+	}
+	st := e.Stats()
+	if st.Clients != 3 || st.Evicted != 2 {
+		t.Errorf("stats %+v, want 3 clients, 2 evicted", st)
+	}
+
+	// Recently seen clients stay: touch A between newcomers.
+	e, _ = New(cfg, nil)
+	for i := range 4 {
+		fail(time.Duration(i)*time.Second, ipA)
+		fail(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", 10+i))
+	}
+	if ds := fail(5*time.Second, ipA); len(ds) != 1 {
+		t.Errorf("recently seen client was evicted: %+v", ds)
+	}
+}
+
+func TestExpiry(t *testing.T) {
+	e, err := New(DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i), logparse.KindSASLFail))
+	}
+	if st := e.Stats(); st.Clients != 100 {
+		t.Fatalf("clients %d, want 100", st.Clients)
+	}
+	// An hour later every window (max 1h) has passed for all but the
+	// newest few.
+	e.Observe(ev(time.Hour+50*time.Second, ipA, logparse.KindSASLFail))
+	st := e.Stats()
+	if st.Clients != 50 || st.Expired != 51 {
+		t.Errorf("stats %+v, want 50 clients (49 young + 1 new), 51 expired", st)
+	}
+	if st.Events != 101 {
+		t.Errorf("events %d", st.Events)
+	}
+}
+
+func TestStats(t *testing.T) {
+	_, _, e := run(t, DefaultConfig(), one(
+		ev(0, "192.0.2.1", logparse.KindPregreet),
+		ev(0, "192.0.2.2", logparse.KindPregreet),
+		ev(0, "192.0.2.3", logparse.KindTooManyErrors),
+		ev(0, "192.0.2.4", logparse.KindConnect)))
+	st := e.Stats()
+	if st.Decisions[Pregreet] != 2 || st.Decisions[ErrorBurst] != 1 || st.Decisions[Dictionary] != 0 {
+		t.Errorf("decisions %v", st.Decisions)
+	}
+	if _, ok := st.Decisions[PrefixEscalation]; !ok || len(st.Decisions) != len(Names())+1 {
+		t.Errorf("decisions keys %v", st.Decisions)
+	}
+	if st.Clients != 3 {
+		t.Errorf("context events must not create clients: %d", st.Clients)
+	}
+}
+
+func TestAuthFailures(t *testing.T) {
+	for in, want := range map[string]int{
+		"ehlo=1 auth=0/3 quit=1 commands=2/5": 3,
+		"auth=0/1":                            1,
+		"ehlo=1 auth=1 quit=1 commands=3":     0,
+		"ehlo=1 auth=1/2 rcpt=0/1":            1,
+		"xauth=0/4 auth=0/2":                  2,
+		"xauth=0/4":                           0,
+		"auth=a/2":                            0,
+		"auth=3/2":                            0,
+		"":                                    0,
+	} {
+		if got := authFailures(in); got != want {
+			t.Errorf("authFailures(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
+func TestConcurrentUse(t *testing.T) {
+	e, err := New(DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	total := 0
+	for g := range 4 {
+		wg.Go(func() {
+			n := 0
+			for i := range 200 {
+				n += len(e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i%50), logparse.KindSASLFail, detail(fmt.Sprint(g)))))
+				_ = e.Stats()
+			}
+			mu.Lock()
+			total += n
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if total == 0 || e.Stats().Events != 800 {
+		t.Errorf("total %d, stats %+v", total, e.Stats())
+	}
+}

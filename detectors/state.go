@@ -1,0 +1,170 @@
+package detectors
+
+import "net/netip"
+
+// entry is one counted event in a window.
+type entry struct {
+	t    int64  // log time, Unix nanoseconds
+	h    uint64 // recipient or address hash for distinct counting, else 0
+	line string // raw line kept as evidence ("" once older than the last N)
+}
+
+// counter is one detector's window for one key. Entries are in time order
+// and there are never more than the detector's threshold of them.
+type counter struct {
+	det   detID
+	muted int64 // no decision from det for this key before this time
+	ev    []entry
+}
+
+// expire drops the entries that are window or more older than now.
+func (c *counter) expire(now, window int64) {
+	i := 0
+	for i < len(c.ev) && now-c.ev[i].t >= window {
+		i++
+	}
+	if i == 0 {
+		return
+	}
+	n := copy(c.ev, c.ev[i:])
+	clear(c.ev[n:])
+	c.ev = c.ev[:n]
+}
+
+// add appends an entry, keeping at most limit entries and the lines of only
+// the newest keep entries. With distinct set, an entry with the same hash
+// is moved to the end instead (a repeat does not count twice).
+func (c *counter) add(e entry, limit, keep int, distinct bool) {
+	if distinct {
+		for i := range c.ev {
+			if c.ev[i].h == e.h {
+				copy(c.ev[i:], c.ev[i+1:])
+				c.ev[len(c.ev)-1] = entry{}
+				c.ev = c.ev[:len(c.ev)-1]
+				break
+			}
+		}
+	}
+	if len(c.ev) >= limit { // only when a decision was muted; keep the newest
+		n := copy(c.ev, c.ev[len(c.ev)-limit+1:])
+		clear(c.ev[n:])
+		c.ev = c.ev[:n]
+	}
+	c.ev = append(c.ev, e)
+	if k := len(c.ev) - 1 - keep; k >= 0 {
+		c.ev[k].line = ""
+	}
+}
+
+// reset forgets the entries (not the mute).
+func (c *counter) reset() {
+	clear(c.ev)
+	c.ev = c.ev[:0]
+}
+
+// state is what the engine knows about one key (an address or a prefix).
+type state struct {
+	key        netip.Prefix
+	prev, next *state // LRU list; head is the most recently seen
+	last       int64  // latest log time seen for this key
+	ctrs       []counter
+}
+
+func (s *state) counter(d detID) *counter {
+	for i := range s.ctrs {
+		if s.ctrs[i].det == d {
+			return &s.ctrs[i]
+		}
+	}
+	s.ctrs = append(s.ctrs, counter{det: d})
+	return &s.ctrs[len(s.ctrs)-1]
+}
+
+func (s *state) find(d detID) *counter {
+	for i := range s.ctrs {
+		if s.ctrs[i].det == d {
+			return &s.ctrs[i]
+		}
+	}
+	return nil
+}
+
+// table is a map of states with an intrusive LRU list, capped at max
+// entries, whose states expire horizon after their last event.
+type table struct {
+	m          map[netip.Prefix]*state
+	head, tail *state
+	max        int
+	horizon    int64
+	evicted    uint64 // dropped because of max
+	expired    uint64 // dropped because idle for horizon
+}
+
+func newTable(max int, horizon int64) *table {
+	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon}
+}
+
+func (t *table) unlink(s *state) {
+	if s.prev != nil {
+		s.prev.next = s.next
+	} else {
+		t.head = s.next
+	}
+	if s.next != nil {
+		s.next.prev = s.prev
+	} else {
+		t.tail = s.prev
+	}
+	s.prev, s.next = nil, nil
+}
+
+func (t *table) pushFront(s *state) {
+	s.next = t.head
+	if t.head != nil {
+		t.head.prev = s
+	}
+	t.head = s
+	if t.tail == nil {
+		t.tail = s
+	}
+}
+
+// lookup returns the state of key or nil, without touching the LRU order.
+func (t *table) lookup(key netip.Prefix) *state { return t.m[key] }
+
+// get returns the state of key, creating it (and evicting the least
+// recently seen state if the table is full), and marks it as seen at now.
+func (t *table) get(key netip.Prefix, now int64) *state {
+	s := t.m[key]
+	if s == nil {
+		if len(t.m) >= t.max && t.tail != nil {
+			old := t.tail
+			t.unlink(old)
+			delete(t.m, old.key)
+			t.evicted++
+		}
+		s = &state{key: key, last: now}
+		t.m[key] = s
+		t.pushFront(s)
+		return s
+	}
+	if now > s.last {
+		s.last = now
+	}
+	if t.head != s {
+		t.unlink(s)
+		t.pushFront(s)
+	}
+	return s
+}
+
+// expire drops states from the LRU end while they have been idle for the
+// horizon (every window of theirs has passed, so they hold nothing).
+// Amortised O(1): each state is dropped once.
+func (t *table) expire(now int64) {
+	for s := t.tail; s != nil && now-s.last >= t.horizon; s = t.tail {
+		t.unlink(s)
+		delete(t.m, s.key)
+		t.expired++
+	}
+}
