@@ -40,12 +40,14 @@ func reason(r logparse.Reason) func(*logparse.Event) {
 		}
 	}
 }
-func to(a string) func(*logparse.Event)        { return func(e *logparse.Event) { e.To = a } }
-func stage(s string) func(*logparse.Event)     { return func(e *logparse.Event) { e.Stage = s } }
-func count(n int) func(*logparse.Event)        { return func(e *logparse.Event) { e.Count = n } }
-func detail(s string) func(*logparse.Event)    { return func(e *logparse.Event) { e.Detail = s } }
-func noAbuse() func(*logparse.Event)           { return func(e *logparse.Event) { e.Abuse = false } }
-func unknown(a string) []func(*logparse.Event) { return []func(*logparse.Event){reason(logparse.ReasonUnknownRecipient), to(a), stage("RCPT")} }
+func to(a string) func(*logparse.Event)     { return func(e *logparse.Event) { e.To = a } }
+func stage(s string) func(*logparse.Event)  { return func(e *logparse.Event) { e.Stage = s } }
+func count(n int) func(*logparse.Event)     { return func(e *logparse.Event) { e.Count = n } }
+func detail(s string) func(*logparse.Event) { return func(e *logparse.Event) { e.Detail = s } }
+func noAbuse() func(*logparse.Event)        { return func(e *logparse.Event) { e.Abuse = false } }
+func unknown(a string) []func(*logparse.Event) {
+	return []func(*logparse.Event){reason(logparse.ReasonUnknownRecipient), to(a), stage("RCPT")}
+}
 
 // every repeats make(i) for i in [0,n), i minutes apart starting at start.
 func every(n int, start, step time.Duration, mk func(i int, at time.Duration) logparse.Event) []logparse.Event {
