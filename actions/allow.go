@@ -1,0 +1,178 @@
+package actions
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+)
+
+// allowLoopback is always allowlisted, whatever the configuration.
+var allowLoopback = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+}
+
+// Allowlist holds the networks that are never banned: loopback (always),
+// the configured CIDRs, the host's own addresses and any extra source.
+// A ban is refused when its prefix overlaps any of them, so a ban of
+// 203.0.113.0/24 is refused when 203.0.113.5 is allowlisted.
+type Allowlist struct {
+	static []netip.Prefix
+	// Dynamic sources, re-read by Refresh.
+	sources []func() ([]netip.Prefix, error)
+
+	mu      sync.RWMutex
+	dynamic []netip.Prefix
+}
+
+// AllowHostAddrs returns the host's own addresses (one /32 or /128 each,
+// not the whole attached subnet) from net.InterfaceAddrs.
+func AllowHostAddrs() ([]netip.Prefix, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("list host addresses: %w", err)
+	}
+	out := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		var ip net.IP
+		switch v := a.(type) {
+		case *net.IPNet:
+			ip = v.IP
+		case *net.IPAddr:
+			ip = v.IP
+		default:
+			continue
+		}
+		addr, ok := netip.AddrFromSlice(ip)
+		if !ok {
+			continue
+		}
+		addr = addr.Unmap()
+		out = append(out, netip.PrefixFrom(addr, addr.BitLen()))
+	}
+	return out, nil
+}
+
+// AllowParse parses an allowlist entry: a CIDR ("192.0.2.0/24", host bits
+// are masked off) or a bare address ("192.0.2.1", "2001:db8::1").
+// IPv4-mapped IPv6 is turned into IPv4.
+func AllowParse(s string) (netip.Prefix, error) {
+	s = strings.TrimSpace(s)
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return allowUnmapPrefix(p).Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("allowlist entry %q is neither an address nor a CIDR", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("allowlist entry %q: zones are not allowed", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// NewAllowlist builds an allowlist from configured entries (see AllowParse)
+// plus loopback plus the prefixes returned by each source (typically
+// AllowHostAddrs). Sources are read now and again on every Refresh; a
+// source error is returned (with the list still usable with what was
+// read). All bad entries are reported together.
+func NewAllowlist(entries []string, sources ...func() ([]netip.Prefix, error)) (*Allowlist, error) {
+	a := &Allowlist{static: append([]netip.Prefix(nil), allowLoopback...)}
+	var errs []error
+	for _, e := range entries {
+		p, err := AllowParse(e)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		a.static = append(a.static, p)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, s := range sources {
+		if s != nil {
+			a.sources = append(a.sources, s)
+		}
+	}
+	return a, a.Refresh()
+}
+
+// Refresh re-reads the dynamic sources (host addresses change with DHCP,
+// interfaces coming up). On a source error the previous prefixes of the
+// other sources are still replaced; the error is returned.
+func (a *Allowlist) Refresh() error {
+	var (
+		dyn  []netip.Prefix
+		errs []error
+	)
+	for _, s := range a.sources {
+		ps, err := s()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, p := range ps {
+			if p.IsValid() {
+				dyn = append(dyn, allowUnmapPrefix(p).Masked())
+			}
+		}
+	}
+	a.mu.Lock()
+	if len(errs) == 0 || len(dyn) > 0 {
+		a.dynamic = dyn
+	}
+	a.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Contains reports whether p overlaps any allowlisted network. An invalid
+// prefix is reported as contained (never ban what cannot be checked).
+func (a *Allowlist) Contains(p netip.Prefix) bool {
+	if !p.IsValid() {
+		return true
+	}
+	p = allowUnmapPrefix(p).Masked()
+	for _, q := range a.static {
+		if q.Overlaps(p) {
+			return true
+		}
+	}
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	for _, q := range a.dynamic {
+		if q.Overlaps(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Prefixes returns every allowlisted network (static first).
+func (a *Allowlist) Prefixes() []netip.Prefix {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return append(append([]netip.Prefix(nil), a.static...), a.dynamic...)
+}
+
+// allowUnmapPrefix turns an IPv4-mapped IPv6 prefix (::ffff:192.0.2.1/128,
+// ::ffff:192.0.2.0/120) into its IPv4 form. Mapped prefixes broader than
+// /96 stay IPv6.
+func allowUnmapPrefix(p netip.Prefix) netip.Prefix {
+	if !p.IsValid() || !p.Addr().Is4In6() || p.Bits() < 96 {
+		return p
+	}
+	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+}
+
+// allowTooBroad reports whether p is broader than the limits (/maxV4 for
+// IPv4, /maxV6 for IPv6).
+func allowTooBroad(p netip.Prefix, maxV4, maxV6 int) bool {
+	if p.Addr().Is4() {
+		return p.Bits() < maxV4
+	}
+	return p.Bits() < maxV6
+}

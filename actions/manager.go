@@ -1,0 +1,832 @@
+package actions
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/mxguard/mxguard/detectors"
+)
+
+// Errors returned by Manager.Ban (manual bans) when a ban is refused.
+var (
+	ErrAllowlisted    = errors.New("prefix overlaps the allowlist")
+	ErrPrefixTooBroad = errors.New("prefix is broader than the configured maximum")
+)
+
+// ManagerDetectorManual is the detector name of bans made with Manager.Ban.
+const ManagerDetectorManual = "manual"
+
+// Manager turns decisions into bans: validate, allowlist, escalate, record
+// in the store first, then apply to every action. Each action has its own
+// worker goroutine and retry queue, so a failing or slow action never holds
+// up the others or the caller. Safe for concurrent use.
+type Manager struct {
+	cfg     ManagerConfig
+	store   *Store
+	allow   *Allowlist
+	log     *slog.Logger
+	workers []*managerWorker
+
+	mu       sync.Mutex // serialises decisions: history read → store write
+	dry      map[netip.Prefix]Ban
+	dryHist  map[netip.Prefix][]time.Time
+	perDet   map[string]*DetectorStats
+	stopOnce sync.Once
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+}
+
+// DetectorStats counts what happened to one detector's decisions.
+type DetectorStats struct {
+	Decisions uint64 `json:"decisions"` // every Decide call
+	Bans      uint64 `json:"bans"`      // new bans (or would-be bans in dry-run)
+	Extended  uint64 `json:"extended"`  // decisions for an already banned prefix
+	Refused   uint64 `json:"refused"`   // allowlisted or too broad
+	Warned    uint64 `json:"warned"`    // warn-mode decisions
+}
+
+// ActionStatus is the health of one action.
+type ActionStatus struct {
+	Name        string    `json:"name"`
+	Pending     int       `json:"pending"`  // calls queued (first attempt or retry)
+	Retrying    int       `json:"retrying"` // of those, calls that failed at least once
+	SyncPending bool      `json:"sync_pending,omitempty"`
+	Applied     uint64    `json:"applied"`
+	Revoked     uint64    `json:"revoked"`
+	Failures    uint64    `json:"failures"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	LastOK      time.Time `json:"last_ok,omitzero"`
+}
+
+// ManagerStatus is a snapshot for `mxguard status`.
+type ManagerStatus struct {
+	DryRun     bool                     `json:"dry_run"`
+	ActiveBans int                      `json:"active_bans"`
+	DryRunBans int                      `json:"dry_run_bans,omitempty"`
+	Actions    []ActionStatus           `json:"actions"`
+	Detectors  map[string]DetectorStats `json:"detectors"`
+}
+
+// Explanation is everything known about one prefix.
+type Explanation struct {
+	Prefix  netip.Prefix  `json:"prefix"`
+	Banned  bool          `json:"banned"`           // an active ban exists now
+	Record  *Record       `json:"record,omitempty"` // stored record (may be expired, not yet swept)
+	DryRun  *Ban          `json:"dry_run,omitempty"`
+	History *History      `json:"history,omitempty"`
+	Ledger  []LedgerEntry `json:"ledger,omitempty"` // newest first, at most 20
+	Allowed bool          `json:"allowlisted"`
+}
+
+// NewManager builds a Manager and starts one worker goroutine per action.
+// store must be open (it is not closed by the Manager); logger nil means
+// discard. Call Restore once at start, Run for periodic expiry, and Close
+// at the end.
+func NewManager(cfg ManagerConfig, store *Store, actions []Action, logger *slog.Logger) (*Manager, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Ban.Validate(); err != nil {
+		return nil, err
+	}
+	if store == nil {
+		return nil, errors.New("actions: NewManager: nil store")
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	allow, err := NewAllowlist(cfg.Allowlist, cfg.AllowSources...)
+	if err != nil {
+		if allow == nil {
+			return nil, fmt.Errorf("allowlist: %w", err)
+		}
+		logger.Warn("allowlist source failed", "err", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{
+		cfg: cfg, store: store, allow: allow, log: logger,
+		dry: map[netip.Prefix]Ban{}, dryHist: map[netip.Prefix][]time.Time{},
+		perDet: map[string]*DetectorStats{}, cancel: cancel,
+	}
+	seen := map[string]bool{}
+	for _, a := range actions {
+		if a == nil {
+			continue
+		}
+		if seen[a.Name()] {
+			cancel()
+			return nil, fmt.Errorf("actions: two actions named %q", a.Name())
+		}
+		seen[a.Name()] = true
+		w := &managerWorker{m: m, act: a, pending: map[netip.Prefix]*managerOp{}, wake: make(chan struct{}, 1)}
+		m.workers = append(m.workers, w)
+	}
+	for _, w := range m.workers {
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			w.loop(ctx)
+		}()
+	}
+	return m, nil
+}
+
+// Allowlist returns the manager's allowlist (the guard uses it too).
+func (m *Manager) Allowlist() *Allowlist { return m.allow }
+
+// Close stops the workers (pending retries are dropped: Restore at the next
+// start reconciles) and closes every action. The store stays open.
+func (m *Manager) Close() error {
+	var errs []error
+	m.stopOnce.Do(func() {
+		m.cancel()
+		m.wg.Wait()
+		for _, w := range m.workers {
+			if err := w.act.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("close %s: %w", w.act.Name(), err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func managerCanon(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return netip.Prefix{}, errors.New("invalid prefix")
+	}
+	if p.Addr().Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("prefix %s has a zone", p)
+	}
+	return allowUnmapPrefix(p).Masked(), nil
+}
+
+// ManagerParsePrefix parses "203.0.113.7", "203.0.113.0/24", "2001:db8::/48"
+// or an IPv4-mapped form into a canonical prefix (for the control socket).
+func ManagerParsePrefix(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return managerCanon(p)
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR", s)
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q: zones are not allowed", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+func (m *Manager) stats(detector string) *DetectorStats {
+	s := m.perDet[detector]
+	if s == nil {
+		s = &DetectorStats{}
+		m.perDet[detector] = s
+	}
+	return s
+}
+
+// check returns nil or the reason the prefix must not be banned.
+func (m *Manager) check(p netip.Prefix) error {
+	if m.allow.Contains(p) {
+		return ErrAllowlisted
+	}
+	if allowTooBroad(p, m.cfg.Ban.MaxPrefixV4, m.cfg.Ban.MaxPrefixV6) {
+		return ErrPrefixTooBroad
+	}
+	return nil
+}
+
+// Decide acts on a detector decision. It returns the ban in force for the
+// prefix and true when the prefix is (now) banned - a new ban or an
+// extension - and false when the decision was refused (allowlisted, too
+// broad), is warn-only, or invalid (with an error). In dry-run it returns
+// the would-be ban with DryRun set and touches neither store nor actions.
+func (m *Manager) Decide(ctx context.Context, d detectors.Decision) (Ban, bool, error) {
+	return m.decide(ctx, d, 0, false)
+}
+
+// Ban bans prefix by hand (detector "manual"). duration 0 uses the
+// escalation schedule. Refusals are errors (ErrAllowlisted,
+// ErrPrefixTooBroad). An existing longer ban is kept (until = max).
+func (m *Manager) Ban(ctx context.Context, prefix netip.Prefix, duration time.Duration, reason string) (Ban, error) {
+	if reason == "" {
+		reason = "manual ban"
+	}
+	if duration < 0 {
+		return Ban{}, fmt.Errorf("ban %s: negative duration %s", prefix, duration)
+	}
+	b, _, err := m.decide(ctx, detectors.Decision{Prefix: prefix, Detector: ManagerDetectorManual,
+		Reason: reason, Evidence: 0}, duration, true)
+	return b, err
+}
+
+func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Duration, manual bool) (Ban, bool, error) {
+	p, err := managerCanon(d.Prefix)
+	if err != nil {
+		return Ban{}, false, fmt.Errorf("decision from %s: %w", d.Detector, err)
+	}
+	now := m.cfg.Now()
+	t := d.Time
+	if t.IsZero() {
+		t = now
+	}
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	st := m.stats(d.Detector)
+	st.Decisions++
+	if err := m.check(p); err != nil {
+		st.Refused++
+		m.log.Info("ban refused", "ip", p, "detector", d.Detector, "reason", d.Reason, "why", err.Error())
+		if manual {
+			return Ban{}, false, fmt.Errorf("ban %s: %w", p, err)
+		}
+		return Ban{}, false, nil
+	}
+	if d.Warn {
+		st.Warned++
+		m.log.Info("warn", "ip", p, "detector", d.Detector, "reason", d.Reason, "evidence", d.Evidence)
+		return Ban{}, false, nil
+	}
+	if m.cfg.DryRun {
+		return m.decideDry(p, d, t, now, fixed, st), true, nil
+	}
+
+	old, exists, err := m.store.Get(p)
+	if err != nil {
+		return Ban{}, false, err
+	}
+	if exists && old.Until.After(t) && old.Until.After(now) {
+		// Already banned: extend, same offence, no new history entry.
+		rec := old
+		until := t.Add(m.durationFor(old.Offence, fixed))
+		if until.After(rec.Until) {
+			rec.Until = until
+		}
+		if t.After(rec.LastSeen) {
+			rec.LastSeen = t
+		}
+		rec.Evidence += d.Evidence
+		rec.Lines = managerKeepLines(rec.Lines, d.Lines)
+		if err := m.store.Put(rec); err != nil {
+			return Ban{}, false, err
+		}
+		st.Extended++
+		b := rec.Ban()
+		m.log.Info("ban extended", "ip", p, "detector", d.Detector, "reason", d.Reason,
+			"evidence", rec.Evidence, "offence", rec.Offence, "until", rec.Until)
+		if rec.Until.After(old.Until) { // let backends with timeouts follow
+			m.enqueueApply(b)
+		}
+		return b, true, nil
+	}
+
+	offence, err := m.offence(p, t, nil)
+	if err != nil {
+		return Ban{}, false, err
+	}
+	rec := Record{
+		Prefix: p, Detector: d.Detector, Reason: d.Reason, Evidence: d.Evidence,
+		Lines: managerKeepLines(nil, d.Lines), FirstSeen: t, LastSeen: t,
+		Since: t, Until: t.Add(m.durationFor(offence, fixed)), Offence: offence,
+	}
+	if err := m.store.Put(rec); err != nil {
+		return Ban{}, false, err
+	}
+	st.Bans++
+	b := rec.Ban()
+	m.log.Info("ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
+		"evidence", rec.Evidence, "offence", offence, "until", rec.Until)
+	m.enqueueApply(b)
+	return b, true, nil
+}
+
+func (m *Manager) durationFor(offence int, fixed time.Duration) time.Duration {
+	if fixed > 0 {
+		return fixed
+	}
+	return m.cfg.Ban.Duration(offence)
+}
+
+// offence is 1 + the offences of p within forget_after before t (from the
+// store's history plus extra, the dry-run history).
+func (m *Manager) offence(p netip.Prefix, t time.Time, extra []time.Time) (int, error) {
+	h, _, err := m.store.History(p)
+	if err != nil {
+		return 0, err
+	}
+	cut := t.Add(-time.Duration(m.cfg.Ban.ForgetAfter))
+	n := 1
+	for _, times := range [][]time.Time{h.Times, extra} {
+		for _, at := range times {
+			if at.After(cut) && !at.After(t) {
+				n++
+			}
+		}
+	}
+	return n, nil
+}
+
+func (m *Manager) decideDry(p netip.Prefix, d detectors.Decision, t, now time.Time, fixed time.Duration, st *DetectorStats) Ban {
+	if old, ok := m.dry[p]; ok && old.Until.After(t) {
+		until := t.Add(m.durationFor(old.Offence, fixed))
+		if until.After(old.Until) {
+			old.Until = until
+		}
+		old.Evidence += d.Evidence
+		m.dry[p] = old
+		st.Extended++
+		m.log.Info("would extend ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
+			"evidence", old.Evidence, "offence", old.Offence, "until", old.Until, "dry_run", true)
+		return old
+	}
+	offence, err := m.offence(p, t, m.dryHist[p])
+	if err != nil { // read-only history lookup failed: still report, as a first offence
+		m.log.Warn("dry-run: history lookup failed", "ip", p, "err", err)
+		offence = 1
+	}
+	b := Ban{Prefix: p, Detector: d.Detector, Reason: d.Reason, Evidence: d.Evidence,
+		Since: t, Until: t.Add(m.durationFor(offence, fixed)), Offence: offence, DryRun: true}
+	m.dry[p] = b
+	m.dryHist[p] = append(m.dryHist[p], t)
+	st.Bans++
+	m.log.Info("would ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
+		"evidence", b.Evidence, "offence", offence, "until", b.Until, "dry_run", true)
+	return b
+}
+
+func managerKeepLines(old, add []string) []string {
+	out := append(append([]string(nil), old...), add...)
+	if len(out) > StoreMaxLines {
+		out = out[len(out)-StoreMaxLines:]
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// Unban lifts the ban on prefix (exactly that prefix) and revokes it from
+// every action; the offence history is kept. It reports whether a ban
+// existed. Revoke is sent to the actions even if none was stored
+// (idempotent clean-up).
+func (m *Manager) Unban(ctx context.Context, prefix netip.Prefix) (bool, error) {
+	p, err := managerCanon(prefix)
+	if err != nil {
+		return false, fmt.Errorf("unban: %w", err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	_, wasDry := m.dry[p]
+	delete(m.dry, p)
+	if m.cfg.DryRun {
+		m.log.Info("would unban", "ip", p, "dry_run", true)
+		return wasDry, nil
+	}
+	found, err := m.store.Delete(p, m.cfg.Now())
+	if err != nil {
+		return false, err
+	}
+	m.log.Info("unban", "ip", p, "found", found)
+	m.enqueueRevoke(p)
+	return found, nil
+}
+
+// List returns the bans active at now (stored ones, then dry-run ones
+// marked DryRun), sorted by prefix.
+func (m *Manager) List(now time.Time) ([]Ban, error) {
+	recs, err := m.store.Active(now)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Ban, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, r.Ban())
+	}
+	m.mu.Lock()
+	for _, b := range m.dry {
+		if b.Active(now) {
+			out = append(out, b)
+		}
+	}
+	m.mu.Unlock()
+	managerSortBans(out)
+	return out, nil
+}
+
+// Planned returns every dry-run ban decided so far, active or not, in order
+// of Since (replay prints these).
+func (m *Manager) Planned() []Ban {
+	m.mu.Lock()
+	out := make([]Ban, 0, len(m.dry))
+	for _, b := range m.dry {
+		out = append(out, b)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Ban) int {
+		if c := a.Since.Compare(b.Since); c != 0 {
+			return c
+		}
+		return a.Prefix.Addr().Compare(b.Prefix.Addr())
+	})
+	return out
+}
+
+func managerSortBans(bs []Ban) {
+	slices.SortFunc(bs, func(a, b Ban) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Prefix.Bits(), b.Prefix.Bits())
+	})
+}
+
+// Explain returns the record (with evidence lines), offence history and the
+// recent ledger entries of prefix.
+func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
+	p, err := managerCanon(prefix)
+	if err != nil {
+		return Explanation{}, fmt.Errorf("explain: %w", err)
+	}
+	now := m.cfg.Now()
+	ex := Explanation{Prefix: p, Allowed: m.allow.Contains(p)}
+	rec, ok, err := m.store.Get(p)
+	if err != nil {
+		return Explanation{}, err
+	}
+	if ok {
+		ex.Record = &rec
+		ex.Banned = rec.Until.After(now)
+	}
+	if h, ok, err := m.store.History(p); err != nil {
+		return Explanation{}, err
+	} else if ok {
+		ex.History = &h
+	}
+	if ex.Ledger, err = m.store.Ledger(p, 20); err != nil {
+		return Explanation{}, err
+	}
+	m.mu.Lock()
+	if b, ok := m.dry[p]; ok {
+		ex.DryRun = &b
+	}
+	m.mu.Unlock()
+	return ex, nil
+}
+
+// Expire sweeps the bans whose Until is at or before now: deletes them
+// from the store (history kept) and revokes them from every action. It
+// returns how many expired.
+func (m *Manager) Expire(ctx context.Context, now time.Time) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for p, b := range m.dry {
+		if !b.Active(now) {
+			delete(m.dry, p)
+		}
+	}
+	if m.cfg.DryRun {
+		return 0, nil
+	}
+	recs, err := m.store.DeleteExpired(now)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range recs {
+		m.log.Info("ban expired", "ip", r.Prefix, "detector", r.Detector, "until", r.Until)
+		m.enqueueRevoke(r.Prefix)
+	}
+	return len(recs), nil
+}
+
+// Run expires bans and refreshes the allowlist's host addresses every
+// SweepInterval until ctx is done.
+func (m *Manager) Run(ctx context.Context) error {
+	t := time.NewTicker(m.cfg.SweepInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := m.allow.Refresh(); err != nil {
+				m.log.Warn("allowlist refresh failed", "err", err)
+			}
+			if _, err := m.Expire(ctx, m.cfg.Now()); err != nil {
+				m.log.Error("expire bans", "err", err)
+			}
+		}
+	}
+}
+
+// Restore brings every action in line with the active bans (Sync) at
+// start. It waits for each action's first attempt (or ctx) and returns
+// their errors joined; failed syncs keep being retried in the background.
+// In dry-run it does nothing.
+func (m *Manager) Restore(ctx context.Context) error {
+	if m.cfg.DryRun {
+		return nil
+	}
+	if _, err := m.Expire(ctx, m.cfg.Now()); err != nil {
+		return err
+	}
+	for _, w := range m.workers {
+		w.mu.Lock()
+		w.syncPending, w.syncFresh, w.syncErr = true, true, nil
+		w.mu.Unlock()
+		w.poke()
+	}
+	if err := m.Flush(ctx); err != nil {
+		return err
+	}
+	var errs []error
+	for _, w := range m.workers {
+		w.mu.Lock()
+		if w.syncErr != nil {
+			errs = append(errs, fmt.Errorf("sync %s: %w", w.act.Name(), w.syncErr))
+		}
+		w.mu.Unlock()
+	}
+	return errors.Join(errs...)
+}
+
+// Flush waits until every queued action call has been attempted at least
+// once (retries may still be pending), or ctx is done.
+func (m *Manager) Flush(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	for {
+		busy := false
+		for _, w := range m.workers {
+			if w.fresh() {
+				busy = true
+				break
+			}
+		}
+		if !busy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Status reports active bans, per-action health and per-detector counts.
+func (m *Manager) Status() (ManagerStatus, error) {
+	now := m.cfg.Now()
+	n, err := m.store.CountActive(now)
+	if err != nil {
+		return ManagerStatus{}, err
+	}
+	st := ManagerStatus{DryRun: m.cfg.DryRun, ActiveBans: n, Detectors: map[string]DetectorStats{}}
+	m.mu.Lock()
+	for _, b := range m.dry {
+		if b.Active(now) {
+			st.DryRunBans++
+		}
+	}
+	for k, v := range m.perDet {
+		st.Detectors[k] = *v
+	}
+	m.mu.Unlock()
+	for _, w := range m.workers {
+		st.Actions = append(st.Actions, w.status())
+	}
+	return st, nil
+}
+
+func (m *Manager) enqueueApply(b Ban) {
+	for _, w := range m.workers {
+		w.enqueue(&managerOp{ban: b})
+	}
+}
+
+func (m *Manager) enqueueRevoke(p netip.Prefix) {
+	for _, w := range m.workers {
+		w.enqueue(&managerOp{ban: Ban{Prefix: p}, revoke: true})
+	}
+}
+
+// managerOp is the desired state of one prefix in one action. A newer op
+// for the same prefix replaces an older one not yet done.
+type managerOp struct {
+	ban      Ban
+	revoke   bool
+	attempts int
+	next     time.Time // earliest (real) time of the next attempt
+}
+
+// managerWorker owns one action: it runs its calls one at a time with a
+// timeout and retries failures with exponential backoff.
+type managerWorker struct {
+	m    *Manager
+	act  Action
+	wake chan struct{}
+
+	mu          sync.Mutex
+	pending     map[netip.Prefix]*managerOp
+	syncPending bool
+	syncFresh   bool // sync not yet attempted since requested
+	syncTries   int
+	syncNext    time.Time
+	syncErr     error
+	applied     uint64
+	revoked     uint64
+	failures    uint64
+	lastErr     string
+	lastErrAt   time.Time
+	lastOK      time.Time
+}
+
+func (w *managerWorker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *managerWorker) enqueue(op *managerOp) {
+	w.mu.Lock()
+	w.pending[op.ban.Prefix] = op
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *managerWorker) fresh() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.syncFresh {
+		return true
+	}
+	for _, op := range w.pending {
+		if op.attempts == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (w *managerWorker) status() ActionStatus {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := ActionStatus{Name: w.act.Name(), Pending: len(w.pending), SyncPending: w.syncPending,
+		Applied: w.applied, Revoked: w.revoked, Failures: w.failures,
+		LastError: w.lastErr, LastErrorAt: w.lastErrAt, LastOK: w.lastOK}
+	for _, op := range w.pending {
+		if op.attempts > 0 {
+			s.Retrying++
+		}
+	}
+	return s
+}
+
+func (w *managerWorker) backoff(attempts int) time.Duration {
+	d, limit := w.m.cfg.RetryBase, w.m.cfg.RetryMax
+	for i := 1; i < attempts && d < limit; i++ {
+		d *= 2
+	}
+	return min(d, limit)
+}
+
+func (w *managerWorker) loop(ctx context.Context) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		next := w.runDue(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		wait := time.Hour
+		if !next.IsZero() {
+			wait = max(time.Until(next), 0)
+		}
+		timer.Reset(wait)
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.wake:
+		case <-timer.C:
+		}
+	}
+}
+
+// runDue runs every call that is due and returns when the next retry is due
+// (zero if nothing is pending).
+func (w *managerWorker) runDue(ctx context.Context) time.Time {
+	name := w.act.Name()
+	log := w.m.log
+	// Sync first: it covers every active ban.
+	w.mu.Lock()
+	doSync := w.syncPending && !time.Now().Before(w.syncNext)
+	w.mu.Unlock()
+	if doSync {
+		active, err := w.m.store.Active(w.m.cfg.Now())
+		if err == nil {
+			bans := make([]Ban, len(active))
+			for i, r := range active {
+				bans[i] = r.Ban()
+			}
+			cctx, cancel := context.WithTimeout(ctx, w.m.cfg.ActionTimeout)
+			err = w.act.Sync(cctx, bans)
+			cancel()
+			if err == nil {
+				log.Info("action synced", "action", name, "bans", len(bans))
+			}
+		}
+		w.mu.Lock()
+		w.syncFresh = false
+		w.syncErr = err
+		if err != nil {
+			w.syncTries++
+			w.syncNext = time.Now().Add(w.backoff(w.syncTries))
+			w.noteErr(fmt.Errorf("sync: %w", err))
+			log.Warn("action sync failed", "action", name, "err", err, "retry_in", time.Until(w.syncNext).Round(time.Millisecond))
+		} else {
+			w.syncPending, w.syncTries = false, 0
+			w.lastOK = time.Now()
+		}
+		w.mu.Unlock()
+	}
+	if ctx.Err() != nil {
+		return time.Time{}
+	}
+
+	w.mu.Lock()
+	now := time.Now()
+	var due []*managerOp
+	for _, op := range w.pending {
+		if !now.Before(op.next) {
+			due = append(due, op)
+		}
+	}
+	slices.SortFunc(due, func(a, b *managerOp) int { return a.next.Compare(b.next) })
+	w.mu.Unlock()
+
+	for _, op := range due {
+		if ctx.Err() != nil {
+			return time.Time{}
+		}
+		cctx, cancel := context.WithTimeout(ctx, w.m.cfg.ActionTimeout)
+		var err error
+		if op.revoke {
+			err = w.act.Revoke(cctx, op.ban.Prefix)
+		} else {
+			err = w.act.Apply(cctx, op.ban)
+		}
+		cancel()
+		w.mu.Lock()
+		current := w.pending[op.ban.Prefix] == op
+		if err == nil {
+			if op.revoke {
+				w.revoked++
+			} else {
+				w.applied++
+			}
+			w.lastOK = time.Now()
+			if current {
+				delete(w.pending, op.ban.Prefix)
+			}
+		} else {
+			op.attempts++
+			op.next = time.Now().Add(w.backoff(op.attempts))
+			verb := "apply"
+			if op.revoke {
+				verb = "revoke"
+			}
+			w.noteErr(fmt.Errorf("%s %s: %w", verb, op.ban.Prefix, err))
+			log.Warn("action failed", "action", name, "op", verb, "ip", op.ban.Prefix,
+				"attempt", op.attempts, "err", err, "retry_in", time.Until(op.next).Round(time.Millisecond))
+		}
+		w.mu.Unlock()
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var next time.Time
+	if w.syncPending {
+		next = w.syncNext
+	}
+	for _, op := range w.pending {
+		if next.IsZero() || op.next.Before(next) {
+			next = op.next
+		}
+	}
+	return next
+}
+
+// noteErr records an error; w.mu is held.
+func (w *managerWorker) noteErr(err error) {
+	w.failures++
+	w.lastErr = err.Error()
+	w.lastErrAt = time.Now()
+}

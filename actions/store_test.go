@@ -1,0 +1,327 @@
+package actions
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+var storeT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func storeOpenTest(t *testing.T, path string) *Store {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "state", "mxguard.db")
+	}
+	s, err := OpenStore(path, StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatalf("OpenStore: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func storeRec(p string, since time.Time, d time.Duration) Record {
+	return Record{Prefix: netip.MustParsePrefix(p), Detector: "dictionary", Reason: "test",
+		Evidence: 3, FirstSeen: since, LastSeen: since, Since: since, Until: since.Add(d), Offence: 1}
+}
+
+func TestStorePutGetActiveExpired(t *testing.T) {
+	s := storeOpenTest(t, "")
+	recs := []Record{
+		storeRec("192.0.2.1/32", storeT0, time.Hour),
+		storeRec("192.0.2.2/32", storeT0, 3*time.Hour),
+		storeRec("2001:db8::/64", storeT0, 2*time.Hour),
+	}
+	for _, r := range recs {
+		if err := s.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		at          time.Time
+		wantActive  []string
+		wantExpired []string
+	}{
+		{storeT0, []string{"192.0.2.1/32", "2001:db8::/64", "192.0.2.2/32"}, nil},
+		{storeT0.Add(time.Hour), []string{"2001:db8::/64", "192.0.2.2/32"}, []string{"192.0.2.1/32"}},
+		{storeT0.Add(90 * time.Minute), []string{"2001:db8::/64", "192.0.2.2/32"}, []string{"192.0.2.1/32"}},
+		{storeT0.Add(5 * time.Hour), nil, []string{"192.0.2.1/32", "2001:db8::/64", "192.0.2.2/32"}},
+	}
+	names := func(rs []Record) []string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, r.Prefix.String())
+		}
+		return out
+	}
+	for _, tt := range tests {
+		a, err := s.Active(tt.at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := s.Expired(tt.at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Join(names(a), ","); got != strings.Join(tt.wantActive, ",") {
+			t.Errorf("Active(%v) = %s, want %v", tt.at, got, tt.wantActive)
+		}
+		if got := strings.Join(names(e), ","); got != strings.Join(tt.wantExpired, ",") {
+			t.Errorf("Expired(%v) = %s, want %v", tt.at, got, tt.wantExpired)
+		}
+		n, err := s.CountActive(tt.at)
+		if err != nil || n != len(tt.wantActive) {
+			t.Errorf("CountActive(%v) = %d, %v; want %d", tt.at, n, err, len(tt.wantActive))
+		}
+	}
+
+	// Extending moves the index entry: no stale entry left behind.
+	r := recs[0]
+	r.Until = storeT0.Add(10 * time.Hour)
+	if err := s.Put(r); err != nil {
+		t.Fatal(err)
+	}
+	if e, _ := s.Expired(storeT0.Add(5 * time.Hour)); len(e) != 2 {
+		t.Errorf("after extension, Expired = %v, want 2 records", names(e))
+	}
+	got, ok, err := s.Get(r.Prefix)
+	if err != nil || !ok || !got.Until.Equal(r.Until) {
+		t.Errorf("Get = %+v %v %v", got, ok, err)
+	}
+	h, _, _ := s.History(r.Prefix)
+	if h.Offences != 1 {
+		t.Errorf("extension counted as offence: history %+v", h)
+	}
+	led, _ := s.Ledger(r.Prefix, 0)
+	if len(led) != 2 || led[0].Event != "extend" || led[1].Event != "ban" {
+		t.Errorf("ledger = %+v", led)
+	}
+
+	// Delete keeps history, sweep removes only expired ones.
+	if found, err := s.Delete(recs[1].Prefix, storeT0); err != nil || !found {
+		t.Fatalf("Delete = %v %v", found, err)
+	}
+	if found, _ := s.Delete(recs[1].Prefix, storeT0); found {
+		t.Error("second Delete found the record")
+	}
+	if h, ok, _ := s.History(recs[1].Prefix); !ok || h.Offences != 1 {
+		t.Errorf("history lost on delete: %+v %v", h, ok)
+	}
+	dead, err := s.DeleteExpired(storeT0.Add(5 * time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dead) != 1 || dead[0].Prefix != recs[2].Prefix {
+		t.Errorf("DeleteExpired = %v", names(dead))
+	}
+	if a, _ := s.Active(storeT0); len(a) != 1 || a[0].Prefix != recs[0].Prefix {
+		t.Errorf("after sweep Active = %v", names(a))
+	}
+}
+
+func TestStoreLinesCapped(t *testing.T) {
+	s := storeOpenTest(t, "")
+	r := storeRec("192.0.2.9/32", storeT0, time.Hour)
+	r.Lines = []string{"1", "2", "3", "4", "5", "6", "7"}
+	if err := s.Put(r); err != nil {
+		t.Fatal(err)
+	}
+	got, _, _ := s.Get(r.Prefix)
+	if strings.Join(got.Lines, "") != "34567" {
+		t.Errorf("Lines = %q, want the last 5", got.Lines)
+	}
+}
+
+func TestStoreReopenKeepsState(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mxguard.db")
+	s, err := OpenStore(path, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := storeRec("198.51.100.4/32", storeT0, time.Hour)
+	r.Lines = []string{"NOQUEUE: reject: RCPT from unknown[198.51.100.4]"}
+	pos := Position{Dev: 2049, Inode: 1234, Offset: 4567, Size: 9000, Head: []byte{1, 2, 3}}
+	if err := s.Put(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SavePosition("/var/log/mail.log", pos); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("file mode %v, want 0600", fi.Mode().Perm())
+	}
+
+	s = storeOpenTest(t, path)
+	got, ok, err := s.Get(r.Prefix)
+	if err != nil || !ok {
+		t.Fatalf("Get after reopen = %v %v", ok, err)
+	}
+	if got.Reason != r.Reason || !got.Until.Equal(r.Until) || len(got.Lines) != 1 {
+		t.Errorf("record after reopen = %+v", got)
+	}
+	a, _ := s.Active(storeT0)
+	if len(a) != 1 {
+		t.Errorf("Active after reopen = %d records", len(a))
+	}
+	p, ok, err := s.LoadPosition("/var/log/mail.log")
+	if err != nil || !ok || p.Inode != 1234 || p.Offset != 4567 || !bytes.Equal(p.Head, []byte{1, 2, 3}) {
+		t.Errorf("LoadPosition = %+v %v %v", p, ok, err)
+	}
+	if _, ok, _ := s.LoadPosition("/var/log/other.log"); ok {
+		t.Error("LoadPosition of unknown path found something")
+	}
+	if v, err := s.SchemaVersion(); err != nil || v != StoreSchemaVersion {
+		t.Errorf("SchemaVersion = %d %v", v, err)
+	}
+}
+
+func TestStoreMigrateFromV0(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "old.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := storeRec("192.0.2.50/32", storeT0, time.Hour)
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("bans"))
+		if err != nil {
+			return err
+		}
+		v, _ := json.Marshal(old)
+		return b.Put([]byte(old.Prefix.String()), v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := storeOpenTest(t, path)
+	if v, err := s.SchemaVersion(); err != nil || v != 1 {
+		t.Fatalf("SchemaVersion after migration = %d %v", v, err)
+	}
+	// The expiry index was rebuilt: the old ban is found by Active and swept.
+	if a, err := s.Active(storeT0); err != nil || len(a) != 1 || a[0].Prefix != old.Prefix {
+		t.Errorf("Active after migration = %v %v", a, err)
+	}
+	if dead, err := s.DeleteExpired(storeT0.Add(2 * time.Hour)); err != nil || len(dead) != 1 {
+		t.Errorf("DeleteExpired after migration = %v %v", dead, err)
+	}
+	if err := s.SavePosition("x", Position{}); err != nil {
+		t.Errorf("positions bucket missing after migration: %v", err)
+	}
+}
+
+func TestStoreRefusesNewerSchema(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "new.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("schema_version"), binary.BigEndian.AppendUint64(nil, StoreSchemaVersion+1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = OpenStore(path, StoreOptions{})
+	if err == nil || !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("OpenStore of a newer schema: %v", err)
+	}
+}
+
+func TestStoreOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	locked := filepath.Join(dir, "locked.db")
+	holder, err := bolt.Open(locked, 0o600, nil) // another "process" holds the lock
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+
+	junkBig := filepath.Join(dir, "junk-big.db")
+	junk := make([]byte, 64<<10)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range junk {
+		junk[i] = byte(r.Uint32())
+	}
+	if err := os.WriteFile(junkBig, junk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	junkSmall := filepath.Join(dir, "junk-small.db")
+	if err := os.WriteFile(junkSmall, []byte("this is not a bbolt file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	notDir := filepath.Join(dir, "file")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name, path, want string
+	}{
+		{"locked", locked, "is locked: is the mxguard daemon running?"},
+		{"junk 64KiB", junkBig, "corrupt"},
+		{"junk small", junkSmall, "corrupt"},
+		{"parent is a file", filepath.Join(notDir, "mxguard.db"), "create directory"},
+		{"path is a directory", dir, "store " + dir},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := OpenStore(tt.path, StoreOptions{Timeout: 50 * time.Millisecond})
+			if err == nil {
+				s.Close()
+				t.Fatal("OpenStore succeeded")
+			}
+			t.Log(err)
+			if !strings.Contains(err.Error(), tt.path) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error %q does not name %s and %q", err, tt.path, tt.want)
+			}
+		})
+	}
+}
+
+func TestStoreLockedBySecondOpenStore(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mxguard.db")
+	storeOpenTest(t, path)
+	_, err := OpenStore(path, StoreOptions{Timeout: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "is locked") {
+		t.Fatalf("second OpenStore: %v", err)
+	}
+}
+
+func TestStoreUnwritableDirectory(t *testing.T) {
+	if os.Geteuid() == 0 {
+		t.Skip("root ignores directory permissions (the parent-is-a-file case is in TestStoreOpenErrors)")
+	}
+	dir := filepath.Join(t.TempDir(), "ro")
+	if err := os.Mkdir(dir, 0o500); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "mxguard.db")
+	_, err := OpenStore(path, StoreOptions{})
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("OpenStore in read-only dir: %v", err)
+	}
+}
