@@ -280,7 +280,6 @@ func TestNetnsIPTablesRules(t *testing.T) {
 	}
 }
 
-
 // netnsXPacketCase runs the connect before / after ban / after unban
 // sequence for one firewall action in the server namespace.
 func netnsXPacketCase(t *testing.T, server, client, target string, act Action) {

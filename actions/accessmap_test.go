@@ -1,0 +1,242 @@
+package actions
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestAccessMapKeys(t *testing.T) {
+	cases := []struct {
+		prefix, typ string
+		want        []string // nil: skipped
+	}{
+		{"203.0.113.7/32", "hash", []string{"203.0.113.7"}},
+		{"203.0.113.0/24", "hash", []string{"203.0.113"}},
+		{"198.51.0.0/16", "hash", []string{"198.51"}},
+		{"10.0.0.0/8", "lmdb", []string{"10"}},
+		{"203.0.112.0/22", "hash", []string{"203.0.112", "203.0.113", "203.0.114", "203.0.115"}},
+		{"203.0.113.4/30", "hash", []string{"203.0.113.4", "203.0.113.5", "203.0.113.6", "203.0.113.7"}},
+		{"2001:db8::1/128", "hash", []string{"2001:db8::1"}},
+		{"2001:db8::/32", "hash", nil},
+		{"2001:db8::/32", "cidr", []string{"2001:db8::/32"}},
+		{"203.0.113.0/24", "cidr", []string{"203.0.113.0/24"}},
+		{"203.0.113.7/32", "cidr", []string{"203.0.113.7"}},
+	}
+	for _, c := range cases {
+		got := accessMapXKeys(netip.MustParsePrefix(c.prefix), c.typ)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) || (got == nil) != (c.want == nil) {
+			t.Errorf("keys(%s, %s) = %q, want %q", c.prefix, c.typ, got, c.want)
+		}
+	}
+}
+
+func TestAccessMapSanitize(t *testing.T) {
+	cases := []struct{ in, want string }{
+		{"dictionary attack", "dictionary attack"},
+		{"a\nb\r\n  c\t", "a b c"},
+		{"\x00evil\x7f ünicode", "evil nicode"},
+		{strings.Repeat("x", 500), strings.Repeat("x", accessMapXMaxReason)},
+	}
+	for _, c := range cases {
+		if got := accessMapXSanitize(c.in); got != c.want {
+			t.Errorf("sanitize(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}
+
+func TestAccessMapValidate(t *testing.T) {
+	cases := []struct {
+		mod  func(*AccessMapConfig)
+		want string // "" = valid
+	}{
+		{func(*AccessMapConfig) {}, ""},
+		{func(c *AccessMapConfig) { c.Type = "btree" }, `type "btree"`},
+		{func(c *AccessMapConfig) { c.Path = "rel/path" }, "absolute"},
+		{func(c *AccessMapConfig) { c.Debounce = -time.Second }, "debounce"},
+	}
+	for _, c := range cases {
+		cfg := DefaultAccessMapConfig()
+		c.mod(&cfg)
+		err := cfg.Validate()
+		if (err == nil) != (c.want == "") || (err != nil && !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("Validate: got %v, want %q", err, c.want)
+		}
+	}
+}
+
+// accessMapXCounter counts postmap runs and passes them on.
+type accessMapXCounter struct {
+	n    atomic.Int32
+	next ExecRunner
+}
+
+func (c *accessMapXCounter) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	c.n.Add(1)
+	return c.next.Run(ctx, stdin, name, args...)
+}
+
+func accessMapXQuery(t *testing.T, key, typ, path string) string {
+	t.Helper()
+	out, err := exec.Command("postmap", "-q", key, typ+":"+path).Output()
+	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 1 {
+		return "" // not found
+	} else if err != nil {
+		t.Fatalf("postmap -q %s: %v", key, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func TestAccessMapPostmap(t *testing.T) {
+	if _, err := exec.LookPath("postmap"); err != nil {
+		t.Skip("skipping: postmap not installed (apt-get install postfix)")
+	}
+	ctx := context.Background()
+	for _, typ := range []string{"hash", "cidr"} {
+		t.Run(typ, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "mxguard_access")
+			runner := &accessMapXCounter{next: ExecOS{}}
+			cfg := AccessMapConfig{Enabled: true, Path: path, Type: typ, Postmap: "postmap", Debounce: 50 * time.Millisecond}
+			a, err := NewAccessMap(cfg, AccessMapOptions{Runner: runner})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ban := netnsXBan("192.0.2.1/32", time.Hour)
+			ban.Reason = "dictionary attack\nINJECTED  OK"
+			if err := a.Apply(ctx, ban); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Apply(ctx, netnsXBan("198.51.100.0/24", time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := accessMapXQuery(t, "192.0.2.1", typ, path), "REJECT mxguard: dictionary attack INJECTED OK"; got != want {
+				t.Errorf("after ban: postmap -q = %q, want %q", got, want)
+			}
+			key := "198.51.100" // hash: Postfix looks up shortened forms
+			if typ == "cidr" {
+				key = "198.51.100.9"
+			}
+			if got := accessMapXQuery(t, key, typ, path); !strings.HasPrefix(got, "REJECT") {
+				t.Errorf("after /24 ban: postmap -q %s = %q", key, got)
+			}
+			if err := a.Revoke(ctx, netnsXPrefix("192.0.2.1/32")); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := accessMapXQuery(t, "192.0.2.1", typ, path); got != "" {
+				t.Errorf("after unban: postmap -q = %q, want nothing", got)
+			}
+
+			// A burst from many goroutines: few rewrites, consistent file.
+			before := runner.n.Load()
+			var wg sync.WaitGroup
+			for g := range 20 {
+				wg.Go(func() {
+					for i := range 500 {
+						p := netip.AddrFrom4([4]byte{10, byte(g), byte(i >> 8), byte(i)})
+						if err := a.Apply(ctx, netnsXBan(netip.PrefixFrom(p, 32).String(), time.Hour)); err != nil {
+							t.Error(err)
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := bytes.Count(data, []byte("\tREJECT mxguard")); n != 10000+1 {
+				t.Errorf("file has %d REJECT lines, want 10001", n)
+			}
+			if typ == "hash" {
+				if runs := runner.n.Load() - before; runs > 5 {
+					t.Errorf("burst of 10000 Apply ran postmap %d times, want a few", runs)
+				}
+				if got := accessMapXQuery(t, "10.19.1.243", typ, path); !strings.HasPrefix(got, "REJECT") {
+					t.Errorf("burst entry: postmap -q = %q", got)
+				}
+			}
+			if m, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".mxguard_access.tmp-*")); len(m) != 0 {
+				t.Errorf("temp files left: %v", m)
+			}
+		})
+	}
+}
+
+func TestAccessMapErrors(t *testing.T) {
+	cfg := DefaultAccessMapConfig()
+	cfg.Path = filepath.Join(t.TempDir(), "m")
+	cfg.Postmap = "/nonexistent/postmap"
+	if _, err := NewAccessMap(cfg, AccessMapOptions{}); err == nil || !strings.Contains(err.Error(), "postmap program") {
+		t.Errorf("missing postmap: got %v", err)
+	}
+
+	// Read-only directory: root ignores permissions, so use a read-only
+	// tmpfs mount there; others get a 0555 directory.
+	dir := t.TempDir()
+	if os.Geteuid() == 0 {
+		if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", dir).CombinedOutput(); err != nil {
+			t.Skipf("skipping: cannot mount a read-only tmpfs: %v %s", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
+	} else if err := os.Chmod(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	cfg = AccessMapConfig{Path: filepath.Join(dir, "m"), Type: "cidr", Debounce: time.Second}
+	if _, err := NewAccessMap(cfg, AccessMapOptions{}); err == nil || !strings.Contains(err.Error(), "not writable") {
+		t.Errorf("read-only dir: got %v", err)
+	}
+	if err := accessMapXWriteFile(cfg.Path, []byte("x")); err == nil || !strings.Contains(err.Error(), cfg.Path) {
+		t.Errorf("write to read-only dir: got %v", err)
+	}
+
+	a, err := NewAccessMap(DefaultAccessMapConfig(), AccessMapOptions{DryRun: &bytes.Buffer{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::ffff:192.0.2.1/128")} {
+		if err := a.Apply(context.Background(), Ban{Prefix: p}); err == nil {
+			t.Errorf("Apply(%v): no error", p)
+		}
+	}
+}
+
+func TestAccessMapDryRun(t *testing.T) {
+	var out bytes.Buffer
+	cfg := DefaultAccessMapConfig()
+	a, err := NewAccessMap(cfg, AccessMapOptions{DryRun: &out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sync(context.Background(), []Ban{netnsXBan("192.0.2.1/32", time.Hour), netnsXBan("2001:db8::/48", time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	want := "# would write /etc/postfix/mxguard_access:\n" +
+		"# Generated by mxguard: DO NOT EDIT. Rewritten on every ban change.\n" +
+		"# 2 bans. Postfix map type hash:/etc/postfix/mxguard_access\n" +
+		"192.0.2.1\tREJECT mxguard: test ban\n" +
+		"postmap hash:/etc/postfix/mxguard_access\n"
+	if out.String() != want {
+		t.Errorf("dry run output:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if _, err := os.Stat(cfg.Path); err == nil {
+		t.Logf("note: %s exists on this machine (not written by this test)", cfg.Path)
+	}
+}
