@@ -213,7 +213,7 @@ func (r *Reason) UnmarshalText(b []byte) error {
 type Event struct {
 	Time       time.Time
 	Host       string // syslog host ("" for maillog_file lines)
-	Service    string // "smtpd", "postscreen", "submission/smtpd", "postfix-in/smtpd" minus "postfix/" prefix
+	Service    string // syslog tag without pid: "postfix/smtpd", "postfix-in/submission/smtpd"
 	PID        int
 	QueueID    string // "" for NOQUEUE
 	Kind       Kind

@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/report"
+)
+
+// progressThreshold is the input size above which a terminal gets a bar.
+const progressThreshold = 64 << 20
+
+func runReport(e *env, args []string) error {
+	fs := newFlagSet(e, "report", "[FILE...]",
+		"Aggregate Postfix logs into a report. FILE may be plain, rotated, gzip-compressed or - for stdin;\nno FILE reads stdin. Files are read in the order given.")
+	format := fs.String("format", "table", "output format: table, json or csv")
+	top := fs.Int("top", 10, "rows per section")
+	since := fs.String("since", "", "only lines at or after this time (RFC 3339, YYYY-MM-DD[ HH:MM], or a duration like 24h meaning that long ago)")
+	until := fs.String("until", "", "only lines before this time (same forms as --since)")
+	tz := fs.String("tz", "Local", "time zone of timestamps without one (BSD syslog): Local, UTC or an IANA name")
+	progress := fs.Bool("progress", true, "show a progress bar on a terminal for large inputs")
+	files, err := parseFlags(e, fs, args)
+	if err != nil {
+		return err
+	}
+	if err := oneOf("format", *format, report.Formats...); err != nil {
+		return err
+	}
+	if *top < 1 {
+		return usagef("--top %d: must be at least 1", *top)
+	}
+	loc, err := time.LoadLocation(*tz)
+	if err != nil {
+		return usagef("--tz %q: %v", *tz, err)
+	}
+	now := time.Now()
+	opts := report.Options{Top: *top}
+	if opts.Since, err = parseWhen("since", *since, now, loc); err != nil {
+		return err
+	}
+	if opts.Until, err = parseWhen("until", *until, now, loc); err != nil {
+		return err
+	}
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	// A missing or unreadable file fails before anything is printed.
+	for _, f := range files {
+		if f == "-" {
+			continue
+		}
+		fh, err := os.Open(f)
+		if err != nil {
+			return err
+		}
+		fh.Close()
+	}
+
+	co := report.CollectOptions{Loc: loc}
+	var bar *progressbar.ProgressBar
+	if total := totalSize(files); *progress && e.stderrIsTTY && total > progressThreshold {
+		bar = progressbar.DefaultBytes(total, "reading")
+		co.Progress = func(n int64) { _ = bar.Set64(n) }
+	}
+	agg, readErr := report.Collect(files, e.stdin, opts, co)
+	if bar != nil {
+		_ = bar.Finish()
+		fmt.Fprintln(e.stderr)
+	}
+	// What was read is reported even when a file failed half way (a
+	// corrupt .gz): the error still makes the exit status 1.
+	w := bufio.NewWriter(e.stdout)
+	if err := report.Render(w, agg.Result(loc), *format); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return readErr
+}
+
+func totalSize(files []string) int64 {
+	var n int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil && f != "-" {
+			n += st.Size()
+		}
+	}
+	return n
+}
+
+// parseWhen reads --since/--until: RFC 3339, a date with optional time, or
+// a duration meaning that long before now.
+func parseWhen(name, s string, now time.Time, loc *time.Location) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if d, err := time.ParseDuration(s); err == nil {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02 15:04:05", "2006-01-02 15:04", "2006-01-02T15:04", "2006-01-02"} {
+		if t, err := time.ParseInLocation(layout, s, loc); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, usagef("--%s %q: want RFC 3339, YYYY-MM-DD[ HH:MM[:SS]] or a duration like 24h", name, s)
+}
+
+func runEvents(e *env, args []string) error {
+	fs := newFlagSet(e, "events", "[FILE...]",
+		"Print one JSON object per recognised Postfix line (the events contract in README.md).\nFILE may be plain, gzip-compressed or - for stdin; no FILE reads stdin.")
+	tz := fs.String("tz", "Local", "time zone of timestamps without one (BSD syslog)")
+	abuseOnly := fs.Bool("abuse", false, "only print lines that are evidence against a client")
+	kinds := fs.String("kind", "", "only these kinds, comma-separated (e.g. reject,pregreet)")
+	files, err := parseFlags(e, fs, args)
+	if err != nil {
+		return err
+	}
+	loc, err := time.LoadLocation(*tz)
+	if err != nil {
+		return usagef("--tz %q: %v", *tz, err)
+	}
+	var want [64]bool
+	filterKinds := *kinds != ""
+	for _, k := range strings.Split(*kinds, ",") {
+		if k == "" {
+			continue
+		}
+		kind, ok := logparse.ParseKind(strings.TrimSpace(k))
+		if !ok {
+			return usagef("--kind %q: unknown kind", k)
+		}
+		want[kind] = true
+	}
+	if len(files) == 0 {
+		files = []string{"-"}
+	}
+	w := bufio.NewWriterSize(e.stdout, 64<<10)
+	defer w.Flush()
+	enc := json.NewEncoder(w)
+	for _, f := range files {
+		in, err := logparse.Open(f, e.stdin)
+		if err != nil {
+			return err
+		}
+		p := logparse.NewParser(loc, in.ModTime)
+		var ev logparse.Event
+		var st logparse.LineStats
+		err = logparse.ScanLines(in.Reader(), &st, func(line string) error {
+			if p.ParseInto(line, &ev) != nil {
+				return nil
+			}
+			if *abuseOnly && !ev.Abuse || filterKinds && !want[ev.Kind] {
+				return nil
+			}
+			return enc.Encode(ev)
+		})
+		in.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+	}
+	return w.Flush()
+}

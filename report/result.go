@@ -1,0 +1,169 @@
+package report
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mxguard/mxguard/logparse"
+)
+
+// Report is the finished report; its JSON form is the `--format json`
+// output.
+type Report struct {
+	Summary    Summary     `json:"summary"`
+	Helo       []HeloRow   `json:"helo"`
+	Clients    []ClientRow `json:"clients"`
+	Reasons    []CountRow  `json:"reasons"`
+	Other      []CountRow  `json:"other_reasons"`
+	Recipients []CountRow  `json:"recipients"`
+	Senders    []CountRow  `json:"senders"`
+	Postscreen []CountRow  `json:"postscreen"`
+	Hourly     []HourRow   `json:"hourly"`
+}
+
+// Summary counts lines and outcomes.
+type Summary struct {
+	Lines          int64     `json:"lines"`
+	PostfixLines   int64     `json:"postfix_lines"`
+	Recognised     int64     `json:"recognised"`
+	Skipped        int64     `json:"skipped"`
+	TooLong        int64     `json:"too_long"`
+	OutOfRange     int64     `json:"out_of_range"`
+	First          time.Time `json:"first,omitzero"`
+	Last           time.Time `json:"last,omitzero"`
+	Connections    int64     `json:"connections"`
+	Accepted       int64     `json:"accepted"`
+	Rejected       int64     `json:"rejected"`
+	RejectedBenign int64     `json:"rejected_benign"`
+	Delivered      int64     `json:"delivered"`
+	Deferred       int64     `json:"deferred"`
+	Bounced        int64     `json:"bounced"`
+	AbuseEvents    int64     `json:"abuse_events"`
+	RejectClients  int       `json:"reject_clients"`
+}
+
+// HeloRow is one rejected HELO name.
+type HeloRow struct {
+	Helo    string `json:"helo"`
+	Rejects int64  `json:"rejects"`
+	Clients int    `json:"clients"`
+}
+
+// ClientRow is one rejected client.
+type ClientRow struct {
+	IP      string   `json:"ip"`
+	Name    string   `json:"name,omitempty"`
+	Rejects int64    `json:"rejects"`
+	Reasons []string `json:"reasons"`
+}
+
+// CountRow is a key and how often it was seen.
+type CountRow struct {
+	Key   string `json:"key"`
+	Count int64  `json:"count"`
+}
+
+// HourRow is the activity of one hour.
+type HourRow struct {
+	Hour        time.Time `json:"hour"`
+	Connections int64     `json:"connections"`
+	Accepted    int64     `json:"accepted"`
+	Rejected    int64     `json:"rejected"`
+	Abuse       int64     `json:"abuse"`
+}
+
+// Result builds the report. loc is the zone used for hour buckets
+// (nil: UTC).
+func (a *Aggregator) Result(loc *time.Location) *Report {
+	if loc == nil {
+		loc = time.UTC
+	}
+	k := func(kind logparse.Kind) int64 { return a.kinds[kind] }
+	r := &Report{Summary: Summary{
+		Lines: a.lines, PostfixLines: a.postfix, Recognised: a.recognised,
+		Skipped: a.notPostfix + a.unrecognised + a.tooLong, TooLong: a.tooLong, OutOfRange: a.outOfRange,
+		Connections: k(logparse.KindConnect), Accepted: k(logparse.KindReceived) + k(logparse.KindSASLLogin),
+		Rejected: a.rejected, RejectedBenign: a.rejectedBenign,
+		Delivered: k(logparse.KindDelivered), Deferred: k(logparse.KindDeferred), Bounced: k(logparse.KindBounced),
+		AbuseEvents: a.abuse, RejectClients: len(a.clients),
+	}}
+	if !a.first.IsZero() {
+		r.Summary.First, r.Summary.Last = a.first.In(loc), a.last.In(loc)
+	}
+	n := a.opts.Top
+
+	heloCounts := make(map[string]int64, len(a.helo))
+	for h, s := range a.helo {
+		heloCounts[h] = s.rejects
+	}
+	for _, h := range topKeys(heloCounts, n, strLess) {
+		r.Helo = append(r.Helo, HeloRow{Helo: h, Rejects: a.helo[h].rejects, Clients: len(a.helo[h].clients)})
+	}
+
+	clientCounts := make(map[netip.Addr]int64, len(a.clients))
+	for c, s := range a.clients {
+		clientCounts[c] = s.rejects
+	}
+	for _, c := range topKeys(clientCounts, n, netip.Addr.Less) {
+		s := a.clients[c]
+		row := ClientRow{IP: c.String(), Name: s.name, Rejects: s.rejects, Reasons: []string{}}
+		for i := 0; i < 64; i++ {
+			if s.reasons&(1<<i) != 0 {
+				row.Reasons = append(row.Reasons, logparse.Reason(i).String())
+			}
+		}
+		r.Clients = append(r.Clients, row)
+	}
+
+	reasonCounts := make(map[string]int64)
+	for i, c := range a.reasons {
+		if c > 0 {
+			reasonCounts[logparse.Reason(i).String()] = c
+		}
+	}
+	r.Reasons = rows(reasonCounts, len(reasonCounts))
+	r.Other = rows(a.other, n)
+	r.Recipients = rows(a.recipients, n)
+	r.Senders = rows(a.senders, n)
+
+	ps := map[string]int64{}
+	for _, kind := range []logparse.Kind{logparse.KindPSConnect, logparse.KindPSPass, logparse.KindPregreet,
+		logparse.KindHangup, logparse.KindBareNewline, logparse.KindCommandLimit, logparse.KindDNSBL,
+		logparse.KindPSAllowlisted, logparse.KindPSDenylisted, logparse.KindPSDisconnect} {
+		if c := a.kinds[kind]; c > 0 {
+			ps[strings.TrimPrefix(kind.String(), "ps_")] = c
+		}
+	}
+	if a.rejectedBenign > 0 {
+		ps["service_unavailable"] = a.rejectedBenign
+	}
+	r.Postscreen = rows(ps, len(ps))
+
+	for _, hk := range sortedHours(a.hours) {
+		h := a.hours[hk]
+		r.Hourly = append(r.Hourly, HourRow{Hour: time.Unix(hk*3600, 0).In(loc),
+			Connections: h.connections, Accepted: h.accepted, Rejected: h.rejected, Abuse: h.abuse})
+	}
+	return r
+}
+
+func strLess(a, b string) bool { return a < b }
+
+func rows(m map[string]int64, n int) []CountRow {
+	out := []CountRow{}
+	for _, key := range topKeys(m, n, strLess) {
+		out = append(out, CountRow{Key: key, Count: m[key]})
+	}
+	return out
+}
+
+func sortedHours(m map[int64]*hourStat) []int64 {
+	ks := make([]int64, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
