@@ -188,7 +188,7 @@ func TestIPSetDryRun(t *testing.T) {
 		{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Until: now.Add(90*time.Second + time.Millisecond)},
 		{Prefix: netip.MustParsePrefix("2001:db8::/48"), Until: now.Add(1000 * 24 * time.Hour)},
 		{Prefix: netip.MustParsePrefix("198.51.100.1/32"), Until: now.Add(-time.Second)}, // expired
-		{Prefix: netip.MustParsePrefix("198.51.100.2/32")},                                  // no expiry
+		{Prefix: netip.MustParsePrefix("198.51.100.2/32")},                               // no expiry
 	}
 	if err := a.Sync(ctx, bans); err != nil {
 		t.Fatal(err)
