@@ -384,12 +384,12 @@ func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *logparse.Event) st
 	win := e.rules[d].win
 	switch d {
 	case dDictionary:
-		return fmt.Sprintf("%d unknown recipients within %s", n, win)
+		return fmt.Sprintf("%d unknown %s within %s", n, plural(n, "recipient", "recipients"), win)
 	case dErrorBurst:
 		if ev.Kind == logparse.KindTooManyErrors {
 			return "too many errors" + after(ev.Stage)
 		}
-		return fmt.Sprintf("%d errors within %s", n, win)
+		return fmt.Sprintf("%d %s within %s", n, plural(n, "error", "errors"), win)
 	case dPipelining:
 		return "improper command pipelining" + after(ev.Stage)
 	case dPregreet:
@@ -404,11 +404,11 @@ func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *logparse.Event) st
 			return "command limit exceeded"
 		}
 	case dSASL:
-		return fmt.Sprintf("%d SASL authentication failures within %s", n, win)
+		return fmt.Sprintf("%d SASL authentication %s within %s", n, plural(n, "failure", "failures"), win)
 	case dSASLPrefix:
-		return fmt.Sprintf("%d SASL authentication failures from %s within %s", n, key, win)
+		return fmt.Sprintf("%d SASL authentication %s from %s within %s", n, plural(n, "failure", "failures"), key, win)
 	case dRelay:
-		return fmt.Sprintf("%d relay attempts within %s", n, win)
+		return fmt.Sprintf("%d relay %s within %s", n, plural(n, "attempt", "attempts"), win)
 	case dDNSBL:
 		if ev.Kind == logparse.KindDNSBL {
 			return fmt.Sprintf("postscreen DNSBL rank %d", ev.Count)
@@ -416,13 +416,20 @@ func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *logparse.Event) st
 		if n == 1 && ev.Detail != "" {
 			return "listed in " + ev.Detail
 		}
-		return fmt.Sprintf("%d DNSBL rejects within %s", n, win)
+		return fmt.Sprintf("%d DNSBL %s within %s", n, plural(n, "reject", "rejects"), win)
 	case dBadHelo:
-		return fmt.Sprintf("%d HELO rejects within %s", n, win)
+		return fmt.Sprintf("%d HELO %s within %s", n, plural(n, "reject", "rejects"), win)
 	case dEscalation:
 		return fmt.Sprintf("%d addresses of %s decided within %s", n, key, win)
 	}
 	return e.rules[d].name
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
 
 func after(stage string) string {

@@ -1,0 +1,134 @@
+package detectors
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+func decodeStrict(t *testing.T, src string) (Config, error) {
+	t.Helper()
+	cfg := DefaultConfig()
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	dec.KnownFields(true)
+	err := dec.Decode(&cfg)
+	return cfg, err
+}
+
+func TestDefaultConfigValid(t *testing.T) {
+	if err := DefaultConfig().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(DefaultConfig(), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigYAML(t *testing.T) {
+	cfg, err := decodeStrict(t, `
+max_clients: 5000
+dictionary: {threshold: 8, window: 15m}
+sasl_bruteforce: {per_prefix: true, mode: warn}
+prefix_escalation: {enabled: true, count: 4, window: 2h, v4_bits: 26}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.MaxClients = 5000
+	want.Dictionary.Threshold = 8
+	want.Dictionary.Window = Duration(15 * time.Minute)
+	want.SASLBruteforce.PerPrefix = true
+	want.SASLBruteforce.Mode = ModeWarn
+	want.PrefixEscalation = EscalationConfig{Enabled: true, Count: 4, Window: Duration(2 * time.Hour), V4Bits: 26, V6Bits: 64, Mode: ModeBan}
+	if cfg != want {
+		t.Errorf("got %+v\nwant %+v", cfg, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
+	}
+
+	// Round trip.
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	if err := enc.Encode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "window: 15m\n") {
+		t.Errorf("durations not written as strings:\n%s", buf.String())
+	}
+	back, err := decodeStrict(t, buf.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back != cfg {
+		t.Errorf("round trip: got %+v", back)
+	}
+}
+
+func TestConfigYAMLErrors(t *testing.T) {
+	for _, tc := range []struct{ src, want string }{
+		{"dictionary: {treshold: 3}", "treshold"},
+		{"dictionary: {window: 10}", "line 1: time: missing unit"},
+		{"dictionary: {window: -1m}", "negative"},
+		{"dictionary: {window: [1m]}", "want a duration"},
+		{"sasl_bruteforce: {per_prefix: maybe}", "line 1: cannot unmarshal !!str `maybe` into bool"},
+		{"foo: 1", "foo"},
+	} {
+		_, err := decodeStrict(t, tc.src)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: err %v, want it to mention %q", tc.src, err, tc.want)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, tc := range []struct {
+		mut  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Dictionary.Threshold = 0 }, "detectors.dictionary.threshold: must be ≥ 1"},
+		{func(c *Config) { c.ErrorBurst.Window = 0 }, "detectors.error_burst.window: must be > 0"},
+		{func(c *Config) { c.Pipelining.Mode = "block" }, `detectors.pipelining.mode: must be ban or warn, got "block"`},
+		{func(c *Config) { c.Pregreet.Mode = "" }, `detectors.pregreet.mode`},
+		{func(c *Config) { c.SASLBruteforce.PrefixThreshold = 0 }, "detectors.sasl_bruteforce.prefix_threshold"},
+		{func(c *Config) { c.RelayProbe.Enabled = false; c.RelayProbe.Threshold = -1 }, "detectors.relay_probe.threshold"},
+		{func(c *Config) { c.DNSBL.Rejects = 0 }, "detectors.dnsbl.rejects"},
+		{func(c *Config) { c.BadHelo.Window = 0 }, "detectors.bad_helo.window"},
+		{func(c *Config) { c.MaxClients = 0 }, "detectors.max_clients"},
+		{func(c *Config) { c.EvidenceLines = -1 }, "detectors.evidence_lines"},
+		{func(c *Config) { c.PrefixEscalation.Count = 1 }, "detectors.prefix_escalation.count"},
+		{func(c *Config) { c.PrefixEscalation.Window = 0 }, "detectors.prefix_escalation.window"},
+		{func(c *Config) { c.PrefixEscalation.V4Bits = 33 }, "detectors.prefix_escalation.v4_bits"},
+		{func(c *Config) { c.PrefixEscalation.V6Bits = 8 }, "detectors.prefix_escalation.v6_bits"},
+		{func(c *Config) { c.PrefixEscalation.Mode = "x" }, "detectors.prefix_escalation.mode"},
+	} {
+		cfg := DefaultConfig()
+		tc.mut(&cfg)
+		err := cfg.Validate()
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err %v, want %q", err, tc.want)
+		}
+		if _, err := New(cfg, nil); err == nil {
+			t.Errorf("New accepted a bad config (%s)", tc.want)
+		}
+	}
+}
+
+func TestDurationString(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		10 * time.Minute: "10m", time.Hour: "1h", 90 * time.Minute: "1h30m", 90 * time.Second: "1m30s",
+		30 * time.Second: "30s", 0: "0s", 2*time.Hour + 5*time.Second: "2h0m5s",
+	} {
+		if got := Duration(d).String(); got != want {
+			t.Errorf("%v: %q, want %q", d, got, want)
+		}
+		var back Duration
+		if err := back.UnmarshalText([]byte(Duration(d).String())); err != nil || back != Duration(d) {
+			t.Errorf("%v: text round trip %v %v", d, back, err)
+		}
+	}
+}
