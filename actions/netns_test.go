@@ -27,6 +27,9 @@ import (
 // netnsXRequire skips unless we are root and the programs exist.
 func netnsXRequire(tb testing.TB, progs ...string) {
 	tb.Helper()
+	if testing.Short() {
+		tb.Skip("skipping namespace test in -short mode")
+	}
 	if os.Geteuid() != 0 {
 		tb.Skip("skipping: needs root (CAP_NET_ADMIN) to create network namespaces")
 	}
