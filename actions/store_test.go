@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -323,5 +324,43 @@ func TestStoreUnwritableDirectory(t *testing.T) {
 	_, err := OpenStore(path, StoreOptions{})
 	if err == nil || !strings.Contains(err.Error(), path) {
 		t.Fatalf("OpenStore in read-only dir: %v", err)
+	}
+}
+
+func TestStoreCorruptPages(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mxguard.db")
+	s, err := OpenStore(path, StoreOptions{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		r := storeRec(fmt.Sprintf("10.0.%d.%d/32", i/256, i%256), storeT0, time.Hour)
+		r.Lines = []string{strings.Repeat("x", 200)}
+		if err := s.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	// Keep the two meta pages, overwrite every other page with junk.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := os.Getpagesize()
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := 2 * page; i < len(data); i++ {
+		data[i] = byte(r.Uint32())
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = OpenStore(path, StoreOptions{Timeout: 50 * time.Millisecond})
+	if err == nil {
+		defer s.Close()
+		_, err = s.Active(storeT0)
+	}
+	t.Log(err)
+	if err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("corrupt pages: err = %v, want an error naming %s", err, path)
 	}
 }
