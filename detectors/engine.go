@@ -161,7 +161,7 @@ func (e *Engine) Stats() Stats {
 
 // obs is one event being observed.
 type obs struct {
-	ev    *logparse.Event
+	ev    logparse.Event
 	t     int64
 	addr  netip.Addr
 	line  string
@@ -203,7 +203,7 @@ func (e *Engine) Observe(ev logparse.Event) []Decision {
 	}
 	e.clients.expire(e.now)
 	e.prefixes.expire(e.now)
-	o := &obs{ev: &ev, t: t, addr: addr, keep: e.keep}
+	o := &obs{ev: ev, t: t, addr: addr, keep: e.keep}
 	key := netip.PrefixFrom(addr, addr.BitLen())
 
 	var out []Decision
@@ -366,7 +366,7 @@ func (e *Engine) decide(s *state, c *counter, d detID, o *obs) Decision {
 	dec := Decision{
 		Prefix:   s.key,
 		Detector: r.name,
-		Reason:   e.reason(d, len(c.ev), s.key, o.ev),
+		Reason:   e.reason(d, len(c.ev), s.key, &o.ev),
 		Evidence: len(c.ev),
 		Time:     o.ev.Time,
 		Lines:    lines,
