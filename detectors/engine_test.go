@@ -139,6 +139,22 @@ func TestDetectors(t *testing.T) {
 			return ev(at, []string{ipA, "::ffff:" + ipA}[i%2], logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 		}), want: []string{"4: dictionary 203.0.113.7/32 n=5"}},
 
+		{name: "dictionary/forgiven by login", events: cat(
+			every(4, 0, m, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			}),
+			one(ev(4*m, ipA, logparse.KindSASLLogin)),
+			every(4, 5*m, m, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("v%d@example.org", i))...)
+			}))},
+		{name: "dictionary/not forgiven by an accepted message", events: cat(
+			every(4, 0, m, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			}),
+			one(ev(4*m, ipA, logparse.KindReceived)),
+			one(ev(5*m, ipA, logparse.KindReject, unknown("v@example.org")...))),
+			want: []string{"5: dictionary 203.0.113.7/32 n=5"}},
+
 		// error_burst
 		{name: "error_burst/6 within 5m", events: every(6, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
 			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
@@ -150,6 +166,14 @@ func TestDetectors(t *testing.T) {
 			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonClientAccess)),
 			ev(m, ipA, logparse.KindTooManyErrors, stage("RCPT"))),
 			want: []string{"1: error_burst 203.0.113.7/32 n=2"}},
+		{name: "error_burst/forgiven by an accepted message", events: cat(
+			every(5, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+			}),
+			one(ev(time.Minute, ipA, logparse.KindReceived)),
+			every(5, 70*time.Second, 10*time.Second, func(i int, at time.Duration) logparse.Event {
+				return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+			}))},
 		{name: "error_burst/lost connection after RCPT counts", events: every(6, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
 			return ev(at, ipA, logparse.KindLostConnection, stage("RCPT"))
 		}), want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
