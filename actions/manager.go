@@ -304,7 +304,9 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 	b := rec.Ban()
 	m.log.Info("ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 		"evidence", rec.Evidence, "offence", offence, "until", rec.Until)
-	m.enqueueApply(b)
+	if rec.Until.After(now) { // a decision from an old log line may be over already
+		m.enqueueApply(b)
+	}
 	return b, true, nil
 }
 
@@ -511,6 +513,7 @@ func (m *Manager) Expire(ctx context.Context, now time.Time) (int, error) {
 func (m *Manager) Run(ctx context.Context) error {
 	t := time.NewTicker(m.cfg.SweepInterval)
 	defer t.Stop()
+	var lastPrune time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -519,8 +522,18 @@ func (m *Manager) Run(ctx context.Context) error {
 			if err := m.allow.Refresh(); err != nil {
 				m.log.Warn("allowlist refresh failed", "err", err)
 			}
-			if _, err := m.Expire(ctx, m.cfg.Now()); err != nil {
+			now := m.cfg.Now()
+			if _, err := m.Expire(ctx, now); err != nil {
 				m.log.Error("expire bans", "err", err)
+			}
+			if now.Sub(lastPrune) >= time.Hour && !m.cfg.DryRun {
+				lastPrune = now
+				l, h, err := m.store.Prune(now.Add(-time.Duration(m.cfg.Ban.LedgerRetention)), 10000)
+				if err != nil {
+					m.log.Error("prune ledger", "err", err)
+				} else if l+h > 0 {
+					m.log.Info("pruned ledger", "entries", l, "histories", h)
+				}
 			}
 		}
 	}

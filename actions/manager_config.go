@@ -39,6 +39,9 @@ type BanConfig struct {
 	Max Duration `yaml:"max" json:"max"`
 	// Offences older than this no longer count towards escalation. Default 720h (30 days).
 	ForgetAfter Duration `yaml:"forget_after" json:"forget_after"`
+	// Ledger entries and offence histories older than this are pruned
+	// (must be >= forget_after). Default 2160h (90 days).
+	LedgerRetention Duration `yaml:"ledger_retention" json:"ledger_retention"`
 	// Refuse IPv4 bans broader than /MaxPrefixV4. Default 24.
 	MaxPrefixV4 int `yaml:"max_prefix_v4" json:"max_prefix_v4"`
 	// Refuse IPv6 bans broader than /MaxPrefixV6. Default 48.
@@ -48,12 +51,13 @@ type BanConfig struct {
 // DefaultBanConfig returns the defaults.
 func DefaultBanConfig() BanConfig {
 	return BanConfig{
-		Base:        Duration(time.Hour),
-		Factor:      2,
-		Max:         Duration(7 * 24 * time.Hour),
-		ForgetAfter: Duration(30 * 24 * time.Hour),
-		MaxPrefixV4: 24,
-		MaxPrefixV6: 48,
+		Base:            Duration(time.Hour),
+		Factor:          2,
+		Max:             Duration(7 * 24 * time.Hour),
+		ForgetAfter:     Duration(30 * 24 * time.Hour),
+		LedgerRetention: Duration(90 * 24 * time.Hour),
+		MaxPrefixV4:     24,
+		MaxPrefixV6:     48,
 	}
 }
 
@@ -71,6 +75,9 @@ func (c BanConfig) WithDefaults() BanConfig {
 	}
 	if c.ForgetAfter == 0 {
 		c.ForgetAfter = d.ForgetAfter
+	}
+	if c.LedgerRetention == 0 {
+		c.LedgerRetention = d.LedgerRetention
 	}
 	if c.MaxPrefixV4 == 0 {
 		c.MaxPrefixV4 = d.MaxPrefixV4
@@ -95,6 +102,9 @@ func (c BanConfig) Validate() error {
 	}
 	if c.ForgetAfter < 0 {
 		errs = append(errs, fmt.Errorf("ban.forget_after must not be negative, got %s", c.ForgetAfter))
+	}
+	if c.LedgerRetention < c.ForgetAfter {
+		errs = append(errs, fmt.Errorf("ban.ledger_retention (%s) must be >= ban.forget_after (%s)", c.LedgerRetention, c.ForgetAfter))
 	}
 	if c.MaxPrefixV4 < 1 || c.MaxPrefixV4 > 32 {
 		errs = append(errs, fmt.Errorf("ban.max_prefix_v4 must be 1..32, got %d", c.MaxPrefixV4))
@@ -132,7 +142,7 @@ type ManagerConfig struct {
 	// [AllowHostAddrs]. Set to a non-nil empty slice to skip host addresses.
 	AllowSources []func() ([]netip.Prefix, error) `yaml:"-" json:"-"`
 	// SweepInterval: how often Run expires bans and refreshes the host
-	// addresses. Default 30s.
+	// addresses (the ledger is pruned at most hourly). Default 30s.
 	SweepInterval time.Duration `yaml:"-" json:"-"`
 	// ActionTimeout bounds one Apply/Revoke/Sync call. Default 30s.
 	ActionTimeout time.Duration `yaml:"-" json:"-"`

@@ -469,6 +469,23 @@ func TestManagerFailingActionRetried(t *testing.T) {
 	}
 }
 
+func TestManagerOldDecisionNotApplied(t *testing.T) {
+	f := &managerFake{name: "fake"}
+	env := managerNew(t, ManagerConfig{}, f)
+	env.clock.Set(storeT0.Add(3 * time.Hour))
+	b, ok, err := env.m.Decide(context.Background(), managerDec("192.0.2.1", storeT0))
+	if err != nil || !ok || !b.Until.Equal(storeT0.Add(time.Hour)) {
+		t.Fatalf("Decide = %+v %v %v", b, ok, err)
+	}
+	env.flush(t)
+	if a, _, _ := f.calls(); len(a) != 0 {
+		t.Errorf("a ban over before it was decided was applied: %v", a)
+	}
+	if h, _, _ := env.store.History(b.Prefix); h.Offences != 1 {
+		t.Errorf("the offence was not recorded: %+v", h)
+	}
+}
+
 func TestManagerExtendNoDoubleApply(t *testing.T) {
 	f := &managerFake{name: "fake"}
 	env := managerNew(t, ManagerConfig{}, f)
@@ -668,7 +685,8 @@ func TestManagerConfigYAML(t *testing.T) {
 	}{
 		{"full", "ban: {base: 30m, factor: 3, max: 48h, forget_after: 240h, max_prefix_v4: 32, max_prefix_v6: 64}\n",
 			BanConfig{Base: Duration(30 * time.Minute), Factor: 3, Max: Duration(48 * time.Hour),
-				ForgetAfter: Duration(240 * time.Hour), MaxPrefixV4: 32, MaxPrefixV6: 64}, ""},
+				ForgetAfter: Duration(240 * time.Hour), LedgerRetention: Duration(2160 * time.Hour),
+				MaxPrefixV4: 32, MaxPrefixV6: 64}, ""},
 		{"defaults", "dry_run: true\n", DefaultBanConfig(), ""},
 		{"bad duration", "ban: {base: 1x}\n", BanConfig{}, `invalid duration "1x"`},
 		{"no unit", "ban: {base: 3600}\n", BanConfig{}, `invalid duration "3600"`},

@@ -496,6 +496,59 @@ func (s *Store) DeleteExpired(now time.Time) ([]Record, error) {
 	return out, nil
 }
 
+// Prune deletes ledger entries dated before `before` (oldest first, at
+// most limit of them, limit <= 0: no limit) and the history of prefixes
+// whose last ban is before `before` and that have no stored ban. It
+// returns how many of each it deleted.
+func (s *Store) Prune(before time.Time, limit int) (ledger, history int, err error) {
+	err = s.update(func(tx *bolt.Tx) error {
+		ledger, history = 0, 0
+		var dead [][]byte
+		c := tx.Bucket(storeBucketLedger).Cursor()
+		for k, v := c.First(); k != nil && (limit <= 0 || len(dead) < limit); k, v = c.Next() {
+			var e struct {
+				At time.Time `json:"at"`
+			}
+			if err := json.Unmarshal(v, &e); err != nil {
+				return fmt.Errorf("ledger[%x]: %w", k, err)
+			}
+			if !e.At.Before(before) {
+				break // the ledger is (nearly) in time order
+			}
+			dead = append(dead, bytes.Clone(k))
+		}
+		for _, k := range dead {
+			if err := tx.Bucket(storeBucketLedger).Delete(k); err != nil {
+				return err
+			}
+		}
+		ledger = len(dead)
+		dead = dead[:0]
+		bans := tx.Bucket(storeBucketBans)
+		c = tx.Bucket(storeBucketHistory).Cursor()
+		for k, v := c.First(); k != nil && (limit <= 0 || len(dead) < limit); k, v = c.Next() {
+			var h History
+			if err := json.Unmarshal(v, &h); err != nil {
+				return fmt.Errorf("history[%s]: %w", k, err)
+			}
+			if h.LastBan.Before(before) && bans.Get(k) == nil {
+				dead = append(dead, bytes.Clone(k))
+			}
+		}
+		for _, k := range dead {
+			if err := tx.Bucket(storeBucketHistory).Delete(k); err != nil {
+				return err
+			}
+		}
+		history = len(dead)
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("store %s: prune: %w", s.path, err)
+	}
+	return ledger, history, nil
+}
+
 // History returns the offence history of p (zero History, false if none).
 func (s *Store) History(p netip.Prefix) (History, bool, error) {
 	var (

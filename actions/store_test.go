@@ -364,3 +364,39 @@ func TestStoreCorruptPages(t *testing.T) {
 		t.Fatalf("corrupt pages: err = %v, want an error naming %s", err, path)
 	}
 }
+
+func TestStorePrune(t *testing.T) {
+	s := storeOpenTest(t, "")
+	old := storeRec("192.0.2.1/32", storeT0, time.Hour)
+	gone := storeRec("192.0.2.2/32", storeT0, time.Hour)
+	recent := storeRec("192.0.2.3/32", storeT0.Add(100*24*time.Hour), time.Hour)
+	for _, r := range []Record{old, gone, recent} {
+		if err := s.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.DeleteExpired(storeT0.Add(2 * time.Hour)); err != nil { // gone is swept, old too
+		t.Fatal(err)
+	}
+	if err := s.Put(old); err != nil { // old is banned again (a new offence, since t0)
+		t.Fatal(err)
+	}
+	l, h, err := s.Prune(storeT0.Add(50*24*time.Hour), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ledger: ban old, ban gone, ban recent, expire old, expire gone, ban old.
+	// Entries dated before the cut-off up to the first newer one: 2 bans.
+	if l != 2 || h != 1 {
+		t.Errorf("Prune = %d ledger, %d history; want 2 and 1", l, h)
+	}
+	if _, ok, _ := s.History(gone.Prefix); ok {
+		t.Error("history of a long-gone prefix kept")
+	}
+	if _, ok, _ := s.History(old.Prefix); !ok {
+		t.Error("history of a stored ban pruned")
+	}
+	if e, _ := s.Ledger(recent.Prefix, 0); len(e) != 1 {
+		t.Errorf("recent ledger = %+v", e)
+	}
+}
