@@ -23,6 +23,13 @@
 // dictionary and relay_probe windows; an accepted message (KindReceived)
 // resets sasl_bruteforce and error_burst only, because a harvester also gets
 // messages accepted for the addresses it found.
+//
+// error_burst counts every abuse event except disconnect statistics (they
+// repeat failures already counted), postscreen DNSBL ranks (dnsbl's job) and
+// lost connection / timeout after CONNECT (health checks and port scans).
+// After a decision a detector is quiet for that client for one window
+// (dedupe); the ban manager handles repeat offenders. Feed events in log
+// order: idle clients are expired against the latest event time seen.
 package detectors
 
 import (
