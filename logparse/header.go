@@ -75,8 +75,11 @@ func (p *Parser) parseHeader(line string) (h header, err error) {
 	h.msg = after
 	tok = tok[:len(tok)-1] // drop ':'
 	if i := strings.IndexByte(tok, '['); i >= 0 {
+		if tok[len(tok)-1] != ']' || i+1 >= len(tok)-1 {
+			return h, errBadHeader
+		}
 		pid, ok := atoi(tok[i+1 : len(tok)-1])
-		if !ok || tok[len(tok)-1] != ']' {
+		if !ok {
 			return h, errBadHeader
 		}
 		h.pid = pid
@@ -147,6 +150,9 @@ func (p *Parser) parseBSD(line string) (time.Time, string, error) {
 	}
 	rest := line[end+1:]
 	if p.cacheLen == len(key) && string(p.cacheKey[:p.cacheLen]) == key {
+		if nanos == 0 {
+			return p.cacheT, rest, nil
+		}
 		return p.cacheT.Add(time.Duration(nanos)), rest, nil
 	}
 	mon := monthOf(key[:3])

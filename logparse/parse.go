@@ -125,19 +125,29 @@ func cutClient(s string, ev *Event) (rest string, ok bool) {
 	return rest, true
 }
 
-// afterFrom handles "X from CLIENT..." returning X (the stage).
+// stageFrom reads "STAGE from CLIENT" (STAGE may be "DATA (0 bytes)") and
+// stores the stage word and the client in ev.
 func stageFrom(s string, ev *Event) (rest string, ok bool) {
-	i := strings.Index(s, " from ")
-	if i <= 0 || i > 40 {
+	i := 0
+	for i < len(s) && i < 40 && s[i] != ' ' {
+		i++
+	}
+	if i == 0 || i >= len(s) {
 		return s, false
 	}
-	stage := s[:i]
-	// "DATA (0 bytes)" -> "DATA"
-	if sp := strings.IndexByte(stage, ' '); sp > 0 {
-		stage = stage[:sp]
+	ev.Stage = s[:i]
+	r := s[i:]
+	if strings.HasPrefix(r, " (") { // "DATA (1234 bytes)"
+		j := strings.IndexByte(r, ')')
+		if j < 0 || j > 40 {
+			return s, false
+		}
+		r = r[j+1:]
 	}
-	ev.Stage = stage
-	return cutClient(s[i+6:], ev)
+	if !strings.HasPrefix(r, " from ") {
+		return s, false
+	}
+	return cutClient(r[6:], ev)
 }
 
 // afterDataStage reports whether a dropped session had reached the message
@@ -334,13 +344,21 @@ func parseReject(s string, ev *Event) error {
 		ev.DSN = text[:sp]
 		text = text[sp+1:]
 	}
-	// Trailer: the last "; from=<" (or "; proto=" for CONNECT/HELO stages).
-	if i := strings.LastIndex(text, "; from=<"); i >= 0 {
-		parseTrailer(text[i+2:], ev)
-		text = text[:i]
-	} else if i := strings.LastIndex(text, "; proto="); i >= 0 {
-		parseTrailer(text[i+2:], ev)
-		text = text[:i]
+	// Trailer: "; from=<" (or "; proto=" for CONNECT/HELO stages). Reject
+	// texts may hold "; " themselves (DNSBL replies), never these.
+	for off := 0; ; {
+		i := strings.IndexByte(text[off:], ';')
+		if i < 0 {
+			break
+		}
+		i += off
+		t := text[i+1:]
+		if strings.HasPrefix(t, " from=<") || strings.HasPrefix(t, " proto=") {
+			parseTrailer(t[1:], ev)
+			text = text[:i]
+			break
+		}
+		off = i + 1
 	}
 	classifyReject(text, ev)
 	return nil
@@ -408,6 +426,9 @@ func classifyReject(text string, ev *Event) {
 	ev.Detail = text
 	r := ReasonOther
 	switch {
+	case strings.HasSuffix(text, "Improper use of SMTP command pipelining"):
+		// reject_unauth_pipelining, whatever restriction class ran it
+		r = ReasonPipelining
 	case strings.HasPrefix(text, "Recipient address rejected: "):
 		t := text[28:]
 		switch {
@@ -455,8 +476,6 @@ func classifyReject(text string, ev *Event) {
 		}
 	case strings.HasPrefix(text, "Data command rejected: Multi-recipient bounce"):
 		r = ReasonMultiRecipientBounce
-	case strings.Contains(text, "Improper use of SMTP command pipelining"):
-		r = ReasonPipelining
 	case strings.HasPrefix(text, "Service currently unavailable") && ev.Code == 450:
 		r = ReasonServiceUnavailable
 	case strings.HasPrefix(text, "Authentication required"):
@@ -464,7 +483,9 @@ func classifyReject(text string, ev *Event) {
 	case ev.Stage == "END-OF-MESSAGE" || ev.Stage == "DATA" && ev.Code >= 500:
 		r = ReasonMessageRejected
 	}
-	if i := strings.Index(text, " blocked using "); i >= 0 {
+	// reject_rbl_client and postscreen: "Service unavailable; [Cc]lient
+	// host [addr] blocked using ZONE[; reason]"
+	if i := strings.Index(text, " blocked using "); i >= 0 && strings.HasPrefix(text, "Service unavailable; ") {
 		r = ReasonDNSBL
 		zone := text[i+15:]
 		if j := strings.IndexAny(zone, "; ,"); j >= 0 {

@@ -97,7 +97,7 @@ func parsePostscreen(msg string, ev *Event) error {
 // parseQmgr reads "QUEUEID: from=<a>, size=123, nrcpt=1 (queue active)".
 func parseQmgr(msg string, ev *Event) error {
 	id, rest, ok := cutQueueID(msg)
-	if !ok || id == "" || !strings.HasPrefix(rest, "from=<") || !strings.Contains(rest, "(queue active)") {
+	if !ok || id == "" || !strings.HasPrefix(rest, "from=<") || !strings.HasSuffix(rest, "(queue active)") {
 		return ErrUnrecognized
 	}
 	from, _, ok := cutAngle(rest[6:])
@@ -126,10 +126,11 @@ func parseDelivery(msg string, ev *Event) error {
 	if !ok {
 		return ErrUnrecognized
 	}
-	i := strings.Index(r, " status=")
-	if i < 0 {
+	i := strings.Index(r, "status=")
+	if i < 1 || r[i-1] != ' ' {
 		return ErrUnrecognized
 	}
+	i--
 	st := r[i+8:]
 	switch {
 	case strings.HasPrefix(st, "sent"):

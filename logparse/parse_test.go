@@ -1,0 +1,344 @@
+package logparse
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+var refTime = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func TestParse(t *testing.T) {
+	const h = "Nov 25 10:49:00 mx1 postfix/smtpd[8965]: "
+	const ps = "Nov 25 10:49:00 mx1 postfix/postscreen[11]: "
+	tests := []struct {
+		name string
+		line string
+		want Event // Raw, Time, Host, Service, PID are checked separately
+		err  error
+	}{
+		{"connect", h + "connect from mail.example.net[198.51.100.7]",
+			Event{Kind: KindConnect, Client: ip("198.51.100.7"), ClientName: "mail.example.net"}, nil},
+		{"connect v6", h + "connect from unknown[2001:db8::25]",
+			Event{Kind: KindConnect, Client: ip("2001:db8::25"), ClientName: "unknown"}, nil},
+		{"connect mapped v4", h + "connect from unknown[::ffff:192.0.2.9]",
+			Event{Kind: KindConnect, Client: ip("192.0.2.9"), ClientName: "unknown"}, nil},
+		{"connect port", h + "connect from unknown[192.0.2.9]:41234",
+			Event{Kind: KindConnect, Client: ip("192.0.2.9"), ClientName: "unknown", Port: 41234}, nil},
+		{"disconnect clean", h + "disconnect from a.example[198.51.100.7] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5",
+			Event{Kind: KindDisconnect, Client: ip("198.51.100.7"), ClientName: "a.example", Detail: "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5"}, nil},
+		{"disconnect failed rcpt is not counted again", h + "disconnect from a.example[198.51.100.7] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6",
+			Event{Kind: KindDisconnect, Client: ip("198.51.100.7"), ClientName: "a.example", Detail: "ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6"}, nil},
+		{"disconnect auth fail", h + "disconnect from unknown[203.0.113.4] ehlo=1 auth=0/1 quit=1 commands=2/3",
+			Event{Kind: KindDisconnect, Client: ip("203.0.113.4"), ClientName: "unknown", Detail: "ehlo=1 auth=0/1 quit=1 commands=2/3", Count: 1, Abuse: true}, nil},
+		{"disconnect vrfy probing", h + "disconnect from unknown[203.0.113.4] helo=1 vrfy=0/3 quit=1 commands=2/5",
+			Event{Kind: KindDisconnect, Client: ip("203.0.113.4"), ClientName: "unknown", Detail: "helo=1 vrfy=0/3 quit=1 commands=2/5", Count: 3, Abuse: true}, nil},
+		{"disconnect mail before helo", h + "disconnect from unknown[203.0.113.4] mail=0/1 quit=1 commands=1/2",
+			Event{Kind: KindDisconnect, Client: ip("203.0.113.4"), ClientName: "unknown", Detail: "mail=0/1 quit=1 commands=1/2", Count: 1, Abuse: true}, nil},
+		{"disconnect unknown command", h + "disconnect from unknown[203.0.113.4] unknown=0/2 commands=0/2",
+			Event{Kind: KindDisconnect, Client: ip("203.0.113.4"), ClientName: "unknown", Detail: "unknown=0/2 commands=0/2", Count: 2, Abuse: true}, nil},
+		{"reject unknown recipient",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 550 5.1.1 <nouser@example.com>: Recipient address rejected: User unknown in virtual mailbox table; from=<spam@foo.example> to=<nouser@example.com> proto=ESMTP helo=<friend>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.5"), ClientName: "unknown", Code: 550, DSN: "5.1.1",
+				Reason: ReasonUnknownRecipient, Detail: "Recipient address rejected: User unknown in virtual mailbox table",
+				From: "spam@foo.example", To: "nouser@example.com", Helo: "friend", Abuse: true}, nil},
+		{"reject local table with queue id",
+			h + "4F2A31C0B2: reject: RCPT from x.example[192.0.2.1]: 550 5.1.1 <bob@example.com>: Recipient address rejected: User unknown in local recipient table; from=<a@x.example> to=<bob@example.com> proto=ESMTP helo=<x.example>",
+			Event{QueueID: "4F2A31C0B2", Kind: KindReject, Stage: "RCPT", Client: ip("192.0.2.1"), ClientName: "x.example", Code: 550, DSN: "5.1.1",
+				Reason: ReasonUnknownRecipient, Detail: "Recipient address rejected: User unknown in local recipient table",
+				From: "a@x.example", To: "bob@example.com", Helo: "x.example", Abuse: true}, nil},
+		{"relay denied",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.6]: 554 5.7.1 <x@gmail.com>: Relay access denied; from=<s@foo.example> to=<x@gmail.com> proto=ESMTP helo=<foo.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.6"), ClientName: "unknown", Code: 554, DSN: "5.7.1",
+				Reason: ReasonRelayDenied, Detail: "Relay access denied", From: "s@foo.example", To: "x@gmail.com", Helo: "foo.example", Abuse: true}, nil},
+		{"helo non fqdn at EHLO stage",
+			h + "NOQUEUE: reject: EHLO from unknown[203.0.113.7]: 504 5.5.2 <friend>: Helo command rejected: need fully-qualified hostname; proto=SMTP helo=<friend>",
+			Event{Kind: KindReject, Stage: "EHLO", Client: ip("203.0.113.7"), ClientName: "unknown", Code: 504, DSN: "5.5.2",
+				Reason: ReasonHeloNonFQDN, Detail: "Helo command rejected: need fully-qualified hostname", Helo: "friend", Abuse: true}, nil},
+		{"helo invalid with spaces",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.7]: 501 5.5.2 <a b>: Helo command rejected: Invalid name; from=<s@x.example> to=<u@example.com> proto=SMTP helo=<a b>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.7"), ClientName: "unknown", Code: 501, DSN: "5.5.2",
+				Reason: ReasonHeloInvalid, Detail: "Helo command rejected: Invalid name", From: "s@x.example", To: "u@example.com", Helo: "a b", Abuse: true}, nil},
+		{"helo access map",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.7]: 554 5.7.1 <localhost>: Helo command rejected: You are not localhost; from=<s@x.example> to=<u@example.com> proto=ESMTP helo=<localhost>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.7"), ClientName: "unknown", Code: 554, DSN: "5.7.1",
+				Reason: ReasonHeloAccess, Detail: "Helo command rejected: You are not localhost", From: "s@x.example", To: "u@example.com", Helo: "localhost", Abuse: true}, nil},
+		{"helo host not found",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.7]: 450 4.7.1 <nx.example>: Helo command rejected: Host not found; from=<s@x.example> to=<u@example.com> proto=ESMTP helo=<nx.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.7"), ClientName: "unknown", Code: 450, DSN: "4.7.1",
+				Reason: ReasonHeloNotFound, Detail: "Helo command rejected: Host not found", From: "s@x.example", To: "u@example.com", Helo: "nx.example", Abuse: true}, nil},
+		{"sender non fqdn",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.8]: 504 5.5.2 <root>: Sender address rejected: need fully-qualified address; from=<root> to=<u@example.com> proto=ESMTP helo=<bot.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.8"), ClientName: "unknown", Code: 504, DSN: "5.5.2",
+				Reason: ReasonSenderNonFQDN, Detail: "Sender address rejected: need fully-qualified address", From: "root", To: "u@example.com", Helo: "bot.example", Abuse: true}, nil},
+		{"sender domain not found",
+			h + "NOQUEUE: reject: MAIL from unknown[203.0.113.8]: 450 4.1.8 <a@nx.invalid>: Sender address rejected: Domain not found; from=<a@nx.invalid> proto=ESMTP helo=<bot.example>",
+			Event{Kind: KindReject, Stage: "MAIL", Client: ip("203.0.113.8"), ClientName: "unknown", Code: 450, DSN: "4.1.8",
+				Reason: ReasonSenderDomainNotFound, Detail: "Sender address rejected: Domain not found", From: "a@nx.invalid", Helo: "bot.example", Abuse: true}, nil},
+		{"client no rdns",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.9]: 450 4.7.25 Client host rejected: cannot find your hostname, [203.0.113.9]; from=<a@b.example> to=<u@example.com> proto=ESMTP helo=<b.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.9"), ClientName: "unknown", Code: 450, DSN: "4.7.25",
+				Reason: ReasonClientNoRDNS, Detail: "Client host rejected: cannot find your hostname, [203.0.113.9]", From: "a@b.example", To: "u@example.com", Helo: "b.example", Abuse: true}, nil},
+		{"client access at CONNECT",
+			h + "NOQUEUE: reject: CONNECT from unknown[203.0.113.9]: 554 5.7.1 <unknown[203.0.113.9]>: Client host rejected: Access denied; proto=SMTP",
+			Event{Kind: KindReject, Stage: "CONNECT", Client: ip("203.0.113.9"), ClientName: "unknown", Code: 554, DSN: "5.7.1",
+				Reason: ReasonClientAccess, Detail: "Client host rejected: Access denied", Abuse: true}, nil},
+		{"dnsbl smtpd",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.10]: 554 5.7.1 Service unavailable; Client host [203.0.113.10] blocked using zen.spamhaus.org; https://www.spamhaus.org/query/ip/203.0.113.10; from=<a@b.example> to=<u@example.com> proto=ESMTP helo=<b.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.10"), ClientName: "unknown", Code: 554, DSN: "5.7.1",
+				Reason: ReasonDNSBL, Detail: "zen.spamhaus.org", From: "a@b.example", To: "u@example.com", Helo: "b.example", Abuse: true}, nil},
+		{"multi recipient bounce",
+			h + "NOQUEUE: reject: DATA from unknown[203.0.113.11]: 550 5.5.3 <DATA>: Data command rejected: Multi-recipient bounce; from=<> proto=ESMTP helo=<b.example>",
+			Event{Kind: KindReject, Stage: "DATA", Client: ip("203.0.113.11"), ClientName: "unknown", Code: 550, DSN: "5.5.3",
+				Reason: ReasonMultiRecipientBounce, Detail: "Data command rejected: Multi-recipient bounce", Helo: "b.example", Abuse: true}, nil},
+		{"unauth pipelining reject",
+			h + "NOQUEUE: reject: RCPT from unknown[203.0.113.12]: 554 5.5.0 <u@example.com>: Recipient address rejected: Improper use of SMTP command pipelining; from=<a@b.example> to=<u@example.com> proto=SMTP helo=<b.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.12"), ClientName: "unknown", Code: 554, DSN: "5.5.0",
+				Reason: ReasonPipelining, Detail: "Recipient address rejected: Improper use of SMTP command pipelining", From: "a@b.example", To: "u@example.com", Helo: "b.example", Abuse: true}, nil},
+		{"greylisted is not abuse",
+			h + "NOQUEUE: reject: RCPT from a.example[198.51.100.2]: 450 4.2.0 <u@example.com>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.com.html; from=<a@a.example> to=<u@example.com> proto=ESMTP helo=<a.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("198.51.100.2"), ClientName: "a.example", Code: 450, DSN: "4.2.0",
+				Reason: ReasonGreylisted, Detail: "Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/example.com.html", From: "a@a.example", To: "u@example.com", Helo: "a.example"}, nil},
+		{"temporary lookup failure is not abuse",
+			h + "NOQUEUE: reject: RCPT from a.example[198.51.100.2]: 451 4.3.0 <u@example.com>: Temporary lookup failure; from=<a@a.example> to=<u@example.com> proto=ESMTP helo=<a.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("198.51.100.2"), ClientName: "a.example", Code: 451, DSN: "4.3.0",
+				Reason: ReasonOther, Detail: "Temporary lookup failure", From: "a@a.example", To: "u@example.com", Helo: "a.example"}, nil},
+		{"milter reject without code",
+			h + "4F2A31C0B2: milter-reject: END-OF-MESSAGE from a.example[198.51.100.2]: 5.7.1 Spam message rejected; from=<a@a.example> to=<u@example.com> proto=ESMTP helo=<a.example>",
+			Event{QueueID: "4F2A31C0B2", Kind: KindReject, Stage: "END-OF-MESSAGE", Client: ip("198.51.100.2"), ClientName: "a.example", DSN: "5.7.1",
+				Reason: ReasonMessageRejected, Detail: "Spam message rejected", From: "a@a.example", To: "u@example.com", Helo: "a.example", Abuse: true}, nil},
+		{"pipelining", h + "improper command pipelining after HELO from unknown[203.0.113.13]: MAIL FROM:<a@b.example>\\r\\nRCPT TO:<u@example.com>\\r\\n",
+			Event{Kind: KindPipelining, Stage: "HELO", Client: ip("203.0.113.13"), ClientName: "unknown", Detail: `MAIL FROM:<a@b.example>\r\nRCPT TO:<u@example.com>\r\n`, Abuse: true}, nil},
+		{"too many errors", h + "too many errors after RCPT from unknown[203.0.113.14]",
+			Event{Kind: KindTooManyErrors, Stage: "RCPT", Client: ip("203.0.113.14"), ClientName: "unknown", Abuse: true}, nil},
+		{"lost connection after AUTH", h + "lost connection after AUTH from unknown[203.0.113.15]",
+			Event{Kind: KindLostConnection, Stage: "AUTH", Client: ip("203.0.113.15"), ClientName: "unknown", Abuse: true}, nil},
+		{"lost connection after DATA is not abuse", h + "lost connection after DATA (0 bytes) from a.example[198.51.100.2]",
+			Event{Kind: KindLostConnection, Stage: "DATA", Client: ip("198.51.100.2"), ClientName: "a.example"}, nil},
+		{"lost connection after CONNECT is not abuse", h + "lost connection after CONNECT from monitor.example[198.51.100.3]",
+			Event{Kind: KindLostConnection, Stage: "CONNECT", Client: ip("198.51.100.3"), ClientName: "monitor.example"}, nil},
+		{"timeout after END-OF-MESSAGE", h + "timeout after END-OF-MESSAGE from a.example[198.51.100.2]",
+			Event{Kind: KindTimeout, Stage: "END-OF-MESSAGE", Client: ip("198.51.100.2"), ClientName: "a.example"}, nil},
+		{"timeout after RCPT", h + "timeout after RCPT from unknown[203.0.113.16]",
+			Event{Kind: KindTimeout, Stage: "RCPT", Client: ip("203.0.113.16"), ClientName: "unknown", Abuse: true}, nil},
+		{"sasl fail", h + "warning: unknown[203.0.113.17]: SASL LOGIN authentication failed: UGFzc3dvcmQ6",
+			Event{Kind: KindSASLFail, Stage: "AUTH", Client: ip("203.0.113.17"), ClientName: "unknown", Abuse: true}, nil},
+		{"sasl fail with user", h + "warning: unknown[203.0.113.17]: SASL PLAIN authentication failed: authentication failure, sasl_username=admin@example.com",
+			Event{Kind: KindSASLFail, Stage: "AUTH", Client: ip("203.0.113.17"), ClientName: "unknown", Detail: "admin@example.com", Abuse: true}, nil},
+		{"sasl server lost", h + "warning: a.example[198.51.100.2]: SASL LOGIN authentication failed: Connection lost to authentication server",
+			Event{Kind: KindSASLFail, Stage: "AUTH", Client: ip("198.51.100.2"), ClientName: "a.example"}, nil},
+		{"non smtp", h + "warning: non-SMTP command from unknown[203.0.113.18]: GET / HTTP/1.1",
+			Event{Kind: KindNonSMTP, Client: ip("203.0.113.18"), ClientName: "unknown", Detail: "GET / HTTP/1.1", Abuse: true}, nil},
+		{"hostname mismatch", h + "warning: hostname mail.bad.example does not resolve to address 203.0.113.19: Name or service not known",
+			Event{Kind: KindHostnameMismatch, Client: ip("203.0.113.19"), ClientName: "mail.bad.example"}, nil},
+		{"hostname mismatch v6", h + "warning: hostname mail.bad.example does not resolve to address 2001:db8::19",
+			Event{Kind: KindHostnameMismatch, Client: ip("2001:db8::19"), ClientName: "mail.bad.example"}, nil},
+		{"received", h + "4F2A31C0B2: client=a.example[198.51.100.2]",
+			Event{QueueID: "4F2A31C0B2", Kind: KindReceived, Client: ip("198.51.100.2"), ClientName: "a.example"}, nil},
+		{"sasl login", h + "4bGhL23xYzz1Rt: client=unknown[198.51.100.4], sasl_method=PLAIN, sasl_username=alice@example.com",
+			Event{QueueID: "4bGhL23xYzz1Rt", Kind: KindSASLLogin, Stage: "AUTH", Client: ip("198.51.100.4"), ClientName: "unknown", Detail: "alice@example.com"}, nil},
+		// postscreen
+		{"ps connect", ps + "CONNECT from [203.0.113.20]:4321 to [192.0.2.1]:25",
+			Event{Kind: KindPSConnect, Client: ip("203.0.113.20"), Port: 4321}, nil},
+		{"ps pass new", ps + "PASS NEW [198.51.100.5]:4321",
+			Event{Kind: KindPSPass, Client: ip("198.51.100.5"), Port: 4321, Detail: "NEW"}, nil},
+		{"ps pregreet", ps + `PREGREET 11 after 0.13 from [203.0.113.21]:4321: EHLO ylmf-pc\r\n`,
+			Event{Kind: KindPregreet, Client: ip("203.0.113.21"), Port: 4321, Count: 11, Detail: `EHLO ylmf-pc\r\n`, Abuse: true}, nil},
+		{"ps hangup", ps + "HANGUP after 0.7 from [203.0.113.22]:4321 in tests before SMTP handshake",
+			Event{Kind: KindHangup, Client: ip("203.0.113.22"), Port: 4321, Abuse: true}, nil},
+		{"ps command pipelining", ps + "COMMAND PIPELINING from [203.0.113.23]:4321 after RCPT: DATA\\r\\n",
+			Event{Kind: KindPipelining, Stage: "RCPT", Client: ip("203.0.113.23"), Port: 4321, Detail: `DATA\r\n`, Abuse: true}, nil},
+		{"ps non smtp", ps + "NON-SMTP COMMAND from [203.0.113.24]:4321 after CONNECT: GET / HTTP/1.1",
+			Event{Kind: KindNonSMTP, Stage: "CONNECT", Client: ip("203.0.113.24"), Port: 4321, Detail: "GET / HTTP/1.1", Abuse: true}, nil},
+		{"ps bare newline", ps + "BARE NEWLINE from [203.0.113.25]:4321 after DATA",
+			Event{Kind: KindBareNewline, Stage: "DATA", Client: ip("203.0.113.25"), Port: 4321, Abuse: true}, nil},
+		{"ps command time limit", ps + "COMMAND TIME LIMIT from [203.0.113.26]:4321 after RCPT",
+			Event{Kind: KindCommandLimit, Stage: "RCPT", Client: ip("203.0.113.26"), Port: 4321, Detail: "TIME", Abuse: true}, nil},
+		{"ps dnsbl rank", ps + "DNSBL rank 3 for [203.0.113.27]:4321",
+			Event{Kind: KindDNSBL, Client: ip("203.0.113.27"), Port: 4321, Count: 3, Abuse: true}, nil},
+		{"ps whitelisted (old word)", ps + "WHITELISTED [198.51.100.6]:4321",
+			Event{Kind: KindPSAllowlisted, Client: ip("198.51.100.6"), Port: 4321}, nil},
+		{"ps denylisted", ps + "DENYLISTED [203.0.113.28]:4321",
+			Event{Kind: KindPSDenylisted, Client: ip("203.0.113.28"), Port: 4321, Abuse: true}, nil},
+		{"ps disconnect", ps + "DISCONNECT [198.51.100.6]:4321",
+			Event{Kind: KindPSDisconnect, Client: ip("198.51.100.6"), Port: 4321}, nil},
+		{"ps 450 after deep tests is benign",
+			ps + "NOQUEUE: reject: RCPT from [198.51.100.5]:4321: 450 4.3.2 Service currently unavailable; from=<a@a.example>, to=<u@example.com>, proto=ESMTP, helo=<a.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("198.51.100.5"), Port: 4321, Code: 450, DSN: "4.3.2",
+				Reason: ReasonServiceUnavailable, Detail: "Service currently unavailable", From: "a@a.example", To: "u@example.com", Helo: "a.example"}, nil},
+		{"ps dnsbl reject",
+			ps + "NOQUEUE: reject: RCPT from [203.0.113.27]:4321: 550 5.7.1 Service unavailable; client [203.0.113.27] blocked using zen.spamhaus.org; from=<a@b.example>, to=<u@example.com>, proto=ESMTP, helo=<b.example>",
+			Event{Kind: KindReject, Stage: "RCPT", Client: ip("203.0.113.27"), Port: 4321, Code: 550, DSN: "5.7.1",
+				Reason: ReasonDNSBL, Detail: "zen.spamhaus.org", From: "a@b.example", To: "u@example.com", Helo: "b.example", Abuse: true}, nil},
+		// delivery
+		{"qmgr", "Nov 25 10:49:00 mx1 postfix/qmgr[2]: 4F2A31C0B2: from=<a@a.example>, size=1234, nrcpt=2 (queue active)",
+			Event{QueueID: "4F2A31C0B2", Kind: KindQueued, From: "a@a.example", Count: 2}, nil},
+		{"delivered", "Nov 25 10:49:00 mx1 postfix/local[3]: 4F2A31C0B2: to=<u@example.com>, relay=local, delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (delivered to mailbox)",
+			Event{QueueID: "4F2A31C0B2", Kind: KindDelivered, To: "u@example.com", DSN: "2.0.0", Detail: "delivered to mailbox"}, nil},
+		{"deferred", "Nov 25 10:49:00 mx1 postfix/smtp[3]: 4F2A31C0B2: to=<u@far.example>, relay=none, delay=30, delays=0/0/30/0, dsn=4.4.1, status=deferred (connect to far.example[192.0.2.99]:25: Connection timed out)",
+			Event{QueueID: "4F2A31C0B2", Kind: KindDeferred, To: "u@far.example", DSN: "4.4.1", Detail: "connect to far.example[192.0.2.99]:25: Connection timed out"}, nil},
+		{"bounced", "Nov 25 10:49:00 mx1 postfix/virtual[3]: 4F2A31C0B2: to=<x@example.com>, relay=virtual, delay=0.1, delays=0/0/0/0.1, dsn=5.2.2, status=bounced (mailbox full)",
+			Event{QueueID: "4F2A31C0B2", Kind: KindBounced, To: "x@example.com", DSN: "5.2.2", Detail: "mailbox full"}, nil},
+		// skipped
+		{"other program", "Nov 25 10:49:00 mx1 sshd[1]: Accepted publickey for root", Event{}, ErrNotPostfix},
+		{"no header", "hello world", Event{}, ErrNotPostfix},
+		{"empty", "", Event{}, ErrNotPostfix},
+		{"postfix line of no interest", h + "warning: TLS library problem: error", Event{}, ErrUnrecognized},
+		{"cleanup", "Nov 25 10:49:00 mx1 postfix/cleanup[3]: 4F2A31C0B2: message-id=<x@y>", Event{}, ErrUnrecognized},
+		{"truncated reject", h + "NOQUEUE: reject: RCPT from unknown[203.0.113.5]", Event{}, ErrUnrecognized},
+		{"bad address", h + "connect from unknown[999.1.1.1]", Event{}, ErrUnrecognized},
+		{"bad month", "Foo 25 10:49:00 mx1 postfix/smtpd[1]: connect from a[192.0.2.1]", Event{}, ErrNotPostfix},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewParser(time.UTC, refTime)
+			got, err := p.Parse(tc.line)
+			if !errors.Is(err, tc.err) {
+				t.Fatalf("err = %v, want %v", err, tc.err)
+			}
+			if err != nil {
+				return
+			}
+			if got.Raw != tc.line {
+				t.Errorf("Raw not the line")
+			}
+			if got.Host != "mx1" || got.PID == 0 || !strings.HasPrefix(got.Service, "postfix/") {
+				t.Errorf("header: host %q pid %d service %q", got.Host, got.PID, got.Service)
+			}
+			want := tc.want
+			want.Raw, want.Time, want.Host, want.Service, want.PID = got.Raw, got.Time, got.Host, got.Service, got.PID
+			if got != want {
+				t.Errorf("got  %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+func ip(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestHeaders(t *testing.T) {
+	berlin, err := time.LoadLocation("Europe/Berlin")
+	if err != nil {
+		t.Skip("no tzdata:", err)
+	}
+	const msg = "connect from a[192.0.2.1]"
+	tests := []struct {
+		name     string
+		line     string
+		loc      *time.Location
+		ref      time.Time
+		want     time.Time
+		host     string
+		service  string
+		wantFail bool
+	}{
+		{"bsd padded day", "Nov  5 10:49:00 mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 5, 10, 49, 0, 0, time.UTC), "mx1", "postfix/smtpd", false},
+		{"bsd local zone", "Nov 25 10:49:00 mx1 postfix/smtpd[1]: " + msg, berlin, refTime,
+			time.Date(2026, 11, 25, 10, 49, 0, 0, berlin), "mx1", "postfix/smtpd", false},
+		{"maillog_file with microseconds", "Nov 25 10:49:00.250000 mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 10, 49, 0, 250000000, time.UTC), "mx1", "postfix/smtpd", false},
+		{"maillog_file without host", "Nov 25 10:49:00.250000 postfix/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 10, 49, 0, 250000000, time.UTC), "", "postfix/smtpd", false},
+		{"rfc3339 fraction zone", "2026-11-25T10:49:00.123456+01:00 mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 9, 49, 0, 123456000, time.UTC), "mx1", "postfix/smtpd", false},
+		{"rfc3339 Z", "2026-11-25T10:49:00Z mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 10, 49, 0, 0, time.UTC), "mx1", "postfix/smtpd", false},
+		{"journal short-iso", "2026-11-25T10:49:00+0100 mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 9, 49, 0, 0, time.UTC), "mx1", "postfix/smtpd", false},
+		{"journal short-iso-precise", "2026-11-25T10:49:00.5-0130 mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 12, 19, 0, 500000000, time.UTC), "mx1", "postfix/smtpd", false},
+		{"multi-instance", "Nov 25 10:49:00 mx1 postfix-in/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 10, 49, 0, 0, time.UTC), "mx1", "postfix-in/smtpd", false},
+		{"master.cf service", "Nov 25 10:49:00 mx1 postfix/submission/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 10, 49, 0, 0, time.UTC), "mx1", "postfix/submission/smtpd", false},
+		{"smtps and instance", "Nov 25 10:49:00 mx1 postfix-out/smtps/smtpd[1]: " + msg, time.UTC, refTime,
+			time.Date(2026, 11, 25, 10, 49, 0, 0, time.UTC), "mx1", "postfix-out/smtps/smtpd", false},
+		// New Year: a December line read with a January reference is last year's.
+		{"year rollover back", "Dec 31 23:59:59 mx1 postfix/smtpd[1]: " + msg, time.UTC, time.Date(2027, 1, 1, 0, 5, 0, 0, time.UTC),
+			time.Date(2026, 12, 31, 23, 59, 59, 0, time.UTC), "mx1", "postfix/smtpd", false},
+		{"year rollover same", "Jan  1 00:00:01 mx1 postfix/smtpd[1]: " + msg, time.UTC, time.Date(2027, 1, 1, 0, 5, 0, 0, time.UTC),
+			time.Date(2027, 1, 1, 0, 0, 1, 0, time.UTC), "mx1", "postfix/smtpd", false},
+		{"bad zone", "2026-11-25T10:49:00+1 mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime, time.Time{}, "", "", true},
+		{"bad pid", "Nov 25 10:49:00 mx1 postfix/smtpd[x]: " + msg, time.UTC, refTime, time.Time{}, "", "", true},
+		{"bad hour", "Nov 25 25:49:00 mx1 postfix/smtpd[1]: " + msg, time.UTC, refTime, time.Time{}, "", "", true},
+		{"not a daemon", "Nov 25 10:49:00 mx1 postfix/frobnicate[1]: " + msg, time.UTC, refTime, time.Time{}, "", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := NewParser(tc.loc, tc.ref)
+			ev, err := p.Parse(tc.line)
+			if tc.wantFail {
+				if err == nil {
+					t.Fatalf("want error, got %+v", ev)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ev.Time.Equal(tc.want) || ev.Host != tc.host || ev.Service != tc.service || ev.Kind != KindConnect {
+				t.Errorf("got time %v host %q service %q kind %v; want %v %q %q", ev.Time, ev.Host, ev.Service, ev.Kind, tc.want, tc.host, tc.service)
+			}
+			// the cached path must agree with the first parse
+			ev2, _ := p.Parse(tc.line)
+			if !ev2.Time.Equal(ev.Time) {
+				t.Errorf("cached time %v != %v", ev2.Time, ev.Time)
+			}
+		})
+	}
+}
+
+func TestParseClient(t *testing.T) {
+	tests := []struct {
+		in   string
+		name string
+		addr string
+		port int
+		ok   bool
+	}{
+		{"mail.example.com[192.0.2.1]", "mail.example.com", "192.0.2.1", 0, true},
+		{"unknown[2001:db8::1]", "unknown", "2001:db8::1", 0, true},
+		{"[192.0.2.1]:25", "", "192.0.2.1", 25, true},
+		{"[IPv6:2001:db8::1]", "", "2001:db8::1", 0, true},
+		{"[2001:db8::1]:2525", "", "2001:db8::1", 2525, true},
+		{"unknown[::ffff:192.0.2.1]", "unknown", "192.0.2.1", 0, true},
+		{"x[192.0.2.1]:99999", "", "", 0, false}, // port out of range is left as trailing text
+		{"x[fe80::1%eth0]", "", "", 0, false},
+		{"x[192.0.2]", "", "", 0, false},
+		{"x 192.0.2.1", "", "", 0, false},
+		{"a b[192.0.2.1]", "", "", 0, false},
+		{"", "", "", 0, false},
+	}
+	for _, tc := range tests {
+		name, addr, port, ok := ParseClient(tc.in)
+		if ok != tc.ok {
+			t.Errorf("ParseClient(%q) ok = %v", tc.in, ok)
+			continue
+		}
+		if ok && (name != tc.name || addr != netip.MustParseAddr(tc.addr) || port != tc.port) {
+			t.Errorf("ParseClient(%q) = %q %v %d", tc.in, name, addr, port)
+		}
+	}
+}
+
+// The classifier must not allocate: not for skipped lines, not for the
+// lines it recognises (their strings alias the input).
+func TestParseAllocs(t *testing.T) {
+	lines := []string{
+		"Nov 25 10:49:00 mx1 postfix/smtpd[8965]: NOQUEUE: reject: RCPT from unknown[203.0.113.5]: 550 5.1.1 <nouser@example.com>: Recipient address rejected: User unknown in virtual mailbox table; from=<spam@foo.example> to=<nouser@example.com> proto=ESMTP helo=<friend>",
+		"Nov 25 10:49:00 mx1 postfix/cleanup[3]: 4F2A31C0B2: message-id=<x@y>",
+		"Nov 25 10:49:00 mx1 sshd[1]: Accepted publickey for root",
+		"2026-11-25T10:49:00.123456+01:00 mx1 postfix/postscreen[11]: PREGREET 11 after 0.13 from [2001:db8::5]:4321: EHLO x",
+	}
+	p := NewParser(time.UTC, refTime)
+	var ev Event
+	for _, l := range lines {
+		p.ParseInto(l, &ev) // warm the timestamp cache and zone map
+		if n := testing.AllocsPerRun(100, func() { p.ParseInto(l, &ev) }); n != 0 {
+			t.Errorf("%d allocs for %q", int(n), l)
+		}
+	}
+}
