@@ -344,7 +344,8 @@ func parseReject(s string, ev *Event) error {
 		ev.DSN = text[:sp]
 		text = text[sp+1:]
 	}
-	// Trailer: "; from=<" (or "; proto=" for CONNECT/HELO stages). Reject
+	// Trailer: "; from=<" ("; to=<" for VRFY, "; proto=" for CONNECT and
+	// HELO stages). Reject
 	// texts may hold "; " themselves (DNSBL replies), never these.
 	for off := 0; ; {
 		i := strings.IndexByte(text[off:], ';')
@@ -353,7 +354,7 @@ func parseReject(s string, ev *Event) error {
 		}
 		i += off
 		t := text[i+1:]
-		if strings.HasPrefix(t, " from=<") || strings.HasPrefix(t, " proto=") {
+		if strings.HasPrefix(t, " from=<") || strings.HasPrefix(t, " to=<") || strings.HasPrefix(t, " proto=") {
 			parseTrailer(t[1:], ev)
 			text = text[:i]
 			break
