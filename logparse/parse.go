@@ -28,6 +28,8 @@ func (p *Parser) ParseInto(line string, ev *Event) error {
 		err = parseSmtpd(msg, ev)
 	case "postscreen":
 		err = parsePostscreen(msg, ev)
+	case "cleanup":
+		err = parseCleanup(msg, ev)
 	case "qmgr", "oqmgr":
 		err = parseQmgr(msg, ev)
 	case "smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard":
@@ -504,4 +506,52 @@ func classifyReject(text string, ev *Event) {
 	default:
 		ev.Abuse = true
 	}
+}
+
+// parseCleanup reads the rejects cleanup(8) logs: milter rejects at the end
+// of the message ("QID: milter-reject: END-OF-MESSAGE from CLIENT: 5.7.1
+// text; from=<a> to=<b> proto=ESMTP helo=<h>") and header/body checks
+// ("QID: reject: header Subject: x from CLIENT; from=<a> to=<b>
+// proto=ESMTP helo=<h>: 5.7.1 text").
+func parseCleanup(msg string, ev *Event) error {
+	id, rest, ok := cutQueueID(msg)
+	if !ok || id == "" {
+		return ErrUnrecognized
+	}
+	ev.QueueID = id
+	switch {
+	case strings.HasPrefix(rest, "milter-reject: "):
+		if err := parseReject(rest[15:], ev); err != nil {
+			return err
+		}
+		if ev.Reason == ReasonOther {
+			ev.Reason = ReasonMessageRejected
+		}
+		return nil
+	case strings.HasPrefix(rest, "reject: header "), strings.HasPrefix(rest, "reject: body "):
+		r := rest[8:]
+		// the checked text may hold " from " itself: take the last one
+		// that is followed by a client and the trailer
+		i := strings.LastIndex(r, " from ")
+		if i < 0 {
+			return ErrUnrecognized
+		}
+		after, ok := cutClient(r[i+6:], ev)
+		if !ok || !strings.HasPrefix(after, "; ") {
+			return ErrUnrecognized
+		}
+		trailer := after[2:]
+		j := strings.LastIndex(trailer, ">: ")
+		if j < 0 {
+			return ErrUnrecognized
+		}
+		parseTrailer(trailer[:j+1], ev)
+		text := trailer[j+3:]
+		if sp := strings.IndexByte(text, ' '); sp > 0 && isDSN(text[:sp]) {
+			ev.DSN, text = text[:sp], text[sp+1:]
+		}
+		ev.Kind, ev.Stage, ev.Reason, ev.Detail, ev.Abuse = KindReject, "END-OF-MESSAGE", ReasonMessageRejected, text, true
+		return nil
+	}
+	return ErrUnrecognized
 }
