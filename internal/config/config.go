@@ -1,0 +1,354 @@
+// Package config loads the mxguard configuration: one YAML file, strictly
+// decoded (an unknown key is an error naming the key, its section and its
+// line), with a default for every key so that no file is needed for a
+// first run.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/detectors"
+)
+
+// DefaultPath is read when no --config is given, if it exists.
+const DefaultPath = "/etc/mxguard/mxguard.yaml"
+
+// Config is the whole configuration file.
+type Config struct {
+	// Logs are the files the daemon tails (and the default input of replay).
+	Logs []string `yaml:"logs"`
+	// StateDir holds the bbolt database (mxguard.db) with the block list
+	// and the tail checkpoints.
+	StateDir string `yaml:"state_dir"`
+	// ControlSocket is the Unix socket the CLI talks to the daemon over.
+	ControlSocket string `yaml:"control_socket"`
+	// DryRun logs would-be bans and touches neither store nor firewall.
+	DryRun bool `yaml:"dry_run"`
+	// Allowlist: addresses and CIDRs never banned (loopback and the host's
+	// own addresses always are).
+	Allowlist []string `yaml:"allowlist"`
+	// Ban: durations, escalation and the broadest prefix allowed.
+	Ban actions.BanConfig `yaml:"ban"`
+	// Detectors: the `detectors:` section (see detectors.Config).
+	Detectors detectors.Config `yaml:"detectors"`
+	// Actions: where bans are carried out besides the bbolt block list.
+	Actions Actions `yaml:"actions"`
+	// Guard is the inline SMTP guard's section, decoded by DecodeGuard.
+	Guard yaml.Node `yaml:"guard"`
+	// MetricsListen is the Prometheus endpoint (host:port); empty = off.
+	MetricsListen string `yaml:"metrics_listen"`
+	// LogLevel: debug, info, warn or error.
+	LogLevel string `yaml:"log_level"`
+	// LogFormat: text or json.
+	LogFormat string `yaml:"log_format"`
+	// Tail tunes the log follower.
+	Tail Tail `yaml:"tail"`
+
+	// Path is the file the config was read from ("" = built-in defaults).
+	Path string `yaml:"-"`
+}
+
+// Actions is the `actions:` section.
+type Actions struct {
+	IPTables      actions.IPTablesConfig  `yaml:"iptables"`
+	IPSet         actions.IPSetConfig     `yaml:"ipset"`
+	PostfixAccess actions.AccessMapConfig `yaml:"postfix_access"`
+}
+
+// Tail is the `tail:` section.
+type Tail struct {
+	// Poll stats the files instead of using inotify (network file
+	// systems, some containers). Default: false.
+	Poll bool `yaml:"poll"`
+	// FromEnd: a log without a saved position is read from its end (only
+	// new lines count). false reads it from the start. Default: true.
+	FromEnd bool `yaml:"from_end"`
+	// CheckpointInterval is how often read positions are saved (and at
+	// shutdown). Default: 5s.
+	CheckpointInterval detectors.Duration `yaml:"checkpoint_interval"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() *Config {
+	return &Config{
+		Logs:          []string{"/var/log/mail.log"},
+		StateDir:      "/var/lib/mxguard",
+		ControlSocket: "/run/mxguard/control.sock",
+		Allowlist:     []string{"127.0.0.0/8", "::1/128"},
+		Ban:           actions.DefaultBanConfig(),
+		Detectors:     detectors.DefaultConfig(),
+		Actions: Actions{
+			IPTables:      actions.DefaultIPTablesConfig(),
+			IPSet:         actions.DefaultIPSetConfig(),
+			PostfixAccess: actions.DefaultAccessMapConfig(),
+		},
+		Guard:     yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"},
+		LogLevel:  "info",
+		LogFormat: "text",
+		Tail:      Tail{FromEnd: true, CheckpointInterval: detectors.Duration(5 * time.Second)},
+	}
+}
+
+// Find returns the config file to read: flagValue if set, else DefaultPath
+// if it exists, else "" (built-in defaults).
+func Find(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if _, err := os.Stat(DefaultPath); err == nil {
+		return DefaultPath
+	}
+	return ""
+}
+
+// Load reads and validates path; "" returns the validated defaults. Every
+// error names the file.
+func Load(path string) (*Config, error) {
+	if path == "" {
+		c := Default()
+		return c, c.Validate()
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.Path = path
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML over the defaults (absent keys keep their default).
+// It does not validate values; Load does.
+func Parse(b []byte) (*Config, error) {
+	c := Default()
+	if len(bytes.TrimSpace(b)) == 0 {
+		return c, nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return nil, cleanYAMLError(err)
+	}
+	if len(doc.Content) == 0 {
+		return c, nil
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return c, nil
+	}
+	if root.Kind != yaml.MappingNode {
+		return nil, fmt.Errorf("line %d: want a mapping of keys (logs:, state_dir:, ...) at the top level", root.Line)
+	}
+	if errs := CheckKeys(root, reflect.TypeOf(c).Elem(), ""); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, nameKeys(cleanYAMLError(err), root)
+	}
+	if c.Guard.Kind == 0 || c.Guard.Tag == "!!null" {
+		c.Guard = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	}
+	return c, nil
+}
+
+// cleanYAMLError drops the "yaml: " prefixes and the "unmarshal errors:"
+// header of yaml.v3 errors, which read badly after "config FILE: ".
+func cleanYAMLError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		errs := make([]error, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			errs = append(errs, errors.New(strings.TrimPrefix(e, "yaml: ")))
+		}
+		return errors.Join(errs...)
+	}
+	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// nameKeys appends the key to "line N: ..." errors (a bad value: yaml.v3
+// names only the line).
+func nameKeys(err error, root *yaml.Node) error {
+	keys := map[int]string{}
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				p := join(path, k.Value)
+				keys[k.Line] = p
+				walk(v, p)
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				p := fmt.Sprintf("%s[%d]", path, i)
+				if _, ok := keys[c.Line]; !ok {
+					keys[c.Line] = p
+				}
+				walk(c, p)
+			}
+		}
+	}
+	walk(root, "")
+	var out []error
+	for _, e := range unjoin(err) {
+		var line int
+		if _, serr := fmt.Sscanf(e.Error(), "line %d:", &line); serr == nil && keys[line] != "" {
+			e = fmt.Errorf("%w (key %s)", e, keys[line])
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+// DecodeGuard strictly decodes the `guard:` section into v (a pointer to
+// the guard's config struct, pre-filled with its defaults).
+func (c *Config) DecodeGuard(v any) error {
+	if c.Guard.Kind == 0 || len(c.Guard.Content) == 0 {
+		return nil
+	}
+	t := reflect.TypeOf(v)
+	if t == nil || t.Kind() != reflect.Pointer {
+		return errors.New("config: DecodeGuard needs a pointer")
+	}
+	if errs := CheckKeys(&c.Guard, t.Elem(), "guard"); len(errs) > 0 {
+		return c.wrap(errors.Join(errs...))
+	}
+	if err := c.Guard.Decode(v); err != nil {
+		return c.wrap(cleanYAMLError(err))
+	}
+	return nil
+}
+
+func (c *Config) wrap(err error) error {
+	if c.Path == "" {
+		return fmt.Errorf("config: %w", err)
+	}
+	return fmt.Errorf("config %s: %w", c.Path, err)
+}
+
+// DBPath is the bbolt database in StateDir.
+func (c *Config) DBPath() string { return filepath.Join(c.StateDir, "mxguard.db") }
+
+// Level returns the slog level of LogLevel (info if unknown).
+func (c *Config) Level() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return slog.LevelInfo
+	}
+	return l
+}
+
+// Marshal renders the effective configuration as YAML.
+func (c *Config) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Validate reports every problem, each naming its key.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	prefixed := func(key string, err error) {
+		if err == nil {
+			return
+		}
+		for _, e := range unjoin(err) {
+			s := e.Error()
+			if !strings.HasPrefix(s, key) {
+				s = key + "." + s
+			}
+			errs = append(errs, errors.New(s))
+		}
+	}
+
+	seen := map[string]bool{}
+	for i, l := range c.Logs {
+		switch {
+		case strings.TrimSpace(l) == "":
+			add("logs[%d]: empty path", i)
+		case !filepath.IsAbs(l):
+			add("logs[%d]: %q: want an absolute path", i, l)
+		case seen[filepath.Clean(l)]:
+			add("logs[%d]: %q listed twice", i, l)
+		}
+		seen[filepath.Clean(l)] = true
+	}
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		add("state_dir: %q: want an absolute path", c.StateDir)
+	}
+	switch {
+	case c.ControlSocket == "" || !filepath.IsAbs(c.ControlSocket):
+		add("control_socket: %q: want an absolute path", c.ControlSocket)
+	case len(c.ControlSocket) > 100:
+		add("control_socket: %q: too long for a Unix socket (max 100 bytes)", c.ControlSocket)
+	}
+	for i, a := range c.Allowlist {
+		if _, err := actions.AllowParse(a); err != nil {
+			add("allowlist[%d]: %v", i, err)
+		}
+	}
+	prefixed("ban", c.Ban.WithDefaults().Validate())
+	prefixed("detectors", c.Detectors.Validate())
+	prefixed("actions.iptables", c.Actions.IPTables.IPTablesChainConfig.Validate())
+	prefixed("actions.ipset", c.Actions.IPSet.Validate())
+	prefixed("actions.postfix_access", c.Actions.PostfixAccess.Validate())
+	if c.Actions.IPTables.Enabled && c.Actions.IPSet.Enabled && c.Actions.IPTables.Chain == c.Actions.IPSet.Chain {
+		add("actions.ipset.chain: %q is also actions.iptables.chain: give each action its own chain (or enable one of them)", c.Actions.IPSet.Chain)
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			add("metrics_listen: %q: want host:port, e.g. 127.0.0.1:9419", c.MetricsListen)
+		}
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		add("log_level: %q: want debug, info, warn or error", c.LogLevel)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		add("log_format: %q: want text or json", c.LogFormat)
+	}
+	if c.Tail.CheckpointInterval <= 0 {
+		add("tail.checkpoint_interval: must be > 0, got %s", c.Tail.CheckpointInterval)
+	}
+	return errors.Join(errs...)
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, unjoin(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
