@@ -1,0 +1,140 @@
+// Package metrics serves the daemon's counters to Prometheus. Values are
+// read from a snapshot function at scrape time (no double bookkeeping), on
+// a registry of our own (never the global default one).
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Snapshot is what one scrape reports.
+type Snapshot struct {
+	Lines          uint64            // lines read
+	EventsByKind   map[string]uint64 // events by kind
+	ParseSkipped   map[string]uint64 // lines without an event, by reason (not_postfix, unrecognized, too_long)
+	Decisions      map[string]uint64 // detector decisions, by detector
+	Bans           map[string]uint64 // decisions that banned or extended, by detector
+	ActiveBans     int
+	TailLagBytes   map[string]int64  // unread bytes, by configured log path
+	ActionFailures map[string]uint64 // failed action calls, by action
+	ActionPending  map[string]int    // queued action calls, by action
+}
+
+var (
+	dLines    = prometheus.NewDesc("mxguard_lines_read_total", "Log lines read.", nil, nil)
+	dEvents   = prometheus.NewDesc("mxguard_events_total", "Events handled (log lines and guard sessions), by kind.", []string{"kind"}, nil)
+	dSkipped  = prometheus.NewDesc("mxguard_parse_skipped_total", "Lines that produced no event, by reason.", []string{"reason"}, nil)
+	dDecide   = prometheus.NewDesc("mxguard_decisions_total", "Detector decisions, by detector.", []string{"detector"}, nil)
+	dBans     = prometheus.NewDesc("mxguard_bans_total", "Decisions that made or extended a ban, by detector.", []string{"detector"}, nil)
+	dActive   = prometheus.NewDesc("mxguard_active_bans", "Bans in force.", nil, nil)
+	dLag      = prometheus.NewDesc("mxguard_tail_lag_bytes", "Bytes written to a log and not yet read.", []string{"path"}, nil)
+	dFailures = prometheus.NewDesc("mxguard_action_failures_total", "Failed action calls, by action.", []string{"action"}, nil)
+	dPending  = prometheus.NewDesc("mxguard_action_pending", "Action calls queued or being retried, by action.", []string{"action"}, nil)
+)
+
+type collector struct{ snap func() Snapshot }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.snap()
+	ch <- prometheus.MustNewConstMetric(dLines, prometheus.CounterValue, float64(s.Lines))
+	for k, v := range s.EventsByKind {
+		ch <- prometheus.MustNewConstMetric(dEvents, prometheus.CounterValue, float64(v), k)
+	}
+	for k, v := range s.ParseSkipped {
+		ch <- prometheus.MustNewConstMetric(dSkipped, prometheus.CounterValue, float64(v), k)
+	}
+	for k, v := range s.Decisions {
+		ch <- prometheus.MustNewConstMetric(dDecide, prometheus.CounterValue, float64(v), k)
+	}
+	for k, v := range s.Bans {
+		ch <- prometheus.MustNewConstMetric(dBans, prometheus.CounterValue, float64(v), k)
+	}
+	ch <- prometheus.MustNewConstMetric(dActive, prometheus.GaugeValue, float64(s.ActiveBans))
+	for k, v := range s.TailLagBytes {
+		ch <- prometheus.MustNewConstMetric(dLag, prometheus.GaugeValue, float64(v), k)
+	}
+	for k, v := range s.ActionFailures {
+		ch <- prometheus.MustNewConstMetric(dFailures, prometheus.CounterValue, float64(v), k)
+	}
+	for k, v := range s.ActionPending {
+		ch <- prometheus.MustNewConstMetric(dPending, prometheus.GaugeValue, float64(v), k)
+	}
+}
+
+// Registry returns a new registry with the mxguard collector plus the Go
+// runtime and process collectors.
+func Registry(snap func() Snapshot) *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collector{snap}, collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// Handler serves the registry (GET /metrics).
+func Handler(r *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(r, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/" {
+			http.NotFound(w, req)
+			return
+		}
+		fmt.Fprintln(w, "mxguard: metrics at /metrics")
+	})
+	return mux
+}
+
+// Server is a running metrics endpoint.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Listen binds addr (host:port) now, so that a bad address fails the
+// daemon's start, and serves in the background.
+func Listen(addr string, snap func() Snapshot, logger *slog.Logger) (*Server, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics_listen: %w", err)
+	}
+	s := &Server{ln: ln, srv: &http.Server{
+		Handler:           Handler(Registry(snap)),
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}}
+	go func() {
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics endpoint stopped", "err", err)
+		}
+	}()
+	return s, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops the endpoint.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return s.srv.Shutdown(ctx)
+}
