@@ -1,0 +1,557 @@
+package smtpguard
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mxguard/mxguard/logparse"
+)
+
+// connState is what the guard knows about one client connection. It is
+// used by the session's goroutine only (after admit), so it needs no lock.
+type connState struct {
+	g           *Guard
+	id          uint64
+	ip          netip.Addr
+	port        int
+	local       net.Addr
+	start       time.Time
+	allowlisted bool
+
+	stage    string // last command verb, for "after X" events
+	helo     string
+	heloCmd  string // HELO or EHLO
+	esmtp    bool   // an EHLO reply (with PIPELINING) was sent
+	tls      bool
+	needHelo bool // after STARTTLS: HELO/EHLO again before anything else
+	commands int
+	errors   int
+	messages int
+	verdict  string
+	sess     *session
+}
+
+func (cs *connState) proto() string {
+	if cs.heloCmd == "EHLO" {
+		return "ESMTP"
+	}
+	return "SMTP"
+}
+
+func (cs *connState) logVerdict() {
+	v := cs.verdict
+	if v == "" {
+		if cs.messages > 0 {
+			v = "accepted"
+		} else {
+			v = "no message"
+		}
+	}
+	cs.g.log.Info("guard: session", "ip", cs.ip.String(), "cid", cs.id, "helo", sanitize(cs.helo, 80),
+		"verdict", v, "messages", cs.messages, "commands", cs.commands, "errors", cs.errors,
+		"tls", cs.tls, "duration", time.Since(cs.start).Round(time.Millisecond))
+}
+
+const (
+	modeCommand = iota
+	modeData
+)
+
+// data state machine, as go-smtp's dataReader (end is <CR><LF>.<CR><LF>)
+const (
+	stBeginLine = iota
+	stDot
+	stDotCR
+	stCR
+	stData
+	stEOF
+)
+
+var errLineTooLong = errors.New("smtpguard: line too long")
+
+// guardConn sits between the client socket and go-smtp. In command mode
+// each Read returns exactly one command line, so every reply go-smtp
+// writes comes before the next Read; bytes already buffered when a
+// command is handed over were sent before its reply (pipelining).
+type guardConn struct {
+	c  net.Conn // the client socket (a *tls.Conn after STARTTLS)
+	cs *connState
+	g  *Guard
+
+	in   []byte // in[r:w] read from the client, not yet handed over
+	r, w int
+	out  []byte // the current command line, partly handed over
+
+	mode       int
+	dstate     int
+	dDeadline  time.Time
+	pipeAfter  string // improper pipelining seen after the end of a message
+	wbuf       []byte // partial reply line written by go-smtp
+	ehloReply  bool   // go-smtp is writing the reply to EHLO
+	eof        bool   // the guard ended the session: Read returns io.EOF
+	closeOnce  sync.Once
+	closeError error
+}
+
+func newGuardConn(c net.Conn, cs *connState) *guardConn {
+	return &guardConn{c: c, cs: cs, g: cs.g}
+}
+
+func (c *guardConn) LocalAddr() net.Addr                { return c.c.LocalAddr() }
+func (c *guardConn) RemoteAddr() net.Addr               { return c.c.RemoteAddr() }
+func (c *guardConn) SetDeadline(t time.Time) error      { return c.c.SetWriteDeadline(t) }
+func (c *guardConn) SetReadDeadline(time.Time) error    { return nil } // the filter owns read deadlines
+func (c *guardConn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
+
+// TLSConnectionState reports the STARTTLS state (done by the filter,
+// below go-smtp).
+func (c *guardConn) TLSConnectionState() (tls.ConnectionState, bool) {
+	if tc, ok := c.c.(*tls.Conn); ok {
+		return tc.ConnectionState(), true
+	}
+	return tls.ConnectionState{}, false
+}
+
+func (c *guardConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closeError = c.c.Close()
+		cs := c.cs
+		if cs.sess != nil {
+			cs.sess.closeUpstream()
+		}
+		c.g.release(cs.ip)
+		c.g.emit(cs, logparse.Event{Kind: logparse.KindDisconnect, Stage: cs.stage,
+			Detail: fmt.Sprintf("commands=%d errors=%d messages=%d", cs.commands, cs.errors, cs.messages)})
+		cs.logVerdict()
+	})
+	return c.closeError
+}
+
+func (c *guardConn) Read(p []byte) (int, error) {
+	if len(c.out) > 0 {
+		n := copy(p, c.out)
+		c.out = c.out[n:]
+		return n, nil
+	}
+	if c.eof {
+		return 0, io.EOF
+	}
+	if c.mode == modeData {
+		return c.readData(p)
+	}
+	for {
+		line, err := c.nextCommand()
+		if err != nil {
+			c.eof = true
+			return 0, err
+		}
+		if line != nil {
+			n := copy(p, line)
+			c.out = line[n:]
+			return n, nil
+		}
+	}
+}
+
+// fill reads more client bytes into in[w:] with the given deadline.
+func (c *guardConn) fill(deadline time.Time) error {
+	if c.in == nil {
+		c.in = make([]byte, max(4096, c.g.cfg.Limits.MaxLineLength+512))
+	}
+	if c.r == c.w {
+		c.r, c.w = 0, 0
+	} else if c.w == len(c.in) {
+		c.w = copy(c.in, c.in[c.r:c.w])
+		c.r = 0
+	}
+	c.c.SetReadDeadline(deadline)
+	n, err := c.c.Read(c.in[c.w:])
+	c.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// readLine returns the next line (with its line end) within one
+// command_timeout, however slowly it trickles in.
+func (c *guardConn) readLine() ([]byte, error) {
+	deadline := time.Now().Add(c.g.cfg.Limits.CommandTimeout.D())
+	max := c.g.cfg.Limits.MaxLineLength
+	for {
+		if i := bytes.IndexByte(c.in[c.r:c.w], '\n'); i >= 0 {
+			line := bytes.Clone(c.in[c.r : c.r+i+1])
+			c.r += i + 1
+			if len(line) > max {
+				return nil, errLineTooLong
+			}
+			return line, nil
+		}
+		if c.w-c.r >= max {
+			return nil, errLineTooLong
+		}
+		if err := c.fill(deadline); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// reply writes a reply of the guard's own (not go-smtp's).
+func (c *guardConn) reply(s string) error {
+	code, _, _ := splitReply(s)
+	c.onReply(code)
+	c.c.SetWriteDeadline(time.Now().Add(c.g.cfg.Limits.WriteTimeout.D()))
+	_, err := io.WriteString(c.c, s+"\r\n")
+	return err
+}
+
+// onReply counts an error reply and delays it once the client is past
+// the soft error limit (the delay grows with each further error).
+func (c *guardConn) onReply(code int) {
+	if code < 400 {
+		return
+	}
+	cs := c.cs
+	cs.errors++
+	c.g.ctr.rejects.Add(1)
+	l := c.g.cfg.Limits
+	if l.SoftErrorLimit > 0 && cs.errors > l.SoftErrorLimit && l.ErrorSleep > 0 && code != 421 {
+		d := l.ErrorSleep.D() * time.Duration(cs.errors-l.SoftErrorLimit)
+		d = min(d, 30*time.Second)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-c.g.done:
+			t.Stop()
+		}
+	}
+}
+
+// closeWith writes a last reply and ends the session.
+func (c *guardConn) closeWith(reply, verdict string) error {
+	if c.cs.verdict == "" {
+		c.cs.verdict = verdict
+	}
+	c.reply(reply)
+	return io.EOF
+}
+
+var knownVerbs = map[string]bool{
+	"HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "DATA": true, "RSET": true,
+	"NOOP": true, "QUIT": true, "VRFY": true, "EXPN": true, "HELP": true, "AUTH": true, "STARTTLS": true,
+}
+
+var httpVerbs = map[string]bool{
+	"GET": true, "POST": true, "CONNECT": true, "HEAD": true, "PUT": true, "OPTIONS": true, "DELETE": true,
+}
+
+// nextCommand reads and polices one command. It returns the line to hand
+// to go-smtp, nil to read the next one (the guard answered itself), or an
+// error to end the session.
+func (c *guardConn) nextCommand() ([]byte, error) {
+	cs, g := c.cs, c.g
+	l := g.cfg.Limits
+	if l.HardErrorLimit > 0 && cs.errors >= l.HardErrorLimit {
+		g.ctr.tooManyErrors.Add(1)
+		g.emit(cs, logparse.Event{Kind: logparse.KindTooManyErrors, Stage: cs.stage, Abuse: true, Count: cs.errors,
+			Raw: fmt.Sprintf("too many errors after %s from unknown[%s]", cs.stage, cs.ip)})
+		return nil, c.closeWith("421 4.7.0 "+g.cfg.Hostname+" Error: too many errors", "too many errors after "+cs.stage)
+	}
+	if c.pipeAfter != "" {
+		return nil, c.improperPipelining("END-OF-MESSAGE", c.pipeAfter)
+	}
+	if l.MaxCommands > 0 && cs.commands >= l.MaxCommands {
+		g.emit(cs, logparse.Event{Kind: logparse.KindCommandLimit, Stage: cs.stage, Abuse: true, Count: cs.commands,
+			Detail: "COMMAND COUNT LIMIT", Raw: fmt.Sprintf("COMMAND COUNT LIMIT from [%s]:%d after %s", cs.ip, cs.port, cs.stage)})
+		return nil, c.closeWith("421 4.7.0 "+g.cfg.Hostname+" Error: too many commands", "command count limit")
+	}
+	line, err := c.readLine()
+	if err != nil {
+		return nil, c.readError(err)
+	}
+	cs.commands++
+	text := strings.TrimRight(string(line), "\r\n")
+	verb, arg, _ := strings.Cut(text, " ")
+	verb = strings.ToUpper(verb)
+	arg = strings.TrimSpace(arg)
+	pipelined := c.r < c.w
+
+	if text == "" {
+		return nil, c.reply("500 5.5.2 Error: bad syntax")
+	}
+	if b := text[0]; !(b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z') || httpVerbs[verb] || strings.HasSuffix(verb, ":") {
+		// smtpd_forbidden_commands = CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}
+		g.ctr.nonSMTP.Add(1)
+		g.emit(cs, logparse.Event{Kind: logparse.KindNonSMTP, Stage: cs.stage, Abuse: true, Detail: sanitize(text, 100),
+			Raw: fmt.Sprintf("non-SMTP command from unknown[%s]: %s", cs.ip, sanitize(text, 100))})
+		return nil, c.closeWith("221 2.7.0 Error: I can break rules, too. Goodbye.", "non-SMTP command")
+	}
+	if pipelined && (!cs.esmtp || verb == "EHLO" || verb == "HELO" || verb == "DATA" || verb == "STARTTLS") {
+		return nil, c.improperPipelining(verb, string(c.in[c.r:c.w]))
+	}
+	if knownVerbs[verb] {
+		cs.stage = verb
+	} else {
+		cs.stage = "UNKNOWN"
+	}
+	if cs.needHelo && verb != "HELO" && verb != "EHLO" && verb != "QUIT" && verb != "NOOP" && verb != "RSET" {
+		return nil, c.reply("503 5.5.1 Error: send HELO/EHLO first")
+	}
+
+	switch verb {
+	case "XCLIENT", "XFORWARD":
+		// Only the guard may speak XCLIENT to the upstream.
+		reply := "550 5.7.0 Error: insufficient authorization"
+		g.reject(cs, verb, reply, logparse.ReasonOther, true)
+		return nil, c.reply(reply)
+	case "VRFY", "EXPN":
+		if g.cfg.Checks.DisableVRFY {
+			return nil, c.reply("502 5.5.1 " + verb + " command is disabled")
+		}
+	case "STARTTLS":
+		if g.tlsConfig != nil && !cs.tls {
+			return nil, c.startTLS()
+		}
+	case "HELO", "EHLO":
+		if arg == "" {
+			break // go-smtp answers 501
+		}
+		name, _, _ := strings.Cut(arg, " ")
+		if rep := g.checkHelo(cs, verb, name); rep != "" {
+			return nil, c.reply(rep)
+		}
+		cs.helo, cs.heloCmd, cs.needHelo, cs.esmtp = name, verb, false, false
+		c.ehloReply = verb == "EHLO"
+	case "MAIL":
+		if cs.helo == "" && g.cfg.Checks.HeloRequired != Off {
+			reply := "503 5.5.1 Error: send HELO/EHLO first"
+			g.reject(cs, "MAIL", reply, logparse.ReasonOther, g.cfg.Checks.HeloRequired == Reject)
+			return nil, c.reply(reply)
+		}
+	case "DATA":
+		if cs.sess != nil {
+			if rep := cs.sess.beforeData(); rep != "" {
+				return nil, c.reply(rep)
+			}
+		}
+	default:
+		if !knownVerbs[verb] {
+			return nil, c.reply("502 5.5.2 Error: command not recognized")
+		}
+	}
+	return line, nil
+}
+
+func (c *guardConn) improperPipelining(after, rest string) error {
+	cs, g := c.cs, c.g
+	g.ctr.pipelining.Add(1)
+	detail := sanitize(rest, 100)
+	g.emit(cs, logparse.Event{Kind: logparse.KindPipelining, Stage: after, Abuse: true, Detail: detail,
+		Raw: fmt.Sprintf("improper command pipelining after %s from unknown[%s]: %s", after, cs.ip, detail)})
+	return c.closeWith("554 5.5.0 Error: SMTP protocol synchronization", "improper pipelining after "+after)
+}
+
+// readError turns a failed command read into the session's end.
+func (c *guardConn) readError(err error) error {
+	cs, g := c.cs, c.g
+	var ne net.Error
+	switch {
+	case errors.Is(err, errLineTooLong):
+		g.emit(cs, logparse.Event{Kind: logparse.KindCommandLimit, Stage: cs.stage, Abuse: true,
+			Detail: "COMMAND LENGTH LIMIT", Raw: fmt.Sprintf("COMMAND LENGTH LIMIT from [%s]:%d after %s", cs.ip, cs.port, cs.stage)})
+		return c.closeWith("500 5.5.0 Error: line too long", "command length limit")
+	case errors.As(err, &ne) && ne.Timeout():
+		g.ctr.timeouts.Add(1)
+		g.emit(cs, logparse.Event{Kind: logparse.KindTimeout, Stage: cs.stage, Abuse: !afterData(cs.stage),
+			Raw: fmt.Sprintf("timeout after %s from unknown[%s]", cs.stage, cs.ip)})
+		return c.closeWith("421 4.4.2 "+g.cfg.Hostname+" Error: timeout exceeded", "timeout after "+cs.stage)
+	default:
+		if cs.verdict == "" {
+			cs.verdict = "lost connection after " + cs.stage
+		}
+		g.emit(cs, logparse.Event{Kind: logparse.KindLostConnection, Stage: cs.stage,
+			Abuse: !afterData(cs.stage) && cs.stage != "CONNECT" && cs.stage != "QUIT",
+			Raw:   fmt.Sprintf("lost connection after %s from unknown[%s]", cs.stage, cs.ip)})
+		return io.EOF
+	}
+}
+
+func afterData(stage string) bool {
+	return stage == "DATA" || stage == "END-OF-MESSAGE" || stage == "BDAT"
+}
+
+// startTLS runs the STARTTLS handshake below go-smtp, so the filter keeps
+// seeing plain text. The client must say HELO/EHLO again (RFC 3207).
+func (c *guardConn) startTLS() error {
+	if err := c.reply("220 2.0.0 Ready to start TLS"); err != nil {
+		return err
+	}
+	tc := tls.Server(c.c, c.g.tlsConfig)
+	tc.SetDeadline(time.Now().Add(c.g.cfg.Limits.CommandTimeout.D()))
+	if err := tc.Handshake(); err != nil {
+		c.cs.verdict = "TLS handshake failed"
+		c.g.log.Debug("guard: TLS handshake", "ip", c.cs.ip.String(), "err", err)
+		return io.EOF
+	}
+	tc.SetDeadline(time.Time{})
+	c.c = tc
+	c.r, c.w = 0, 0
+	c.cs.tls, c.cs.needHelo, c.cs.esmtp = true, true, false
+	return nil
+}
+
+// readData hands message bytes to go-smtp up to and including the end
+// marker, then returns to command mode.
+func (c *guardConn) readData(p []byte) (int, error) {
+	if c.r == c.w {
+		deadline := time.Now().Add(c.g.cfg.Limits.IdleTimeout.D())
+		if c.dDeadline.Before(deadline) {
+			deadline = c.dDeadline
+		}
+		if err := c.fill(deadline); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				c.g.ctr.timeouts.Add(1)
+				c.cs.verdict = "timeout after DATA"
+				c.g.emit(c.cs, logparse.Event{Kind: logparse.KindTimeout, Stage: "DATA",
+					Raw: fmt.Sprintf("timeout after DATA from unknown[%s]", c.cs.ip)})
+			} else {
+				c.cs.verdict = "lost connection after DATA"
+				c.g.emit(c.cs, logparse.Event{Kind: logparse.KindLostConnection, Stage: "DATA",
+					Raw: fmt.Sprintf("lost connection after DATA from unknown[%s]", c.cs.ip)})
+			}
+			c.eof = true
+			return 0, err
+		}
+	}
+	n := 0
+	st := c.dstate
+	for n < len(p) && c.r < c.w && st != stEOF {
+		b := c.in[c.r]
+		switch st {
+		case stBeginLine:
+			switch b {
+			case '.':
+				st = stDot
+			case '\r':
+				st = stCR
+			default:
+				st = stData
+			}
+		case stDot:
+			if b == '\r' {
+				st = stDotCR
+			} else {
+				st = stData
+			}
+		case stDotCR:
+			if b == '\n' {
+				st = stEOF
+			} else {
+				st = stData
+			}
+		case stCR:
+			if b == '\n' {
+				st = stBeginLine
+			} else if b != '\r' {
+				st = stData
+			}
+		case stData:
+			if b == '\r' {
+				st = stCR
+			}
+		}
+		p[n] = b
+		n++
+		c.r++
+	}
+	c.dstate = st
+	if st == stEOF {
+		c.mode = modeCommand
+		c.cs.stage = "END-OF-MESSAGE"
+		if c.r < c.w && !c.cs.esmtp {
+			c.pipeAfter = string(c.in[c.r:c.w])
+		}
+	}
+	return n, nil
+}
+
+// Write receives go-smtp's replies line by line: it edits the EHLO
+// reply, enters DATA mode after 354, counts and delays error replies.
+func (c *guardConn) Write(p []byte) (int, error) {
+	c.wbuf = append(c.wbuf, p...)
+	var out []byte
+	for {
+		i := bytes.IndexByte(c.wbuf, '\n')
+		if i < 0 {
+			break
+		}
+		line := c.wbuf[:i+1]
+		c.wbuf = c.wbuf[i+1:]
+		out = c.editReply(out, line)
+	}
+	if len(c.wbuf) == 0 {
+		c.wbuf = nil
+	}
+	if len(out) > 0 {
+		if _, err := c.c.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *guardConn) editReply(out, line []byte) []byte {
+	if len(line) < 4 {
+		return append(out, line...)
+	}
+	code, _, _ := splitReply(string(line[:3]))
+	final := line[3] != '-'
+	if c.ehloReply {
+		if code == 250 && !final {
+			switch strings.TrimRight(string(line[4:]), "\r\n") {
+			case "CHUNKING", "STARTTLS":
+				// BDAT is not relayed (the filter needs lines); STARTTLS
+				// is done by the filter and advertised below.
+				return out
+			}
+		}
+		if final {
+			c.ehloReply = false
+			if code == 250 {
+				if c.g.tlsConfig != nil && !c.cs.tls {
+					out = append(out, "250-STARTTLS\r\n"...)
+				}
+				c.cs.esmtp = true
+			}
+		}
+	}
+	if final {
+		switch {
+		case code == 354:
+			c.mode, c.dstate = modeData, stBeginLine
+			c.dDeadline = time.Now().Add(c.g.cfg.Limits.DataTimeout.D())
+			c.cs.stage = "DATA"
+		case code == 250 && c.cs.stage == "END-OF-MESSAGE":
+			c.cs.errors = 0 // like Postfix: errors are forgiven after a delivered message
+		}
+		if code >= 400 && len(out) > 0 {
+			// flush what came before, then delay this reply
+			c.c.Write(out)
+			out = out[:0]
+		}
+		c.onReply(code)
+	}
+	return append(out, line...)
+}

@@ -1,0 +1,413 @@
+package smtpguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/emersion/go-smtp"
+	"github.com/mxguard/mxguard/logparse"
+)
+
+type backend struct{ g *Guard }
+
+// NewSession runs at the first HELO/EHLO that the filter let through.
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	gc, ok := c.Conn().(*guardConn)
+	if !ok {
+		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: internal error"}
+	}
+	s := &session{g: b.g, cs: gc.cs}
+	gc.cs.sess = s
+	return s, nil
+}
+
+// session is one SMTP session as go-smtp sees it; it relays each
+// transaction live to the upstream.
+type session struct {
+	g  *Guard
+	cs *connState
+
+	from     string
+	null     bool // MAIL FROM:<>
+	mailOpts *smtp.MailOptions
+	rcpts    []string
+
+	up       *upstream
+	upMail   bool            // MAIL sent upstream in this transaction
+	upMailRj *smtp.SMTPError // upstream refused MAIL
+	dataOpen bool            // upstream answered 354
+}
+
+func smtpErr(reply string) *smtp.SMTPError {
+	code, dsn, text := splitReply(reply)
+	e := &smtp.SMTPError{Code: code, Message: text}
+	var a, b, c int
+	if n, _ := fmt.Sscanf(dsn, "%d.%d.%d", &a, &b, &c); n == 3 {
+		e.EnhancedCode = smtp.EnhancedCode{a, b, c}
+	}
+	return e
+}
+
+// check applies act to a failed check: an event (abuse only for reject)
+// and, for reject, the error to answer.
+func (s *session) check(act Action, stage, reply string, reason logparse.Reason, to string) *smtp.SMTPError {
+	switch act {
+	case Reject:
+		s.g.rejectEnv(s.cs, stage, reply, reason, true, s.from, to)
+		return smtpErr(reply)
+	case Warn:
+		s.g.rejectEnv(s.cs, stage, "warn: "+reply, reason, false, s.from, to)
+	}
+	return nil
+}
+
+// checkHelo returns the reply for a HELO name the checks refuse, or "".
+func (g *Guard) checkHelo(cs *connState, verb, name string) string {
+	ch := g.cfg.Checks
+	helo := func(act Action, reply string, reason logparse.Reason) string {
+		if act == Off {
+			return ""
+		}
+		code, dsn, text := splitReply(reply)
+		old := cs.helo
+		cs.helo = name
+		raw := fmt.Sprintf("NOQUEUE: reject: %s from unknown[%s]: %s; proto=%s helo=<%s>", verb, cs.ip, reply, verb, sanitize(name, 100))
+		if act == Warn {
+			raw = strings.Replace(raw, "reject:", "reject_warning:", 1)
+		}
+		g.emit(cs, logparse.Event{Kind: logparse.KindReject, Stage: verb, Code: code, DSN: dsn, Reason: reason,
+			Detail: text, Abuse: act == Reject, Helo: sanitize(name, 255), Raw: raw})
+		cs.helo = old
+		if act == Warn {
+			return ""
+		}
+		return reply
+	}
+	lower := strings.ToLower(strings.TrimSuffix(name, "."))
+	quoted := "<" + sanitize(name, 255) + ">"
+	if ch.HeloDeny != Off && g.heloDeny[lower] {
+		return helo(ch.HeloDeny, "554 5.7.1 "+quoted+": Helo command rejected: Access denied", logparse.ReasonHeloAccess)
+	}
+	if ch.HeloFQDN == Off {
+		return ""
+	}
+	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") {
+		lit := strings.TrimPrefix(name[1:len(name)-1], "IPv6:")
+		if _, err := netip.ParseAddr(lit); err != nil {
+			return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", logparse.ReasonHeloInvalid)
+		}
+		return ""
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", logparse.ReasonHeloNonFQDN)
+	}
+	if !validDomain(name) {
+		return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", logparse.ReasonHeloInvalid)
+	}
+	if !strings.Contains(strings.TrimSuffix(name, "."), ".") {
+		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", logparse.ReasonHeloNonFQDN)
+	}
+	return ""
+}
+
+func domainOf(addr string) string {
+	i := strings.LastIndexByte(addr, '@')
+	if i < 0 {
+		return ""
+	}
+	return strings.ToLower(strings.TrimSuffix(addr[i+1:], "."))
+}
+
+func fqdnAddress(addr string) bool {
+	d := domainOf(addr)
+	if strings.HasPrefix(d, "[") && strings.HasSuffix(d, "]") {
+		return true
+	}
+	return strings.Contains(d, ".") && validDomain(d)
+}
+
+func badAddress(a string) bool {
+	if !utf8.ValidString(a) || len(a) > 320 {
+		return true
+	}
+	for i := 0; i < len(a); i++ {
+		if a[i] < 0x20 || a[i] == 0x7f {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *session) Mail(from string, opts *smtp.MailOptions) error {
+	g := s.g
+	s.from = from
+	if badAddress(from) {
+		s.from = sanitize(from, 100)
+		return s.check(Reject, "MAIL", "501 5.1.7 Bad sender address syntax", logparse.ReasonSenderAccess, "")
+	}
+	if from != "" {
+		ch := g.cfg.Checks
+		if ch.SenderFQDN != Off && !fqdnAddress(from) {
+			if e := s.check(ch.SenderFQDN, "MAIL", "504 5.5.2 <"+from+">: Sender address rejected: need fully-qualified address", logparse.ReasonSenderNonFQDN, ""); e != nil {
+				return e
+			}
+		}
+		if ch.SenderDomainDNS != Off && g.resolver != nil {
+			if e := s.checkSenderDomain(from); e != nil {
+				return e
+			}
+		}
+	}
+	s.null = from == ""
+	s.mailOpts = opts
+	return nil
+}
+
+func (s *session) checkSenderDomain(from string) *smtp.SMTPError {
+	d := domainOf(from)
+	if d == "" || strings.HasPrefix(d, "[") {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.g.cfg.DNSBL.Timeout.D())
+	defer cancel()
+	act := s.g.cfg.Checks.SenderDomainDNS
+	_, err := s.g.resolver.LookupMX(ctx, d)
+	if errors.Is(err, ErrNotFound) {
+		_, err = s.g.resolver.LookupIP(ctx, d, true)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrNotFound):
+		return s.check(act, "MAIL", "550 5.1.8 <"+from+">: Sender address rejected: Domain not found", logparse.ReasonSenderDomainNotFound, "")
+	default:
+		// A DNS failure is ours, not the client's: temporary, not evidence.
+		reply := "451 4.1.8 <" + from + ">: Sender address rejected: Domain lookup failed"
+		s.g.rejectEnv(s.cs, "MAIL", reply, logparse.ReasonOther, false, from, "")
+		if act == Reject {
+			return smtpErr(reply)
+		}
+		return nil
+	}
+}
+
+func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	g := s.g
+	ch := g.cfg.Checks
+	if badAddress(to) {
+		return s.check(Reject, "RCPT", "501 5.1.3 Bad recipient address syntax", logparse.ReasonRecipientAccess, sanitize(to, 100))
+	}
+	dom := domainOf(to)
+	if ch.RecipientFQDN != Off && !fqdnAddress(to) && !strings.EqualFold(to, "postmaster") {
+		if e := s.check(ch.RecipientFQDN, "RCPT", "504 5.5.2 <"+to+">: Recipient address rejected: need fully-qualified address", logparse.ReasonRecipientNonFQDN, to); e != nil {
+			return e
+		}
+	}
+	if ch.Relay != Off && len(g.domains) > 0 && !g.domains[dom] {
+		if e := s.check(ch.Relay, "RCPT", "554 5.7.1 <"+to+">: Relay access denied", logparse.ReasonRelayDenied, to); e != nil {
+			return e
+		}
+	}
+	if ch.UnknownRecipient != Off && len(g.recipients) > 0 && !g.recipients[strings.ToLower(to)] && !g.recipients["@"+dom] {
+		if e := s.check(ch.UnknownRecipient, "RCPT", "550 5.1.1 <"+to+">: Recipient address rejected: User unknown in local recipient table", logparse.ReasonUnknownRecipient, to); e != nil {
+			return e
+		}
+	}
+	if e := s.openTransaction(); e != nil {
+		return e
+	}
+	line := "RCPT TO:<" + to + ">"
+	if _, err := s.up.expect(250, line); err != nil {
+		return s.upstreamFailed("RCPT", err, to)
+	}
+	s.rcpts = append(s.rcpts, to)
+	return nil
+}
+
+// openTransaction connects to the upstream if needed and sends MAIL.
+func (s *session) openTransaction() *smtp.SMTPError {
+	if s.upMailRj != nil {
+		return s.upMailRj
+	}
+	if s.up == nil {
+		u, err := dialUpstream(&s.g.cfg, s.cs, s.cs.local)
+		if err != nil {
+			s.g.ctr.upstreamErrors.Add(1)
+			s.g.log.Warn("guard: upstream", "ip", s.cs.ip.String(), "err", err)
+			return errUpstream
+		}
+		s.up = u
+	}
+	if !s.upMail {
+		line := "MAIL FROM:<" + s.from + ">"
+		if o := s.mailOpts; o != nil {
+			if o.Size > 0 {
+				line += fmt.Sprintf(" SIZE=%d", o.Size)
+			}
+			if o.Body == smtp.Body8BitMIME && s.cs.heloCmd == "EHLO" {
+				line += " BODY=8BITMIME"
+			}
+		}
+		if _, err := s.up.expect(250, line); err != nil {
+			e := s.upstreamFailed("MAIL", err, "")
+			var r *upstreamReply
+			if errors.As(err, &r) {
+				s.upMailRj = e
+			}
+			return e
+		}
+		s.upMail = true
+	}
+	return nil
+}
+
+// upstreamFailed relays an upstream refusal (with an event) or turns an
+// I/O failure into a temporary error and drops the upstream.
+func (s *session) upstreamFailed(stage string, err error, to string) *smtp.SMTPError {
+	var r *upstreamReply
+	if errors.As(err, &r) {
+		text := r.text()
+		reason, abuse := classifyUpstream(r.code, text)
+		s.g.rejectEnv(s.cs, stage, text, reason, abuse, s.from, to)
+		return r.smtpError()
+	}
+	s.g.ctr.upstreamErrors.Add(1)
+	s.g.log.Warn("guard: upstream", "ip", s.cs.ip.String(), "stage", stage, "err", err)
+	s.up.abort()
+	s.up, s.upMail, s.dataOpen = nil, false, false
+	return errUpstream
+}
+
+// classifyUpstream gives an upstream refusal the reason class and abuse
+// flag that logparse would give the same text in a Postfix log.
+func classifyUpstream(code int, text string) (logparse.Reason, bool) {
+	r := logparse.ReasonOther
+	switch {
+	case strings.Contains(text, "Improper use of SMTP command pipelining"):
+		r = logparse.ReasonPipelining
+	case strings.Contains(text, "Recipient address rejected: User unknown"),
+		strings.Contains(text, "Recipient address rejected: undeliverable address"),
+		strings.Contains(text, "Recipient address rejected: unverified address"),
+		code/100 == 5 && strings.Contains(text, " 5.1.1 ") && strings.Contains(strings.ToLower(text), "unknown"):
+		r = logparse.ReasonUnknownRecipient
+	case strings.Contains(text, "Relay access denied"):
+		r = logparse.ReasonRelayDenied
+	case strings.Contains(text, "Recipient address rejected: need fully-qualified address"):
+		r = logparse.ReasonRecipientNonFQDN
+	case strings.Contains(text, "Recipient address rejected: Domain not found"):
+		r = logparse.ReasonRecipientDomainNotFound
+	case strings.Contains(text, "reylist"):
+		r = logparse.ReasonGreylisted
+	case strings.Contains(text, "Sender address rejected: need fully-qualified address"):
+		r = logparse.ReasonSenderNonFQDN
+	case strings.Contains(text, "Sender address rejected: Domain not found"):
+		r = logparse.ReasonSenderDomainNotFound
+	case strings.Contains(text, "Sender address rejected: "):
+		r = logparse.ReasonSenderAccess
+	case strings.Contains(text, "Helo command rejected: need fully-qualified hostname"):
+		r = logparse.ReasonHeloNonFQDN
+	case strings.Contains(text, "Helo command rejected: Invalid name"):
+		r = logparse.ReasonHeloInvalid
+	case strings.Contains(text, "Helo command rejected: Host not found"):
+		r = logparse.ReasonHeloNotFound
+	case strings.Contains(text, "Helo command rejected: "):
+		r = logparse.ReasonHeloAccess
+	case strings.Contains(text, "Client host rejected: cannot find your"):
+		r = logparse.ReasonClientNoRDNS
+	case strings.Contains(text, "Client host rejected: "):
+		r = logparse.ReasonClientAccess
+	case strings.Contains(text, " blocked using "):
+		r = logparse.ReasonDNSBL
+	case strings.Contains(text, "Recipient address rejected: "):
+		r = logparse.ReasonRecipientAccess
+	}
+	abuse := !(r == logparse.ReasonGreylisted || r == logparse.ReasonOther && code/100 == 4)
+	return r, abuse
+}
+
+// beforeData runs when the client sends DATA, before go-smtp answers
+// 354: the multi-recipient bounce check and the upstream's DATA. It
+// returns a reply to send instead of passing DATA on, or "".
+func (s *session) beforeData() string {
+	if len(s.rcpts) == 0 || s.up == nil || !s.upMail {
+		return "" // go-smtp answers 502 5.5.1 Missing RCPT TO
+	}
+	if act := s.g.cfg.Checks.MultiRecipientBounce; act != Off && s.null && len(s.rcpts) > 1 {
+		if e := s.check(act, "DATA", "550 5.5.3 <DATA>: Data command rejected: Multi-recipient bounce", logparse.ReasonMultiRecipientBounce, s.rcpts[0]); e != nil {
+			return "550 5.5.3 <DATA>: Data command rejected: Multi-recipient bounce"
+		}
+	}
+	if err := s.up.data(); err != nil {
+		e := s.upstreamFailed("DATA", err, "")
+		return fmt.Sprintf("%d %d.%d.%d %s", e.Code, e.EnhancedCode[0], e.EnhancedCode[1], e.EnhancedCode[2], e.Message)
+	}
+	s.dataOpen = true
+	return ""
+}
+
+func (s *session) Data(r io.Reader) error {
+	if !s.dataOpen || s.up == nil {
+		io.Copy(io.Discard, r)
+		return errUpstream
+	}
+	s.dataOpen = false
+	reply, readErr, err := s.up.sendMessage(r)
+	if readErr != nil {
+		// The client broke off (timeout, size limit): drop the upstream
+		// without the final dot so nothing half is delivered.
+		s.up.abort()
+		s.up, s.upMail = nil, false
+		var se *smtp.SMTPError
+		if errors.As(readErr, &se) {
+			return se
+		}
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: message transfer failed"}
+	}
+	if err != nil {
+		s.upMail = false
+		return s.upstreamFailed("END-OF-MESSAGE", err, "")
+	}
+	s.upMail = false
+	s.cs.messages++
+	s.g.ctr.messages.Add(1)
+	qid := ""
+	if i := strings.LastIndex(reply, "queued as "); i >= 0 {
+		qid = strings.TrimSpace(reply[i+10:])
+	}
+	s.g.emit(s.cs, logparse.Event{Kind: logparse.KindReceived, Stage: "END-OF-MESSAGE", QueueID: qid, Code: 250,
+		From: s.from, To: strings.Join(s.rcpts, ","),
+		Raw: fmt.Sprintf("%s: client=unknown[%s]", qid, s.cs.ip)})
+	e := smtpErr("250 " + reply)
+	if e.EnhancedCode == (smtp.EnhancedCode{}) {
+		e.EnhancedCode = smtp.EnhancedCode{2, 0, 0}
+	}
+	return e
+}
+
+func (s *session) Reset() {
+	if s.up != nil && s.upMail {
+		if _, err := s.up.expect(250, "RSET"); err != nil {
+			s.up.abort()
+			s.up = nil
+		}
+	}
+	s.from, s.null, s.mailOpts, s.rcpts = "", false, nil, nil
+	s.upMail, s.upMailRj, s.dataOpen = false, nil, false
+}
+
+func (s *session) Logout() error {
+	s.closeUpstream()
+	return nil
+}
+
+func (s *session) closeUpstream() {
+	if s.up != nil {
+		s.up.close()
+		s.up = nil
+	}
+}

@@ -1,0 +1,248 @@
+package smtpguard
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// upstream is the guard's SMTP client session to the upstream MTA. It
+// sends one command at a time and never pipelines.
+type upstream struct {
+	c           net.Conn
+	tp          *textproto.Conn
+	timeout     time.Duration
+	dataTimeout time.Duration
+}
+
+// errUpstream is the answer when the upstream cannot be reached or
+// breaks: a temporary failure, never an acceptance.
+var errUpstream = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 4, 1},
+	Message: "Error: upstream mail server unavailable, try again later"}
+
+// upstreamReply is a non-2xx/3xx answer of the upstream, relayed as is.
+type upstreamReply struct {
+	code int
+	msg  string // without the code; may contain "\n" for multi-line replies
+}
+
+func (r *upstreamReply) Error() string { return fmt.Sprintf("%d %s", r.code, r.msg) }
+
+// smtpError turns the reply into the *smtp.SMTPError go-smtp sends back.
+func (r *upstreamReply) smtpError() *smtp.SMTPError {
+	e := &smtp.SMTPError{Code: r.code, Message: r.msg}
+	if f, rest, ok := strings.Cut(r.msg, " "); ok {
+		var a, b, c int
+		if n, _ := fmt.Sscanf(f, "%d.%d.%d", &a, &b, &c); n == 3 && a == r.code/100 {
+			e.EnhancedCode, e.Message = smtp.EnhancedCode{a, b, c}, rest
+		}
+	}
+	return e
+}
+
+// text is "CODE msg" on one line (for events and logs).
+func (r *upstreamReply) text() string {
+	return fmt.Sprintf("%d %s", r.code, strings.ReplaceAll(r.msg, "\n", " "))
+}
+
+// dialUpstream connects and introduces the client: XCLIENT after EHLO
+// (then a fresh EHLO with the client's HELO name), or a PROXY v1 header.
+func dialUpstream(cfg *Config, cs *connState, local net.Addr) (*upstream, error) {
+	to := cfg.Limits.UpstreamTimeout.D()
+	c, err := net.DialTimeout("tcp", cfg.Upstream, to)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", cfg.Upstream, err)
+	}
+	u := &upstream{c: c, tp: textproto.NewConn(c), timeout: to, dataTimeout: cfg.Limits.UpstreamDataTimeout.D()}
+	if err := u.handshake(cfg, cs, local); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
+func (u *upstream) handshake(cfg *Config, cs *connState, local net.Addr) error {
+	helo := cs.helo
+	if helo == "" {
+		helo = "[" + cs.ip.String() + "]"
+	}
+	greet := cs.heloCmd
+	if greet == "" {
+		greet = "EHLO"
+	}
+	if cfg.Handoff == HandoffProxy {
+		u.c.SetDeadline(time.Now().Add(u.timeout))
+		if _, err := io.WriteString(u.c, proxyHeader(cs.ip, cs.port, local)); err != nil {
+			return fmt.Errorf("upstream: PROXY header: %w", err)
+		}
+		if _, err := u.expect(220, ""); err != nil {
+			return fmt.Errorf("upstream greeting: %w", err)
+		}
+		if _, err := u.expect(250, greet+" "+helo); err != nil {
+			return fmt.Errorf("upstream %s: %w", greet, err)
+		}
+		return nil
+	}
+	if _, err := u.expect(220, ""); err != nil {
+		return fmt.Errorf("upstream greeting: %w", err)
+	}
+	ext, err := u.expect(250, "EHLO "+cfg.Hostname)
+	if err != nil {
+		return fmt.Errorf("upstream EHLO: %w", err)
+	}
+	if !hasExtension(ext, "XCLIENT") {
+		return errors.New("upstream does not offer XCLIENT (set smtpd_authorized_xclient_hosts to the guard's address)")
+	}
+	addr := cs.ip.String()
+	if cs.ip.Is6() {
+		addr = "IPV6:" + addr
+	}
+	proto := "ESMTP"
+	if greet == "HELO" {
+		proto = "SMTP"
+	}
+	// XCLIENT and the next EHLO go in separate writes: Postfix logs a
+	// pipelined EHLO after XCLIENT as improper pipelining.
+	x := fmt.Sprintf("XCLIENT ADDR=%s PORT=%d NAME=[UNAVAILABLE] HELO=%s PROTO=%s", addr, cs.port, xtext(helo), proto)
+	if _, err := u.expect(220, x); err != nil {
+		return fmt.Errorf("upstream XCLIENT: %w", err)
+	}
+	if _, err := u.expect(250, greet+" "+helo); err != nil {
+		return fmt.Errorf("upstream %s after XCLIENT: %w", greet, err)
+	}
+	return nil
+}
+
+func proxyHeader(ip netip.Addr, port int, local net.Addr) string {
+	dst, dport := addrOf(local)
+	fam := "TCP4"
+	if ip.Is6() || dst.Is6() {
+		fam = "TCP6"
+		if ip.Is4() {
+			ip = netip.AddrFrom16(ip.As16())
+		}
+		if dst.Is4() {
+			dst = netip.AddrFrom16(dst.As16())
+		}
+	}
+	return fmt.Sprintf("PROXY %s %s %s %d %d\r\n", fam, ip, dst, port, dport)
+}
+
+func hasExtension(ehlo, ext string) bool {
+	for _, l := range strings.Split(ehlo, "\n") {
+		if f, _, _ := strings.Cut(l, " "); strings.EqualFold(f, ext) {
+			return true
+		}
+	}
+	return false
+}
+
+// xtext encodes an XCLIENT attribute value (RFC 3461 xtext).
+func xtext(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 33 || c > 126 || c == '+' || c == '=' {
+			fmt.Fprintf(&b, "+%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// expect sends line (if any) and reads the reply. A reply with another
+// code is an *upstreamReply; I/O failures are other errors.
+func (u *upstream) expect(code int, line string) (string, error) {
+	u.c.SetDeadline(time.Now().Add(u.timeout))
+	if line != "" {
+		if err := u.tp.PrintfLine("%s", line); err != nil {
+			return "", err
+		}
+	}
+	return u.read(code)
+}
+
+func (u *upstream) read(code int) (string, error) {
+	got, msg, err := u.tp.ReadResponse(0)
+	if err != nil {
+		var te *textproto.Error
+		if !errors.As(err, &te) {
+			return "", err
+		}
+	}
+	if got != code {
+		return msg, &upstreamReply{code: got, msg: msg}
+	}
+	return msg, nil
+}
+
+// data sends DATA and waits for 354.
+func (u *upstream) data() error {
+	_, err := u.expect(354, "DATA")
+	return err
+}
+
+// sendMessage copies the message (dot-stuffed by the writer) and reads
+// the final reply. An error reading r is returned as readErr: the
+// transaction is then broken and the caller must close the upstream so
+// that nothing partial is delivered.
+func (u *upstream) sendMessage(r io.Reader) (reply string, readErr, err error) {
+	u.c.SetDeadline(time.Now().Add(u.dataTimeout))
+	w := u.tp.DotWriter()
+	bw := bufio.NewWriterSize(w, 32*1024)
+	if _, err := io.Copy(bw, readerOnly{r, &readErr}); err != nil {
+		if readErr != nil {
+			return "", readErr, nil
+		}
+		return "", nil, err
+	}
+	if err := bw.Flush(); err != nil {
+		return "", nil, err
+	}
+	if err := w.Close(); err != nil {
+		return "", nil, err
+	}
+	msg, err := u.read(250)
+	return msg, nil, err
+}
+
+// readerOnly records read errors apart from write errors in io.Copy.
+type readerOnly struct {
+	r   io.Reader
+	err *error
+}
+
+func (r readerOnly) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		*r.err = err
+	}
+	return n, err
+}
+
+func (u *upstream) close() {
+	if u == nil {
+		return
+	}
+	u.c.SetDeadline(time.Now().Add(min(u.timeout, 5*time.Second)))
+	u.tp.PrintfLine("QUIT")
+	u.tp.ReadResponse(0)
+	u.c.Close()
+}
+
+// abort drops the connection without QUIT (a half-sent message must not
+// be delivered).
+func (u *upstream) abort() {
+	if u != nil {
+		u.c.Close()
+	}
+}
