@@ -34,9 +34,9 @@ type Aggregator struct {
 
 	helo       map[string]*heloStat
 	clients    map[netip.Addr]*clientStat
-	recipients map[string]int64
-	senders    map[string]int64
-	other      map[string]int64
+	recipients counter
+	senders    counter
+	other      counter
 	hours      map[int64]*hourStat
 }
 
@@ -69,9 +69,9 @@ func NewAggregator(opts Options) *Aggregator {
 		opts:       opts,
 		helo:       make(map[string]*heloStat),
 		clients:    make(map[netip.Addr]*clientStat),
-		recipients: make(map[string]int64),
-		senders:    make(map[string]int64),
-		other:      make(map[string]int64),
+		recipients: make(counter),
+		senders:    make(counter),
+		other:      make(counter),
 		hours:      make(map[int64]*hourStat),
 	}
 }
@@ -132,10 +132,11 @@ func (a *Aggregator) addReject(ev *logparse.Event, h *hourStat) {
 	a.rejected++
 	h.rejected++
 	if ev.Helo != "" {
-		hs := a.helo[ev.Helo]
+		helo := clipKey(ev.Helo)
+		hs := a.helo[helo]
 		if hs == nil {
 			hs = &heloStat{clients: make(map[netip.Addr]struct{}, 1)}
-			a.helo[clip(ev.Helo)] = hs
+			a.helo[strings.Clone(helo)] = hs
 		}
 		hs.rejects++
 		if ev.Client.IsValid() {
@@ -147,7 +148,7 @@ func (a *Aggregator) addReject(ev *logparse.Event, h *hourStat) {
 		if cs == nil {
 			cs = &clientStat{name: clip(ev.ClientName)}
 			a.clients[ev.Client] = cs
-		} else if cs.name == "" || cs.name == "unknown" && ev.ClientName != "" && ev.ClientName != "unknown" {
+		} else if betterName(clipKey(ev.ClientName), cs.name) {
 			cs.name = clip(ev.ClientName)
 		}
 		cs.rejects++
@@ -168,21 +169,55 @@ func (a *Aggregator) addReject(ev *logparse.Event, h *hourStat) {
 	}
 }
 
-// count increments m[k], cloning k only when it becomes a new key: the
-// caller's string may alias a reused line buffer.
-func count(m map[string]int64, k string) {
-	if _, ok := m[k]; ok {
-		m[k]++
+// counter counts strings. Its values are pointers so that counting an
+// existing key never assigns to the map: an assignment replaces the stored
+// key with the caller's string, which may alias a reused line buffer.
+type counter map[string]*int64
+
+// count increments m[k], cloning k only when it becomes a new key.
+func count(m counter, k string) {
+	k = clipKey(k)
+	if p := m[k]; p != nil {
+		*p++
 		return
 	}
-	m[clip(k)] = 1
+	n := int64(1)
+	m[strings.Clone(k)] = &n
 }
 
-func clip(s string) string {
+// values returns the counts as plain numbers, for sorting.
+func (m counter) values() map[string]int64 {
+	out := make(map[string]int64, len(m))
+	for k, p := range m {
+		out[k] = *p
+	}
+	return out
+}
+
+// clipKey bounds a key without copying it.
+func clipKey(s string) string {
 	if len(s) > maxKeyLen {
 		s = s[:maxKeyLen]
 	}
-	return strings.Clone(s)
+	return s
+}
+
+func clip(s string) string { return strings.Clone(clipKey(s)) }
+
+// betterName picks the name shown for a client seen under several: a
+// resolved name beats "unknown" or none, and among resolved names the
+// smallest wins, so the result does not depend on line order or workers.
+func betterName(cand, cur string) bool {
+	rank := func(n string) int {
+		if n == "" || n == "unknown" {
+			return 0
+		}
+		return 1
+	}
+	if rank(cand) != rank(cur) {
+		return rank(cand) > rank(cur)
+	}
+	return rank(cand) == 1 && cand < cur
 }
 
 func (a *Aggregator) hour(t time.Time) *hourStat {
@@ -239,7 +274,7 @@ func (a *Aggregator) Merge(b *Aggregator) {
 		}
 		ca.rejects += cb.rejects
 		ca.reasons |= cb.reasons
-		if ca.name == "" || ca.name == "unknown" {
+		if betterName(cb.name, ca.name) {
 			ca.name = cb.name
 		}
 	}
@@ -259,9 +294,13 @@ func (a *Aggregator) Merge(b *Aggregator) {
 	}
 }
 
-func mergeCounts(a, b map[string]int64) {
-	for k, v := range b {
-		a[k] += v
+func mergeCounts(a, b counter) {
+	for k, pb := range b {
+		if pa := a[k]; pa != nil {
+			*pa += *pb
+		} else {
+			a[k] = pb
+		}
 	}
 }
 

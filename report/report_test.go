@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	"github.com/mxguard/mxguard/internal/loggen"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files from the current output")
@@ -226,5 +229,55 @@ func TestJunkInput(t *testing.T) {
 	s := r.Summary
 	if s.Connections != 2 || s.TooLong != 2 || s.Lines != 6 || s.Skipped != 4 {
 		t.Errorf("summary %+v", s)
+	}
+}
+
+// Keys must never alias the reused line buffers: the same input must give
+// byte-identical reports, whatever the number of workers.
+func TestDeterministicOverGeneratedLog(t *testing.T) {
+	if testing.Short() {
+		t.Skip("generates 300k lines")
+	}
+	path := filepath.Join(t.TempDir(), "mail.log")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loggen.Generate(f, loggen.Config{Lines: 300000, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	render := func(workers int) string {
+		agg, err := Collect([]string{path}, nil, Options{Top: 50}, CollectOptions{Loc: time.UTC, Workers: workers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b bytes.Buffer
+		RenderJSON(&b, agg.Result(time.UTC))
+		return b.String()
+	}
+	one, two, again := render(1), render(2), render(2)
+	if one != two || two != again {
+		t.Fatalf("reports differ between runs or worker counts")
+	}
+}
+
+// Counting an existing key through an aliasing string must not replace the
+// stored key (a map assignment would).
+func TestCountDoesNotKeepAliasedKeys(t *testing.T) {
+	m := counter{}
+	buf := []byte("alpha")
+	count(m, string(buf))
+	alias := unsafe.String(&buf[0], len(buf))
+	count(m, alias)
+	copy(buf, "omega")
+	if m["alpha"] == nil || *m["alpha"] != 2 || len(m) != 1 {
+		t.Fatalf("counter %v", m.values())
+	}
+	long := strings.Repeat("x", maxKeyLen+10)
+	count(m, long)
+	count(m, long)
+	if *m[long[:maxKeyLen]] != 2 {
+		t.Fatalf("long key counted %d", *m[long[:maxKeyLen]])
 	}
 }

@@ -124,9 +124,9 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 		}
 	}
 	r.Reasons = rows(reasonCounts, len(reasonCounts))
-	r.Other = rows(a.other, n)
-	r.Recipients = rows(a.recipients, n)
-	r.Senders = rows(a.senders, n)
+	r.Other = rows(a.other.values(), n)
+	r.Recipients = rows(a.recipients.values(), n)
+	r.Senders = rows(a.senders.values(), n)
 
 	ps := map[string]int64{}
 	for _, kind := range []logparse.Kind{logparse.KindPSConnect, logparse.KindPSPass, logparse.KindPregreet,
