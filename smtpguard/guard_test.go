@@ -307,7 +307,11 @@ func TestDictionaryAttackBans(t *testing.T) {
 }
 
 func TestTooManyErrors(t *testing.T) {
-	h := newHarness(t, func(c *Config) { c.Limits.HardErrorLimit = 5; c.Limits.SoftErrorLimit = 2; c.Limits.ErrorSleep = Duration(10 * time.Millisecond) })
+	h := newHarness(t, func(c *Config) {
+		c.Limits.HardErrorLimit = 5
+		c.Limits.SoftErrorLimit = 2
+		c.Limits.ErrorSleep = Duration(10 * time.Millisecond)
+	})
 	c := dial(t, h.addr)
 	c.expect(220)
 	start := time.Now()

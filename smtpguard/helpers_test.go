@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 type fakeUpstream struct {
 	l     net.Listener
 	users map[string]bool
-	proxy bool
+	proxy atomic.Bool
 
 	mu       sync.Mutex
 	msgs     []fakeMsg
@@ -47,7 +48,8 @@ func newFakeUpstream(t testing.TB, proxy bool) *fakeUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeUpstream{l: l, proxy: proxy, users: map[string]bool{"alice@example.com": true, "bob@example.com": true}}
+	f := &fakeUpstream{l: l, users: map[string]bool{"alice@example.com": true, "bob@example.com": true}}
+	f.proxy.Store(proxy)
 	go func() {
 		for {
 			c, err := l.Accept()
@@ -83,7 +85,7 @@ func (f *fakeUpstream) serve(c net.Conn) {
 	f.conns++
 	f.mu.Unlock()
 	say := func(s string) { io.WriteString(c, s+"\r\n") }
-	if f.proxy {
+	if f.proxy.Load() {
 		l, err := r.ReadString('\n')
 		if err != nil || !strings.HasPrefix(l, "PROXY ") {
 			say("421 4.3.0 bad PROXY header")
@@ -283,7 +285,7 @@ func newHarness(t testing.TB, mod func(*Config)) *harness {
 		mod(&cfg)
 	}
 	if cfg.Handoff == HandoffProxy {
-		up.proxy = true
+		up.proxy.Store(true)
 	}
 	eng, err := detectors.New(detectors.DefaultConfig(), nil)
 	if err != nil {
@@ -397,3 +399,5 @@ func isTimeout(err error) bool {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s).Unmap() }
+
+func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
