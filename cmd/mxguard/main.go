@@ -42,8 +42,16 @@ func usagef(format string, a ...any) error { return &usageError{fmt.Sprintf(form
 
 func commands() map[string]command {
 	return map[string]command{
-		"report": {"one-shot report over mail logs (plain, rotated, .gz, stdin)", runReport},
-		"events": {"print every recognised log line as one JSON object", runEvents},
+		"report":  {"one-shot report over mail logs (plain, rotated, .gz, stdin)", runReport},
+		"events":  {"print every recognised log line as one JSON object", runEvents},
+		"replay":  {"run the detectors over old logs; print the bans that would have been made", runReplay},
+		"daemon":  {"tail the logs, detect abusive clients, ban them", runDaemon},
+		"config":  {"config check: validate and print the effective configuration", runConfig},
+		"ban":     {"ban an address or network now (via the daemon)", runBan},
+		"unban":   {"lift a ban (via the daemon)", runUnban},
+		"list":    {"list active bans (via the daemon)", runList},
+		"explain": {"why an address is banned: evidence, history, ledger (via the daemon)", runExplain},
+		"status":  {"daemon status: files, rates, events, bans, actions", runStatus},
 	}
 }
 

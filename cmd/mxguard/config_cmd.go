@@ -1,0 +1,47 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/mxguard/mxguard/internal/config"
+)
+
+func runConfig(e *env, args []string) error {
+	if len(args) == 0 || args[0] != "check" {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+			fmt.Fprintln(e.stdout, "usage: mxguard config check [--config F]\n\nValidate the configuration and print the effective configuration (YAML).")
+			return nil
+		}
+		return usagef("want: mxguard config check [--config F]")
+	}
+	fs := newFlagSet(e, "config check", "",
+		"Validate the configuration and print the effective configuration (every key, defaults filled in).\n"+
+			"Exit status 2 and every problem on stderr when it is invalid.")
+	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
+	quiet := fs.Bool("q", false, "only validate; print nothing when valid")
+	rest, err := parseFlags(e, fs, args[1:])
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected argument %q", rest[0])
+	}
+	path := config.Find(*cfgPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return &configError{err}
+	}
+	if *quiet {
+		return nil
+	}
+	out, err := cfg.Marshal()
+	if err != nil {
+		return err
+	}
+	src := path
+	if src == "" {
+		src = "built-in defaults (no " + config.DefaultPath + ")"
+	}
+	fmt.Fprintf(e.stdout, "# effective configuration from %s\n%s", src, out)
+	return nil
+}

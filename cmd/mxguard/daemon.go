@@ -1,0 +1,459 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/engine"
+	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/tailer"
+)
+
+func runDaemon(e *env, args []string) error {
+	fs := newFlagSet(e, "daemon", "",
+		"Tail the configured logs, detect abusive clients and ban them.\n"+
+			"SIGHUP reloads detectors, allowlist and log_level; SIGTERM/SIGINT stop cleanly.")
+	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
+	dryRun := fs.Bool("dry-run", false, "log would-be bans; touch neither the block list nor the firewall")
+	cleanup := fs.Bool("cleanup", false, "on shutdown remove the firewall chain and sets (bans stay in the block list and are restored at the next start)")
+	rest, err := parseFlags(e, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected argument %q", rest[0])
+	}
+	path := config.Find(*cfgPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return &configError{err}
+	}
+	if *dryRun {
+		cfg.DryRun = true
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return daemonMain(ctx, cfg, daemonOptions{
+		configPath: path, cleanup: *cleanup, logOut: e.stderr, reload: reload,
+	})
+}
+
+// daemonOptions are the wiring of one daemon run (tests set the extras).
+type daemonOptions struct {
+	configPath string
+	cleanup    bool
+	logOut     io.Writer
+	reload     <-chan struct{}
+	ready      func(d *daemon) // called once everything is up
+	sweep      time.Duration   // manager sweep interval (0 = default)
+	noHostAddr bool            // do not allowlist the host's own addresses (tests)
+}
+
+// daemon is one running mxguard daemon.
+type daemon struct {
+	opts     daemonOptions
+	cfg      atomic.Pointer[config.Config]
+	log      *slog.Logger
+	level    *slog.LevelVar
+	store    *actions.Store
+	mgr      *actions.Manager
+	pipe     *engine.Pipeline
+	follower *tailer.Follower
+	ctl      *control.Server
+	met      *metrics.Server
+	started  time.Time
+	rate     engine.Rate
+	allow    atomic.Pointer[[]netip.Prefix]
+	cleaners []interface {
+		Name() string
+		Cleanup(ctx context.Context) error
+	}
+}
+
+func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
+	lv := new(slog.LevelVar)
+	lv.Set(cfg.Level())
+	ho := &slog.HandlerOptions{Level: lv}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, ho)), lv
+	}
+	return slog.New(slog.NewTextHandler(w, ho)), lv
+}
+
+// daemonMain runs the daemon until ctx is done.
+func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (err error) {
+	if opts.logOut == nil {
+		opts.logOut = io.Discard
+	}
+	d := &daemon{opts: opts, started: time.Now()}
+	d.cfg.Store(cfg)
+	d.log, d.level = newLogger(cfg, opts.logOut)
+	d.setAllow(cfg)
+	log := d.log
+
+	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
+		return fmt.Errorf("state_dir: %w", err)
+	}
+	d.store, err = actions.OpenStore(cfg.DBPath(), actions.StoreOptions{Timeout: 2 * time.Second})
+	if err != nil {
+		return fmt.Errorf("%w (is another mxguard daemon running with state_dir %s?)", err, cfg.StateDir)
+	}
+	defer func() {
+		if cerr := d.store.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
+
+	acts, err := d.buildActions(cfg)
+	if err != nil {
+		return err
+	}
+	sources := []func() ([]netip.Prefix, error){d.allowSource}
+	if !opts.noHostAddr {
+		sources = append(sources, actions.AllowHostAddrs)
+	}
+	d.mgr, err = actions.NewManager(actions.ManagerConfig{
+		Ban: cfg.Ban, DryRun: cfg.DryRun, AllowSources: sources, SweepInterval: opts.sweep,
+	}, d.store, acts, log)
+	if err != nil {
+		for _, a := range acts {
+			a.Close()
+		}
+		return err
+	}
+	defer func() {
+		if cerr := d.mgr.Close(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		if opts.cleanup {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			for _, c := range d.cleaners {
+				if cerr := c.Cleanup(cctx); cerr != nil {
+					err = errors.Join(err, fmt.Errorf("cleanup %s: %w", c.Name(), cerr))
+				} else {
+					log.Info("removed firewall rules", "action", c.Name())
+				}
+			}
+		}
+	}()
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	if rerr := d.mgr.Restore(rctx); rerr != nil {
+		log.Warn("restore of active bans incomplete; retrying in the background", "err", rerr)
+	}
+	cancel()
+
+	det, err := detectors.New(cfg.Detectors, log)
+	if err != nil {
+		return &configError{err}
+	}
+	d.pipe = engine.New(det, d.mgr, log)
+
+	d.follower, err = tailer.New(tailer.Config{
+		Paths: cfg.Logs, Poll: cfg.Tail.Poll, FromStart: !cfg.Tail.FromEnd,
+		CheckpointEvery: cfg.Tail.CheckpointInterval.D(), Logger: log,
+	}, engine.Checkpoints{Store: d.store})
+	if err != nil {
+		return err
+	}
+
+	d.ctl, err = control.Listen(cfg.ControlSocket, d.handle, log)
+	if err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer d.ctl.Close()
+	runCtx, stopRun := context.WithCancel(ctx)
+	defer stopRun()
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := d.ctl.Serve(runCtx); err != nil {
+			log.Error("control socket", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		_ = d.mgr.Run(runCtx)
+	}()
+
+	if cfg.MetricsListen != "" {
+		d.met, err = metrics.Listen(cfg.MetricsListen, d.metrics, log)
+		if err != nil {
+			return err
+		}
+		defer d.met.Close()
+	}
+
+	followErr := make(chan error, 1)
+	go func() { followErr <- d.pipe.Follow(runCtx, d.follower, nil) }()
+	log.Info("mxguard daemon started", "config", cfg.Path, "logs", cfg.Logs, "dry_run", cfg.DryRun,
+		"control_socket", cfg.ControlSocket, "metrics_listen", cfg.MetricsListen, "actions", len(acts))
+	if opts.ready != nil {
+		opts.ready(d)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			stopRun()
+			ferr := <-followErr
+			log.Info("mxguard daemon stopping", "lines", d.pipe.Stats().Lines)
+			return ferr
+		case ferr := <-followErr:
+			if ferr == nil {
+				ferr = errors.New("log follower stopped")
+			}
+			return fmt.Errorf("follow logs: %w", ferr)
+		case <-opts.reload:
+			d.reload()
+		}
+	}
+}
+
+// buildActions creates the enabled firewall and map actions (none in
+// dry-run: the manager would not call them).
+func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
+	if cfg.DryRun {
+		return nil, nil
+	}
+	var acts []actions.Action
+	if c := cfg.Actions.IPTables; c.Enabled {
+		a, err := actions.NewIPTables(c, actions.IPTablesOptions{Logger: d.log})
+		if err != nil {
+			return nil, fmt.Errorf("actions.iptables: %w", err)
+		}
+		acts = append(acts, a)
+		d.cleaners = append(d.cleaners, a)
+	}
+	if c := cfg.Actions.IPSet; c.Enabled {
+		a, err := actions.NewIPSet(c, actions.IPSetOptions{Logger: d.log})
+		if err != nil {
+			return nil, fmt.Errorf("actions.ipset: %w", err)
+		}
+		acts = append(acts, a)
+		d.cleaners = append(d.cleaners, a)
+	}
+	if c := cfg.Actions.PostfixAccess; c.Enabled {
+		a, err := actions.NewAccessMap(c, actions.AccessMapOptions{Logger: d.log})
+		if err != nil {
+			return nil, fmt.Errorf("actions.postfix_access: %w", err)
+		}
+		acts = append(acts, a)
+	}
+	return acts, nil
+}
+
+func (d *daemon) setAllow(cfg *config.Config) {
+	ps := make([]netip.Prefix, 0, len(cfg.Allowlist))
+	for _, s := range cfg.Allowlist {
+		if p, err := actions.AllowParse(s); err == nil {
+			ps = append(ps, p)
+		}
+	}
+	d.allow.Store(&ps)
+}
+
+// allowSource feeds the configured allowlist to the manager's allowlist as
+// a dynamic source, so that a reload can change it.
+func (d *daemon) allowSource() ([]netip.Prefix, error) {
+	if p := d.allow.Load(); p != nil {
+		return *p, nil
+	}
+	return nil, nil
+}
+
+// reload re-reads the config file: detectors, allowlist and log_level take
+// effect at once; other changes are reported as needing a restart.
+func (d *daemon) reload() {
+	old := d.cfg.Load()
+	cfg, err := config.Load(d.opts.configPath)
+	if err != nil {
+		d.log.Error("reload failed; keeping the running configuration", "err", err)
+		return
+	}
+	cfg.DryRun = old.DryRun // --dry-run survives a reload
+	if !reflect.DeepEqual(cfg.Detectors, old.Detectors) {
+		det, err := detectors.New(cfg.Detectors, d.log)
+		if err != nil {
+			d.log.Error("reload failed; keeping the running configuration", "err", err)
+			return
+		}
+		d.pipe.SetDetectors(det)
+		d.log.Info("reload: detectors replaced (their sliding windows start empty)")
+	}
+	d.setAllow(cfg)
+	if err := d.mgr.Allowlist().Refresh(); err != nil {
+		d.log.Warn("reload: allowlist refresh", "err", err)
+	}
+	d.level.Set(cfg.Level())
+	var restart []string
+	for _, k := range []struct {
+		key  string
+		a, b any
+	}{
+		{"logs", old.Logs, cfg.Logs}, {"state_dir", old.StateDir, cfg.StateDir},
+		{"control_socket", old.ControlSocket, cfg.ControlSocket}, {"ban", old.Ban, cfg.Ban},
+		{"actions", old.Actions, cfg.Actions}, {"metrics_listen", old.MetricsListen, cfg.MetricsListen},
+		{"log_format", old.LogFormat, cfg.LogFormat}, {"tail", old.Tail, cfg.Tail},
+	} {
+		if !reflect.DeepEqual(k.a, k.b) {
+			restart = append(restart, k.key)
+		}
+	}
+	// Keep the running values of what was not applied, so that status
+	// shows what is in force.
+	cfg.Logs, cfg.StateDir, cfg.ControlSocket, cfg.Ban = old.Logs, old.StateDir, old.ControlSocket, old.Ban
+	cfg.Actions, cfg.MetricsListen, cfg.LogFormat, cfg.Tail = old.Actions, old.MetricsListen, old.LogFormat, old.Tail
+	d.cfg.Store(cfg)
+	if len(restart) > 0 {
+		d.log.Warn("reload: these changes need a restart", "keys", restart)
+	}
+	d.log.Info("configuration reloaded", "config", cfg.Path)
+}
+
+// daemonStatus is the reply to the status command.
+type daemonStatus struct {
+	PID         int                   `json:"pid"`
+	Started     time.Time             `json:"started"`
+	Uptime      string                `json:"uptime"`
+	Config      string                `json:"config"`
+	DryRun      bool                  `json:"dry_run"`
+	Files       []tailer.FileStats    `json:"files"`
+	LinesPerSec float64               `json:"lines_per_sec"`
+	Pipeline    engine.Stats          `json:"pipeline"`
+	Manager     actions.ManagerStatus `json:"manager"`
+}
+
+func (d *daemon) status() (daemonStatus, error) {
+	ms, err := d.mgr.Status()
+	if err != nil {
+		return daemonStatus{}, err
+	}
+	ps := d.pipe.Stats()
+	now := time.Now()
+	cfg := d.cfg.Load()
+	return daemonStatus{
+		PID: os.Getpid(), Started: d.started, Uptime: now.Sub(d.started).Round(time.Second).String(),
+		Config: cfg.Path, DryRun: cfg.DryRun, Files: d.follower.Stats().Files,
+		LinesPerSec: d.rate.Update(now, ps.Lines), Pipeline: ps, Manager: ms,
+	}, nil
+}
+
+func (d *daemon) metrics() metrics.Snapshot {
+	ps := d.pipe.Stats()
+	s := metrics.Snapshot{
+		Lines: ps.Lines, EventsByKind: ps.Kinds, Decisions: ps.Decisions, Bans: ps.Bans,
+		ParseSkipped: map[string]uint64{"not_postfix": ps.NotPostfix, "unrecognized": ps.Unrecognized, "too_long": ps.TooLong},
+		TailLagBytes: map[string]int64{}, ActionFailures: map[string]uint64{}, ActionPending: map[string]int{},
+	}
+	for _, f := range d.follower.Stats().Files {
+		s.TailLagBytes[f.Path] = f.Lag
+	}
+	if ms, err := d.mgr.Status(); err == nil {
+		s.ActiveBans = ms.ActiveBans + ms.DryRunBans
+		for _, a := range ms.Actions {
+			s.ActionFailures[a.Name] = a.Failures
+			s.ActionPending[a.Name] = a.Pending
+		}
+	}
+	return s
+}
+
+// parseBanDuration accepts Go durations plus a day suffix ("7d").
+func parseBanDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, nil
+	}
+	var days int
+	if n, err := fmt.Sscanf(s, "%dd", &days); err == nil && n == 1 && fmt.Sprintf("%dd", days) == s {
+		if days <= 0 {
+			return 0, fmt.Errorf("duration %q: must be positive", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("duration %q: want e.g. 30m, 12h or 7d", s)
+	}
+	if v <= 0 {
+		return 0, fmt.Errorf("duration %q: must be positive", s)
+	}
+	return v, nil
+}
+
+// handle answers the control socket.
+func (d *daemon) handle(ctx context.Context, req control.Request) (any, error) {
+	switch req.Cmd {
+	case control.CmdBan:
+		p, err := actions.ManagerParsePrefix(req.IP)
+		if err != nil {
+			return nil, err
+		}
+		dur, err := parseBanDuration(req.For)
+		if err != nil {
+			return nil, err
+		}
+		return d.mgr.Ban(ctx, p, dur, req.Reason)
+	case control.CmdUnban:
+		p, err := actions.ManagerParsePrefix(req.IP)
+		if err != nil {
+			return nil, err
+		}
+		found, err := d.mgr.Unban(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		return unbanResult{IP: p, Removed: found}, nil
+	case control.CmdList:
+		return d.mgr.List(time.Now())
+	case control.CmdExplain:
+		p, err := actions.ManagerParsePrefix(req.IP)
+		if err != nil {
+			return nil, err
+		}
+		return d.mgr.Explain(p)
+	case control.CmdStatus:
+		return d.status()
+	default:
+		return nil, fmt.Errorf("unknown command %q (want ban, unban, list, explain or status)", req.Cmd)
+	}
+}
+
+type unbanResult struct {
+	IP      netip.Prefix `json:"ip"`
+	Removed bool         `json:"removed"`
+}
