@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,7 +30,7 @@ type openFile struct {
 }
 
 func (of *openFile) pos(off int64) Position {
-	return Position{Path: of.name, Dev: of.dev, Inode: of.ino, Offset: off,
+	return Position{Dev: of.dev, Inode: of.ino, Offset: off,
 		Size: max(of.size, of.readPos), Head: of.head}
 }
 
@@ -61,6 +62,7 @@ type file struct {
 	lastErr string
 
 	lines, skipped, rotations, truncations uint64
+	checks                                 atomic.Uint64 // for tests
 
 	mu    sync.Mutex
 	stats FileStats
@@ -92,6 +94,7 @@ func (fl *file) run(ctx context.Context, out chan<- Line) {
 		case <-t.C:
 		}
 		ok = fl.check(ctx, out)
+		fl.checks.Add(1)
 	}
 }
 
@@ -460,7 +463,7 @@ func (fl *file) drainRotated(ctx context.Context, out chan<- Line, sp Position) 
 		return fl.drain(ctx, out, of)
 	}
 	fl.log.Warn("tailer: rotated file of the checkpoint not found, its unread lines are lost",
-		"inode", sp.Inode, "offset", sp.Offset, "checkpoint_file", sp.Path)
+		"inode", sp.Inode, "offset", sp.Offset)
 	return true
 }
 
@@ -577,7 +580,7 @@ func (fl *file) emitLines(ctx context.Context, out chan<- Line, of *openFile) bo
 			fl.skipLine(end)
 			continue
 		}
-		l := Line{Text: string(line), Path: fl.path, Pos: of.pos(end)}
+		l := Line{Text: string(line), Path: fl.path, File: of.name, Pos: of.pos(end)}
 		select {
 		case out <- l:
 		case <-ctx.Done():

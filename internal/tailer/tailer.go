@@ -83,9 +83,9 @@ const headLen = 256
 var recheckEvery = 250 * time.Millisecond
 
 // Position is a place in one file, just after a complete line.
-// It is what a Checkpointer stores; it marshals to JSON.
+// It is what a Checkpointer stores; it marshals to JSON. Its fields match
+// actions.Position, so one converts to the other with a type conversion.
 type Position struct {
-	Path   string `json:"path,omitempty"` // file the bytes were read from (may be a rotated name)
 	Dev    uint64 `json:"dev"`
 	Inode  uint64 `json:"inode"`
 	Offset int64  `json:"offset"` // next byte to read
@@ -97,7 +97,8 @@ type Position struct {
 type Line struct {
 	Text string
 	Path string   // the configured path; the checkpoint key
-	Pos  Position // just after this line, in the file it came from; Pos.Head is shared, do not modify
+	File string   // the file it was read from: Path resolved, or a rotated name such as Path.1
+	Pos  Position // just after this line, in File; Pos.Head is shared, do not modify
 }
 
 // Checkpointer stores positions by configured path.

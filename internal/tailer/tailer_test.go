@@ -115,7 +115,11 @@ func TestRestart(t *testing.T) {
 			h2.waitCount(n-half, 10*time.Second)
 			time.Sleep(50 * time.Millisecond)
 			h2.stop()
-			checkSeq(t, h2.lines(), half+1, n-half)
+			got2 := h2.lines()
+			checkSeq(t, got2, half+1, n-half)
+			if tc.rotate != nil && !strings.HasSuffix(got2[0].File, ".1") {
+				t.Errorf("first line after restart read from %s, want the rotated file", got2[0].File)
+			}
 			if st := h2.stats(); st.Truncations != tc.trunc || st.Rotations != tc.rot {
 				t.Errorf("stats = %+v, want %d truncations, %d rotations", st, tc.trunc, tc.rot)
 			}
@@ -343,7 +347,7 @@ func TestFollowAutoAck(t *testing.T) {
 }
 
 func TestPositionJSON(t *testing.T) {
-	p := Position{Path: "/var/log/mail.log", Dev: 2049, Inode: 42, Offset: 10, Size: 20, Head: []byte("Nov 25")}
+	p := Position{Dev: 2049, Inode: 42, Offset: 10, Size: 20, Head: []byte("Nov 25")}
 	b, err := json.Marshal(p)
 	if err != nil {
 		t.Fatal(err)
@@ -352,7 +356,7 @@ func TestPositionJSON(t *testing.T) {
 	if err := json.Unmarshal(b, &q); err != nil {
 		t.Fatal(err)
 	}
-	if q.Path != p.Path || q.Inode != p.Inode || q.Offset != p.Offset || string(q.Head) != string(p.Head) {
+	if q.Inode != p.Inode || q.Offset != p.Offset || string(q.Head) != string(p.Head) {
 		t.Errorf("round trip: %+v", q)
 	}
 }
@@ -370,5 +374,40 @@ func TestNewErrors(t *testing.T) {
 				t.Error("no error")
 			}
 		})
+	}
+}
+
+// TestRenameWriterLate: after a rename rotation the writer keeps writing to
+// the old file for a while; the new file stays empty until it reopens.
+func TestRenameWriterLate(t *testing.T) {
+	old := recheckEvery
+	recheckEvery = time.Hour
+	defer func() { recheckEvery = old }()
+	path := filepath.Join(t.TempDir(), "mail.log")
+	w := newLogWriter(t, path)
+	mn := &manualNotifier{c: make(chan struct{}, 1)}
+	h := start(t, Config{Paths: []string{path}, FromStart: true}, newMemCP(), 0,
+		func(f *Follower) { f.newNotifier = func(string, bool, *slog.Logger) notifier { return mn } })
+	fl := h.f.files[0]
+	// pokeAndWait wakes the follower and waits for one whole check.
+	pokeAndWait := func() {
+		n := fl.checks.Load()
+		mn.poke()
+		waitFor(t, 5*time.Second, "a check", func() bool { return fl.checks.Load() > n })
+	}
+	w.lines(1, 5)
+	pokeAndWait()
+	rotateRename(t, path)
+	pokeAndWait() // sees the new, empty file
+	w.lines(6, 10)
+	pokeAndWait()
+	w.reopen()
+	w.lines(11, 15)
+	pokeAndWait()
+	h.waitCount(15, 5*time.Second)
+	h.stop()
+	checkSeq(t, h.lines(), 1, 15)
+	if st := h.stats(); st.Rotations != 1 {
+		t.Errorf("rotations = %d", st.Rotations)
 	}
 }
