@@ -283,6 +283,7 @@ func (fl *file) check(ctx context.Context, out chan<- Line) bool {
 			return true
 		}
 		fl.missing = false
+		fl.fo.setStart(fl.path, fl.cur.pos(0)) // a restart must not skip it
 		fl.log.Info("tailer: file appeared, reading it from the start", "real", fl.cur.name, "inode", fl.cur.ino)
 	}
 	if !fl.readCur(ctx, out) {

@@ -411,3 +411,32 @@ func TestRenameWriterLate(t *testing.T) {
 		t.Errorf("rotations = %d", st.Rotations)
 	}
 }
+
+// TestNotifyOnly runs without the timer fallback: nxadm/tail's inotify
+// watcher alone must wake the follower through appends, a rename rotation,
+// a copytruncate and a delete/recreate.
+func TestNotifyOnly(t *testing.T) {
+	old := recheckEvery
+	recheckEvery = time.Hour
+	defer func() { recheckEvery = old }()
+	path := filepath.Join(t.TempDir(), "mail.log")
+	w := newLogWriter(t, path)
+	h := start(t, Config{Paths: []string{path}, FromStart: true}, newMemCP(), 0)
+	w.lines(1, 10)
+	h.waitCount(10, 5*time.Second)
+	rotateRename(t, path)
+	w.reopen()
+	w.lines(11, 20)
+	h.waitCount(20, 5*time.Second)
+	rotateCopyTruncate(t, path)
+	w.lines(21, 30)
+	h.waitCount(30, 5*time.Second)
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	w.reopen()
+	w.lines(31, 40)
+	h.waitCount(40, 5*time.Second)
+	h.stop()
+	checkSeq(t, h.lines(), 1, 40)
+}
