@@ -366,10 +366,14 @@ func (d *daemon) status() (daemonStatus, error) {
 	ps := d.pipe.Stats()
 	now := time.Now()
 	cfg := d.cfg.Load()
+	lps := d.rate.Update(now, ps.Lines)
+	if up := now.Sub(d.started).Seconds(); lps == 0 && up > 0 {
+		lps = float64(ps.Lines) / up // no earlier sample yet: the average since start
+	}
 	return daemonStatus{
 		PID: os.Getpid(), Started: d.started, Uptime: now.Sub(d.started).Round(time.Second).String(),
 		Config: cfg.Path, DryRun: cfg.DryRun, Files: d.follower.Stats().Files,
-		LinesPerSec: d.rate.Update(now, ps.Lines), Pipeline: ps, Manager: ms,
+		LinesPerSec: lps, Pipeline: ps, Manager: ms,
 	}, nil
 }
 
