@@ -250,6 +250,20 @@ def good_postscreen(ip, a):
 
 # --- bad clients ----------------------------------------------------------
 
+def bad_denylisted(ip, a):
+    for _ in range(2):
+        r = Raw(ip, a.postscreen)
+        r.reply()  # postscreen drops it: 521 and disconnect
+        r.close()
+        time.sleep(0.5)
+
+
+def good_localhost(ip, a):
+    # the host itself is in mynetworks: postscreen allowlists it
+    smtplib_session(ip, a.postscreen, "mx.lab.example", "root@mx.lab.example",
+                    ["postmaster@example.com"], "local")
+
+
 def bad_dictionary(ip, a):
     names = ["admin", "info", "sales", "webmaster", "test", "john", "mary", "support",
              "office", "contact", "jobs", "hr"]
@@ -514,6 +528,9 @@ CLIENTS = [
     ("127.0.0.16", "192.0.2.16", "good",
      "monitoring probe: 4x connect+QUIT, 1x EHLO+QUIT, 1x connect and hang up after the banner (lost connection after CONNECT)", [],
      good_monitor),
+    ("127.0.0.1", "127.0.0.1", "good",
+     "the host itself (mynetworks): a local daily report through the postscreen port, ALLOWLISTED and handed to smtpd; 1 message to postmaster", [],
+     good_localhost),
     ("127.0.0.31", "203.0.113.31", "bad",
      "dictionary attack: 12 distinct unknown recipients @example.com in 3 sessions (4 per session)", ["dictionary"],
      bad_dictionary),
@@ -580,6 +597,9 @@ CLIENTS = [
     ("127.0.0.52", "203.0.113.52", "bad",
      "listed in the lab DNSBL, connects to smtpd (reject_rbl_client: 2 RCPT rejected 554 5.7.1 blocked using)", ["dnsbl"],
      bad_dnsbl_smtpd),
+    ("127.0.0.54", "203.0.113.54", "bad",
+     "denylisted by the admin in postscreen_access_list (cidr reject, postscreen_denylist_action = drop): 2 connections dropped after the greeting", [],
+     bad_denylisted),
     ("127.0.0.53", "203.0.113.53", "bad",
      "sender domain does not exist (reject_unknown_sender_domain, 450 4.1.8 Domain not found) for every RCPT until too many errors", ["error_burst"],
      bad_unknown_sender_domain),

@@ -11,6 +11,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 OUT=${1:-$HERE/../lab}
 DIR=${LAB_DIR:-/tmp/mxguard-postfix-lab}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
 
 "$HERE/setup.sh" "$DIR"
 trap '[ "${LAB_KEEP:-}" = 1 ] || "$HERE/stop.sh" "$DIR"' EXIT

@@ -57,6 +57,8 @@ friend          REJECT You are not my friend
 localhost       REJECT You are not localhost
 mx.lab.example  REJECT You are not me
 HELO
+# one client the admin has already denylisted in postscreen (drive.py)
+printf '127.0.0.54/32\treject\n' >"$DIR/etc/postscreen_access.cidr"
 cat >"$DIR/etc/vmailbox" <<'MBOX'
 alice@example.com       example.com/alice
 bob@example.com         example.com/bob
