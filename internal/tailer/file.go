@@ -356,7 +356,9 @@ func (fl *file) readCur(ctx context.Context, out chan<- Line) bool {
 	if fi, err := cur.f.Stat(); err == nil {
 		cur.size = fi.Size()
 	}
-	if cur.size < cur.readPos {
+	// A file truncated and rewritten to the same size or more shows no
+	// new bytes at readPos; only its head tells.
+	if cur.size < cur.readPos || !fl.headOK(cur) {
 		if !fl.truncated(ctx, out, cur) {
 			return false
 		}

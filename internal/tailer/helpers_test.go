@@ -171,7 +171,7 @@ func (h *harness) waitCount(n int, d time.Duration) {
 
 // numbered line i.
 func lineText(i int) string {
-	return fmt.Sprintf("line %07d postfix/smtpd[%d]: connect from unknown[192.0.2.%d]", i, 1000+i%977, i%250)
+	return fmt.Sprintf("line %07d postfix/smtpd[%d]: connect from unknown[192.0.2.%d]", i, 1000+i%977, 100+i%150)
 }
 
 func lineNum(t *testing.T, s string) int {

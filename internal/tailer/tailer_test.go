@@ -440,3 +440,26 @@ func TestNotifyOnly(t *testing.T) {
 	h.stop()
 	checkSeq(t, h.lines(), 1, 40)
 }
+
+// TestCopyTruncateSameSize: truncated and rewritten to exactly the old
+// size, so no byte is new at the read offset.
+func TestCopyTruncateSameSize(t *testing.T) {
+	old := recheckEvery
+	recheckEvery = time.Hour
+	defer func() { recheckEvery = old }()
+	path := filepath.Join(t.TempDir(), "mail.log")
+	w := newLogWriter(t, path)
+	mn := &manualNotifier{c: make(chan struct{}, 1)}
+	h := start(t, Config{Paths: []string{path}, FromStart: true}, newMemCP(), 0,
+		func(f *Follower) { f.newNotifier = func(string, bool, *slog.Logger) notifier { return mn } })
+	w.lines(1, 10)
+	mn.poke()
+	h.waitCount(10, 5*time.Second)
+	rotateCopyTruncate(t, path)
+	w.lines(11, 20) // same length as lines 1-10
+	mn.poke()
+	h.waitCount(20, 5*time.Second)
+	time.Sleep(30 * time.Millisecond)
+	h.stop()
+	checkSeq(t, h.lines(), 1, 20)
+}
