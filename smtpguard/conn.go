@@ -82,9 +82,10 @@ var errLineTooLong = errors.New("smtpguard: line too long")
 // writes comes before the next Read; bytes already buffered when a
 // command is handed over were sent before its reply (pipelining).
 type guardConn struct {
-	c  net.Conn // the client socket (a *tls.Conn after STARTTLS)
-	cs *connState
-	g  *Guard
+	c   net.Conn // the client socket (a *tls.Conn after STARTTLS)
+	raw net.Conn // the client socket as accepted (for Shutdown)
+	cs  *connState
+	g   *Guard
 
 	in   []byte // in[r:w] read from the client, not yet handed over
 	r, w int
@@ -102,7 +103,7 @@ type guardConn struct {
 }
 
 func newGuardConn(c net.Conn, cs *connState) *guardConn {
-	return &guardConn{c: c, cs: cs, g: cs.g}
+	return &guardConn{c: c, raw: c, cs: cs, g: cs.g}
 }
 
 func (c *guardConn) LocalAddr() net.Addr                { return c.c.LocalAddr() }
@@ -123,6 +124,9 @@ func (c *guardConn) TLSConnectionState() (tls.ConnectionState, bool) {
 func (c *guardConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closeError = c.c.Close()
+		c.g.mu.Lock()
+		delete(c.g.live, c)
+		c.g.mu.Unlock()
 		cs := c.cs
 		if cs.sess != nil {
 			cs.sess.closeUpstream()

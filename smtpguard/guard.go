@@ -116,7 +116,8 @@ type Guard struct {
 	perClient map[netip.Addr]int
 	total     int
 	listeners []net.Listener
-	raw       map[net.Conn]struct{} // connections not yet handed to go-smtp
+	raw       map[net.Conn]struct{}   // connections not yet handed to go-smtp
+	live      map[*guardConn]struct{} // connections in an SMTP session
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
@@ -131,7 +132,7 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 	g := &Guard{
 		cfg: cfg, log: deps.Logger, sink: deps.Sink, blocklist: deps.Blocklist, resolver: deps.Resolver,
 		domains: map[string]bool{}, recipients: map[string]bool{}, heloDeny: map[string]bool{},
-		perClient: map[netip.Addr]int{}, raw: map[net.Conn]struct{}{}, done: make(chan struct{}),
+		perClient: map[netip.Addr]int{}, raw: map[net.Conn]struct{}{}, live: map[*guardConn]struct{}{}, done: make(chan struct{}),
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -293,7 +294,23 @@ func (g *Guard) Shutdown(ctx context.Context) error {
 		err = nil
 	}
 	if err != nil {
-		g.srv.Close()
+		// Sessions still open: close their sockets; each session then
+		// ends on its own goroutine (a transaction in progress is not
+		// delivered: the upstream is dropped without the final dot).
+		g.mu.Lock()
+		for c := range g.live {
+			c.raw.Close()
+		}
+		g.mu.Unlock()
+		for i := 0; i < 200; i++ { // they end quickly once their sockets are gone
+			g.mu.Lock()
+			n := len(g.live)
+			g.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	waited := make(chan struct{})
 	go func() { g.wg.Wait(); close(waited) }()
@@ -478,11 +495,17 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 	}
 
 	gc := newGuardConn(raw, cs)
+	g.mu.Lock()
+	g.live[gc] = struct{}{}
+	g.mu.Unlock()
 	select {
 	case admitted.ch <- gc:
 		handed = true
 		g.ctr.admitted.Add(1)
 	case <-g.done:
+		g.mu.Lock()
+		delete(g.live, gc)
+		g.mu.Unlock()
 	}
 }
 

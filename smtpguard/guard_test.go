@@ -1,6 +1,7 @@
 package smtpguard
 
 import (
+	"context"
 	"net"
 	"net/smtp"
 	"strings"
@@ -545,5 +546,26 @@ func TestXtextAndProxyHeader(t *testing.T) {
 	local := &net.TCPAddr{IP: net.ParseIP("192.0.2.25"), Port: 25}
 	if got := proxyHeader(mustAddr("198.51.100.7"), 40000, local); got != "PROXY TCP4 198.51.100.7 192.0.2.25 40000 25\r\n" {
 		t.Errorf("proxy %q", got)
+	}
+}
+
+func TestShutdownWithBusySession(t *testing.T) {
+	h := newHarness(t, nil)
+	c := dial(t, h.addr)
+	c.expect(220)
+	c.cmd("EHLO c.example.org", 250)
+	c.cmd("MAIL FROM:<a@example.net>", 250)
+	c.cmd("RCPT TO:<alice@example.com>", 250) // upstream session open
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	h.g.Shutdown(ctx)
+	if !c.closed() {
+		t.Error("session survived Shutdown")
+	}
+	if len(h.up.messages()) != 0 {
+		t.Error("a message was delivered")
+	}
+	if st := h.g.Stats(); st.Active != 0 {
+		t.Errorf("stats %+v", st)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -37,10 +39,12 @@ type session struct {
 	mailOpts *smtp.MailOptions
 	rcpts    []string
 
+	upMu     sync.Mutex // held while the session goroutine uses up
 	up       *upstream
-	upMail   bool            // MAIL sent upstream in this transaction
-	upMailRj *smtp.SMTPError // upstream refused MAIL
-	dataOpen bool            // upstream answered 354
+	upA      atomic.Pointer[upstream] // up, for closing from another goroutine
+	upMail   bool                     // MAIL sent upstream in this transaction
+	upMailRj *smtp.SMTPError          // upstream refused MAIL
+	dataOpen bool                     // upstream answered 354
 }
 
 func smtpErr(reply string) *smtp.SMTPError {
@@ -218,6 +222,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			return e
 		}
 	}
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
 	if e := s.openTransaction(); e != nil {
 		return e
 	}
@@ -241,7 +247,7 @@ func (s *session) openTransaction() *smtp.SMTPError {
 			s.g.log.Warn("guard: upstream", "ip", s.cs.ip.String(), "err", err)
 			return errUpstream
 		}
-		s.up = u
+		s.setUp(u)
 	}
 	if !s.upMail {
 		line := "MAIL FROM:<" + s.from + ">"
@@ -279,7 +285,8 @@ func (s *session) upstreamFailed(stage string, err error, to string) *smtp.SMTPE
 	s.g.ctr.upstreamErrors.Add(1)
 	s.g.log.Warn("guard: upstream", "ip", s.cs.ip.String(), "stage", stage, "err", err)
 	s.up.abort()
-	s.up, s.upMail, s.dataOpen = nil, false, false
+	s.setUp(nil)
+	s.upMail, s.dataOpen = false, false
 	return errUpstream
 }
 
@@ -334,6 +341,8 @@ func classifyUpstream(code int, text string) (logparse.Reason, bool) {
 // 354: the multi-recipient bounce check and the upstream's DATA. It
 // returns a reply to send instead of passing DATA on, or "".
 func (s *session) beforeData() string {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
 	if len(s.rcpts) == 0 || s.up == nil || !s.upMail {
 		return "" // go-smtp answers 502 5.5.1 Missing RCPT TO
 	}
@@ -351,6 +360,8 @@ func (s *session) beforeData() string {
 }
 
 func (s *session) Data(r io.Reader) error {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
 	if !s.dataOpen || s.up == nil {
 		io.Copy(io.Discard, r)
 		return errUpstream
@@ -361,7 +372,8 @@ func (s *session) Data(r io.Reader) error {
 		// The client broke off (timeout, size limit): drop the upstream
 		// without the final dot so nothing half is delivered.
 		s.up.abort()
-		s.up, s.upMail = nil, false
+		s.setUp(nil)
+		s.upMail = false
 		var se *smtp.SMTPError
 		if errors.As(readErr, &se) {
 			return se
@@ -390,10 +402,12 @@ func (s *session) Data(r io.Reader) error {
 }
 
 func (s *session) Reset() {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
 	if s.up != nil && s.upMail {
 		if _, err := s.up.expect(250, "RSET"); err != nil {
 			s.up.abort()
-			s.up = nil
+			s.setUp(nil)
 		}
 	}
 	s.from, s.null, s.mailOpts, s.rcpts = "", false, nil, nil
@@ -405,9 +419,25 @@ func (s *session) Logout() error {
 	return nil
 }
 
+func (s *session) setUp(u *upstream) {
+	s.up = u
+	s.upA.Store(u)
+}
+
+// closeUpstream ends the upstream session politely (QUIT) when the
+// session goroutine is not using it; otherwise (Shutdown closing a busy
+// session from another goroutine) it drops the socket, which makes the
+// session goroutine fail over to a temporary error.
 func (s *session) closeUpstream() {
-	if s.up != nil {
-		s.up.close()
-		s.up = nil
+	if s.upMu.TryLock() {
+		defer s.upMu.Unlock()
+		if s.up != nil {
+			s.up.close()
+			s.setUp(nil)
+		}
+		return
+	}
+	if u := s.upA.Load(); u != nil {
+		u.c.Close()
 	}
 }

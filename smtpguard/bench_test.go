@@ -1,0 +1,169 @@
+package smtpguard
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// vmRSS returns the process's resident set size in bytes.
+func vmRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkGreetPauseHold holds N clients in the greet pause at once
+// (default 2000; GUARD_HOLD_N=10000 with `ulimit -n 30000` for more) and
+// reports the resident memory per held connection (client sockets are in
+// the same process and included).
+func BenchmarkGreetPauseHold(b *testing.B) {
+	n := 2000
+	if v, err := strconv.Atoi(os.Getenv("GUARD_HOLD_N")); err == nil && v > 0 {
+		n = v
+	}
+	h := newHarness(b, func(c *Config) {
+		c.GreetPause = Duration(time.Minute)
+		c.GreetTeaser = true
+		c.Limits.MaxConnections = n + 10
+		c.Limits.MaxConnectionsPerClient = n + 10
+	})
+	for b.Loop() {
+		runtime.GC()
+		rss0, g0 := vmRSS(), runtime.NumGoroutine()
+		conns := make([]net.Conn, 0, n)
+		start := time.Now()
+		for i := range n {
+			// spread over 127.0.0.0/8 sources so that ephemeral ports last
+			src := &net.TCPAddr{IP: net.IPv4(127, 1, byte(i>>8), byte(i))}
+			c, err := (&net.Dialer{LocalAddr: src}).Dial("tcp", h.addr)
+			if err != nil {
+				b.Fatalf("dial %d: %v (raise ulimit -n)", i, err)
+			}
+			conns = append(conns, c)
+		}
+		for h.g.Stats().InPause < int64(n) {
+			if time.Since(start) > 50*time.Second {
+				b.Fatalf("only %d of %d in the pause", h.g.Stats().InPause, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		held := time.Since(start)
+		runtime.GC()
+		rss1, g1 := vmRSS(), runtime.NumGoroutine()
+		b.ReportMetric(float64(n), "held")
+		b.ReportMetric(float64(rss1-rss0)/float64(n), "RSS-bytes/conn")
+		b.ReportMetric(float64(rss1)/(1<<20), "RSS-MB")
+		b.ReportMetric(float64(g1-g0)/float64(n), "goroutines/conn")
+		b.ReportMetric(held.Seconds()*1e3, "ms-to-hold-all")
+		for _, c := range conns {
+			c.Close()
+		}
+		for h.g.Stats().Active > 0 {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// session runs one whole SMTP session (EHLO, MAIL, RCPT, DATA, QUIT)
+// against addr, waiting for each reply.
+func benchSession(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	read := func(want string) error {
+		for {
+			l, err := r.ReadString('\n')
+			if err != nil {
+				return err
+			}
+			if len(l) >= 4 && l[3] == '-' {
+				continue
+			}
+			if !strings.HasPrefix(l, want) {
+				return fmt.Errorf("got %q, want %s", l, want)
+			}
+			return nil
+		}
+	}
+	steps := []struct{ send, want string }{
+		{"", "220"},
+		{"EHLO bench.example.org\r\n", "250"},
+		{"MAIL FROM:<bench@example.net>\r\n", "250"},
+		{"RCPT TO:<alice@example.com>\r\n", "250"},
+		{"DATA\r\n", "354"},
+		{testWire + ".\r\n", "250"},
+		{"QUIT\r\n", "221"},
+	}
+	for _, s := range steps {
+		if s.send != "" {
+			if _, err := io.WriteString(c, s.send); err != nil {
+				return err
+			}
+		}
+		if err := read(s.want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// BenchmarkSession compares whole sessions sent directly to the upstream
+// with sessions through the guard (greet pause 0). The difference per op
+// is the latency the guard adds per session. GUARD_BENCH_UPSTREAM=host:port
+// benchmarks against a real Postfix (its XCLIENT listener) instead of the
+// fake upstream.
+func BenchmarkSession(b *testing.B) {
+	h := newHarness(b, func(c *Config) {
+		if u := os.Getenv("GUARD_BENCH_UPSTREAM"); u != "" {
+			c.Upstream = u
+		}
+		c.Limits.MaxConnectionsPerClient = 0
+	})
+	for _, tc := range []struct{ name, addr string }{
+		{"direct", h.g.cfg.Upstream},
+		{"guard", h.addr},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			start := time.Now()
+			for b.Loop() {
+				if err := benchSession(tc.addr); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+		b.Run(tc.name+"-parallel", func(b *testing.B) {
+			b.SetParallelism(8)
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := benchSession(tc.addr); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}
