@@ -16,8 +16,8 @@ if [ -s "$DIR/dnsstub.pid" ]; then
 fi
 # wait for the master to be gone (its pid file is in the queue directory)
 for _ in $(seq 50); do
-    pid=$(cat "$DIR/spool/pid/master.pid" 2>/dev/null | tr -d ' ') || true
-    [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null || break
+    pid=$(tr -d ' ' <"$DIR/spool/pid/master.pid" 2>/dev/null) || true
+    if [ -z "${pid:-}" ] || ! kill -0 "$pid" 2>/dev/null; then break; fi
     sleep 0.1
 done
 exit 0
