@@ -144,6 +144,9 @@ type TLSConfig struct {
 
 // Config is the `guard:` section of the mxguard config.
 type Config struct {
+	// Enabled runs the guard inside `mxguard daemon`; `mxguard guard`
+	// runs it whatever this says. Default: false.
+	Enabled  bool   `yaml:"enabled"`
 	Listen   string `yaml:"listen"`   // Default: ":25".
 	Upstream string `yaml:"upstream"` // Default: "127.0.0.1:10025".
 	Handoff  string `yaml:"handoff"`  // xclient | proxy. Default: xclient.

@@ -31,6 +31,9 @@ func runConfig(e *env, args []string) error {
 	if err != nil {
 		return &configError{err}
 	}
+	if _, err := guardConfig(cfg); err != nil {
+		return &configError{err}
+	}
 	if *quiet {
 		return nil
 	}

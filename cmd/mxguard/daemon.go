@@ -22,6 +22,7 @@ import (
 	"github.com/mxguard/mxguard/internal/engine"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/tailer"
+	"github.com/mxguard/mxguard/smtpguard"
 )
 
 func runDaemon(e *env, args []string) error {
@@ -77,9 +78,10 @@ type daemonOptions struct {
 	cleanup    bool
 	logOut     io.Writer
 	reload     <-chan struct{}
-	ready      func(d *daemon) // called once everything is up
-	sweep      time.Duration   // manager sweep interval (0 = default)
-	noHostAddr bool            // do not allowlist the host's own addresses (tests)
+	ready      func(d *daemon)   // called once everything is up
+	sweep      time.Duration     // manager sweep interval (0 = default)
+	noHostAddr bool              // do not allowlist the host's own addresses (tests)
+	guard      *smtpguard.Config // run the guard with this config (mxguard guard); nil: as configured
 }
 
 // daemon is one running mxguard daemon.
@@ -91,7 +93,8 @@ type daemon struct {
 	store    *actions.Store
 	mgr      *actions.Manager
 	pipe     *engine.Pipeline
-	follower *tailer.Follower
+	follower *tailer.Follower // nil when no logs are followed (guard only)
+	guard    *smtpguard.Guard // nil when the guard is off
 	ctl      *control.Server
 	met      *metrics.Server
 	started  time.Time
@@ -180,14 +183,34 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 	if err != nil {
 		return &configError{err}
 	}
-	d.pipe = engine.New(det, d.mgr, log)
+	gcfg := opts.guard
+	if gcfg == nil {
+		g, err := guardConfig(cfg)
+		if err != nil {
+			return &configError{err}
+		}
+		if g.Enabled {
+			gcfg = &g
+		}
+	}
+	var dec engine.Decider = d.mgr
+	var snap *banSnapshot
+	if gcfg != nil {
+		snap = newBanSnapshot(d.mgr)
+		dec = refreshingDecider{Manager: d.mgr, snap: snap}
+	}
+	d.pipe = engine.New(det, dec, log)
 
-	d.follower, err = tailer.New(tailer.Config{
-		Paths: cfg.Logs, Poll: cfg.Tail.Poll, FromStart: !cfg.Tail.FromEnd,
-		CheckpointEvery: cfg.Tail.CheckpointInterval.D(), Logger: log,
-	}, engine.Checkpoints{Store: d.store})
-	if err != nil {
-		return err
+	if len(cfg.Logs) > 0 {
+		d.follower, err = tailer.New(tailer.Config{
+			Paths: cfg.Logs, Poll: cfg.Tail.Poll, FromStart: !cfg.Tail.FromEnd,
+			CheckpointEvery: cfg.Tail.CheckpointInterval.D(), Logger: log,
+		}, engine.Checkpoints{Store: d.store})
+		if err != nil {
+			return err
+		}
+	} else if gcfg == nil {
+		return &configError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled)")}
 	}
 
 	d.ctl, err = control.Listen(cfg.ControlSocket, d.handle, log)
@@ -219,10 +242,30 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 		defer d.met.Close()
 	}
 
+	if gcfg != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			snap.run(runCtx)
+		}()
+		if d.guard, err = d.startGuard(runCtx, *gcfg, snap, &wg); err != nil {
+			return err
+		}
+	}
+
 	followErr := make(chan error, 1)
-	go func() { followErr <- d.pipe.Follow(runCtx, d.follower, nil) }()
+	if d.follower != nil {
+		go func() { followErr <- d.pipe.Follow(runCtx, d.follower, nil) }()
+	} else {
+		go func() { <-runCtx.Done(); followErr <- nil }()
+	}
+	guardListen := ""
+	if gcfg != nil {
+		guardListen = gcfg.Listen
+	}
 	log.Info("mxguard daemon started", "config", cfg.Path, "logs", cfg.Logs, "dry_run", cfg.DryRun,
-		"control_socket", cfg.ControlSocket, "metrics_listen", cfg.MetricsListen, "actions", len(acts))
+		"control_socket", cfg.ControlSocket, "metrics_listen", cfg.MetricsListen, "actions", len(acts),
+		"guard", guardListen)
 	if opts.ready != nil {
 		opts.ready(d)
 	}
@@ -356,6 +399,7 @@ type daemonStatus struct {
 	LinesPerSec float64               `json:"lines_per_sec"`
 	Pipeline    engine.Stats          `json:"pipeline"`
 	Manager     actions.ManagerStatus `json:"manager"`
+	Guard       *smtpguard.Stats      `json:"guard,omitempty"`
 }
 
 func (d *daemon) status() (daemonStatus, error) {
@@ -370,11 +414,18 @@ func (d *daemon) status() (daemonStatus, error) {
 	if up := now.Sub(d.started).Seconds(); lps == 0 && up > 0 {
 		lps = float64(ps.Lines) / up // no earlier sample yet: the average since start
 	}
-	return daemonStatus{
+	st := daemonStatus{
 		PID: os.Getpid(), Started: d.started, Uptime: now.Sub(d.started).Round(time.Second).String(),
-		Config: cfg.Path, DryRun: cfg.DryRun, Files: d.follower.Stats().Files,
-		LinesPerSec: lps, Pipeline: ps, Manager: ms,
-	}, nil
+		Config: cfg.Path, DryRun: cfg.DryRun, LinesPerSec: lps, Pipeline: ps, Manager: ms,
+	}
+	if d.follower != nil {
+		st.Files = d.follower.Stats().Files
+	}
+	if d.guard != nil {
+		gs := d.guard.Stats()
+		st.Guard = &gs
+	}
+	return st, nil
 }
 
 func (d *daemon) metrics() metrics.Snapshot {
@@ -384,8 +435,10 @@ func (d *daemon) metrics() metrics.Snapshot {
 		ParseSkipped: map[string]uint64{"not_postfix": ps.NotPostfix, "unrecognized": ps.Unrecognized, "too_long": ps.TooLong},
 		TailLagBytes: map[string]int64{}, ActionFailures: map[string]uint64{}, ActionPending: map[string]int{},
 	}
-	for _, f := range d.follower.Stats().Files {
-		s.TailLagBytes[f.Path] = f.Lag
+	if d.follower != nil {
+		for _, f := range d.follower.Stats().Files {
+			s.TailLagBytes[f.Path] = f.Lag
+		}
 	}
 	if ms, err := d.mgr.Status(); err == nil {
 		s.ActiveBans = ms.ActiveBans + ms.DryRunBans

@@ -46,6 +46,7 @@ func commands() map[string]command {
 		"events":  {"print every recognised log line as one JSON object", runEvents},
 		"replay":  {"run the detectors over old logs; print the bans that would have been made", runReplay},
 		"daemon":  {"tail the logs, detect abusive clients, ban them", runDaemon},
+		"guard":   {"inline SMTP guard in front of the MTA (plus the log tailer when logs are set)", runGuard},
 		"config":  {"config check: validate and print the effective configuration", runConfig},
 		"ban":     {"ban an address or network now (via the daemon)", runBan},
 		"unban":   {"lift a ban (via the daemon)", runUnban},

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/smtpguard"
+)
+
+// runGuard is `mxguard guard`: the daemon with the inline SMTP guard
+// switched on, so the guard and the log tailer (when `logs` is not empty)
+// feed one set of detectors and one block list.
+func runGuard(e *env, args []string) error {
+	fs := newFlagSet(e, "guard", "",
+		"Run the inline SMTP guard in front of the MTA (and, when `logs` is set, the log tailer beside it).\n"+
+			"Good clients are handed to the upstream with XCLIENT or the PROXY protocol; the flags override the config.")
+	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
+	listen := fs.String("listen", "", "address to listen on (guard.listen)")
+	upstream := fs.String("upstream", "", "upstream MTA host:port (guard.upstream)")
+	dryRun := fs.Bool("dry-run", false, "log would-be bans; touch neither the block list nor the firewall")
+	rest, err := parseFlags(e, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected argument %q", rest[0])
+	}
+	path := config.Find(*cfgPath)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return &configError{err}
+	}
+	if *dryRun {
+		cfg.DryRun = true
+	}
+	gcfg, err := guardConfig(cfg)
+	if err != nil {
+		return &configError{err}
+	}
+	gcfg.Enabled = true
+	if *listen != "" {
+		gcfg.Listen = *listen
+	}
+	if *upstream != "" {
+		gcfg.Upstream = *upstream
+	}
+	if err := gcfg.Validate(); err != nil {
+		return &configError{err}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go forwardSignal(ctx, hup, reload)
+	return daemonMain(ctx, cfg, daemonOptions{configPath: path, logOut: e.stderr, reload: reload, guard: &gcfg})
+}
+
+// forwardSignal turns signals into non-blocking reload requests.
+func forwardSignal(ctx context.Context, sig <-chan os.Signal, reload chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// guardConfig decodes and validates the `guard:` section over the defaults.
+func guardConfig(cfg *config.Config) (smtpguard.Config, error) {
+	g := smtpguard.DefaultConfig()
+	if err := cfg.DecodeGuard(&g); err != nil {
+		return g, err
+	}
+	if err := g.Validate(); err != nil {
+		return g, err
+	}
+	return g, nil
+}
+
+// startGuard runs the guard until ctx is done; its events go through the
+// daemon's pipeline (the same detectors and ban manager as the log lines).
+func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banSnapshot, wg *sync.WaitGroup) (*smtpguard.Guard, error) {
+	g, err := smtpguard.New(gcfg, smtpguard.Deps{
+		Logger:    d.log.With("component", "guard"),
+		Sink:      func(ev logparse.Event) { d.pipe.HandleEvent(ctx, ev) },
+		Blocklist: bl,
+	})
+	if err != nil {
+		return nil, &configError{err}
+	}
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		if err := g.ListenAndServe(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("guard stopped", "err", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = g.Shutdown(sctx)
+	}()
+	return g, nil
+}
+
+// banSnapshot answers the guard's per-connection block-list lookups from
+// memory: single addresses in a map, wider prefixes (escalation, manual
+// CIDR bans) in a short list. It is refreshed from the manager every
+// refreshEvery and at once after each new ban.
+type banSnapshot struct {
+	mgr *actions.Manager
+
+	mu       sync.RWMutex
+	addrs    map[netip.Addr]string
+	prefixes []actions.Ban
+}
+
+const refreshEvery = 2 * time.Second
+
+func newBanSnapshot(mgr *actions.Manager) *banSnapshot {
+	b := &banSnapshot{mgr: mgr}
+	b.refresh()
+	return b
+}
+
+func (b *banSnapshot) refresh() {
+	now := time.Now()
+	list, err := b.mgr.List(now)
+	if err != nil {
+		return // keep the last good snapshot
+	}
+	addrs := make(map[netip.Addr]string, len(list))
+	var prefixes []actions.Ban
+	for _, ban := range list {
+		if ban.DryRun || !ban.Active(now) {
+			continue
+		}
+		if ban.Prefix.IsSingleIP() {
+			addrs[ban.Prefix.Addr()] = ban.Reason
+		} else {
+			prefixes = append(prefixes, ban)
+		}
+	}
+	b.mu.Lock()
+	b.addrs, b.prefixes = addrs, prefixes
+	b.mu.Unlock()
+}
+
+func (b *banSnapshot) run(ctx context.Context) {
+	t := time.NewTicker(refreshEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			b.refresh()
+		}
+	}
+}
+
+// Banned implements smtpguard.Blocklist.
+func (b *banSnapshot) Banned(a netip.Addr) (string, bool) {
+	a = a.Unmap()
+	now := time.Now()
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if r, ok := b.addrs[a]; ok {
+		return r, true
+	}
+	for _, p := range b.prefixes {
+		if p.Prefix.Contains(a) && p.Active(now) {
+			return p.Reason, true
+		}
+	}
+	return "", false
+}
+
+// refreshingDecider refreshes the guard's snapshot after every new ban, so
+// the banned client's next connection is refused at once.
+type refreshingDecider struct {
+	*actions.Manager
+	snap *banSnapshot
+}
+
+func (r refreshingDecider) Decide(ctx context.Context, d detectors.Decision) (actions.Ban, bool, error) {
+	b, banned, err := r.Manager.Decide(ctx, d)
+	if banned && r.snap != nil {
+		r.snap.refresh()
+	}
+	return b, banned, err
+}

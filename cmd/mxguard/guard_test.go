@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/smtpguard"
+)
+
+// freeAddr returns a loopback address with a port nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// The guard runs inside the daemon and feeds the daemon's pipeline: a
+// client that talks before the greeting is refused by the guard and the
+// pregreet detector decides against it (refused here only because the
+// test client is on loopback, which is never banned).
+func TestGuardInDaemon(t *testing.T) {
+	cfg := newTestConfig(t)
+	cfg.Logs = nil // guard only
+	g := smtpguard.DefaultConfig()
+	g.Listen = freeAddr(t)
+	g.Upstream = freeAddr(t) // down: nothing gets that far
+	g.GreetPause = smtpguard.Duration(300 * time.Millisecond)
+	g.Hostname = "mx.test.example"
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ready := make(chan *daemon, 1)
+	done := make(chan error, 1)
+	logs := &syncBuffer{}
+	go func() {
+		done <- daemonMain(ctx, cfg, daemonOptions{logOut: logs, noHostAddr: true, guard: &g,
+			ready: func(d *daemon) { ready <- d }})
+	}()
+	var d *daemon
+	select {
+	case d = <-ready:
+	case err := <-done:
+		t.Fatalf("daemon: %v\n%s", err, logs)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("not ready\n%s", logs)
+	}
+
+	var c net.Conn
+	waitFor(t, "the guard to listen", 5*time.Second, func() bool {
+		var err error
+		c, err = net.Dial("tcp", g.Listen)
+		return err == nil
+	}, logs)
+	c.Write([]byte("EHLO early.example\r\n"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var reply string
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		if reply = sc.Text(); !strings.HasPrefix(reply, "220-") {
+			break
+		}
+	}
+	c.Close()
+	if !strings.HasPrefix(reply, "554 5.5.1") {
+		t.Fatalf("pregreet reply %q", reply)
+	}
+	waitFor(t, "the pregreet decision", 5*time.Second, func() bool {
+		return d.pipe.Stats().Decisions["pregreet"] == 1
+	}, logs)
+	st, err := d.status()
+	if err != nil || st.Guard == nil || st.Guard.Accepted == 0 {
+		t.Errorf("status: %+v %v", st.Guard, err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("daemon: %v\n%s", err, logs)
+	}
+}
+
+// The guard's block list answers from a snapshot of the manager's bans,
+// single addresses and wider prefixes alike.
+func TestBanSnapshot(t *testing.T) {
+	store, err := actions.OpenStore(t.TempDir()+"/mxguard.db", actions.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	mgr, err := actions.NewManager(actions.ManagerConfig{Ban: actions.DefaultBanConfig(), AllowSources: []func() ([]netip.Prefix, error){}}, store, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+	ctx := context.Background()
+	if _, err := mgr.Ban(ctx, netip.MustParsePrefix("203.0.113.7/32"), time.Hour, "test one"); err != nil {
+		t.Fatal(err)
+	}
+	snap := newBanSnapshot(mgr)
+	if _, err := mgr.Ban(ctx, netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "test net"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := snap.Banned(netip.MustParseAddr("198.51.100.9")); ok {
+		t.Error("snapshot saw a ban before refresh")
+	}
+	snap.refresh()
+	for addr, want := range map[string]string{"203.0.113.7": "test one", "198.51.100.9": "test net", "::ffff:203.0.113.7": "test one", "203.0.113.8": ""} {
+		r, ok := snap.Banned(netip.MustParseAddr(addr))
+		if ok != (want != "") || r != want {
+			t.Errorf("Banned(%s) = %q %v, want %q", addr, r, ok, want)
+		}
+	}
+}
