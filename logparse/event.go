@@ -148,6 +148,7 @@ const (
 	ReasonServiceUnavailable             // postscreen 450 4.3.2 after its deep tests (benign)
 	ReasonAuthRequired                   // Authentication required / not logged in
 	ReasonMessageRejected                // END-OF-MESSAGE / milter / content rejects
+	ReasonProtocolError                  // postscreen "550 5.5.1 Protocol error" after a failed test
 	ReasonOther                          // anything else; the text is in Detail
 	reasonCount
 )
@@ -175,6 +176,7 @@ var reasonNames = [reasonCount]string{
 	ReasonServiceUnavailable:      "service_unavailable",
 	ReasonAuthRequired:            "auth_required",
 	ReasonMessageRejected:         "message_rejected",
+	ReasonProtocolError:           "protocol_error",
 	ReasonOther:                   "other",
 }
 

@@ -454,7 +454,7 @@ func classifyReject(text string, ev *Event) {
 		switch {
 		case strings.HasPrefix(t, "need fully-qualified hostname"):
 			r = ReasonHeloNonFQDN
-		case strings.HasPrefix(t, "Invalid name"):
+		case strings.HasPrefix(t, "Invalid name"), strings.HasPrefix(t, "invalid ip address"):
 			r = ReasonHeloInvalid
 		case strings.HasPrefix(t, "Host not found"):
 			r = ReasonHeloNotFound
@@ -481,6 +481,8 @@ func classifyReject(text string, ev *Event) {
 		r = ReasonMultiRecipientBounce
 	case strings.HasPrefix(text, "Service currently unavailable") && ev.Code == 450:
 		r = ReasonServiceUnavailable
+	case strings.HasPrefix(text, "Protocol error"):
+		r = ReasonProtocolError
 	case strings.HasPrefix(text, "Authentication required"):
 		r = ReasonAuthRequired
 	case ev.Stage == "END-OF-MESSAGE" || ev.Stage == "DATA" && ev.Code >= 500:

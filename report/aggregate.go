@@ -29,6 +29,7 @@ type Aggregator struct {
 	lines, postfix, recognised, notPostfix, unrecognised, tooLong, outOfRange int64
 	first, last                                                               time.Time
 	kinds                                                                     [64]int64
+	psShared                                                                  [64]int64 // postscreen lines of kinds smtpd logs too
 	reasons                                                                   [64]int64
 	rejected, rejectedBenign, abuse                                           int64
 
@@ -107,6 +108,9 @@ func (a *Aggregator) Add(ev *logparse.Event, err error) {
 		a.last = ev.Time
 	}
 	a.kinds[ev.Kind]++
+	if isPostscreen(ev.Service) && (ev.Kind == logparse.KindPipelining || ev.Kind == logparse.KindNonSMTP) {
+		a.psShared[ev.Kind]++ // kinds postscreen shares with smtpd
+	}
 	h := a.hour(ev.Time)
 	if ev.Abuse {
 		a.abuse++
@@ -204,6 +208,8 @@ func clipKey(s string) string {
 
 func clip(s string) string { return strings.Clone(clipKey(s)) }
 
+func isPostscreen(service string) bool { return strings.HasSuffix(service, "/postscreen") }
+
 // betterName picks the name shown for a client seen under several: a
 // resolved name beats "unknown" or none, and among resolved names the
 // smallest wins, so the result does not depend on line order or workers.
@@ -253,6 +259,7 @@ func (a *Aggregator) Merge(b *Aggregator) {
 	}
 	for i := range a.kinds {
 		a.kinds[i] += b.kinds[i]
+		a.psShared[i] += b.psShared[i]
 		a.reasons[i] += b.reasons[i]
 	}
 	for k, hb := range b.helo {

@@ -136,6 +136,11 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 			ps[strings.TrimPrefix(kind.String(), "ps_")] = c
 		}
 	}
+	for _, kind := range []logparse.Kind{logparse.KindPipelining, logparse.KindNonSMTP} {
+		if c := a.psShared[kind]; c > 0 {
+			ps[kind.String()] = c
+		}
+	}
 	if a.rejectedBenign > 0 {
 		ps["service_unavailable"] = a.rejectedBenign
 	}
