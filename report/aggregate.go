@@ -211,19 +211,23 @@ func clip(s string) string { return strings.Clone(clipKey(s)) }
 func isPostscreen(service string) bool { return strings.HasSuffix(service, "/postscreen") }
 
 // betterName picks the name shown for a client seen under several: a
-// resolved name beats "unknown" or none, and among resolved names the
-// smallest wins, so the result does not depend on line order or workers.
+// resolved name beats "unknown", which beats none (postscreen logs no
+// name), and among resolved names the smallest wins, so the result does
+// not depend on line order or workers.
 func betterName(cand, cur string) bool {
 	rank := func(n string) int {
-		if n == "" || n == "unknown" {
+		switch n {
+		case "":
 			return 0
+		case "unknown":
+			return 1
 		}
-		return 1
+		return 2
 	}
 	if rank(cand) != rank(cur) {
 		return rank(cand) > rank(cur)
 	}
-	return rank(cand) == 1 && cand < cur
+	return rank(cand) == 2 && cand < cur
 }
 
 func (a *Aggregator) hour(t time.Time) *hourStat {

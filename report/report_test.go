@@ -258,7 +258,10 @@ func TestDeterministicOverGeneratedLog(t *testing.T) {
 	}
 	one, two, again := render(1), render(2), render(2)
 	if one != two || two != again {
-		t.Fatalf("reports differ between runs or worker counts")
+		os.WriteFile(filepath.Join(os.TempDir(), "report-1.json"), []byte(one), 0o644)
+		os.WriteFile(filepath.Join(os.TempDir(), "report-2.json"), []byte(two), 0o644)
+		os.WriteFile(filepath.Join(os.TempDir(), "report-3.json"), []byte(again), 0o644)
+		t.Fatalf("reports differ between runs or worker counts (see %s/report-[123].json)", os.TempDir())
 	}
 }
 
