@@ -207,7 +207,8 @@ func (m *Manager) check(p netip.Prefix) error {
 // prefix and true when the prefix is (now) banned - a new ban or an
 // extension - and false when the decision was refused (allowlisted, too
 // broad), is warn-only, or invalid (with an error). In dry-run it returns
-// the would-be ban with DryRun set and touches neither store nor actions.
+// the would-be ban with DryRun set and touches no store; the actions it
+// was given are expected to be dry-run printers (see the daemon).
 func (m *Manager) Decide(ctx context.Context, d detectors.Decision) (Ban, bool, error) {
 	return m.decide(ctx, d, 0, false)
 }
@@ -347,6 +348,7 @@ func (m *Manager) decideDry(p netip.Prefix, d detectors.Decision, t, now time.Ti
 		st.Extended++
 		m.log.Info("would extend ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 			"evidence", old.Evidence, "offence", old.Offence, "until", old.Until, "dry_run", true)
+		m.enqueueApply(old)
 		return old
 	}
 	offence, err := m.offence(p, t, m.dryHist[p])
@@ -361,6 +363,9 @@ func (m *Manager) decideDry(p netip.Prefix, d detectors.Decision, t, now time.Ti
 	st.Bans++
 	m.log.Info("would ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 		"evidence", b.Evidence, "offence", offence, "until", b.Until, "dry_run", true)
+	// In dry-run the actions, if any, are printers that show the exact
+	// rules and map lines a real run would apply.
+	m.enqueueApply(b)
 	return b
 }
 
@@ -390,6 +395,9 @@ func (m *Manager) Unban(ctx context.Context, prefix netip.Prefix) (bool, error) 
 	delete(m.dry, p)
 	if m.cfg.DryRun {
 		m.log.Info("would unban", "ip", p, "dry_run", true)
+		if wasDry {
+			m.enqueueRevoke(p)
+		}
 		return wasDry, nil
 	}
 	found, err := m.store.Delete(p, m.cfg.Now())
@@ -492,6 +500,7 @@ func (m *Manager) Expire(ctx context.Context, now time.Time) (int, error) {
 	for p, b := range m.dry {
 		if !b.Active(now) {
 			delete(m.dry, p)
+			m.enqueueRevoke(p)
 		}
 	}
 	if m.cfg.DryRun {

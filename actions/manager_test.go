@@ -400,9 +400,24 @@ func TestManagerDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.flush(t)
+	// The actions of a dry run are printers: they are shown every would-be
+	// ban and unban, but never asked to Sync (restore) anything.
 	a, r, s := f.calls()
-	if len(a)+len(r)+len(s) != 0 {
-		t.Errorf("dry-run called the action: applied %v revoked %v synced %v", a, r, s)
+	if len(s) != 0 {
+		t.Errorf("dry-run synced the action: %v", s)
+	}
+	applied := map[string]bool{}
+	for _, b := range a {
+		if !b.DryRun {
+			t.Errorf("dry-run applied a real ban %+v", b)
+		}
+		applied[b.Prefix.String()] = true
+	}
+	if !applied["192.0.2.1/32"] {
+		t.Errorf("dry-run ban not shown to the action: applied %v", a)
+	}
+	if applied["192.0.2.2/32"] && !slices.Contains(r, netip.MustParsePrefix("192.0.2.2/32")) {
+		t.Errorf("dry-run unban not shown to the action: revoked %v", r)
 	}
 	if recs, _ := env.store.Active(storeT0); len(recs) != 0 {
 		t.Errorf("dry-run wrote to the store: %v", recs)

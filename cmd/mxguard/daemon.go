@@ -287,15 +287,17 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 	}
 }
 
-// buildActions creates the enabled firewall and map actions (none in
-// dry-run: the manager would not call them).
+// buildActions creates the enabled firewall and map actions. In dry-run
+// they are printers: each would-be ban shows the exact iptables, ipset
+// and postmap commands and map lines on the log output, and nothing runs.
 func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
+	var dry io.Writer
 	if cfg.DryRun {
-		return nil, nil
+		dry = d.opts.logOut
 	}
 	var acts []actions.Action
 	if c := cfg.Actions.IPTables; c.Enabled {
-		a, err := actions.NewIPTables(c, actions.IPTablesOptions{Logger: d.log})
+		a, err := actions.NewIPTables(c, actions.IPTablesOptions{Logger: d.log, DryRun: dry})
 		if err != nil {
 			return nil, fmt.Errorf("actions.iptables: %w", err)
 		}
@@ -303,7 +305,7 @@ func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
 		d.cleaners = append(d.cleaners, a)
 	}
 	if c := cfg.Actions.IPSet; c.Enabled {
-		a, err := actions.NewIPSet(c, actions.IPSetOptions{Logger: d.log})
+		a, err := actions.NewIPSet(c, actions.IPSetOptions{Logger: d.log, DryRun: dry})
 		if err != nil {
 			return nil, fmt.Errorf("actions.ipset: %w", err)
 		}
@@ -311,7 +313,7 @@ func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
 		d.cleaners = append(d.cleaners, a)
 	}
 	if c := cfg.Actions.PostfixAccess; c.Enabled {
-		a, err := actions.NewAccessMap(c, actions.AccessMapOptions{Logger: d.log})
+		a, err := actions.NewAccessMap(c, actions.AccessMapOptions{Logger: d.log, DryRun: dry})
 		if err != nil {
 			return nil, fmt.Errorf("actions.postfix_access: %w", err)
 		}
