@@ -2,9 +2,12 @@ package logparse
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -20,9 +23,9 @@ type labClient struct {
 	Expect []string `json:"expect"`
 }
 
-func readLab(t *testing.T) ([]string, map[netip.Addr]labClient) {
+func readLab(t *testing.T, dir string) ([]string, map[netip.Addr]labClient) {
 	t.Helper()
-	b, err := os.ReadFile("../testdata/lab/clients.json")
+	b, err := os.ReadFile(filepath.Join(dir, "clients.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +37,7 @@ func readLab(t *testing.T) ([]string, map[netip.Addr]labClient) {
 	for _, c := range list {
 		clients[netip.MustParseAddr(c.IP)] = c
 	}
-	f, err := os.Open("../testdata/lab/mail.log")
+	f, err := os.Open(filepath.Join(dir, "mail.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +58,55 @@ var evidenceRE = regexp.MustCompile(`(?:reject: \S+ from [^\[ ]*\[([^\]]+)\]|imp
 // right address and abuse set; the traffic of good clients gives none,
 // but for the two honest mistakes the lab made on purpose.
 func TestLabEvidence(t *testing.T) {
-	lines, clients := readLab(t)
-	p := NewParser(time.UTC, time.Date(2026, 11, 26, 23, 0, 0, 0, time.UTC))
+	checkLab(t, "../testdata/lab", time.Date(2026, 11, 26, 23, 0, 0, 0, time.UTC))
+}
+
+// TestLiveLab runs the lab again against this machine's Postfix (root,
+// Debian's postfix, swaks, dovecot-core; ~40 s) and checks the fresh
+// capture the same way, so a change in Postfix's wording is caught.
+func TestLiveLab(t *testing.T) {
+	switch {
+	case testing.Short():
+		t.Skip("live lab: skipped with -short")
+	case os.Geteuid() != 0:
+		t.Skip("live lab: needs root (it starts a Postfix instance)")
+	case os.Getenv("MXGUARD_LIVE_LAB") == "0":
+		t.Skip("live lab: MXGUARD_LIVE_LAB=0")
+	}
+	for _, bin := range []string{"postfix", "postmap", "swaks", "dovecot"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if _, err2 := os.Stat("/usr/sbin/" + bin); err2 != nil {
+				t.Skipf("live lab: %s not installed (apt-get install postfix swaks dovecot-core)", bin)
+			}
+		}
+	}
+	out := t.TempDir()
+	// Postfix's own users must reach the spool: t.TempDir() is 0700.
+	work, err := os.MkdirTemp("", "mxguard-live-lab-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		exec.Command("../testdata/postfix-lab/stop.sh", filepath.Join(work, "lab")).Run()
+		os.RemoveAll(work)
+	})
+	if err := os.Chmod(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "../testdata/postfix-lab/run.sh", out)
+	cmd.Env = append(os.Environ(), "LAB_DIR="+filepath.Join(work, "lab"), "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("run.sh: %v\n%s", err, b)
+	}
+	checkLab(t, out, time.Now().Add(time.Hour))
+}
+
+func checkLab(t *testing.T, dir string, ref time.Time) {
+	t.Helper()
+	lines, clients := readLab(t, dir)
+	p := NewParser(time.UTC, ref)
 	evidence := 0
 	abuseByClient := map[netip.Addr]int{}
 	for _, l := range lines {

@@ -13,8 +13,9 @@ DIR=${LAB_DIR:-/tmp/mxguard-postfix-lab}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 
-"$HERE/setup.sh" "$DIR"
+# stop whatever setup.sh got running, even when it fails half way
 trap '[ "${LAB_KEEP:-}" = 1 ] || "$HERE/stop.sh" "$DIR"' EXIT
+"$HERE/setup.sh" "$DIR"
 
 python3 "$HERE/drive.py" \
     --smtpd "${LAB_SMTPD:-127.0.0.1:2525}" --postscreen "${LAB_PSCREEN:-127.0.0.1:2526}" \
