@@ -2,13 +2,17 @@ package smtpguard
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -165,5 +169,113 @@ func BenchmarkSession(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
 		})
+	}
+}
+
+// benchClients is the list of parallel client counts for BenchmarkLoad
+// (GUARD_BENCH_CLIENTS="8,32"; default 8 and 32).
+func benchClients() []int {
+	var out []int
+	for _, f := range strings.Split(os.Getenv("GUARD_BENCH_CLIENTS"), ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		out = []int{8, 32}
+	}
+	return out
+}
+
+// BenchmarkLoad measures message throughput with N clients in parallel,
+// each running whole sessions (one message each) back to back, straight
+// to the upstream ("direct") and through the guard ("guard"); direct and
+// guard alternate for each N so that both see the same machine. With
+// GUARD_BENCH_UPSTREAM=host:port the upstream is a real Postfix (its
+// XCLIENT listener, see testdata/smtpguard/postfix-up.sh), else the fake
+// upstream. Compare msgs/s of the pairs; run with -count 3. Each run is
+// bounded by b.N sessions (-benchtime Nx) and by a 60 s deadline.
+func BenchmarkLoad(b *testing.B) {
+	h := newHarness(b, func(c *Config) {
+		if u := os.Getenv("GUARD_BENCH_UPSTREAM"); u != "" {
+			c.Upstream = u
+		}
+		c.Limits.MaxConnectionsPerClient = 0
+	})
+	for _, n := range benchClients() {
+		for _, tc := range []struct{ name, addr string }{
+			{"direct", h.g.cfg.Upstream},
+			{"guard", h.addr},
+		} {
+			b.Run(fmt.Sprintf("%s/c%d", tc.name, n), func(b *testing.B) {
+				loadRun(b, n, func() error { return benchSession(tc.addr) })
+			})
+		}
+	}
+}
+
+// loadRun runs b.N calls of one over n goroutines and reports msgs/s.
+func loadRun(b *testing.B, n int, one func() error) {
+	var next, failed atomic.Int64
+	deadline := time.Now().Add(60 * time.Second)
+	total := int64(b.N)
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			for next.Add(1) <= total && time.Now().Before(deadline) {
+				if err := one(); err != nil {
+					if failed.Add(1) == 1 {
+						b.Error(err)
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	el := time.Since(start)
+	done := min(next.Load(), total)
+	b.ReportMetric(float64(done)/el.Seconds(), "msgs/s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// BenchmarkSMTPSource is BenchmarkLoad with Postfix's own load generator
+// smtp-source (-s N sessions in parallel, -m b.N messages of 1 KiB, one
+// per session) as the client. It needs GUARD_BENCH_UPSTREAM (a real
+// Postfix) and smtp-source in PATH (Debian: package postfix).
+func BenchmarkSMTPSource(b *testing.B) {
+	up := os.Getenv("GUARD_BENCH_UPSTREAM")
+	bin, err := exec.LookPath("smtp-source")
+	if up == "" || err != nil {
+		b.Skip("needs GUARD_BENCH_UPSTREAM and smtp-source")
+	}
+	h := newHarness(b, func(c *Config) {
+		c.Upstream = up
+		c.Limits.MaxConnectionsPerClient = 0
+	})
+	for _, n := range benchClients() {
+		for _, tc := range []struct{ name, addr string }{
+			{"direct", up},
+			{"guard", h.addr},
+		} {
+			b.Run(fmt.Sprintf("%s/c%d", tc.name, n), func(b *testing.B) {
+				m := max(b.N, n)
+				ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+				defer cancel()
+				cmd := exec.CommandContext(ctx, bin, "-s", strconv.Itoa(n), "-m", strconv.Itoa(m), "-l", "1024",
+					"-M", "bench.example.org", "-f", "bench@example.net", "-t", "alice@example.com", tc.addr)
+				b.ResetTimer()
+				start := time.Now()
+				out, err := cmd.CombinedOutput()
+				el := time.Since(start)
+				if err != nil {
+					b.Fatalf("smtp-source: %v\n%s", err, out)
+				}
+				b.ReportMetric(float64(m)/el.Seconds(), "msgs/s")
+				b.ReportMetric(0, "ns/op")
+			})
+		}
 	}
 }
