@@ -278,8 +278,11 @@ func parseSmtpdWarning(w string, ev *Event) error {
 	}
 	ev.Kind, ev.Stage, ev.Abuse = KindSASLFail, "AUTH", true
 	text := rest[i+22:]
-	if j := strings.LastIndex(text, "sasl_username="); j >= 0 {
-		ev.Detail = text[j+14:]
+	// ", sasl_username=" comes last and its value is the client's: search
+	// the server's reason only in what precedes it.
+	if j := strings.Index(text, ", sasl_username="); j >= 0 {
+		ev.Detail = text[j+16:]
+		text = text[:j]
 	}
 	// The auth server went away: nothing the client did.
 	if strings.Contains(text, "Connection lost to authentication server") {
@@ -531,15 +534,29 @@ func parseCleanup(msg string, ev *Event) error {
 		}
 		return nil
 	case strings.HasPrefix(rest, "reject: header "), strings.HasPrefix(rest, "reject: body "):
+		// "header Subject: TEXT from CLIENT; from=<a> to=<b> proto=ESMTP
+		// helo=<h>: 5.7.1 text". TEXT, the addresses and the HELO come from
+		// the sender and may imitate " from victim[addr]; from=<": the line
+		// is evidence only when exactly one client spec fits.
 		r := rest[8:]
-		// the checked text may hold " from " itself: take the last one
-		// that is followed by a client and the trailer
-		i := strings.LastIndex(r, " from ")
-		if i < 0 {
-			return ErrUnrecognized
+		var after string
+		found := 0
+		var probe Event
+		for off := 0; ; {
+			i := strings.Index(r[off:], " from ")
+			if i < 0 {
+				break
+			}
+			i += off
+			if a, ok := cutClient(r[i+6:], &probe); ok && strings.HasPrefix(a, "; from=<") {
+				found++
+				if found == 1 {
+					ev.ClientName, ev.Client, ev.Port, after = probe.ClientName, probe.Client, probe.Port, a
+				}
+			}
+			off = i + 6
 		}
-		after, ok := cutClient(r[i+6:], ev)
-		if !ok || !strings.HasPrefix(after, "; ") {
+		if found == 0 {
 			return ErrUnrecognized
 		}
 		trailer := after[2:]
@@ -553,6 +570,12 @@ func parseCleanup(msg string, ev *Event) error {
 			ev.DSN, text = text[:sp], text[sp+1:]
 		}
 		ev.Kind, ev.Stage, ev.Reason, ev.Detail, ev.Abuse = KindReject, "END-OF-MESSAGE", ReasonMessageRejected, text, true
+		if found > 1 {
+			// forged client spec in the checked text or the envelope:
+			// count the reject, blame nobody
+			ev.Client, ev.ClientName, ev.Port, ev.Abuse = netip.Addr{}, "", 0, false
+			ev.From, ev.To, ev.Helo = "", "", ""
+		}
 		return nil
 	}
 	return ErrUnrecognized
