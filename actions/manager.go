@@ -559,6 +559,9 @@ func (m *Manager) Restore(ctx context.Context) error {
 	if _, err := m.Expire(ctx, m.cfg.Now()); err != nil {
 		return err
 	}
+	if _, err := m.Recheck(ctx); err != nil {
+		return err
+	}
 	for _, w := range m.workers {
 		w.mu.Lock()
 		w.syncPending, w.syncFresh, w.syncErr = true, true, nil
@@ -577,6 +580,36 @@ func (m *Manager) Restore(ctx context.Context) error {
 		w.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// Recheck lifts the active bans that the current allowlist or prefix
+// limits no longer allow (an address allowlisted after it was banned, a
+// max_prefix narrowed), so that neither a restart nor a reload puts them
+// back into the firewall. It returns how many it lifted.
+func (m *Manager) Recheck(ctx context.Context) (int, error) {
+	if m.cfg.DryRun {
+		return 0, nil
+	}
+	if err := m.allow.Refresh(); err != nil {
+		m.log.Warn("allowlist refresh failed", "err", err)
+	}
+	recs, err := m.store.Active(m.cfg.Now())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range recs {
+		why := m.check(r.Prefix)
+		if why == nil {
+			continue
+		}
+		m.log.Warn("unban: no longer allowed", "ip", r.Prefix, "detector", r.Detector, "why", why.Error())
+		if _, err := m.Unban(ctx, r.Prefix); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // Flush waits until every queued action call has been attempted at least

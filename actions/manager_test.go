@@ -783,3 +783,30 @@ func BenchmarkDecide(b *testing.B) {
 		})
 	}
 }
+
+// A ban made before its address was allowlisted (or before max_prefix was
+// narrowed) is lifted at restore instead of going back into the firewall.
+func TestManagerRestoreDropsDisallowed(t *testing.T) {
+	f := &managerFake{name: "a"}
+	env := managerNew(t, ManagerConfig{Allowlist: []string{"192.0.2.5"}, Ban: BanConfig{MaxPrefixV4: 32}}, f)
+	for _, r := range []Record{
+		storeRec("192.0.2.5/32", storeT0.Add(-time.Hour), 3*time.Hour),    // now allowlisted
+		storeRec("198.51.100.0/24", storeT0.Add(-time.Hour), 3*time.Hour), // now too broad
+		storeRec("203.0.113.7/32", storeT0.Add(-time.Hour), 3*time.Hour),  // still banned
+	} {
+		if err := env.store.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := env.m.Restore(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, _, synced := f.calls()
+	if len(synced) != 1 || len(synced[0]) != 1 || synced[0][0].Prefix.String() != "203.0.113.7/32" {
+		t.Errorf("synced %v, want only 203.0.113.7/32", synced)
+	}
+	recs, _ := env.store.Active(storeT0)
+	if len(recs) != 1 {
+		t.Errorf("store still holds %d active bans", len(recs))
+	}
+}

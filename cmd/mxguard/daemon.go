@@ -361,9 +361,14 @@ func (d *daemon) reload() {
 		d.log.Info("reload: detectors replaced (their sliding windows start empty)")
 	}
 	d.setAllow(cfg)
-	if err := d.mgr.Allowlist().Refresh(); err != nil {
-		d.log.Warn("reload: allowlist refresh", "err", err)
+	// Recheck refreshes the allowlist and lifts bans it now covers.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	if n, err := d.mgr.Recheck(ctx); err != nil {
+		d.log.Warn("reload: recheck of active bans", "err", err)
+	} else if n > 0 {
+		d.log.Info("reload: lifted bans the new allowlist or prefix limits no longer allow", "count", n)
 	}
+	cancel()
 	d.level.Set(cfg.Level())
 	var restart []string
 	for _, k := range []struct {
@@ -374,6 +379,7 @@ func (d *daemon) reload() {
 		{"control_socket", old.ControlSocket, cfg.ControlSocket}, {"ban", old.Ban, cfg.Ban},
 		{"actions", old.Actions, cfg.Actions}, {"metrics_listen", old.MetricsListen, cfg.MetricsListen},
 		{"log_format", old.LogFormat, cfg.LogFormat}, {"tail", old.Tail, cfg.Tail},
+		{"guard", decodedGuard(old), decodedGuard(cfg)},
 	} {
 		if !reflect.DeepEqual(k.a, k.b) {
 			restart = append(restart, k.key)
@@ -383,11 +389,21 @@ func (d *daemon) reload() {
 	// shows what is in force.
 	cfg.Logs, cfg.StateDir, cfg.ControlSocket, cfg.Ban = old.Logs, old.StateDir, old.ControlSocket, old.Ban
 	cfg.Actions, cfg.MetricsListen, cfg.LogFormat, cfg.Tail = old.Actions, old.MetricsListen, old.LogFormat, old.Tail
+	cfg.Guard = old.Guard
 	d.cfg.Store(cfg)
 	if len(restart) > 0 {
 		d.log.Warn("reload: these changes need a restart", "keys", restart)
 	}
 	d.log.Info("configuration reloaded", "config", cfg.Path)
+}
+
+// decodedGuard compares guard sections by content, not by YAML position.
+func decodedGuard(cfg *config.Config) any {
+	g, err := guardConfig(cfg)
+	if err != nil {
+		return err.Error()
+	}
+	return g
 }
 
 // daemonStatus is the reply to the status command.
