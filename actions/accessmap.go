@@ -168,10 +168,20 @@ func (a *AccessMap) Apply(_ context.Context, b Ban) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if old, ok := a.bans[b.Prefix]; ok && old == reason {
-		return nil
+		return a.failedLocked()
 	}
 	a.bans[b.Prefix] = reason
 	a.changedLocked()
+	return a.failedLocked()
+}
+
+// failedLocked reports a failed earlier rewrite, so that the manager
+// retries and shows the error in status until a rewrite succeeds (the
+// timer keeps retrying the rewrite meanwhile).
+func (a *AccessMap) failedLocked() error {
+	if a.lastErr != nil {
+		return fmt.Errorf("postfix access map %s not up to date: %w", a.cfg.Path, a.lastErr)
+	}
 	return nil
 }
 
@@ -183,11 +193,11 @@ func (a *AccessMap) Revoke(_ context.Context, p netip.Prefix) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if _, ok := a.bans[p]; !ok {
-		return nil
+		return a.failedLocked()
 	}
 	delete(a.bans, p)
 	a.changedLocked()
-	return nil
+	return a.failedLocked()
 }
 
 // Sync implements Action: the set becomes exactly active, and the file is
@@ -212,13 +222,30 @@ func (a *AccessMap) Sync(ctx context.Context, active []Ban) error {
 // changedLocked records a change and arms the debounce timer.
 func (a *AccessMap) changedLocked() {
 	a.gen++
-	if a.timer == nil && !a.closed {
-		a.timer = time.AfterFunc(a.cfg.Debounce, func() {
-			if err := a.Flush(context.Background()); err != nil {
-				a.log.Error("rewrite failed", "file", a.cfg.Path, "err", err)
-			}
-		})
+	a.armLocked(a.cfg.Debounce)
+}
+
+// accessMapXFlushTimeout bounds one background rewrite (postmap included),
+// so a hung postmap cannot block the worker or shutdown for ever.
+const accessMapXFlushTimeout = time.Minute
+
+// armLocked schedules a background rewrite after d. A failed rewrite
+// re-arms itself with a growing delay (up to a minute) until one succeeds.
+func (a *AccessMap) armLocked(d time.Duration) {
+	if a.timer != nil || a.closed {
+		return
 	}
+	a.timer = time.AfterFunc(d, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), accessMapXFlushTimeout)
+		defer cancel()
+		if err := a.Flush(ctx); err != nil {
+			a.log.Error("rewrite failed; retrying", "file", a.cfg.Path, "err", err)
+			a.mu.Lock()
+			next := min(max(2*d, 100*time.Millisecond), time.Minute)
+			a.armLocked(next)
+			a.mu.Unlock()
+		}
+	})
 }
 
 // Flush writes the map now if it changed since the last write and runs
@@ -243,10 +270,12 @@ func (a *AccessMap) Flush(ctx context.Context) error {
 		a.log.Warn("ban not expressible in this map type, skipped", "prefix", s, "type", a.cfg.Type)
 	}
 	err := a.write(ctx, content)
+	a.mu.Lock()
 	a.lastErr = err
 	if err == nil {
 		a.written = gen
 	}
+	a.mu.Unlock()
 	return err
 }
 

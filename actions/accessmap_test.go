@@ -3,6 +3,7 @@ package actions
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -238,5 +239,55 @@ func TestAccessMapDryRun(t *testing.T) {
 	}
 	if _, err := os.Stat(cfg.Path); err == nil {
 		t.Logf("note: %s exists on this machine (not written by this test)", cfg.Path)
+	}
+}
+
+// accessMapXFlaky fails its first n runs.
+type accessMapXFlaky struct {
+	fail atomic.Int32
+	runs atomic.Int32
+}
+
+func (f *accessMapXFlaky) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	f.runs.Add(1)
+	if f.fail.Add(-1) >= 0 {
+		return []byte("postmap: fatal: lock failed"), errors.New("exit status 1")
+	}
+	return nil, nil
+}
+
+// A failed background rewrite is retried by itself, and until one
+// succeeds Apply reports it, so the manager retries and status shows it.
+func TestAccessMapRewriteRetried(t *testing.T) {
+	cfg := DefaultAccessMapConfig()
+	cfg.Path = filepath.Join(t.TempDir(), "mxguard_access")
+	cfg.Debounce = 10 * time.Millisecond
+	run := &accessMapXFlaky{}
+	run.fail.Store(2)
+	a, err := NewAccessMap(cfg, AccessMapOptions{Runner: run})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ban := Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: "test", Until: time.Now().Add(time.Hour)}
+	if err := a.Apply(context.Background(), ban); err != nil {
+		t.Fatalf("first Apply: %v", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	sawErr := false
+	for {
+		err := a.Apply(context.Background(), ban)
+		if err != nil {
+			sawErr = true
+		} else if sawErr && run.runs.Load() >= 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rewrite not retried to success: runs %d, last error %v", run.runs.Load(), err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if b, _ := os.ReadFile(cfg.Path); !strings.Contains(string(b), "192.0.2.7\tREJECT mxguard: test") {
+		t.Errorf("map file:\n%s", b)
 	}
 }

@@ -176,7 +176,10 @@ func (a *IPSet) ensureLocked(ctx context.Context, s *ipsetXSet) error {
 }
 
 // timeout returns the entry timeout for a ban; ok is false for an expired
-// ban. A zero Until means no expiry (timeout 0).
+// ban. A zero Until means no expiry (timeout 0). A ban longer than the
+// kernel's largest timeout also gets 0 (no kernel expiry) rather than a
+// capped one that would silently lift it early: the manager revokes it
+// when it ends, and restore re-syncs after a restart.
 func (a *IPSet) timeout(b Ban, now time.Time) (secs int64, ok bool) {
 	if b.Until.IsZero() {
 		return 0, true
@@ -186,7 +189,10 @@ func (a *IPSet) timeout(b Ban, now time.Time) (secs int64, ok bool) {
 		return 0, false
 	}
 	secs = int64((d + time.Second - 1) / time.Second)
-	return min(secs, ipsetXMaxTimeout), true
+	if secs > ipsetXMaxTimeout {
+		return 0, true
+	}
+	return secs, true
 }
 
 func (a *IPSet) set(p netip.Prefix) (*ipsetXSet, error) {

@@ -205,7 +205,7 @@ func TestIPSetDryRun(t *testing.T) {
 		"create mxguard-v4-new hash:net family inet hashsize 65536 maxelem 1048576 timeout 0\nflush mxguard-v4-new\n" +
 			"add mxguard-v4-new 192.0.2.1/32 timeout 91\nadd mxguard-v4-new 198.51.100.2/32 timeout 0\n" +
 			"swap mxguard-v4-new mxguard-v4\ndestroy mxguard-v4-new\n",
-		"add mxguard-v6-new 2001:db8::/48 timeout 2147483\n",
+		"add mxguard-v6-new 2001:db8::/48 timeout 0\n", // longer than the kernel allows: no kernel expiry, the manager revokes it
 		"iptables -t filter -A MXGUARD -m set --match-set mxguard-v4 src -j DROP\n",
 		"ip6tables -t filter -A MXGUARD -m set --match-set mxguard-v6 src -j DROP\n",
 		"ipset add mxguard-v4 192.0.2.1/32 timeout 91 -exist\n",
