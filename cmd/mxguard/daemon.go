@@ -95,6 +95,7 @@ type daemon struct {
 	pipe     *engine.Pipeline
 	follower *tailer.Follower // nil when no logs are followed (guard only)
 	guard    *smtpguard.Guard // nil when the guard is off
+	snap     *banSnapshot     // the guard's view of the bans; nil when the guard is off
 	ctl      *control.Server
 	met      *metrics.Server
 	started  time.Time
@@ -194,10 +195,9 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 		}
 	}
 	var dec engine.Decider = d.mgr
-	var snap *banSnapshot
 	if gcfg != nil {
-		snap = newBanSnapshot(d.mgr)
-		dec = refreshingDecider{Manager: d.mgr, snap: snap}
+		d.snap = newBanSnapshot(d.mgr)
+		dec = refreshingDecider{Manager: d.mgr, snap: d.snap}
 	}
 	d.pipe = engine.New(det, dec, log)
 
@@ -246,9 +246,9 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			snap.run(runCtx)
+			d.snap.run(runCtx)
 		}()
-		if d.guard, err = d.startGuard(runCtx, *gcfg, snap, &wg); err != nil {
+		if d.guard, err = d.startGuard(runCtx, *gcfg, d.snap, &wg); err != nil {
 			return err
 		}
 	}
@@ -502,7 +502,11 @@ func (d *daemon) handle(ctx context.Context, req control.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return d.mgr.Ban(ctx, p, dur, req.Reason)
+		b, err := d.mgr.Ban(ctx, p, dur, req.Reason)
+		if err == nil && d.snap != nil {
+			d.snap.add(b)
+		}
+		return b, err
 	case control.CmdUnban:
 		p, err := actions.ManagerParsePrefix(req.IP)
 		if err != nil {
@@ -511,6 +515,9 @@ func (d *daemon) handle(ctx context.Context, req control.Request) (any, error) {
 		found, err := d.mgr.Unban(ctx, p)
 		if err != nil {
 			return nil, err
+		}
+		if d.snap != nil {
+			d.snap.remove(p)
 		}
 		return unbanResult{IP: p, Removed: found}, nil
 	case control.CmdList:

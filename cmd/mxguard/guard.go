@@ -124,17 +124,23 @@ func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banS
 
 // banSnapshot answers the guard's per-connection block-list lookups from
 // memory: single addresses in a map, wider prefixes (escalation, manual
-// CIDR bans) in a short list. It is refreshed from the manager every
-// refreshEvery and at once after each new ban.
+// CIDR bans) in a short list. New bans and unbans made in this process are
+// added and removed at once; a full reload from the store (which decodes
+// every record) runs only every refreshEvery, to pick up expiries.
 type banSnapshot struct {
 	mgr *actions.Manager
 
 	mu       sync.RWMutex
-	addrs    map[netip.Addr]string
-	prefixes []actions.Ban
+	addrs    map[netip.Addr]snapEntry
+	prefixes map[netip.Prefix]snapEntry
 }
 
-const refreshEvery = 2 * time.Second
+type snapEntry struct {
+	reason string
+	until  time.Time
+}
+
+const refreshEvery = time.Minute
 
 func newBanSnapshot(mgr *actions.Manager) *banSnapshot {
 	b := &banSnapshot{mgr: mgr}
@@ -142,27 +148,55 @@ func newBanSnapshot(mgr *actions.Manager) *banSnapshot {
 	return b
 }
 
+// refresh reloads every active ban from the manager.
 func (b *banSnapshot) refresh() {
 	now := time.Now()
 	list, err := b.mgr.List(now)
 	if err != nil {
 		return // keep the last good snapshot
 	}
-	addrs := make(map[netip.Addr]string, len(list))
-	var prefixes []actions.Ban
+	addrs := make(map[netip.Addr]snapEntry, len(list))
+	prefixes := map[netip.Prefix]snapEntry{}
 	for _, ban := range list {
 		if ban.DryRun || !ban.Active(now) {
 			continue
 		}
+		e := snapEntry{reason: ban.Reason, until: ban.Until}
 		if ban.Prefix.IsSingleIP() {
-			addrs[ban.Prefix.Addr()] = ban.Reason
+			addrs[ban.Prefix.Addr()] = e
 		} else {
-			prefixes = append(prefixes, ban)
+			prefixes[ban.Prefix] = e
 		}
 	}
 	b.mu.Lock()
 	b.addrs, b.prefixes = addrs, prefixes
 	b.mu.Unlock()
+}
+
+// add records a ban made in this process.
+func (b *banSnapshot) add(ban actions.Ban) {
+	if ban.DryRun || !ban.Active(time.Now()) {
+		return
+	}
+	e := snapEntry{reason: ban.Reason, until: ban.Until}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if ban.Prefix.IsSingleIP() {
+		b.addrs[ban.Prefix.Addr()] = e
+	} else {
+		b.prefixes[ban.Prefix] = e
+	}
+}
+
+// remove forgets a lifted ban.
+func (b *banSnapshot) remove(p netip.Prefix) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if p.IsSingleIP() {
+		delete(b.addrs, p.Addr())
+	} else {
+		delete(b.prefixes, p)
+	}
 }
 
 func (b *banSnapshot) run(ctx context.Context) {
@@ -184,19 +218,19 @@ func (b *banSnapshot) Banned(a netip.Addr) (string, bool) {
 	now := time.Now()
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	if r, ok := b.addrs[a]; ok {
-		return r, true
+	if e, ok := b.addrs[a]; ok && now.Before(e.until) {
+		return e.reason, true
 	}
-	for _, p := range b.prefixes {
-		if p.Prefix.Contains(a) && p.Active(now) {
-			return p.Reason, true
+	for p, e := range b.prefixes {
+		if p.Contains(a) && now.Before(e.until) {
+			return e.reason, true
 		}
 	}
 	return "", false
 }
 
-// refreshingDecider refreshes the guard's snapshot after every new ban, so
-// the banned client's next connection is refused at once.
+// refreshingDecider adds every new ban to the guard's snapshot, so the
+// banned client's next connection is refused at once.
 type refreshingDecider struct {
 	*actions.Manager
 	snap *banSnapshot
@@ -205,7 +239,7 @@ type refreshingDecider struct {
 func (r refreshingDecider) Decide(ctx context.Context, d detectors.Decision) (actions.Ban, bool, error) {
 	b, banned, err := r.Manager.Decide(ctx, d)
 	if banned && r.snap != nil {
-		r.snap.refresh()
+		r.snap.add(b)
 	}
 	return b, banned, err
 }

@@ -111,6 +111,18 @@ func TestBanSnapshot(t *testing.T) {
 		t.Error("snapshot saw a ban before refresh")
 	}
 	snap.refresh()
+	added, err := mgr.Ban(ctx, netip.MustParsePrefix("192.0.2.77/32"), time.Hour, "added")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap.add(added)
+	if r, ok := snap.Banned(netip.MustParseAddr("192.0.2.77")); !ok || r != "added" {
+		t.Errorf("added ban not seen: %q %v", r, ok)
+	}
+	snap.remove(added.Prefix)
+	if _, ok := snap.Banned(netip.MustParseAddr("192.0.2.77")); ok {
+		t.Error("removed ban still seen")
+	}
 	for addr, want := range map[string]string{"203.0.113.7": "test one", "198.51.100.9": "test net", "::ffff:203.0.113.7": "test one", "203.0.113.8": ""} {
 		r, ok := snap.Banned(netip.MustParseAddr(addr))
 		if ok != (want != "") || r != want {
