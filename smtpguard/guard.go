@@ -498,11 +498,14 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 	g.mu.Lock()
 	g.live[gc] = struct{}{}
 	g.mu.Unlock()
+	// counted before the hand-over: the session may end before this
+	// goroutine runs again
+	g.ctr.admitted.Add(1)
 	select {
 	case admitted.ch <- gc:
 		handed = true
-		g.ctr.admitted.Add(1)
 	case <-g.done:
+		g.ctr.admitted.Add(^uint64(0))
 		g.mu.Lock()
 		delete(g.live, gc)
 		g.mu.Unlock()

@@ -33,7 +33,9 @@ type fakeUpstream struct {
 	xclients []string
 	proxies  []string
 	conns    int
-	lines    []string // every command line received
+	lines    []string        // every command line received
+	grouped  []string        // command lines that arrived with more bytes behind them (pipelined)
+	refuse   map[string]bool // senders refused at MAIL (553); set before use
 }
 
 type fakeMsg struct {
@@ -97,6 +99,7 @@ func (f *fakeUpstream) serve(c net.Conn) {
 	}
 	say("220 fake.upstream ESMTP")
 	var m fakeMsg
+	inMail := false
 	for {
 		l, err := r.ReadString('\n')
 		if err != nil {
@@ -105,6 +108,9 @@ func (f *fakeUpstream) serve(c net.Conn) {
 		l = strings.TrimRight(l, "\r\n")
 		f.mu.Lock()
 		f.lines = append(f.lines, l)
+		if r.Buffered() > 0 {
+			f.grouped = append(f.grouped, l)
+		}
 		f.mu.Unlock()
 		verb, arg, _ := strings.Cut(l, " ")
 		switch strings.ToUpper(verb) {
@@ -123,9 +129,19 @@ func (f *fakeUpstream) serve(c net.Conn) {
 		case "MAIL":
 			m.from = strings.TrimSuffix(strings.TrimPrefix(strings.Fields(arg)[0], "FROM:<"), ">")
 			m.to = nil
+			if f.refuse[m.from] {
+				inMail = false
+				say("553 5.7.1 <" + strings.Fields(arg)[0][6:] + ": Sender address rejected: Access denied")
+				continue
+			}
+			inMail = true
 			say("250 2.1.0 Ok")
 		case "RCPT":
 			to := strings.TrimSuffix(strings.TrimPrefix(arg, "TO:<"), ">")
+			if !inMail {
+				say("503 5.5.1 Error: need MAIL command")
+				continue
+			}
 			if !f.users[strings.ToLower(to)] {
 				say("550 5.1.1 <" + to + ">: Recipient address rejected: User unknown in virtual mailbox table")
 				continue
@@ -150,8 +166,10 @@ func (f *fakeUpstream) serve(c net.Conn) {
 			f.mu.Lock()
 			f.msgs = append(f.msgs, m)
 			f.mu.Unlock()
+			inMail = false
 			say("250 2.0.0 Ok: queued as FAKE" + strconv.Itoa(len(f.msgs)))
 		case "RSET":
+			inMail = false
 			say("250 2.0.0 Ok")
 		case "QUIT":
 			say("221 2.0.0 Bye")

@@ -224,11 +224,18 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
-	if e := s.openTransaction(); e != nil {
+	line := "RCPT TO:<" + to + ">"
+	sent, e := s.openTransaction(line)
+	if e != nil {
 		return e
 	}
-	line := "RCPT TO:<" + to + ">"
-	if _, err := s.up.expect(250, line); err != nil {
+	var err error
+	if sent {
+		_, err = s.up.read(250)
+	} else {
+		_, err = s.up.expect(250, line)
+	}
+	if err != nil {
 		return s.upstreamFailed("RCPT", err, to)
 	}
 	s.rcpts = append(s.rcpts, to)
@@ -236,16 +243,18 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 }
 
 // openTransaction connects to the upstream if needed and sends MAIL.
-func (s *session) openTransaction() *smtp.SMTPError {
+// When the upstream offered PIPELINING, MAIL and rcpt go in one write
+// (RFC 2920) and sent is true: the caller reads rcpt's reply.
+func (s *session) openTransaction(rcpt string) (sent bool, _ *smtp.SMTPError) {
 	if s.upMailRj != nil {
-		return s.upMailRj
+		return false, s.upMailRj
 	}
 	if s.up == nil {
 		u, err := dialUpstream(&s.g.cfg, s.cs, s.cs.local)
 		if err != nil {
 			s.g.ctr.upstreamErrors.Add(1)
 			s.g.log.Warn("guard: upstream", "ip", s.cs.ip.String(), "err", err)
-			return errUpstream
+			return false, errUpstream
 		}
 		s.setUp(u)
 	}
@@ -259,17 +268,37 @@ func (s *session) openTransaction() *smtp.SMTPError {
 				line += " BODY=8BITMIME"
 			}
 		}
-		if _, err := s.up.expect(250, line); err != nil {
-			e := s.upstreamFailed("MAIL", err, "")
+		var err error
+		if s.up.pipelining {
+			sent = true
+			if err = s.up.send(line, rcpt); err == nil {
+				_, err = s.up.read(250)
+			}
+		} else {
+			_, err = s.up.expect(250, line)
+		}
+		if err != nil {
 			var r *upstreamReply
+			if errors.As(err, &r) && sent {
+				// the pipelined RCPT fails too (503); read its reply so
+				// the next command's reply is in step
+				if _, rerr := s.up.read(250); rerr == nil {
+					// accepted without MAIL: cannot happen with an RFC 5321
+					// server; drop the upstream rather than trust it
+					err = errors.New("upstream accepted RCPT after refusing MAIL")
+				} else if !errors.As(rerr, new(*upstreamReply)) {
+					err = rerr
+				}
+			}
+			e := s.upstreamFailed("MAIL", err, "")
 			if errors.As(err, &r) {
 				s.upMailRj = e
 			}
-			return e
+			return false, e
 		}
 		s.upMail = true
 	}
-	return nil
+	return sent, nil
 }
 
 // upstreamFailed relays an upstream refusal (with an event) or turns an

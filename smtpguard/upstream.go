@@ -21,6 +21,8 @@ type upstream struct {
 	tp          *textproto.Conn
 	timeout     time.Duration
 	dataTimeout time.Duration
+	born        time.Time // connected at (for the pool's idle limit)
+	pipelining  bool      // the upstream offered PIPELINING to the client's EHLO
 }
 
 // errUpstream is the answer when the upstream cannot be reached or
@@ -56,20 +58,50 @@ func (r *upstreamReply) text() string {
 // dialUpstream connects and introduces the client: XCLIENT after EHLO
 // (then a fresh EHLO with the client's HELO name), or a PROXY v1 header.
 func dialUpstream(cfg *Config, cs *connState, local net.Addr) (*upstream, error) {
-	to := cfg.Limits.UpstreamTimeout.D()
-	c, err := net.DialTimeout("tcp", cfg.Upstream, to)
+	u, err := connectUpstream(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", cfg.Upstream, err)
+		return nil, err
 	}
-	u := &upstream{c: c, tp: textproto.NewConn(c), timeout: to, dataTimeout: cfg.Limits.UpstreamDataTimeout.D()}
-	if err := u.handshake(cfg, cs, local); err != nil {
-		c.Close()
+	if err := u.introduce(cfg, cs, local); err != nil {
+		u.c.Close()
 		return nil, err
 	}
 	return u, nil
 }
 
-func (u *upstream) handshake(cfg *Config, cs *connState, local net.Addr) error {
+// connectUpstream connects and, for XCLIENT, reads the greeting and
+// sends the guard's own EHLO. Nothing about any client is sent: that is
+// introduce's job (a PROXY header must be the first bytes, so with
+// handoff proxy this only connects).
+func connectUpstream(cfg *Config) (*upstream, error) {
+	to := cfg.Limits.UpstreamTimeout.D()
+	c, err := net.DialTimeout("tcp", cfg.Upstream, to)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", cfg.Upstream, err)
+	}
+	u := &upstream{c: c, tp: textproto.NewConn(c), timeout: to, dataTimeout: cfg.Limits.UpstreamDataTimeout.D(), born: time.Now()}
+	if cfg.Handoff == HandoffProxy {
+		return u, nil
+	}
+	if _, err := u.expect(220, ""); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("upstream greeting: %w", err)
+	}
+	ext, err := u.expect(250, "EHLO "+cfg.Hostname)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("upstream EHLO: %w", err)
+	}
+	if !hasExtension(ext, "XCLIENT") {
+		c.Close()
+		return nil, errors.New("upstream does not offer XCLIENT (set smtpd_authorized_xclient_hosts to the guard's address)")
+	}
+	return u, nil
+}
+
+// introduce tells the upstream who the client is (on a connection from
+// connectUpstream) and repeats the client's HELO/EHLO.
+func (u *upstream) introduce(cfg *Config, cs *connState, local net.Addr) error {
 	helo := cs.helo
 	if helo == "" {
 		helo = "[" + cs.ip.String() + "]"
@@ -86,20 +118,12 @@ func (u *upstream) handshake(cfg *Config, cs *connState, local net.Addr) error {
 		if _, err := u.expect(220, ""); err != nil {
 			return fmt.Errorf("upstream greeting: %w", err)
 		}
-		if _, err := u.expect(250, greet+" "+helo); err != nil {
+		ext, err := u.expect(250, greet+" "+helo)
+		if err != nil {
 			return fmt.Errorf("upstream %s: %w", greet, err)
 		}
+		u.pipelining = greet == "EHLO" && hasExtension(ext, "PIPELINING")
 		return nil
-	}
-	if _, err := u.expect(220, ""); err != nil {
-		return fmt.Errorf("upstream greeting: %w", err)
-	}
-	ext, err := u.expect(250, "EHLO "+cfg.Hostname)
-	if err != nil {
-		return fmt.Errorf("upstream EHLO: %w", err)
-	}
-	if !hasExtension(ext, "XCLIENT") {
-		return errors.New("upstream does not offer XCLIENT (set smtpd_authorized_xclient_hosts to the guard's address)")
 	}
 	addr := cs.ip.String()
 	if cs.ip.Is6() {
@@ -115,9 +139,11 @@ func (u *upstream) handshake(cfg *Config, cs *connState, local net.Addr) error {
 	if _, err := u.expect(220, x); err != nil {
 		return fmt.Errorf("upstream XCLIENT: %w", err)
 	}
-	if _, err := u.expect(250, greet+" "+helo); err != nil {
+	ext, err := u.expect(250, greet+" "+helo)
+	if err != nil {
 		return fmt.Errorf("upstream %s after XCLIENT: %w", greet, err)
 	}
+	u.pipelining = greet == "EHLO" && hasExtension(ext, "PIPELINING")
 	return nil
 }
 
@@ -169,6 +195,17 @@ func (u *upstream) expect(code int, line string) (string, error) {
 		}
 	}
 	return u.read(code)
+}
+
+// send writes the lines in one write (an RFC 2920 command group) and
+// reads nothing.
+func (u *upstream) send(lines ...string) error {
+	u.c.SetDeadline(time.Now().Add(u.timeout))
+	for _, l := range lines {
+		u.tp.W.WriteString(l)
+		u.tp.W.WriteString("\r\n")
+	}
+	return u.tp.W.Flush()
 }
 
 func (u *upstream) read(code int) (string, error) {
