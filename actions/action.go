@@ -13,7 +13,7 @@ type Ban struct {
 	Prefix   netip.Prefix `json:"ip"`
 	Detector string       `json:"detector"`
 	Reason   string       `json:"reason"`
-	Evidence int          `json:"evidence,omitempty"`
+	Evidence int          `json:"evidence"`
 	Since    time.Time    `json:"since"`
 	Until    time.Time    `json:"until"`
 	Offence  int          `json:"offence"`

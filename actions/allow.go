@@ -24,8 +24,9 @@ type Allowlist struct {
 	// Dynamic sources, re-read by Refresh.
 	sources []func() ([]netip.Prefix, error)
 
-	mu      sync.RWMutex
-	dynamic []netip.Prefix
+	mu       sync.RWMutex
+	dynamic  []netip.Prefix
+	lastGood [][]netip.Prefix // per source, its last successful answer
 }
 
 // AllowHostAddrs returns the host's own addresses (one /32 or /128 each,
@@ -103,28 +104,40 @@ func NewAllowlist(entries []string, sources ...func() ([]netip.Prefix, error)) (
 }
 
 // Refresh re-reads the dynamic sources (host addresses change with DHCP,
-// interfaces coming up). On a source error the previous prefixes of the
-// other sources are still replaced; the error is returned.
+// interfaces coming up). A source that fails keeps its last good
+// prefixes, so a transient error (netlink, no free file descriptor during
+// a connection flood) never shrinks the allowlist; the errors are returned.
 func (a *Allowlist) Refresh() error {
-	var (
-		dyn  []netip.Prefix
-		errs []error
-	)
-	for _, s := range a.sources {
+	var errs []error
+	a.mu.Lock()
+	if len(a.lastGood) != len(a.sources) {
+		a.lastGood = make([][]netip.Prefix, len(a.sources))
+	}
+	a.mu.Unlock()
+	fresh := make([][]netip.Prefix, len(a.sources))
+	ok := make([]bool, len(a.sources))
+	for i, s := range a.sources {
 		ps, err := s()
 		if err != nil {
 			errs = append(errs, err)
+			continue
 		}
+		ok[i] = true
 		for _, p := range ps {
 			if p.IsValid() {
-				dyn = append(dyn, allowUnmapPrefix(p).Masked())
+				fresh[i] = append(fresh[i], allowUnmapPrefix(p).Masked())
 			}
 		}
 	}
 	a.mu.Lock()
-	if len(errs) == 0 || len(dyn) > 0 {
-		a.dynamic = dyn
+	var dyn []netip.Prefix
+	for i := range a.sources {
+		if ok[i] {
+			a.lastGood[i] = fresh[i]
+		}
+		dyn = append(dyn, a.lastGood[i]...)
 	}
+	a.dynamic = dyn
 	a.mu.Unlock()
 	return errors.Join(errs...)
 }

@@ -129,3 +129,29 @@ func TestAllowTooBroad(t *testing.T) {
 		}
 	}
 }
+
+// One failing source keeps its last good answer even while another source
+// answers (the daemon's configured allowlist is a source that never fails).
+func TestAllowlistRefreshPerSource(t *testing.T) {
+	host := netip.MustParsePrefix("198.51.100.1/32")
+	cfgd := netip.MustParsePrefix("192.0.2.0/24")
+	var fail error
+	a, err := NewAllowlist(nil,
+		func() ([]netip.Prefix, error) { return []netip.Prefix{cfgd}, nil },
+		func() ([]netip.Prefix, error) {
+			if fail != nil {
+				return nil, fail
+			}
+			return []netip.Prefix{host}, nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail = errors.New("too many open files")
+	if err := a.Refresh(); err == nil {
+		t.Error("error hidden")
+	}
+	if !a.Contains(host) || !a.Contains(cfgd) {
+		t.Error("a failing source lost its last good addresses")
+	}
+}

@@ -310,7 +310,8 @@ func (c *iptablesXChain) delLocked(f *iptablesXFamily, spec []string) error {
 
 // reconcileLocked makes the rules of our chain for which owned is true be
 // exactly want (canonical strings, as ruleSpec joined by spaces). Rules we
-// do not own (the other action's, or an admin's) are left alone. Lines of
+// do not own (the ipset action's set rule, anything without "-s") are
+// left alone. Lines of
 // `iptables -S` that are not "-A CHAIN ..." (warnings, -N) are ignored;
 // we never parse List headers.
 func (c *iptablesXChain) reconcileLocked(ctx context.Context, f *iptablesXFamily, owned func(rule string) bool, want []string) (added, deleted int, err error) {
@@ -435,6 +436,8 @@ func NewIPTables(cfg IPTablesConfig, opts IPTablesOptions) (*IPTables, error) {
 func (a *IPTables) Name() string { return "iptables" }
 
 // ownedRule: our per-prefix rules are the ones with a source and no set.
+// The chain is mxguard's own: a "-s" rule added to it by hand counts as
+// ours and is removed at the next Sync unless it is banned.
 func (a *IPTables) ownedRule(rule string) bool {
 	return strings.HasPrefix(rule, "-s ") && !strings.Contains(rule, "--match-set")
 }

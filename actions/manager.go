@@ -170,6 +170,11 @@ func managerCanon(p netip.Prefix) (netip.Prefix, error) {
 // or an IPv4-mapped form into a canonical prefix (for the control socket).
 func ManagerParsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
+		if p != p.Masked() {
+			// 203.0.113.7/24 is most likely a typo: say so rather than
+			// ban the whole network silently
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s or %s?", s, p.Masked(), p.Addr())
+		}
 		return managerCanon(p)
 	}
 	a, err := netip.ParseAddr(s)

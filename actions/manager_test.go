@@ -739,7 +739,8 @@ func TestManagerConfigYAML(t *testing.T) {
 func TestManagerParsePrefix(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"192.0.2.1", "192.0.2.1/32"},
-		{"192.0.2.1/24", "192.0.2.0/24"},
+		{"192.0.2.1/24", ""}, // host bits set: a typo, refused rather than widened
+		{"192.0.2.0/24", "192.0.2.0/24"},
 		{"::ffff:192.0.2.1", "192.0.2.1/32"},
 		{"2001:db8::1", "2001:db8::1/128"},
 		{"bogus", ""},

@@ -184,10 +184,18 @@ func (o *obs) raw() string {
 		return ""
 	}
 	if !o.kept {
-		o.line, o.kept = strings.Clone(o.ev.Raw), true
+		raw := o.ev.Raw
+		if len(raw) > maxEvidenceLine {
+			raw = raw[:maxEvidenceLine] // bounded memory per tracked client
+		}
+		o.line, o.kept = strings.Clone(raw), true
 	}
 	return o.line
 }
+
+// maxEvidenceLine bounds each kept evidence line: Postfix lines are a few
+// hundred bytes, a log line can be 64 KiB.
+const maxEvidenceLine = 512
 
 // Observe feeds one event to every detector and returns the decisions it
 // triggers (usually none; nil then). Events without a valid client are
