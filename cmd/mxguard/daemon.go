@@ -255,7 +255,7 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 
 	followErr := make(chan error, 1)
 	if d.follower != nil {
-		go func() { followErr <- d.pipe.Follow(runCtx, d.follower, nil) }()
+		go func() { followErr <- d.pipe.Follow(runCtx, d.follower, cfg.Tail.Location()) }()
 	} else {
 		go func() { <-runCtx.Done(); followErr <- nil }()
 	}

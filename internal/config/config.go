@@ -79,6 +79,22 @@ type Tail struct {
 	// CheckpointInterval is how often read positions are saved (and at
 	// shutdown). Default: 5s.
 	CheckpointInterval detectors.Duration `yaml:"checkpoint_interval"`
+	// TZ is the time zone of log stamps that carry none (BSD syslog,
+	// maillog_file): Local, UTC or an IANA name. Default: Local.
+	TZ string `yaml:"tz"`
+}
+
+// Location returns the zone of Tail.TZ (Local when empty or invalid;
+// Validate reports an invalid one).
+func (t Tail) Location() *time.Location {
+	if t.TZ == "" {
+		return time.Local
+	}
+	loc, err := time.LoadLocation(t.TZ)
+	if err != nil {
+		return time.Local
+	}
+	return loc
 }
 
 // Default returns the configuration used when no file is given.
@@ -98,7 +114,7 @@ func Default() *Config {
 		Guard:     yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"},
 		LogLevel:  "info",
 		LogFormat: "text",
-		Tail:      Tail{FromEnd: true, CheckpointInterval: detectors.Duration(5 * time.Second)},
+		Tail:      Tail{FromEnd: true, CheckpointInterval: detectors.Duration(5 * time.Second), TZ: "Local"},
 	}
 }
 
@@ -335,6 +351,11 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		add("log_format: %q: want text or json", c.LogFormat)
+	}
+	if c.Tail.TZ != "" {
+		if _, err := time.LoadLocation(c.Tail.TZ); err != nil {
+			add("tail.tz: %v", err)
+		}
 	}
 	if c.Tail.CheckpointInterval <= 0 {
 		add("tail.checkpoint_interval: must be > 0, got %s", c.Tail.CheckpointInterval)

@@ -29,10 +29,13 @@ func (p *Pipeline) Follow(ctx context.Context, src LineSource, loc *time.Locatio
 	defer cancel()
 	go func() { errc <- src.Run(runCtx, out) }()
 	parser := logparse.NewParser(loc, time.Time{})
+	var skew skewCheck
 	for {
 		select {
 		case l := <-out:
-			p.HandleLine(ctx, parser, l.Text)
+			if t, ok := p.HandleLine(ctx, parser, l.Text); ok {
+				skew.check(p, t, time.Now())
+			}
 			src.Ack(l)
 		case err := <-errc:
 			return err
@@ -46,6 +49,23 @@ func (p *Pipeline) Follow(ctx context.Context, src LineSource, loc *time.Locatio
 			}
 		}
 	}
+}
+
+// skewCheck warns (once an hour) when fresh log lines are stamped far from
+// the clock: a wrong time zone makes every ban start in the past, and a
+// ban already over when it is decided is recorded but never applied.
+type skewCheck struct{ warned time.Time }
+
+const maxSkew = 30 * time.Minute
+
+func (s *skewCheck) check(p *Pipeline, t, now time.Time) {
+	d := now.Sub(t)
+	if d < maxSkew && d > -maxSkew || now.Sub(s.warned) < time.Hour {
+		return
+	}
+	s.warned = now
+	p.log.Warn("log time stamps are far from the clock: check tail.tz (or a backlog is being read)",
+		"skew", d.Round(time.Second).String(), "line_time", t)
 }
 
 // Checkpoints adapts the bbolt store to tailer.Checkpointer (the store's

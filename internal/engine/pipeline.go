@@ -77,8 +77,9 @@ func (p *Pipeline) SetHook(h DecisionHook) {
 }
 
 // HandleLine parses one log line and handles its event. Lines that are not
-// Postfix's or of no interest are counted and skipped.
-func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line string) {
+// Postfix's or of no interest are counted and skipped. It returns the
+// line's time and whether it was a recognised Postfix line.
+func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line string) (time.Time, bool) {
 	p.lines.Add(1)
 	var ev logparse.Event
 	if err := parser.ParseInto(line, &ev); err != nil {
@@ -87,9 +88,10 @@ func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line
 		} else {
 			p.unrecognized.Add(1)
 		}
-		return
+		return time.Time{}, false
 	}
 	p.HandleEvent(ctx, ev)
+	return ev.Time, true
 }
 
 // CountTooLong counts lines skipped by the reader for their length.
