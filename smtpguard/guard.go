@@ -61,10 +61,15 @@ type Blocklist interface {
 
 // Deps are the guard's collaborators. All are optional.
 type Deps struct {
-	Logger    *slog.Logger // nil discards
-	Sink      EventSink    // nil drops events
-	Blocklist Blocklist    // nil = nobody is banned
-	Resolver  Resolver     // nil = miekg/dns to guard.resolver
+	Logger *slog.Logger // nil discards
+	Sink   EventSink    // nil drops events
+	// UpstreamLogged says the upstream's own log feeds the same detectors
+	// (the daemon tails it): its refusals, which Postfix logs against the
+	// real client, are then emitted as context only, not as evidence, so
+	// they are not counted twice.
+	UpstreamLogged bool
+	Blocklist      Blocklist // nil = nobody is banned
+	Resolver       Resolver  // nil = miekg/dns to guard.resolver
 }
 
 // Stats are the guard's counters since start.
@@ -98,6 +103,7 @@ type Guard struct {
 	cfg       Config
 	log       *slog.Logger
 	sink      EventSink
+	upLogged  bool // Deps.UpstreamLogged
 	blocklist Blocklist
 	resolver  Resolver
 
@@ -130,7 +136,7 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 		return nil, err
 	}
 	g := &Guard{
-		cfg: cfg, log: deps.Logger, sink: deps.Sink, blocklist: deps.Blocklist, resolver: deps.Resolver,
+		cfg: cfg, log: deps.Logger, sink: deps.Sink, upLogged: deps.UpstreamLogged, blocklist: deps.Blocklist, resolver: deps.Resolver,
 		domains: map[string]bool{}, recipients: map[string]bool{}, heloDeny: map[string]bool{},
 		perClient: map[netip.Addr]int{}, raw: map[net.Conn]struct{}{}, live: map[*guardConn]struct{}{}, done: make(chan struct{}),
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/logparse"
 )
 
@@ -568,4 +569,31 @@ func TestShutdownWithBusySession(t *testing.T) {
 	if st := h.g.Stats(); st.Active != 0 {
 		t.Errorf("stats %+v", st)
 	}
+}
+
+// When the daemon also tails the upstream's log, Postfix's own reject
+// lines are the evidence for its refusals: the guard's copies are context
+// only, so a refusal is never counted twice.
+func TestUpstreamLoggedNotCountedTwice(t *testing.T) {
+	up := newFakeUpstream(t, false)
+	cfg := testConfig(up.addr())
+	eng, err := detectors.New(detectors.DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := &memBlocklist{}
+	ev := &eventLog{eng: eng, bl: bl}
+	h := startGuard(t, cfg, Deps{Logger: testLogger(t), Sink: ev.sink, Blocklist: bl, UpstreamLogged: true}, up, ev, bl)
+	c := dial(t, h.addr)
+	c.expect(220)
+	c.cmd("EHLO harvester.example.org", 250)
+	c.cmd("MAIL FROM:<spam@example.net>", 250)
+	for i := range 5 {
+		c.cmd("RCPT TO:<user"+string(rune('a'+i))+"@example.com>", 550)
+	}
+	c.cmd("QUIT", 221)
+	if why, banned := bl.Banned(mustAddr("127.0.0.1")); banned {
+		t.Fatalf("banned on the guard's copies of upstream refusals: %q", why)
+	}
+	h.ev.find(t, logparse.KindReject, logparse.ReasonUnknownRecipient) // still emitted, as context
 }

@@ -308,7 +308,7 @@ func (s *session) upstreamFailed(stage string, err error, to string) *smtp.SMTPE
 	if errors.As(err, &r) {
 		text := r.text()
 		reason, abuse := classifyUpstream(r.code, text)
-		s.g.rejectEnv(s.cs, stage, text, reason, abuse, s.from, to)
+		s.g.rejectEnv(s.cs, stage, text, reason, abuse && !s.g.upLogged, s.from, to)
 		return r.smtpError()
 	}
 	s.g.ctr.upstreamErrors.Add(1)

@@ -101,6 +101,10 @@ func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banS
 		Logger:    d.log.With("component", "guard"),
 		Sink:      func(ev logparse.Event) { d.pipe.HandleEvent(ctx, ev) },
 		Blocklist: bl,
+		// With logs tailed, Postfix's own reject lines (real client via
+		// XCLIENT) are the evidence for its refusals; the guard's copies
+		// would count them twice.
+		UpstreamLogged: d.follower != nil,
 	})
 	if err != nil {
 		return nil, &configError{err}
