@@ -26,10 +26,9 @@ func runConfig(e *env, args []string) error {
 	if len(rest) > 0 {
 		return usagef("unexpected argument %q", rest[0])
 	}
-	path := config.Find(*cfgPath)
-	cfg, err := config.Load(path)
+	cfg, path, err := loadConfig(*cfgPath)
 	if err != nil {
-		return &configError{err}
+		return err
 	}
 	if _, err := guardConfig(cfg); err != nil {
 		return &configError{err}

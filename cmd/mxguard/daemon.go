@@ -39,37 +39,53 @@ func runDaemon(e *env, args []string) error {
 	if len(rest) > 0 {
 		return usagef("unexpected argument %q", rest[0])
 	}
-	path := config.Find(*cfgPath)
-	cfg, err := config.Load(path)
+	cfg, path, err := loadConfig(*cfgPath)
 	if err != nil {
-		return &configError{err}
+		return err
 	}
 	if *dryRun {
 		cfg.DryRun = true
 	}
+	return runUntilSignal(cfg, daemonOptions{configPath: path, cleanup: *cleanup, logOut: e.stderr})
+}
 
+// loadConfig loads the config named by --config (or the default path if
+// it exists, or the built-in defaults); a bad file is a configError.
+func loadConfig(flagValue string) (*config.Config, string, error) {
+	path := config.Find(flagValue)
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, path, &configError{err}
+	}
+	return cfg, path, nil
+}
+
+// runUntilSignal runs the daemon until SIGTERM or SIGINT; SIGHUP reloads.
+func runUntilSignal(cfg *config.Config, opts daemonOptions) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	reload := make(chan struct{}, 1)
-	go func() {
-		for {
+	go forwardSignal(ctx, hup, reload)
+	opts.reload = reload
+	return daemonMain(ctx, cfg, opts)
+}
+
+// forwardSignal turns signals into non-blocking reload requests.
+func forwardSignal(ctx context.Context, sig <-chan os.Signal, reload chan<- struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sig:
 			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				select {
-				case reload <- struct{}{}:
-				default:
-				}
+			case reload <- struct{}{}:
+			default:
 			}
 		}
-	}()
-	return daemonMain(ctx, cfg, daemonOptions{
-		configPath: path, cleanup: *cleanup, logOut: e.stderr, reload: reload,
-	})
+	}
 }
 
 // daemonOptions are the wiring of one daemon run (tests set the extras).

@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"os"
-	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/mxguard/mxguard/actions"
@@ -35,10 +32,9 @@ func runGuard(e *env, args []string) error {
 	if len(rest) > 0 {
 		return usagef("unexpected argument %q", rest[0])
 	}
-	path := config.Find(*cfgPath)
-	cfg, err := config.Load(path)
+	cfg, path, err := loadConfig(*cfgPath)
 	if err != nil {
-		return &configError{err}
+		return err
 	}
 	if *dryRun {
 		cfg.DryRun = true
@@ -57,29 +53,7 @@ func runGuard(e *env, args []string) error {
 	if err := gcfg.Validate(); err != nil {
 		return &configError{err}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	reload := make(chan struct{}, 1)
-	go forwardSignal(ctx, hup, reload)
-	return daemonMain(ctx, cfg, daemonOptions{configPath: path, logOut: e.stderr, reload: reload, guard: &gcfg})
-}
-
-// forwardSignal turns signals into non-blocking reload requests.
-func forwardSignal(ctx context.Context, sig <-chan os.Signal, reload chan<- struct{}) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-sig:
-			select {
-			case reload <- struct{}{}:
-			default:
-			}
-		}
-	}
+	return runUntilSignal(cfg, daemonOptions{configPath: path, logOut: e.stderr, guard: &gcfg})
 }
 
 // guardConfig decodes and validates the `guard:` section over the defaults.
