@@ -380,12 +380,14 @@ func (c *guardConn) readError(err error) error {
 		g.emit(cs, logparse.Event{Kind: logparse.KindTimeout, Stage: cs.stage, Abuse: !afterData(cs.stage),
 			Raw: fmt.Sprintf("timeout after %s from unknown[%s]", cs.stage, cs.ip)})
 		return c.closeWith("421 4.4.2 "+g.cfg.Hostname+" Error: timeout exceeded", "timeout after "+cs.stage)
+	case cs.stage == "QUIT":
+		return io.EOF // the client said goodbye and hung up: nothing lost
 	default:
 		if cs.verdict == "" {
 			cs.verdict = "lost connection after " + cs.stage
 		}
 		g.emit(cs, logparse.Event{Kind: logparse.KindLostConnection, Stage: cs.stage,
-			Abuse: !afterData(cs.stage) && cs.stage != "CONNECT" && cs.stage != "QUIT",
+			Abuse: !afterData(cs.stage) && cs.stage != "CONNECT",
 			Raw:   fmt.Sprintf("lost connection after %s from unknown[%s]", cs.stage, cs.ip)})
 		return io.EOF
 	}

@@ -125,6 +125,11 @@ func TestHELOWithoutPipelining(t *testing.T) {
 	if len(m) != 1 || !strings.Contains(m[0].xclient, "PROTO=SMTP") || m[0].helo != "client.example.org" {
 		t.Fatalf("messages %+v", m)
 	}
+	c.c.Close()
+	time.Sleep(100 * time.Millisecond) // let the guard read the close
+	if h.ev.has(logparse.KindLostConnection) {
+		t.Errorf("a clean QUIT was logged as a lost connection: %s", h.ev.summary())
+	}
 }
 
 func TestPregreet(t *testing.T) {
