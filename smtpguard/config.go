@@ -22,7 +22,8 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 
 func (d Duration) String() string { return time.Duration(d).String() }
 
-// UnmarshalYAML accepts a duration string such as "300ms"; a bare number
+// UnmarshalYAML accepts a duration string such as "300ms" or whole days
+// ("35d"); a bare number
 // is an error (the unit would be a guess), except 0.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
@@ -32,7 +33,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 		*d = 0
 		return nil
 	}
-	v, err := time.ParseDuration(strings.TrimSpace(n.Value))
+	v, err := parseDuration(strings.TrimSpace(n.Value))
 	if err != nil {
 		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
@@ -41,6 +42,18 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// parseDuration is time.ParseDuration that also takes whole days ("35d").
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		n, err := strconv.ParseInt(days, 10, 32)
+		if err != nil || n < 0 {
+			return 0, fmt.Errorf("bad duration %q (days: a whole number such as \"35d\")", s)
+		}
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	return time.ParseDuration(s)
 }
 
 // MarshalYAML writes d as in String.
@@ -136,6 +149,38 @@ type DNSBLConfig struct {
 	CacheTTL Duration `yaml:"cache_ttl"`
 }
 
+// GreylistConfig configures greylisting at RCPT (like postgrey). The
+// triplet is (client network: /24 for IPv4, /64 for IPv6; sender; recipient),
+// addresses compared in lower case. The first attempt of a triplet gets
+// "450 4.2.0 <rcpt>: Recipient address rejected: Greylisted, see URL (try
+// again in N s)", an event with reason greylisted that is not evidence of
+// abuse and not counted toward the error limits. Allowlisted clients
+// (guard.allowlist) skip it; so do clients that failed a local check
+// (those are refused first). If the database fails, recipients pass.
+type GreylistConfig struct {
+	Enabled bool `yaml:"enabled"` // Default: false.
+	// DB is the greylist's own bbolt file. Empty: `mxguard daemon` uses
+	// state_dir/greylist.db.
+	DB string `yaml:"db"`
+	// Delay: a retry passes only this long after the first attempt. Default: 5m.
+	Delay Duration `yaml:"delay"`
+	// RetryWindow: a retry later than this after the first attempt starts
+	// over. Default: 48h.
+	RetryWindow Duration `yaml:"retry_window"`
+	// MaxAge: passed triplets and auto-allowlisted clients unused this long
+	// are forgotten (and deleted by the hourly sweep). Default: 35d (840h).
+	MaxAge Duration `yaml:"max_age"`
+	// AutoAllowlist: a client network whose retries passed for this many
+	// distinct triplets skips greylisting (until unused for max_age).
+	// 0 = off. Default: 5.
+	AutoAllowlist int `yaml:"auto_allowlist"`
+	// MaxEntries caps each bucket (triplets, clients); beyond it the sweep
+	// evicts the least recently used down to 90%. 0 = no cap. Default: 1000000.
+	MaxEntries int `yaml:"max_entries"`
+	// InfoURL is named in the 450 reply. Default: https://en.wikipedia.org/wiki/Greylisting.
+	InfoURL string `yaml:"info_url"`
+}
+
 // TLSConfig enables STARTTLS when both files are set.
 type TLSConfig struct {
 	Cert string `yaml:"cert"`
@@ -168,11 +213,12 @@ type Config struct {
 	Recipients []string `yaml:"recipients"`
 	// Resolver is the DNS server (host:port) for DNSBL and sender domain
 	// checks. Default: the first nameserver of /etc/resolv.conf.
-	Resolver string      `yaml:"resolver"`
-	Checks   Checks      `yaml:"checks"`
-	Limits   Limits      `yaml:"limits"`
-	DNSBL    DNSBLConfig `yaml:"dnsbl"`
-	TLS      TLSConfig   `yaml:"tls"`
+	Resolver string         `yaml:"resolver"`
+	Checks   Checks         `yaml:"checks"`
+	Limits   Limits         `yaml:"limits"`
+	DNSBL    DNSBLConfig    `yaml:"dnsbl"`
+	Greylist GreylistConfig `yaml:"greylist"`
+	TLS      TLSConfig      `yaml:"tls"`
 }
 
 // DefaultConfig returns the defaults. Decode YAML into it so that keys
@@ -204,6 +250,11 @@ func DefaultConfig() Config {
 			UpstreamTimeout: Duration(time.Minute), UpstreamDataTimeout: Duration(10 * time.Minute),
 		},
 		DNSBL: DNSBLConfig{Threshold: 3, Timeout: Duration(2 * time.Second), CacheTTL: Duration(5 * time.Minute)},
+		Greylist: GreylistConfig{
+			Delay: Duration(5 * time.Minute), RetryWindow: Duration(48 * time.Hour),
+			MaxAge: Duration(35 * 24 * time.Hour), AutoAllowlist: 5, MaxEntries: 1000000,
+			InfoURL: "https://en.wikipedia.org/wiki/Greylisting",
+		},
 	}
 }
 
@@ -356,6 +407,26 @@ func (c *Config) Validate() error {
 		}
 		if c.DNSBL.Timeout <= 0 {
 			bad("dnsbl.timeout", "must be > 0")
+		}
+	}
+	if gl := c.Greylist; gl.Enabled {
+		if gl.Delay < 0 {
+			bad("greylist.delay", "must be ≥ 0")
+		}
+		if gl.RetryWindow <= gl.Delay {
+			bad("greylist.retry_window", "must be > delay (%s), got %s", gl.Delay, gl.RetryWindow)
+		}
+		if gl.MaxAge < gl.RetryWindow {
+			bad("greylist.max_age", "must be ≥ retry_window (%s), got %s", gl.RetryWindow, gl.MaxAge)
+		}
+		if gl.AutoAllowlist < 0 {
+			bad("greylist.auto_allowlist", "must be ≥ 0, got %d", gl.AutoAllowlist)
+		}
+		if gl.MaxEntries < 0 {
+			bad("greylist.max_entries", "must be ≥ 0, got %d", gl.MaxEntries)
+		}
+		if strings.ContainsAny(gl.InfoURL, "\r\n") {
+			bad("greylist.info_url", "must be one line")
 		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {

@@ -37,6 +37,7 @@ type connState struct {
 	messages int
 	verdict  string
 	sess     *session
+	noCount  bool // the next error reply is not counted (greylisting)
 }
 
 func (cs *connState) proto() string {
@@ -227,6 +228,13 @@ func (c *guardConn) onReply(code int) {
 		return
 	}
 	cs := c.cs
+	if cs.noCount {
+		// A greylisting deferral is expected of every new sender: an MTA
+		// with many recipients must not reach the error limits with it.
+		cs.noCount = false
+		c.g.ctr.rejects.Add(1)
+		return
+	}
 	cs.errors++
 	c.g.ctr.rejects.Add(1)
 	l := c.g.cfg.Limits

@@ -70,6 +70,8 @@ type Deps struct {
 	UpstreamLogged bool
 	Blocklist      Blocklist // nil = nobody is banned
 	Resolver       Resolver  // nil = miekg/dns to guard.resolver
+
+	now func() time.Time // greylisting's clock (tests); nil = time.Now
 }
 
 // Stats are the guard's counters since start.
@@ -90,11 +92,13 @@ type Stats struct {
 	Rejects        uint64 // 4xx/5xx replies sent in sessions
 	Messages       uint64 // messages accepted by the upstream
 	UpstreamErrors uint64 // upstream unreachable or broken
+	Greylisted     uint64 // recipients deferred by greylisting
+	FCrDNS         uint64 // recipients refused for want of a confirmed client hostname
 }
 
 type counters struct {
 	accepted, admitted, blocked, dnsbl, connLimit, rateLimit, pregreet, pipelining,
-	nonSMTP, tooManyErrors, timeouts, rejects, messages, upstreamErrors atomic.Uint64
+	nonSMTP, tooManyErrors, timeouts, rejects, messages, upstreamErrors, greylisted, fcrdns atomic.Uint64
 	active, inPause atomic.Int64
 }
 
@@ -117,6 +121,7 @@ type Guard struct {
 	srv  *smtp.Server
 	ctr  counters
 	rate *rateLimiter
+	grey *greylister // nil: greylisting off
 
 	mu        sync.Mutex
 	perClient map[netip.Addr]int
@@ -185,6 +190,14 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 	s.ReadTimeout = 0 // the filter sets its own deadlines
 	s.ErrorLog = slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
 	g.srv = s
+	if cfg.Greylist.Enabled {
+		// last: nothing after it may fail and leave the file locked
+		gl, err := openGreylist(cfg.Greylist, g.log, deps.now)
+		if err != nil {
+			return nil, err
+		}
+		g.grey = gl
+	}
 	return g, nil
 }
 
@@ -200,7 +213,7 @@ func (g *Guard) Stats() Stats {
 		ConnLimit: c.connLimit.Load(), RateLimit: c.rateLimit.Load(), Pregreet: c.pregreet.Load(),
 		Pipelining: c.pipelining.Load(), NonSMTP: c.nonSMTP.Load(), TooManyErrors: c.tooManyErrors.Load(),
 		Timeouts: c.timeouts.Load(), Rejects: c.rejects.Load(), Messages: c.messages.Load(),
-		UpstreamErrors: c.upstreamErrors.Load(),
+		UpstreamErrors: c.upstreamErrors.Load(), Greylisted: c.greylisted.Load(), FCrDNS: c.fcrdns.Load(),
 	}
 }
 
@@ -287,7 +300,8 @@ func (g *Guard) closeListeners() {
 
 // Shutdown stops accepting, drops connections still in the connection
 // stage and waits for SMTP sessions to end until ctx is done, then closes
-// them.
+// them. It also closes the greylist database: call it once New has
+// succeeded, even if Serve never ran.
 func (g *Guard) Shutdown(ctx context.Context) error {
 	g.closeListeners()
 	g.mu.Lock()
@@ -323,6 +337,13 @@ func (g *Guard) Shutdown(ctx context.Context) error {
 	select {
 	case <-waited:
 	case <-ctx.Done():
+	}
+	if g.grey != nil {
+		// Sessions still running (ctx ended first) find the database
+		// closed and let their recipients pass.
+		if cerr := g.grey.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("guard: greylist: %w", cerr)
+		}
 	}
 	return err
 }

@@ -222,6 +222,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			return e
 		}
 	}
+	if e := s.greylist(to); e != nil {
+		return e
+	}
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
 	line := "RCPT TO:<" + to + ">"
@@ -240,6 +243,28 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
+}
+
+// greylist defers a new triplet (see GreylistConfig).
+func (s *session) greylist(to string) *smtp.SMTPError {
+	g := s.g
+	if g.grey == nil || s.cs.allowlisted {
+		return nil
+	}
+	v, err := g.grey.check(s.cs.ip, s.from, to)
+	if err != nil {
+		g.log.Warn("guard: greylist failed, recipient let through", "ip", s.cs.ip.String(), "err", err)
+		return nil
+	}
+	if v.pass {
+		return nil
+	}
+	g.ctr.greylisted.Add(1)
+	reply := greylistReply(to, g.cfg.Greylist.InfoURL, v.wait)
+	g.rejectEnv(s.cs, "RCPT", reply, logparse.ReasonGreylisted, false, s.from, to)
+	g.log.Debug("guard: greylisted", "ip", s.cs.ip.String(), "from", s.from, "to", to, "why", v.reason)
+	s.cs.noCount = true
+	return smtpErr(reply)
 }
 
 // openTransaction connects to the upstream if needed and sends MAIL.
