@@ -108,6 +108,16 @@ type Checks struct {
 	// MultiRecipientBounce: MAIL FROM:<> with more than one recipient
 	// (550 5.5.3 at DATA). Default: reject.
 	MultiRecipientBounce Action `yaml:"multi_recipient_bounce"`
+	// FCrDNS: forward-confirmed reverse DNS of the client (Postfix
+	// reject_unknown_client_hostname). The client's PTR names (the first 5)
+	// are looked up during the greet pause; one whose A/AAAA records hold
+	// the client address confirms it. Without one, each RCPT gets
+	// "450 4.7.25 Client host rejected: cannot find your hostname, [ADDR]"
+	// (450, not 5xx: DNS is not reliable enough). A DNS failure (timeout,
+	// SERVFAIL) lets the client through. Allowlisted clients skip the
+	// check. When on (warn or reject), a confirmed name is passed to the
+	// upstream as XCLIENT NAME, so Postfix logs it. Default: off.
+	FCrDNS Action `yaml:"fcrdns"`
 	// DisableVRFY answers VRFY with 502 5.5.1 (Postfix disable_vrfy_command). Default: true.
 	DisableVRFY bool `yaml:"disable_vrfy"`
 }
@@ -211,8 +221,8 @@ type Config struct {
 	// Recipients known to exist (addresses, or "@domain" for a catch-all).
 	// Empty = the upstream decides.
 	Recipients []string `yaml:"recipients"`
-	// Resolver is the DNS server (host:port) for DNSBL and sender domain
-	// checks. Default: the first nameserver of /etc/resolv.conf.
+	// Resolver is the DNS server (host:port) for DNSBL, sender domain and
+	// FCrDNS checks. Default: the first nameserver of /etc/resolv.conf.
 	Resolver string         `yaml:"resolver"`
 	Checks   Checks         `yaml:"checks"`
 	Limits   Limits         `yaml:"limits"`
@@ -237,7 +247,7 @@ func DefaultConfig() Config {
 			HeloDenyNames: []string{"friend", "localhost", "localhost.localdomain"},
 			SenderFQDN:    Reject, SenderDomainDNS: Off, RecipientFQDN: Reject,
 			Relay: Reject, UnknownRecipient: Reject, MultiRecipientBounce: Reject,
-			DisableVRFY: true,
+			FCrDNS: Off, DisableVRFY: true,
 		},
 		Limits: Limits{
 			MaxConnections: 2000, MaxConnectionsPerClient: 20,
@@ -353,6 +363,7 @@ func (c *Config) Validate() error {
 		{"sender_fqdn", ch.SenderFQDN}, {"sender_domain_dns", ch.SenderDomainDNS},
 		{"recipient_fqdn", ch.RecipientFQDN}, {"relay", ch.Relay},
 		{"unknown_recipient", ch.UnknownRecipient}, {"multi_recipient_bounce", ch.MultiRecipientBounce},
+		{"fcrdns", ch.FCrDNS},
 	} {
 		if a.v != Reject && a.v != Warn && a.v != Off {
 			bad("checks."+a.key, "want reject, warn or off, got %q", a.v)

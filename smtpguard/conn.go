@@ -38,6 +38,28 @@ type connState struct {
 	verdict  string
 	sess     *session
 	noCount  bool // the next error reply is not counted (greylisting)
+
+	// FCrDNS: the lookup started in admit, its result once waited for.
+	rdnsCh   chan rdnsResult
+	rdnsDone bool
+	rdns     rdnsResult
+}
+
+type rdnsResult struct {
+	name string // confirmed name, or ""
+	err  error  // nil, ErrNotFound or a DNS failure
+}
+
+// clientName waits for the FCrDNS lookup (bounded by dnsbl.timeout) and
+// returns its result; ok is false when no lookup was started.
+func (cs *connState) clientName() (r rdnsResult, ok bool) {
+	if cs.rdnsCh == nil {
+		return rdnsResult{}, false
+	}
+	if !cs.rdnsDone {
+		cs.rdns, cs.rdnsDone = <-cs.rdnsCh, true
+	}
+	return cs.rdns, true
 }
 
 func (cs *connState) proto() string {

@@ -23,6 +23,8 @@ type Resolver interface {
 	LookupIP(ctx context.Context, name string, v6 bool) ([]netip.Addr, error)
 	// LookupMX returns the MX host names of name.
 	LookupMX(ctx context.Context, name string) ([]string, error)
+	// LookupAddr returns the PTR names of a (lower case, no trailing dot).
+	LookupAddr(ctx context.Context, a netip.Addr) ([]string, error)
 }
 
 // dnsResolver asks one DNS server with github.com/miekg/dns and caches
@@ -164,6 +166,63 @@ func (r *dnsResolver) LookupMX(ctx context.Context, name string) ([]string, erro
 		out = append(out, rr.(*dns.MX).Mx)
 	}
 	return out, nil
+}
+
+func (r *dnsResolver) LookupAddr(ctx context.Context, a netip.Addr) ([]string, error) {
+	zone := "in-addr.arpa"
+	if a.Unmap().Is6() {
+		zone = "ip6.arpa"
+	}
+	rrs, err := r.query(ctx, reverseName(a, zone), dns.TypePTR)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(rrs))
+	for _, rr := range rrs {
+		out = append(out, strings.ToLower(strings.TrimSuffix(rr.(*dns.PTR).Ptr, ".")))
+	}
+	return out, nil
+}
+
+// fcrdnsMaxNames bounds the forward lookups per client (Postfix asks
+// about all names; a client with many PTRs should not cost many queries).
+const fcrdnsMaxNames = 5
+
+// fcrdns returns the forward-confirmed reverse DNS name of a: a PTR name
+// (of the first fcrdnsMaxNames) whose A/AAAA records include a. It
+// returns ErrNotFound when there is no PTR or none confirms, and another
+// error when a lookup failed and no name was confirmed.
+func fcrdns(ctx context.Context, r Resolver, a netip.Addr) (string, error) {
+	a = a.Unmap()
+	names, err := r.LookupAddr(ctx, a)
+	if err != nil {
+		return "", err
+	}
+	var tempErr error
+	for i, n := range names {
+		if i == fcrdnsMaxNames {
+			break
+		}
+		if !validDomain(n) {
+			continue
+		}
+		ips, err := r.LookupIP(ctx, n, a.Is6())
+		if err != nil {
+			if !errors.Is(err, ErrNotFound) {
+				tempErr = err
+			}
+			continue
+		}
+		for _, ip := range ips {
+			if ip.Unmap() == a {
+				return n, nil
+			}
+		}
+	}
+	if tempErr != nil {
+		return "", tempErr
+	}
+	return "", ErrNotFound
 }
 
 // reverseName returns the DNSBL query name of a under zone:

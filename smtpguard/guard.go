@@ -163,7 +163,7 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 		g.heloDeny[strings.ToLower(h)] = true
 	}
 	g.heloDeny[strings.ToLower(cfg.Hostname)] = true
-	if g.resolver == nil && (len(g.sites) > 0 || cfg.Checks.SenderDomainDNS != Off) {
+	if g.resolver == nil && (len(g.sites) > 0 || cfg.Checks.SenderDomainDNS != Off || cfg.Checks.FCrDNS != Off) {
 		addr := cfg.Resolver
 		if addr == "" {
 			addr = defaultResolverAddr()
@@ -472,6 +472,18 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 		}()
 	}
 
+	// So does the FCrDNS lookup; the first RCPT waits for its result.
+	if g.cfg.Checks.FCrDNS != Off && g.resolver != nil {
+		ch := make(chan rdnsResult, 1)
+		cs.rdnsCh = ch
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), g.cfg.DNSBL.Timeout.D())
+			defer cancel()
+			name, err := fcrdns(ctx, g.resolver, ip)
+			ch <- rdnsResult{name, err}
+		}()
+	}
+
 	if pause > 0 {
 		g.ctr.inPause.Add(1)
 		if g.cfg.GreetTeaser {
@@ -561,6 +573,9 @@ func (g *Guard) emit(cs *connState, ev logparse.Event) {
 	ev.Client = cs.ip
 	ev.Port = cs.port
 	ev.ClientName = "unknown"
+	if cs.rdnsDone && cs.rdns.name != "" {
+		ev.ClientName = cs.rdns.name
+	}
 	if ev.Helo == "" {
 		ev.Helo = cs.helo
 	}

@@ -222,6 +222,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 			return e
 		}
 	}
+	if e := s.checkFCrDNS(to); e != nil {
+		return e
+	}
 	if e := s.greylist(to); e != nil {
 		return e
 	}
@@ -243,6 +246,29 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.rcpts = append(s.rcpts, to)
 	return nil
+}
+
+// checkFCrDNS refuses a client without a forward-confirmed hostname
+// (see Checks.FCrDNS). It waits for the lookup admit started; it also
+// runs for allowlisted clients (without refusing them) so that their
+// name reaches the upstream in XCLIENT.
+func (s *session) checkFCrDNS(to string) *smtp.SMTPError {
+	g := s.g
+	r, ok := s.cs.clientName()
+	if !ok || r.err == nil || s.cs.allowlisted {
+		return nil
+	}
+	if !errors.Is(r.err, ErrNotFound) {
+		// Our resolver's trouble, not the client's: let it through.
+		g.log.Debug("guard: fcrdns lookup failed, client let through", "ip", s.cs.ip.String(), "err", r.err)
+		return nil
+	}
+	reply := "450 4.7.25 Client host rejected: cannot find your hostname, [" + s.cs.ip.String() + "]"
+	e := s.check(g.cfg.Checks.FCrDNS, "RCPT", reply, logparse.ReasonClientNoRDNS, to)
+	if e != nil {
+		g.ctr.fcrdns.Add(1)
+	}
+	return e
 }
 
 // greylist defers a new triplet (see GreylistConfig).

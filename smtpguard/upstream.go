@@ -135,7 +135,11 @@ func (u *upstream) introduce(cfg *Config, cs *connState, local net.Addr) error {
 	}
 	// XCLIENT and the next EHLO go in separate writes: Postfix logs a
 	// pipelined EHLO after XCLIENT as improper pipelining.
-	x := fmt.Sprintf("XCLIENT ADDR=%s PORT=%d NAME=[UNAVAILABLE] HELO=%s PROTO=%s", addr, cs.port, xtext(helo), proto)
+	name := "[UNAVAILABLE]"
+	if r, ok := cs.clientName(); ok && r.name != "" {
+		name = xtext(r.name) // forward-confirmed (Checks.FCrDNS)
+	}
+	x := fmt.Sprintf("XCLIENT ADDR=%s PORT=%d NAME=%s HELO=%s PROTO=%s", addr, cs.port, name, xtext(helo), proto)
 	if _, err := u.expect(220, x); err != nil {
 		return fmt.Errorf("upstream XCLIENT: %w", err)
 	}
