@@ -421,3 +421,38 @@ func TestGreylistSweepsByItself(t *testing.T) {
 		t.Fatalf("%d triplets after the automatic sweep, want 2", n)
 	}
 }
+
+// BenchmarkGreylistCheck: new triplets (a write each, fsync) and known
+// passed triplets (the read-only fast path).
+func BenchmarkGreylistCheck(b *testing.B) {
+	for _, known := range []bool{false, true} {
+		name := "new"
+		if known {
+			name = "passed"
+		}
+		b.Run(name, func(b *testing.B) {
+			clk := newClock()
+			gl, err := openGreylist(greyTestConfig(filepath.Join(b.TempDir(), "g.db")), nil, clk.Now)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer gl.close()
+			ip := netip.MustParseAddr("192.0.2.1")
+			if known {
+				gl.check(ip, "a@x.example", "r@y.example")
+				clk.add(6 * time.Minute)
+				gl.check(ip, "a@x.example", "r@y.example")
+			}
+			b.ResetTimer()
+			for i := 0; b.Loop(); i++ {
+				from := "a@x.example"
+				if !known {
+					from = fmt.Sprintf("s%d@x.example", i)
+				}
+				if v, err := gl.check(ip, from, "r@y.example"); err != nil || v.pass != known {
+					b.Fatalf("%+v %v", v, err)
+				}
+			}
+		})
+	}
+}
