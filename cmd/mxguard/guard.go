@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -57,10 +60,14 @@ func runGuard(e *env, args []string) error {
 }
 
 // guardConfig decodes and validates the `guard:` section over the defaults.
+// The greylist database lives in state_dir unless configured.
 func guardConfig(cfg *config.Config) (smtpguard.Config, error) {
 	g := smtpguard.DefaultConfig()
 	if err := cfg.DecodeGuard(&g); err != nil {
 		return g, err
+	}
+	if g.Greylist.Enabled && g.Greylist.DB == "" {
+		g.Greylist.DB = filepath.Join(cfg.StateDir, "greylist.db")
 	}
 	if err := g.Validate(); err != nil {
 		return g, err
@@ -83,10 +90,18 @@ func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banS
 	if err != nil {
 		return nil, &configError{err}
 	}
+	// Listen here, not in the goroutine: a port in use must stop the start.
+	l, err := net.Listen("tcp", gcfg.Listen)
+	if err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.Shutdown(sctx) // closes the greylist database
+		return nil, fmt.Errorf("guard.listen %s: %w", gcfg.Listen, err)
+	}
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if err := g.ListenAndServe(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		if err := g.Serve(ctx, l); err != nil && !errors.Is(err, context.Canceled) {
 			d.log.Error("guard stopped", "err", err)
 		}
 	}()

@@ -130,3 +130,22 @@ func TestBanSnapshot(t *testing.T) {
 		}
 	}
 }
+
+// A guard that cannot listen stops the start with an error naming the key.
+func TestGuardListenInUse(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := newTestConfig(t)
+	cfg.Logs = nil
+	g := smtpguard.DefaultConfig()
+	g.Listen = busy.Addr().String()
+	g.Upstream = freeAddr(t)
+	g.Hostname = "mx.test.example"
+	err = daemonMain(context.Background(), cfg, daemonOptions{noHostAddr: true, guard: &g})
+	if err == nil || !strings.Contains(err.Error(), "guard.listen") {
+		t.Fatalf("err = %v", err)
+	}
+}
