@@ -3,31 +3,14 @@ package actions
 import (
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/duration"
 	"math"
 	"net/netip"
 	"time"
 )
 
-// Duration is a time.Duration written as a Go duration string in YAML/JSON
-// ("1h", "30m", "168h").
-type Duration time.Duration
-
-// UnmarshalText implements encoding.TextUnmarshaler (used by yaml/v3 and
-// encoding/json).
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	if err != nil {
-		return fmt.Errorf("invalid duration %q (use e.g. 90s, 30m, 1h, 168h)", b)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
-
-// String formats like time.Duration.
-func (d Duration) String() string { return time.Duration(d).String() }
+// Duration is the config's duration ("1h", "30m", "7d"; see internal/duration).
+type Duration = duration.Duration
 
 // BanConfig is the `ban:` section: how long bans last and how broad they may be.
 type BanConfig struct {

@@ -3,10 +3,8 @@ package detectors
 import (
 	"errors"
 	"fmt"
-	"strings"
+	"github.com/mxguard/mxguard/internal/duration"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Detector names, as used in the config, in Decision.Detector and in Stats.
@@ -38,65 +36,8 @@ const (
 	ModeWarn Mode = "warn" // the decision is only logged (Decision.Warn)
 )
 
-// Duration is a time.Duration written as a Go duration string ("10m",
-// "1h30m") in YAML and JSON.
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// String formats d without trailing zero units: "10m", "1h", "1h30m", "90s".
-func (d Duration) String() string {
-	s := time.Duration(d).String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
-	}
-	return s
-}
-
-func parseDuration(s string) (Duration, error) {
-	v, err := time.ParseDuration(strings.TrimSpace(s))
-	if err != nil {
-		return 0, err
-	}
-	if v < 0 {
-		return 0, fmt.Errorf("negative duration %q", s)
-	}
-	return Duration(v), nil
-}
-
-// UnmarshalText parses a Go duration string.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := parseDuration(string(b))
-	if err != nil {
-		return err
-	}
-	*d = v
-	return nil
-}
-
-// MarshalText writes d as in String.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalYAML accepts only a scalar duration string such as "10m"; a bare
-// number is an error (the unit would be a guess).
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as \"10m\"", n.Line)
-	}
-	v, err := parseDuration(n.Value)
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	*d = v
-	return nil
-}
-
-// MarshalYAML writes d as in String.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+// Duration is the config's duration ("10m", "1h", "7d"; see internal/duration).
+type Duration = duration.Duration
 
 // Rule is the part of a detector's configuration that every detector has.
 //

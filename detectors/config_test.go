@@ -72,7 +72,7 @@ prefix_escalation: {enabled: true, count: 4, window: 2h, v4_bits: 26}
 func TestConfigYAMLErrors(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
 		{"dictionary: {treshold: 3}", "treshold"},
-		{"dictionary: {window: 10}", "line 1: time: missing unit"},
+		{"dictionary: {window: 10}", `line 1: invalid duration "10"`},
 		{"dictionary: {window: -1m}", "negative"},
 		{"dictionary: {window: [1m]}", "want a duration"},
 		{"sasl_bruteforce: {per_prefix: maybe}", "line 1: cannot unmarshal !!str `maybe` into bool"},

@@ -3,61 +3,17 @@ package smtpguard
 import (
 	"errors"
 	"fmt"
+	"github.com/mxguard/mxguard/internal/duration"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
-
-	"go.yaml.in/yaml/v3"
 )
 
-// Duration is a time.Duration written as a Go duration string ("1s",
-// "5m") in YAML.
-type Duration time.Duration
-
-// D returns d as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-func (d Duration) String() string { return time.Duration(d).String() }
-
-// UnmarshalYAML accepts a duration string such as "300ms" or whole days
-// ("35d"); a bare number
-// is an error (the unit would be a guess), except 0.
-func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.ScalarNode {
-		return fmt.Errorf("line %d: want a duration such as \"1s\"", n.Line)
-	}
-	if n.Value == "0" {
-		*d = 0
-		return nil
-	}
-	v, err := parseDuration(strings.TrimSpace(n.Value))
-	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
-	}
-	if v < 0 {
-		return fmt.Errorf("line %d: negative duration %q", n.Line, n.Value)
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// parseDuration is time.ParseDuration that also takes whole days ("35d").
-func parseDuration(s string) (time.Duration, error) {
-	if days, ok := strings.CutSuffix(s, "d"); ok {
-		n, err := strconv.ParseInt(days, 10, 32)
-		if err != nil || n < 0 {
-			return 0, fmt.Errorf("bad duration %q (days: a whole number such as \"35d\")", s)
-		}
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	return time.ParseDuration(s)
-}
-
-// MarshalYAML writes d as in String.
-func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+// Duration is the config's duration ("1s", "5m", "35d"; see internal/duration).
+type Duration = duration.Duration
 
 // Action is what a check does when it fails.
 type Action string
