@@ -161,6 +161,19 @@ func TestReplayLab(t *testing.T) {
 	if nBad == 0 {
 		t.Error("clients.json lists no bad client with expected detectors")
 	}
+	// The exact bans are pinned too (go test ./cmd/mxguard -update).
+	golden := filepath.Join("..", "..", "testdata", "replay", "lab.golden.jsonl")
+	os.WriteFile(golden+".got", []byte(out), 0o644)
+	if *update {
+		os.WriteFile(golden, []byte(out), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/mxguard -run TestReplayLab -update)", err)
+	}
+	if string(want) != out {
+		t.Errorf("replay of the lab log differs from %s (see .got)", golden)
+	}
 }
 
 func TestConfigCheck(t *testing.T) {
