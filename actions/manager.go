@@ -598,18 +598,18 @@ func (m *Manager) Recheck(ctx context.Context) (int, error) {
 	if err := m.allow.Refresh(); err != nil {
 		m.log.Warn("allowlist refresh failed", "err", err)
 	}
-	recs, err := m.store.Active(m.cfg.Now())
+	prefixes, err := m.store.ActivePrefixes(m.cfg.Now())
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, r := range recs {
-		why := m.check(r.Prefix)
+	for _, p := range prefixes {
+		why := m.check(p)
 		if why == nil {
 			continue
 		}
-		m.log.Warn("unban: no longer allowed", "ip", r.Prefix, "detector", r.Detector, "why", why.Error())
-		if _, err := m.Unban(ctx, r.Prefix); err != nil {
+		m.log.Warn("unban: no longer allowed", "ip", p, "why", why.Error())
+		if _, err := m.Unban(ctx, p); err != nil {
 			return n, err
 		}
 		n++

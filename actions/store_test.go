@@ -400,3 +400,30 @@ func TestStorePrune(t *testing.T) {
 		t.Errorf("recent ledger = %+v", e)
 	}
 }
+
+// ActivePrefixes reads the index only and agrees with Active.
+func TestStoreActivePrefixes(t *testing.T) {
+	s := storeOpenTest(t, "")
+	for _, r := range []Record{
+		storeRec("192.0.2.1/32", storeT0, time.Hour),
+		storeRec("2001:db8::/64", storeT0, 3*time.Hour),
+		storeRec("198.51.100.0/24", storeT0.Add(-2*time.Hour), time.Hour), // expired
+	} {
+		if err := s.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ps, err := s.ActivePrefixes(storeT0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := s.Active(storeT0)
+	if len(ps) != 2 || len(recs) != 2 {
+		t.Fatalf("prefixes %v, active %d", ps, len(recs))
+	}
+	for i, r := range recs {
+		if ps[i] != r.Prefix {
+			t.Errorf("prefix %d: %v, record %v", i, ps[i], r.Prefix)
+		}
+	}
+}

@@ -1,0 +1,55 @@
+package actions
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchmarkRestore100k measures start-up with 100k active bans, each with
+// five evidence lines: the store scans plus Sync of one (fake) action.
+func BenchmarkRestore100k(b *testing.B) {
+	const n = 100000
+	dir := b.TempDir()
+	s, err := OpenStore(dir+"/mxguard.db", StoreOptions{NoSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	line := strings.Repeat("x", 200)
+	for i := 0; i < n; i++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+		if err := s.Put(Record{Prefix: p, Detector: "dictionary", Reason: "5 unknown recipients", Evidence: 5,
+			Lines: []string{line, line, line, line, line}, FirstSeen: now, LastSeen: now, Since: now,
+			Until: now.Add(24 * time.Hour), Offence: 1}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	s.Close()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s, err := OpenStore(dir+"/mxguard.db", StoreOptions{NoSync: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		f := &managerFake{name: "fake"}
+		m, err := NewManager(ManagerConfig{AllowSources: []func() ([]netip.Prefix, error){}}, s, []Action{f}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		start := time.Now()
+		if err := m.Restore(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s/restore")
+		_, _, synced := f.calls()
+		if len(synced) != 1 || len(synced[0]) != n {
+			b.Fatal(fmt.Sprintf("synced %d lists", len(synced)))
+		}
+		m.Close()
+		s.Close()
+	}
+}
