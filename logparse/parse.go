@@ -508,6 +508,10 @@ func classifyReject(text string, ev *Event) {
 	case r == ReasonOther && ev.Code/100 == 4:
 		// temporary trouble on our side (lookup failure, too many recipients)
 		ev.Abuse = false
+	case r == ReasonClientNoRDNS && ev.Code/100 == 4:
+		// reject_unknown_client_hostname's default 450: DNS may be at
+		// fault, and a real MTA retries; banning it would be wrong
+		ev.Abuse = false
 	default:
 		ev.Abuse = true
 	}

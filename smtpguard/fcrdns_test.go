@@ -147,7 +147,8 @@ func TestFCrDNSReject(t *testing.T) {
 	var rejected []string
 	for _, ev := range h.ev.all() {
 		if ev.Reason == logparse.ReasonClientNoRDNS {
-			if !ev.Abuse || ev.Code != 450 || ev.DSN != "4.7.25" || ev.Stage != "RCPT" || ev.To != "alice@example.com" {
+			// a 450 that DNS may have caused: context, never evidence
+			if ev.Abuse || ev.Code != 450 || ev.DSN != "4.7.25" || ev.Stage != "RCPT" || ev.To != "alice@example.com" {
 				t.Errorf("event %+v", ev)
 			}
 			rejected = append(rejected, ev.Client.String())
@@ -231,5 +232,31 @@ func TestFCrDNSConfig(t *testing.T) {
 	}
 	if DefaultConfig().Checks.FCrDNS != Off {
 		t.Error("fcrdns is not off by default")
+	}
+}
+
+// A real MTA without a PTR that sends to many recipients gets its 450s but
+// is neither tarpitted to "too many errors" nor banned by the detectors.
+func TestFCrDNSRejectIsNotEvidence(t *testing.T) {
+	z := fcrdnsZone(t)
+	h := newHarness(t, func(c *Config) {
+		c.Resolver = z.addr
+		c.Checks.FCrDNS = Reject
+		c.Limits.SoftErrorLimit = 2
+		c.Limits.HardErrorLimit = 3
+	})
+	c := dialFrom(t, h.addr, "127.0.0.3") // no PTR
+	c.expect(220)
+	c.cmd("EHLO mta.remote.example", 250)
+	c.cmd("MAIL FROM:<a@remote.example>", 250)
+	for i := range 8 {
+		c.cmd("RCPT TO:<user"+string(rune('a'+i))+"@example.com>", 450)
+	}
+	c.cmd("QUIT", 221)
+	if why, banned := h.bl.Banned(mustAddr("127.0.0.3")); banned {
+		t.Fatalf("banned for FCrDNS 450s: %q", why)
+	}
+	if h.ev.has(logparse.KindTooManyErrors) {
+		t.Error("FCrDNS 450s counted toward the error limit")
 	}
 }

@@ -264,11 +264,19 @@ func (s *session) checkFCrDNS(to string) *smtp.SMTPError {
 		return nil
 	}
 	reply := "450 4.7.25 Client host rejected: cannot find your hostname, [" + s.cs.ip.String() + "]"
-	e := s.check(g.cfg.Checks.FCrDNS, "RCPT", reply, logparse.ReasonClientNoRDNS, to)
-	if e != nil {
+	switch g.cfg.Checks.FCrDNS {
+	case Reject:
+		// A temporary refusal that DNS may have caused: context, not
+		// evidence, and not an error toward the limits (a real MTA
+		// without a PTR must not be tarpitted or banned for retrying).
 		g.ctr.fcrdns.Add(1)
+		g.rejectEnv(s.cs, "RCPT", reply, logparse.ReasonClientNoRDNS, false, s.from, to)
+		s.cs.noCount = true
+		return smtpErr(reply)
+	case Warn:
+		g.rejectEnv(s.cs, "RCPT", "warn: "+reply, logparse.ReasonClientNoRDNS, false, s.from, to)
 	}
-	return e
+	return nil
 }
 
 // greylist defers a new triplet (see GreylistConfig).
