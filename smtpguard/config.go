@@ -368,13 +368,13 @@ func (c *Config) Validate() error {
 			bad("dnsbl.sites", "%v", err)
 		}
 	}
-	if len(c.DNSBL.Sites) > 0 {
-		if c.DNSBL.Threshold < 1 {
-			bad("dnsbl.threshold", "must be ≥ 1, got %d", c.DNSBL.Threshold)
-		}
-		if c.DNSBL.Timeout <= 0 {
-			bad("dnsbl.timeout", "must be > 0")
-		}
+	if len(c.DNSBL.Sites) > 0 && c.DNSBL.Threshold < 1 {
+		bad("dnsbl.threshold", "must be ≥ 1, got %d", c.DNSBL.Threshold)
+	}
+	// every DNS lookup (DNSBL, FCrDNS, sender domains) is bounded by it
+	usesDNS := len(c.DNSBL.Sites) > 0 || c.Checks.FCrDNS != Off || c.Checks.SenderDomainDNS != Off
+	if usesDNS && c.DNSBL.Timeout <= 0 {
+		bad("dnsbl.timeout", "must be > 0 (it bounds every DNS lookup of the guard)")
 	}
 	if gl := c.Greylist; gl.Enabled {
 		if gl.Delay < 0 {

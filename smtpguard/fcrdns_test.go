@@ -141,7 +141,8 @@ func TestFCrDNSReject(t *testing.T) {
 		}
 	}
 	h.up.mu.Unlock()
-	if strings.Join(names, " ") != "NAME=good.example NAME=[UNAVAILABLE] NAME=[UNAVAILABLE]" {
+	// .4 and .6 were let through on a DNS failure: temporary, not "no name"
+	if strings.Join(names, " ") != "NAME=good.example NAME=[TEMPUNAVAIL] NAME=[TEMPUNAVAIL]" {
 		t.Errorf("XCLIENT names %q", names)
 	}
 	var rejected []string

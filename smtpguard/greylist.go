@@ -70,6 +70,16 @@ type greyVerdict struct {
 	pass   bool
 	wait   time.Duration // until a retry passes (when !pass)
 	reason string        // for logs: "new", "early", "expired", "passed", "retry", "client"
+	// retry is set for a retry that may pass: it is recorded as passed
+	// (and counted toward auto_allowlist) only by commit, once the
+	// upstream has accepted the recipient, so that retries to addresses
+	// Postfix refuses never allowlist anything.
+	retry *greyRetry
+}
+
+type greyRetry struct {
+	network string
+	key     []byte
 }
 
 func openGreylist(cfg GreylistConfig, log *slog.Logger, now func() time.Time) (*greylister, error) {
@@ -104,7 +114,13 @@ func openGreylist(cfg GreylistConfig, log *slog.Logger, now func() time.Time) (*
 }
 
 func (gl *greylister) close() error {
-	if gl == nil || !gl.closed.CompareAndSwap(false, true) {
+	if gl == nil {
+		return nil
+	}
+	gl.mu.Lock() // no sweep may start after this (see maybeSweep)
+	first := gl.closed.CompareAndSwap(false, true)
+	gl.mu.Unlock()
+	if !first {
 		return nil
 	}
 	gl.wg.Wait()
@@ -235,17 +251,9 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 			out = greyVerdict{wait: time.Duration(delay-(t-v.first)) * time.Second, reason: "early"}
 			v.last = t
 		default:
-			out = greyVerdict{pass: true, reason: "retry"}
-			v.passed, v.last = true, t
-			if auto > 0 {
-				c.last = t
-				if c.passes < ^uint32(0) {
-					c.passes++
-				}
-				if err := cb.Put([]byte(network), c.bytes()); err != nil {
-					return err
-				}
-			}
+			// a retry in the window: pass it, record it in commit
+			out = greyVerdict{pass: true, reason: "retry", retry: &greyRetry{network: network, key: key}}
+			return nil
 		}
 		return tb.Put(key, v.bytes())
 	})
@@ -253,6 +261,37 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 		return greyVerdict{pass: true}, fmt.Errorf("greylist: %w", err)
 	}
 	return out, nil
+}
+
+// commit records a retried triplet as passed once the upstream accepted
+// the recipient; credit also counts it toward the network's
+// auto_allowlist (once per session, not once per recipient).
+func (gl *greylister) commit(r *greyRetry, credit bool) error {
+	t := gl.now().Unix()
+	err := gl.db.Batch(func(tx *bolt.Tx) error {
+		tb, cb := tx.Bucket(bucketTriplets), tx.Bucket(bucketClients)
+		v, ok := parseTriplet(tb.Get(r.key))
+		if !ok {
+			v = tripletVal{first: t}
+		}
+		v.passed, v.last = true, t
+		if err := tb.Put(r.key, v.bytes()); err != nil {
+			return err
+		}
+		if !credit || gl.cfg.AutoAllowlist <= 0 {
+			return nil
+		}
+		c, _ := parseClient(cb.Get([]byte(r.network)))
+		c.last = t
+		if c.passes < ^uint32(0) {
+			c.passes++
+		}
+		return cb.Put([]byte(r.network), c.bytes())
+	})
+	if err != nil {
+		return fmt.Errorf("greylist: %w", err)
+	}
+	return nil
 }
 
 // maybeSweep starts a sweep in the background when one is due.
@@ -264,11 +303,15 @@ func (gl *greylister) maybeSweep(now time.Time) {
 		gl.lastSweep = now
 		gl.inserted.Store(0)
 	}
+	// checked and counted under mu, so close cannot slip in between
+	start := due && !gl.closed.Load() && gl.sweeping.CompareAndSwap(false, true)
+	if start {
+		gl.wg.Add(1)
+	}
 	gl.mu.Unlock()
-	if !due || gl.closed.Load() || !gl.sweeping.CompareAndSwap(false, true) {
+	if !start {
 		return
 	}
-	gl.wg.Add(1)
 	go func() {
 		defer gl.wg.Done()
 		defer gl.sweeping.Store(false)

@@ -268,7 +268,7 @@ func TestGreylistPersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v, err := gl.check(ip, "a@b.example", "c@d.example"); err != nil || v.pass || v.reason != "new" {
+	if v, err := gl.checkCommit(ip, "a@b.example", "c@d.example"); err != nil || v.pass || v.reason != "new" {
 		t.Fatalf("first: %+v %v", v, err)
 	}
 	// the file is locked while open
@@ -287,10 +287,10 @@ func TestGreylistPersists(t *testing.T) {
 	}
 	defer gl.close()
 	// another address of the same /64
-	if v, err := gl.check(netip.MustParseAddr("2001:db8:1:2:ffff::1"), "A@B.example", "c@d.example"); err != nil || !v.pass || v.reason != "retry" {
+	if v, err := gl.checkCommit(netip.MustParseAddr("2001:db8:1:2:ffff::1"), "A@B.example", "c@d.example"); err != nil || !v.pass || v.reason != "retry" {
 		t.Fatalf("after reopen: %+v %v", v, err)
 	}
-	if v, _ := gl.check(netip.MustParseAddr("2001:db8:1:3::1"), "a@b.example", "c@d.example"); v.pass {
+	if v, _ := gl.checkCommit(netip.MustParseAddr("2001:db8:1:3::1"), "a@b.example", "c@d.example"); v.pass {
 		t.Fatal("other /64 passed")
 	}
 }
@@ -316,14 +316,14 @@ func TestGreylistSweep(t *testing.T) {
 	gl.every = 1 << 62 // sweeps by hand only
 	a := netip.MustParseAddr("192.0.2.1")
 	b := netip.MustParseAddr("198.51.100.1")
-	gl.check(a, "old@x.example", "r@y.example") // passes at +6m, then unused
+	gl.checkCommit(a, "old@x.example", "r@y.example") // passes at +6m, then unused
 	clk.add(6 * time.Minute)
-	if v, _ := gl.check(a, "old@x.example", "r@y.example"); !v.pass {
+	if v, _ := gl.checkCommit(a, "old@x.example", "r@y.example"); !v.pass {
 		t.Fatal("retry did not pass")
 	}
-	gl.check(b, "never@x.example", "r@y.example") // never retried
+	gl.checkCommit(b, "never@x.example", "r@y.example") // never retried
 	clk.add(49 * time.Hour)
-	gl.check(b, "fresh@x.example", "r@y.example") // new, within its window
+	gl.checkCommit(b, "fresh@x.example", "r@y.example") // new, within its window
 	if n, err := gl.sweep(clk.Now()); err != nil || n != 1 {
 		t.Fatalf("sweep after 49h: %d %v (want the unretried one only)", n, err)
 	}
@@ -350,7 +350,7 @@ func TestGreylistCap(t *testing.T) {
 		if i%10 == 0 {
 			clk.add(time.Second) // three groups of 10 with equal times
 		}
-		gl.check(ip, fmt.Sprintf("s%d@x.example", i), "r@y.example")
+		gl.checkCommit(ip, fmt.Sprintf("s%d@x.example", i), "r@y.example")
 	}
 	n, err := gl.sweep(clk.Now())
 	if err != nil || n != 12 { // down to 90% of 20
@@ -361,7 +361,7 @@ func TestGreylistCap(t *testing.T) {
 	}
 	// the newest group is intact
 	for i := 20; i < 30; i++ {
-		v, _ := gl.check(ip, fmt.Sprintf("s%d@x.example", i), "r@y.example")
+		v, _ := gl.checkCommit(ip, fmt.Sprintf("s%d@x.example", i), "r@y.example")
 		if v.reason != "early" {
 			t.Fatalf("s%d evicted (%s)", i, v.reason)
 		}
@@ -411,11 +411,11 @@ func TestGreylistSweepsByItself(t *testing.T) {
 	}
 	defer gl.close()
 	ip := netip.MustParseAddr("192.0.2.1")
-	gl.check(ip, "a@x.example", "r@y.example")
+	gl.checkCommit(ip, "a@x.example", "r@y.example")
 	clk.add(30 * time.Minute)
-	gl.check(ip, "b@x.example", "r@y.example")
+	gl.checkCommit(ip, "b@x.example", "r@y.example")
 	clk.add(47*time.Hour + 40*time.Minute) // a's window closed, b's open; a sweep is due
-	gl.check(ip, "c@x.example", "r@y.example")
+	gl.checkCommit(ip, "c@x.example", "r@y.example")
 	gl.wg.Wait()
 	if n := gl.count(bucketTriplets); n != 2 {
 		t.Fatalf("%d triplets after the automatic sweep, want 2", n)
@@ -439,9 +439,9 @@ func BenchmarkGreylistCheck(b *testing.B) {
 			defer gl.close()
 			ip := netip.MustParseAddr("192.0.2.1")
 			if known {
-				gl.check(ip, "a@x.example", "r@y.example")
+				gl.checkCommit(ip, "a@x.example", "r@y.example")
 				clk.add(6 * time.Minute)
-				gl.check(ip, "a@x.example", "r@y.example")
+				gl.checkCommit(ip, "a@x.example", "r@y.example")
 			}
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
@@ -449,10 +449,42 @@ func BenchmarkGreylistCheck(b *testing.B) {
 				if !known {
 					from = fmt.Sprintf("s%d@x.example", i)
 				}
-				if v, err := gl.check(ip, from, "r@y.example"); err != nil || v.pass != known {
+				if v, err := gl.checkCommit(ip, from, "r@y.example"); err != nil || v.pass != known {
 					b.Fatalf("%+v %v", v, err)
 				}
 			}
 		})
+	}
+}
+
+// checkCommit is check plus the commit the session makes once the upstream
+// accepted the recipient.
+func (gl *greylister) checkCommit(ip netip.Addr, from, to string) (greyVerdict, error) {
+	v, err := gl.check(ip, from, to)
+	if err == nil && v.retry != nil {
+		err = gl.commit(v.retry, true)
+	}
+	return v, err
+}
+
+// A retry to an address the upstream refuses is never recorded as passed
+// and never counts toward auto_allowlist: a harvester that retries cannot
+// get its network allowlisted, and its retries meet Postfix's 550s.
+func TestGreylistRetryRefusedUpstreamNotCommitted(t *testing.T) {
+	clk := newClock()
+	h := newGreyHarness(t, clk, func(c *Config) { c.Greylist.AutoAllowlist = 1 })
+	if codes, _ := attempt(t, h, "", "spam@remote.example", "nosuchuser@example.com"); codes[0] != 450 {
+		t.Fatalf("first: %d", codes[0])
+	}
+	clk.add(6 * time.Minute)
+	if codes, texts := attempt(t, h, "", "spam@remote.example", "nosuchuser@example.com"); codes[0] != 550 {
+		t.Fatalf("retry to an unknown user: %d %q (want the upstream's 550)", codes[0], texts[0])
+	}
+	// neither the triplet nor the network passed
+	if codes, _ := attempt(t, h, "", "spam@remote.example", "nosuchuser@example.com"); codes[0] != 550 {
+		t.Fatalf("again: %d", codes[0])
+	}
+	if codes, _ := attempt(t, h, "127.0.0.8", "other@remote.example", "alice@example.com"); codes[0] != 450 {
+		t.Fatalf("network allowlisted by a refused retry: %d", codes[0])
 	}
 }

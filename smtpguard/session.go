@@ -39,6 +39,8 @@ type session struct {
 	mailOpts *smtp.MailOptions
 	rcpts    []string
 
+	greyCredited bool // this session already counted toward greylist.auto_allowlist
+
 	upMu     sync.Mutex // held while the session goroutine uses up
 	up       *upstream
 	upA      atomic.Pointer[upstream] // up, for closing from another goroutine
@@ -225,7 +227,8 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if e := s.checkFCrDNS(to); e != nil {
 		return e
 	}
-	if e := s.greylist(to); e != nil {
+	retry, e := s.greylist(to)
+	if e != nil {
 		return e
 	}
 	s.upMu.Lock()
@@ -245,6 +248,12 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return s.upstreamFailed("RCPT", err, to)
 	}
 	s.rcpts = append(s.rcpts, to)
+	if retry != nil {
+		if err := g.grey.commit(retry, !s.greyCredited); err != nil {
+			g.log.Warn("guard: greylist commit failed", "ip", s.cs.ip.String(), "err", err)
+		}
+		s.greyCredited = true
+	}
 	return nil
 }
 
@@ -279,26 +288,27 @@ func (s *session) checkFCrDNS(to string) *smtp.SMTPError {
 	return nil
 }
 
-// greylist defers a new triplet (see GreylistConfig).
-func (s *session) greylist(to string) *smtp.SMTPError {
+// greylist defers a new triplet (see GreylistConfig). A retry that
+// passes comes back to be committed once the upstream accepts it.
+func (s *session) greylist(to string) (*greyRetry, *smtp.SMTPError) {
 	g := s.g
 	if g.grey == nil || s.cs.allowlisted {
-		return nil
+		return nil, nil
 	}
 	v, err := g.grey.check(s.cs.ip, s.from, to)
 	if err != nil {
 		g.log.Warn("guard: greylist failed, recipient let through", "ip", s.cs.ip.String(), "err", err)
-		return nil
+		return nil, nil
 	}
 	if v.pass {
-		return nil
+		return v.retry, nil
 	}
 	g.ctr.greylisted.Add(1)
 	reply := greylistReply(to, g.cfg.Greylist.InfoURL, v.wait)
 	g.rejectEnv(s.cs, "RCPT", reply, logparse.ReasonGreylisted, false, s.from, to)
 	g.log.Debug("guard: greylisted", "ip", s.cs.ip.String(), "from", s.from, "to", to, "why", v.reason)
 	s.cs.noCount = true
-	return smtpErr(reply)
+	return nil, smtpErr(reply)
 }
 
 // openTransaction connects to the upstream if needed and sends MAIL.

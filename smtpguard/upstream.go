@@ -136,8 +136,15 @@ func (u *upstream) introduce(cfg *Config, cs *connState, local net.Addr) error {
 	// XCLIENT and the next EHLO go in separate writes: Postfix logs a
 	// pipelined EHLO after XCLIENT as improper pipelining.
 	name := "[UNAVAILABLE]"
-	if r, ok := cs.clientName(); ok && r.name != "" {
-		name = xtext(r.name) // forward-confirmed (Checks.FCrDNS)
+	if r, ok := cs.clientName(); ok {
+		switch {
+		case r.name != "":
+			name = xtext(r.name) // forward-confirmed (Checks.FCrDNS)
+		case r.err != nil && !errors.Is(r.err, ErrNotFound):
+			// our DNS trouble: Postfix treats [UNAVAILABLE] as permanent
+			// (reject_unknown_client_hostname may 5xx), [TEMPUNAVAIL] not
+			name = "[TEMPUNAVAIL]"
+		}
 	}
 	x := fmt.Sprintf("XCLIENT ADDR=%s PORT=%d NAME=%s HELO=%s PROTO=%s", addr, cs.port, name, xtext(helo), proto)
 	if _, err := u.expect(220, x); err != nil {

@@ -383,6 +383,9 @@ func (d *daemon) reload() {
 		d.log.Warn("reload: recheck of active bans", "err", err)
 	} else if n > 0 {
 		d.log.Info("reload: lifted bans the new allowlist or prefix limits no longer allow", "count", n)
+		if d.snap != nil {
+			d.snap.refresh()
+		}
 	}
 	cancel()
 	d.level.Set(cfg.Level())

@@ -121,11 +121,21 @@ func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banS
 // added and removed at once; a full reload from the store (which decodes
 // every record) runs only every refreshEvery, to pick up expiries.
 type banSnapshot struct {
-	mgr *actions.Manager
+	mgr       *actions.Manager
+	refreshMu sync.Mutex // one reload at a time
 
 	mu       sync.RWMutex
 	addrs    map[netip.Addr]snapEntry
 	prefixes map[netip.Prefix]snapEntry
+	// While a reload reads the store, adds and removes are also logged
+	// here and replayed onto the new maps, so none is lost in the swap.
+	loading bool
+	ops     []snapOp
+}
+
+type snapOp struct {
+	ban    actions.Ban
+	remove bool
 }
 
 type snapEntry struct {
@@ -143,27 +153,52 @@ func newBanSnapshot(mgr *actions.Manager) *banSnapshot {
 
 // refresh reloads every active ban from the manager.
 func (b *banSnapshot) refresh() {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	b.mu.Lock()
+	b.loading, b.ops = true, nil
+	b.mu.Unlock()
 	now := time.Now()
 	list, err := b.mgr.List(now)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	ops := b.ops
+	b.loading, b.ops = false, nil
 	if err != nil {
 		return // keep the last good snapshot
 	}
 	addrs := make(map[netip.Addr]snapEntry, len(list))
 	prefixes := map[netip.Prefix]snapEntry{}
 	for _, ban := range list {
-		if ban.DryRun || !ban.Active(now) {
-			continue
-		}
-		e := snapEntry{reason: ban.Reason, until: ban.Until}
-		if ban.Prefix.IsSingleIP() {
-			addrs[ban.Prefix.Addr()] = e
-		} else {
-			prefixes[ban.Prefix] = e
+		if !ban.DryRun && ban.Active(now) {
+			snapPut(addrs, prefixes, ban)
 		}
 	}
-	b.mu.Lock()
+	for _, op := range ops {
+		if op.remove {
+			snapDelete(addrs, prefixes, op.ban.Prefix)
+		} else {
+			snapPut(addrs, prefixes, op.ban)
+		}
+	}
 	b.addrs, b.prefixes = addrs, prefixes
-	b.mu.Unlock()
+}
+
+func snapPut(addrs map[netip.Addr]snapEntry, prefixes map[netip.Prefix]snapEntry, ban actions.Ban) {
+	e := snapEntry{reason: ban.Reason, until: ban.Until}
+	if ban.Prefix.IsSingleIP() {
+		addrs[ban.Prefix.Addr()] = e
+	} else {
+		prefixes[ban.Prefix] = e
+	}
+}
+
+func snapDelete(addrs map[netip.Addr]snapEntry, prefixes map[netip.Prefix]snapEntry, p netip.Prefix) {
+	if p.IsSingleIP() {
+		delete(addrs, p.Addr())
+	} else {
+		delete(prefixes, p)
+	}
 }
 
 // add records a ban made in this process.
@@ -171,13 +206,11 @@ func (b *banSnapshot) add(ban actions.Ban) {
 	if ban.DryRun || !ban.Active(time.Now()) {
 		return
 	}
-	e := snapEntry{reason: ban.Reason, until: ban.Until}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if ban.Prefix.IsSingleIP() {
-		b.addrs[ban.Prefix.Addr()] = e
-	} else {
-		b.prefixes[ban.Prefix] = e
+	snapPut(b.addrs, b.prefixes, ban)
+	if b.loading {
+		b.ops = append(b.ops, snapOp{ban: ban})
 	}
 }
 
@@ -185,10 +218,9 @@ func (b *banSnapshot) add(ban actions.Ban) {
 func (b *banSnapshot) remove(p netip.Prefix) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if p.IsSingleIP() {
-		delete(b.addrs, p.Addr())
-	} else {
-		delete(b.prefixes, p)
+	snapDelete(b.addrs, b.prefixes, p)
+	if b.loading {
+		b.ops = append(b.ops, snapOp{ban: actions.Ban{Prefix: p}, remove: true})
 	}
 }
 

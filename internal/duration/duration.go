@@ -6,6 +6,7 @@ package duration
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,9 @@ func (d Duration) String() string {
 	return s
 }
 
+// maxDays keeps n*24h inside time.Duration (about 292 years).
+const maxDays = int64(math.MaxInt64 / int64(24*time.Hour))
+
 // Parse reads a duration as the config writes it.
 func Parse(s string) (Duration, error) {
 	s = strings.TrimSpace(s)
@@ -42,6 +46,9 @@ func Parse(s string) (Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		var n int64
 		n, err = strconv.ParseInt(days, 10, 32)
+		if err == nil && (n > maxDays || n < -maxDays) {
+			return 0, fmt.Errorf("duration %q is too long (at most %dd)", s, maxDays)
+		}
 		v = time.Duration(n) * 24 * time.Hour
 	} else {
 		v, err = time.ParseDuration(s)

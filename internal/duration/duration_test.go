@@ -25,6 +25,8 @@ func TestParse(t *testing.T) {
 		{"-5m", 0, `negative duration "-5m"`},
 		{"-2d", 0, `negative duration "-2d"`},
 		{"", 0, `invalid duration ""`},
+		{"300000d", 0, `too long`},
+		{"106751d", 106751 * 24 * time.Hour, ""},
 	}
 	for _, tc := range tests {
 		got, err := Parse(tc.in)
