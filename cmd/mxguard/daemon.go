@@ -112,6 +112,7 @@ type daemon struct {
 	follower *tailer.Follower // nil when no logs are followed (guard only)
 	guard    *smtpguard.Guard // nil when the guard is off
 	snap     *banSnapshot     // the guard's view of the bans; nil when the guard is off
+	guardErr chan error       // the guard's Serve failed (nil channel: no guard)
 	ctl      *control.Server
 	met      *metrics.Server
 	started  time.Time
@@ -297,6 +298,12 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 				ferr = errors.New("log follower stopped")
 			}
 			return fmt.Errorf("follow logs: %w", ferr)
+		case gerr := <-d.guardErr:
+			// without its listener the guard protects nothing: stop, so
+			// that systemd restarts us (Restart=on-failure)
+			stopRun()
+			<-followErr
+			return fmt.Errorf("guard: %w", gerr)
 		case <-opts.reload:
 			d.reload()
 		}

@@ -98,11 +98,13 @@ func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banS
 		_ = g.Shutdown(sctx) // closes the greylist database
 		return nil, fmt.Errorf("guard.listen %s: %w", gcfg.Listen, err)
 	}
+	d.guardErr = make(chan error, 1)
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		if err := g.Serve(ctx, l); err != nil && !errors.Is(err, context.Canceled) {
 			d.log.Error("guard stopped", "err", err)
+			d.guardErr <- err
 		}
 	}()
 	go func() {
