@@ -2,12 +2,16 @@ package smtpguard
 
 import (
 	"bytes"
+	"cmp"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,18 +29,34 @@ import (
 // State lives in its own bbolt file (never the daemon's mxguard.db, whose
 // single writer lock would make every RCPT wait for ban bookkeeping):
 //
-//	triplets  key: network "\x00" sender "\x00" recipient (lower case)
-//	          value: first seen, last seen (unix seconds, big-endian int64), passed (1 byte)
-//	clients   key: network (192.0.2.0/24, 2001:db8::/64)
-//	          value: last seen (int64), distinct triplets passed (uint32)
+//	triplets.v2  key: network (16 bytes: the /24 as ::ffff:a.b.c.0, or the /64)
+//	               + sha256(lower(sender) NUL lower(recipient))[:16]: 32 bytes,
+//	               whatever the addresses, and grouped by network
+//	             value: first seen, last seen (unix seconds, big-endian int64), passed (1 byte)
+//	clients      key: network (192.0.2.0/24, 2001:db8::/64)
+//	             value: last seen (int64), distinct triplets passed (uint32)
+//
+// The bucket "triplets" of older versions (raw addresses as keys) is
+// converted once, when the file is opened.
 //
 // Entries unused for max_age are swept (at most every sweepEvery, from a
-// goroutine started by the check that notices it is due); when a bucket
-// holds more than max_entries, the least recently used are evicted by the
-// same sweep.
+// goroutine started by the check that notices it is due). When the
+// triplets bucket holds more than max_entries, the same sweep evicts down
+// to 90%: pending triplets (not passed) first, taken from the networks
+// with the most pending triplets (each trimmed to a common level), and
+// only then passed triplets, least recently used first; so a flood of new
+// triplets evicts its own kind, not the triplets legitimate senders have
+// passed or are about to pass. A network never holds more than
+// greylistMaxPendingPerNet pending triplets: a new one beyond that
+// replaces the network's oldest pending one. The clients bucket (written
+// only by retries the upstream accepted) is capped least recently used
+// first.
 var (
-	bucketTriplets = []byte("triplets")
+	bucketTriplets = []byte("triplets.v2")
 	bucketClients  = []byte("clients")
+	// bucketTripletsV1 is the triplets bucket of older versions, keyed by
+	// network "\x00" sender "\x00" recipient.
+	bucketTripletsV1 = []byte("triplets")
 )
 
 const (
@@ -45,17 +65,28 @@ const (
 	// of its last-seen time is not written again: busy senders cost a
 	// read transaction per RCPT, not an fsync.
 	greylistTouchEvery = time.Hour
-	greylistDelBatch   = 10000
+	// greylistDelBatch bounds the keys a sweep (or the conversion of an
+	// old file) reads, keeps or deletes per transaction.
+	greylistDelBatch = 10000
+	// greylistMaxPendingPerNet caps the pending triplets of one client
+	// network (/24, /64). A real site gets far fewer new triplets from one
+	// network within retry_window; counting them costs a cursor walk over
+	// the network's entries per new triplet. (Not a config key yet.)
+	greylistMaxPendingPerNet = 10000
+	netKeyLen                = 16
+	tripletKeyLen            = netKeyLen + 16
 )
 
 // greylister keeps the triplet and client databases.
 type greylister struct {
-	db       *bolt.DB
-	cfg      GreylistConfig
-	log      *slog.Logger
-	now      func() time.Time
-	maxCount int
-	every    time.Duration // sweep interval (greylistSweepEvery; tests change it)
+	db         *bolt.DB
+	cfg        GreylistConfig
+	log        *slog.Logger
+	now        func() time.Time
+	maxCount   int
+	maxPending int           // per network (greylistMaxPendingPerNet; tests change it)
+	every      time.Duration // sweep interval (greylistSweepEvery; tests change it)
+	batch      int           // entries per sweep transaction (greylistDelBatch; tests change it)
 
 	mu        sync.Mutex
 	lastSweep time.Time
@@ -104,13 +135,71 @@ func openGreylist(cfg GreylistConfig, log *slog.Logger, now func() time.Time) (*
 		}
 		return nil
 	})
+	if err == nil {
+		err = convertTripletsV1(db, log)
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("guard.greylist.db: %s: %w", cfg.DB, err)
 	}
-	gl := &greylister{db: db, cfg: cfg, log: log, now: now, maxCount: cfg.MaxEntries, every: greylistSweepEvery}
+	gl := &greylister{db: db, cfg: cfg, log: log, now: now, maxCount: cfg.MaxEntries,
+		maxPending: greylistMaxPendingPerNet, every: greylistSweepEvery, batch: greylistDelBatch}
 	gl.lastSweep = now()
 	return gl, nil
+}
+
+// convertTripletsV1 moves the triplets of an older file (raw addresses as
+// keys) to the hashed keys, greylistDelBatch per transaction, and drops
+// the old bucket. Entries it cannot parse are dropped.
+func convertTripletsV1(db *bolt.DB, log *slog.Logger) error {
+	moved := 0
+	for {
+		done := false
+		err := db.Update(func(tx *bolt.Tx) error {
+			old := tx.Bucket(bucketTripletsV1)
+			if old == nil {
+				done = true
+				return nil
+			}
+			nb := tx.Bucket(bucketTriplets)
+			var keys [][]byte
+			c := old.Cursor()
+			for k, v := c.First(); k != nil && len(keys) < greylistDelBatch; k, v = c.Next() {
+				keys = append(keys, bytes.Clone(k)) // deleted below
+				parts := strings.SplitN(string(k), "\x00", 3)
+				if len(parts) != 3 {
+					continue
+				}
+				p, err := netip.ParsePrefix(parts[0])
+				if _, ok := parseTriplet(v); err != nil || !ok {
+					continue
+				}
+				if err := nb.Put(tripletKey(netKey(p), parts[1], parts[2]), v); err != nil {
+					return err
+				}
+				moved++
+			}
+			if len(keys) == 0 {
+				done = true
+				return tx.DeleteBucket(bucketTripletsV1)
+			}
+			for _, k := range keys {
+				if err := old.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("converting old triplets: %w", err)
+		}
+		if done {
+			if moved > 0 {
+				log.Info("guard: greylist: converted triplets to hashed keys", "n", moved)
+			}
+			return nil
+		}
+	}
 }
 
 func (gl *greylister) close() error {
@@ -127,22 +216,40 @@ func (gl *greylister) close() error {
 	return gl.db.Close()
 }
 
-// greyNet is the client network of a triplet: /24 for IPv4, /64 for IPv6.
-func greyNet(ip netip.Addr) string {
+// greyPrefix is the client network of a triplet: /24 for IPv4, /64 for IPv6.
+func greyPrefix(ip netip.Addr) netip.Prefix {
 	ip = ip.Unmap()
 	bits := 64
 	if ip.Is4() {
 		bits = 24
 	}
-	p, err := ip.Prefix(bits)
-	if err != nil {
+	p, _ := ip.Prefix(bits) // fails only for the zero Addr
+	return p
+}
+
+// greyNet is greyPrefix as text: the key of the clients bucket.
+func greyNet(ip netip.Addr) string {
+	p := greyPrefix(ip)
+	if !p.IsValid() {
 		return ip.String()
 	}
 	return p.String()
 }
 
-func tripletKey(network, from, to string) []byte {
-	return []byte(network + "\x00" + strings.ToLower(from) + "\x00" + strings.ToLower(to))
+// netKey is the 16-byte form of a network (IPv4 as ::ffff:a.b.c.0, which
+// no /64 can equal: their low 64 bits are zero).
+func netKey(p netip.Prefix) []byte {
+	a := p.Masked().Addr().As16()
+	return a[:]
+}
+
+// tripletKey is netKey + 16 bytes of sha256(lower(from) NUL lower(to)):
+// tripletKeyLen bytes, however long the addresses.
+func tripletKey(network []byte, from, to string) []byte {
+	h := sha256.Sum256([]byte(strings.ToLower(from) + "\x00" + strings.ToLower(to)))
+	k := make([]byte, 0, tripletKeyLen)
+	k = append(k, network[:netKeyLen]...)
+	return append(k, h[:tripletKeyLen-netKeyLen]...)
 }
 
 type tripletVal struct {
@@ -193,25 +300,35 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 	gl.maybeSweep(now)
 	t := now.Unix()
 	network := greyNet(ip)
-	key := tripletKey(network, from, to)
+	nk := netKey(greyPrefix(ip))
+	key := tripletKey(nk, from, to)
 	maxAge := int64(gl.cfg.MaxAge.D() / time.Second)
 	delay := int64(gl.cfg.Delay.D() / time.Second)
 	window := int64(gl.cfg.RetryWindow.D() / time.Second)
 	touch := int64(greylistTouchEvery / time.Second)
 	auto := gl.cfg.AutoAllowlist
 
-	// Fast path, read only: a known client or a passed triplet seen lately.
+	// Fast path, read only: a known client or a passed triplet seen
+	// lately, or a retry too early (nothing to record: the sweep and the
+	// window go by the first attempt).
+	var out greyVerdict
 	var fast bool
 	err := gl.db.View(func(tx *bolt.Tx) error {
 		if auto > 0 {
 			if c, ok := parseClient(tx.Bucket(bucketClients).Get([]byte(network))); ok &&
 				c.passes >= uint32(auto) && t-c.last <= maxAge && t-c.last < touch {
-				fast = true
+				fast, out = true, greyVerdict{pass: true, reason: "passed"}
 				return nil
 			}
 		}
-		if v, ok := parseTriplet(tx.Bucket(bucketTriplets).Get(key)); ok && v.passed && t-v.last <= maxAge && t-v.last < touch {
-			fast = true
+		v, ok := parseTriplet(tx.Bucket(bucketTriplets).Get(key))
+		switch {
+		case !ok:
+		case v.passed && t-v.last <= maxAge && t-v.last < touch:
+			fast, out = true, greyVerdict{pass: true, reason: "passed"}
+		case !v.passed && t-v.first < delay && t >= v.first &&
+			(auto <= 0 || !clientAllowed(tx, network, auto, t, maxAge)):
+			fast, out = true, greyVerdict{wait: time.Duration(delay-(t-v.first)) * time.Second, reason: "early"}
 		}
 		return nil
 	})
@@ -219,10 +336,9 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 		return greyVerdict{pass: true}, fmt.Errorf("greylist: %w", err)
 	}
 	if fast {
-		return greyVerdict{pass: true, reason: "passed"}, nil
+		return out, nil
 	}
 
-	var out greyVerdict
 	err = gl.db.Batch(func(tx *bolt.Tx) error {
 		tb, cb := tx.Bucket(bucketTriplets), tx.Bucket(bucketClients)
 		c, cok := parseClient(cb.Get([]byte(network)))
@@ -239,6 +355,9 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 		case !ok:
 			out = greyVerdict{wait: time.Duration(delay) * time.Second, reason: "new"}
 			v = tripletVal{first: t, last: t}
+			if err := gl.capNetwork(tb, nk, key); err != nil {
+				return err
+			}
 			gl.inserted.Add(1) // may count twice if Batch reruns this: harmless
 		case v.passed && t-v.last <= maxAge:
 			out = greyVerdict{pass: true, reason: "passed"}
@@ -248,8 +367,9 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 			out = greyVerdict{wait: time.Duration(delay) * time.Second, reason: "expired"}
 			v = tripletVal{first: t, last: t}
 		case t-v.first < delay:
+			// early: nothing to record (see the fast path)
 			out = greyVerdict{wait: time.Duration(delay-(t-v.first)) * time.Second, reason: "early"}
-			v.last = t
+			return nil
 		default:
 			// a retry in the window: pass it, record it in commit
 			out = greyVerdict{pass: true, reason: "retry", retry: &greyRetry{network: network, key: key}}
@@ -261,6 +381,49 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 		return greyVerdict{pass: true}, fmt.Errorf("greylist: %w", err)
 	}
 	return out, nil
+}
+
+// clientAllowed reports whether network is auto-allowlisted (and not
+// expired): then an early retry is the Batch path's business.
+func clientAllowed(tx *bolt.Tx, network string, auto int, t, maxAge int64) bool {
+	c, ok := parseClient(tx.Bucket(bucketClients).Get([]byte(network)))
+	return ok && c.passes >= uint32(auto) && t-c.last <= maxAge
+}
+
+// capNetwork makes room for one more pending triplet of network nk (key
+// is the new one): beyond gl.maxPending it deletes the network's oldest
+// pending triplets. It walks the network's keys with a cursor, so its
+// cost is bounded by the cap.
+func (gl *greylister) capNetwork(tb *bolt.Bucket, nk, key []byte) error {
+	if gl.maxPending <= 0 {
+		return nil
+	}
+	type pend struct {
+		k     []byte
+		first int64
+	}
+	var pending []pend
+	c := tb.Cursor()
+	for k, v := c.Seek(nk); k != nil && bytes.HasPrefix(k, nk); k, v = c.Next() {
+		if tv, ok := parseTriplet(v); ok && !tv.passed && !bytes.Equal(k, key) {
+			pending = append(pending, pend{k, tv.first}) // k valid until we write
+		}
+	}
+	over := len(pending) - gl.maxPending + 1
+	if over <= 0 {
+		return nil
+	}
+	slices.SortFunc(pending, func(a, b pend) int { return cmp.Compare(a.first, b.first) })
+	victims := make([][]byte, over)
+	for i := range victims {
+		victims[i] = bytes.Clone(pending[i].k)
+	}
+	for _, k := range victims {
+		if err := tb.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // commit records a retried triplet as passed once the upstream accepted
@@ -323,114 +486,244 @@ func (gl *greylister) maybeSweep(now time.Time) {
 	}()
 }
 
+// walk calls fn on every entry of bucket in key order, gl.batch entries
+// per transaction (so it never holds a long read transaction nor
+// all keys in memory). With write set, each chunk is an update
+// transaction and the entries fn returns true for are deleted in it.
+func (gl *greylister) walk(bucket []byte, write bool, fn func(k, v []byte) bool) (int, error) {
+	var resume []byte
+	deleted := 0
+	for {
+		done := false
+		chunk := func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucket)
+			c := b.Cursor()
+			var k, v []byte
+			if resume == nil {
+				k, v = c.First()
+			} else if k, v = c.Seek(resume); bytes.Equal(k, resume) {
+				k, v = c.Next()
+			}
+			var del [][]byte
+			n := 0
+			for ; k != nil && n < gl.batch; k, v = c.Next() {
+				n++
+				resume = k
+				if fn(k, v) && write {
+					del = append(del, k)
+				}
+			}
+			done = k == nil
+			resume = bytes.Clone(resume)
+			for i := range del {
+				del[i] = bytes.Clone(del[i]) // before the first write moves pages
+			}
+			for _, k := range del {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			deleted += len(del)
+			return nil
+		}
+		var err error
+		if write {
+			err = gl.db.Update(chunk)
+		} else {
+			err = gl.db.View(chunk)
+		}
+		if err != nil {
+			return deleted, err
+		}
+		if done {
+			return deleted, nil
+		}
+	}
+}
+
 // sweep deletes entries unused for max_age, triplets not passed whose
-// retry window has closed, and the oldest entries beyond max_entries in
-// each bucket. It returns how many it deleted.
+// retry window has closed, and the entries beyond max_entries in each
+// bucket (see the top of this file for which go first). It returns how
+// many it deleted.
 func (gl *greylister) sweep(now time.Time) (int, error) {
 	t := now.Unix()
 	maxAge := int64(gl.cfg.MaxAge.D() / time.Second)
 	window := int64(gl.cfg.RetryWindow.D() / time.Second)
 	total := 0
-	for _, bucket := range [][]byte{bucketTriplets, bucketClients} {
-		lastOf := func(v []byte) (last int64, stale bool) {
-			if bytes.Equal(bucket, bucketTriplets) {
-				tv, ok := parseTriplet(v)
-				if !ok {
-					return 0, true
-				}
-				return tv.last, t-tv.last > maxAge || !tv.passed && t-tv.first > window
+	n, err := gl.sweepTriplets(t, maxAge, window)
+	total += n
+	if err != nil {
+		return total, fmt.Errorf("greylist sweep: %w", err)
+	}
+	n, err = gl.sweepClients(t, maxAge)
+	total += n
+	if err != nil {
+		return total, fmt.Errorf("greylist sweep: %w", err)
+	}
+	return total, nil
+}
+
+func (gl *greylister) sweepTriplets(t, maxAge, window int64) (int, error) {
+	// classify parses an entry and says whether it is live (not stale)
+	classify := func(k, v []byte) (tripletVal, bool) {
+		tv, ok := parseTriplet(v)
+		if !ok || len(k) != tripletKeyLen {
+			return tv, false
+		}
+		if t-tv.last > maxAge || !tv.passed && t-tv.first > window {
+			return tv, false
+		}
+		return tv, true
+	}
+	// Pass 1 (read only): is anything stale; the pending count of each
+	// network (keys are grouped by network) and the last-seen times of
+	// passed triplets, for the cap.
+	var (
+		stale   bool
+		counts  []int // pending triplets per network that has any
+		lasts   []int64
+		pending int
+		curNet  [netKeyLen]byte
+		curN    int
+	)
+	flush := func() {
+		if curN > 0 {
+			counts = append(counts, curN)
+		}
+		curN = 0
+	}
+	_, err := gl.walk(bucketTriplets, false, func(k, v []byte) bool {
+		tv, live := classify(k, v)
+		if !live {
+			stale = true
+			return false
+		}
+		if !tv.passed {
+			if !bytes.Equal(k[:netKeyLen], curNet[:]) {
+				flush()
+				copy(curNet[:], k)
 			}
-			cv, ok := parseClient(v)
-			if !ok {
-				return 0, true
-			}
-			return cv.last, t-cv.last > maxAge
+			curN++
+			pending++
+		} else if gl.maxCount > 0 {
+			lasts = append(lasts, tv.last)
 		}
-		// Pass 1 (read only): stale keys, and the last-seen times of the
-		// others for the size cap.
-		type victim struct {
-			k     []byte
-			last  int64
-			evict bool // live but beyond the cap
-		}
-		var del []victim
-		var lasts []int64
-		err := gl.db.View(func(tx *bolt.Tx) error {
-			return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
-				last, stale := lastOf(v)
-				if stale {
-					del = append(del, victim{k: bytes.Clone(k), last: last})
-				} else if gl.maxCount > 0 {
-					lasts = append(lasts, last)
-				}
-				return nil
-			})
-		})
-		if err != nil {
-			return total, fmt.Errorf("greylist sweep: %w", err)
-		}
-		if gl.maxCount > 0 && len(lasts) > gl.maxCount {
-			// Oldest first, down to 90% of the cap so that the next sweep
-			// is not due at once: all entries older than cutoff, and as
-			// many as needed of those last seen at cutoff itself.
+		return false
+	})
+	flush()
+	if err != nil {
+		return 0, err
+	}
+	// What the cap evicts: pending triplets beyond level per network
+	// (level -1: none), then passed ones last seen before cutoff, and
+	// ties of those seen at cutoff.
+	level, cutoff, ties := -1, int64(math.MinInt64), 0
+	if live := pending + len(lasts); gl.maxCount > 0 && live > gl.maxCount {
+		evict := live - gl.maxCount*9/10
+		if evict <= pending {
+			// the highest level that evicts enough: trimming networks
+			// with the most pending triplets first
+			slices.Sort(counts)
+			level = sort.Search(counts[len(counts)-1]+1, func(l int) bool {
+				return overLevel(counts, l) < evict
+			}) - 1
+		} else {
+			level = 0
+			evict -= pending
 			slices.Sort(lasts)
-			evict := len(lasts) - gl.maxCount*9/10
-			cutoff := lasts[evict-1]
-			ties := evict
+			cutoff = lasts[evict-1]
+			ties = evict
 			for _, l := range lasts[:evict] {
 				if l < cutoff {
 					ties--
 				}
 			}
-			err = gl.db.View(func(tx *bolt.Tx) error {
-				return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
-					last, stale := lastOf(v)
-					if stale || last > cutoff {
-						return nil
-					}
-					if last == cutoff {
-						if ties == 0 {
-							return nil
-						}
-						ties--
-					}
-					del = append(del, victim{k: bytes.Clone(k), last: last, evict: true})
-					return nil
-				})
-			})
-			if err != nil {
-				return total, fmt.Errorf("greylist sweep: %w", err)
-			}
-		}
-		// Pass 2: delete in batches, checking each entry again: one used
-		// since pass 1 stays.
-		for len(del) > 0 {
-			n := min(len(del), greylistDelBatch)
-			chunk := del[:n]
-			del = del[n:]
-			err := gl.db.Update(func(tx *bolt.Tx) error {
-				b := tx.Bucket(bucket)
-				for _, d := range chunk {
-					v := b.Get(d.k)
-					if v == nil {
-						continue
-					}
-					if last, stale := lastOf(v); !stale && !(d.evict && last <= d.last) {
-						continue
-					}
-					if err := b.Delete(d.k); err != nil {
-						return err
-					}
-					total++
-				}
-				return nil
-			})
-			if err != nil {
-				return total, fmt.Errorf("greylist sweep: %w", err)
-			}
 		}
 	}
-	return total, nil
+	if !stale && level < 0 {
+		return 0, nil
+	}
+	// Pass 2: delete, chunk by chunk; entries are judged again as they are
+	// now (one used since pass 1 may stay).
+	curN = 0
+	clear(curNet[:])
+	return gl.walk(bucketTriplets, true, func(k, v []byte) bool {
+		tv, live := classify(k, v)
+		switch {
+		case !live:
+			return true
+		case !tv.passed:
+			if !bytes.Equal(k[:netKeyLen], curNet[:]) {
+				copy(curNet[:], k)
+				curN = 0
+			}
+			curN++
+			return level >= 0 && curN > level
+		case tv.last < cutoff:
+			return true
+		case tv.last == cutoff && ties > 0:
+			ties--
+			return true
+		}
+		return false
+	})
+}
+
+// overLevel is how many pending triplets trimming every network to level
+// evicts (counts sorted).
+func overLevel(counts []int, level int) int {
+	n := 0
+	for i := len(counts) - 1; i >= 0 && counts[i] > level; i-- {
+		n += counts[i] - level
+	}
+	return n
+}
+
+// sweepClients deletes clients unused for max_age and, beyond the cap,
+// the least recently used.
+func (gl *greylister) sweepClients(t, maxAge int64) (int, error) {
+	lastOf := func(v []byte) (int64, bool) {
+		cv, ok := parseClient(v)
+		return cv.last, ok && t-cv.last <= maxAge
+	}
+	var stale bool
+	var lasts []int64
+	_, err := gl.walk(bucketClients, false, func(_, v []byte) bool {
+		last, live := lastOf(v)
+		if !live {
+			stale = true
+		} else if gl.maxCount > 0 {
+			lasts = append(lasts, last)
+		}
+		return false
+	})
+	if err != nil {
+		return 0, err
+	}
+	cutoff, ties := int64(math.MinInt64), 0
+	if gl.maxCount > 0 && len(lasts) > gl.maxCount {
+		slices.Sort(lasts)
+		evict := len(lasts) - gl.maxCount*9/10
+		cutoff, ties = lasts[evict-1], evict
+		for _, l := range lasts[:evict] {
+			if l < cutoff {
+				ties--
+			}
+		}
+	} else if !stale {
+		return 0, nil
+	}
+	return gl.walk(bucketClients, true, func(_, v []byte) bool {
+		last, live := lastOf(v)
+		switch {
+		case !live || last < cutoff:
+			return true
+		case last == cutoff && ties > 0:
+			ties--
+			return true
+		}
+		return false
+	})
 }
 
 // greylistReply is the answer to a greylisted recipient. The text must
