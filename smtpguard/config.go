@@ -141,7 +141,12 @@ type GreylistConfig struct {
 	// 0 = off. Default: 5.
 	AutoAllowlist int `yaml:"auto_allowlist"`
 	// MaxEntries caps each bucket (triplets, clients); beyond it the sweep
-	// evicts the least recently used down to 90%. 0 = no cap. Default: 1000000.
+	// evicts down to 90%: pending triplets first, from the networks with the
+	// most pending ones, then passed triplets least recently used first
+	// (clients: least recently used). Each network also keeps at most 10000
+	// pending triplets (its oldest make room). Keys are 32 bytes (network +
+	// hash of sender and recipient), so a flood cannot grow them.
+	// 0 = no cap. Default: 1000000.
 	MaxEntries int `yaml:"max_entries"`
 	// InfoURL is named in the 450 reply. Default: https://en.wikipedia.org/wiki/Greylisting.
 	InfoURL string `yaml:"info_url"`
