@@ -19,12 +19,8 @@ func runConfig(e *env, args []string) error {
 			"Exit status 2 and every problem on stderr when it is invalid.")
 	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
 	quiet := fs.Bool("q", false, "only validate; print nothing when valid")
-	rest, err := parseFlags(e, fs, args[1:])
-	if err != nil {
+	if err := parseFlagsOnly(e, fs, args[1:]); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usagef("unexpected argument %q", rest[0])
 	}
 	cfg, path, err := loadConfig(*cfgPath)
 	if err != nil {

@@ -110,12 +110,8 @@ func runList(e *env, args []string) error {
 		"--format json prints one object per ban: ip, detector, reason, evidence, since, until, offence, dry_run.")
 	cf := addCtlFlags(fs)
 	format := fs.String("format", "table", "output format: table or json")
-	pos, err := parseFlags(e, fs, args)
-	if err != nil {
+	if err := parseFlagsOnly(e, fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	if err := oneOf("format", *format, "table", "json"); err != nil {
 		return err
@@ -227,12 +223,8 @@ func runStatus(e *env, args []string) error {
 	fs := newFlagSet(e, "status", "", "Show the running daemon's state: uptime, followed files, rates, events, bans, actions.")
 	cf := addCtlFlags(fs)
 	format := fs.String("format", "text", "output format: text or json")
-	pos, err := parseFlags(e, fs, args)
-	if err != nil {
+	if err := parseFlagsOnly(e, fs, args); err != nil {
 		return err
-	}
-	if len(pos) > 0 {
-		return usagef("unexpected argument %q", pos[0])
 	}
 	if err := oneOf("format", *format, "text", "json"); err != nil {
 		return err

@@ -32,12 +32,8 @@ func runDaemon(e *env, args []string) error {
 	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
 	dryRun := fs.Bool("dry-run", false, "log would-be bans; touch neither the block list nor the firewall")
 	cleanup := fs.Bool("cleanup", false, "on shutdown remove the firewall chain and sets (bans stay in the block list and are restored at the next start)")
-	rest, err := parseFlags(e, fs, args)
-	if err != nil {
+	if err := parseFlagsOnly(e, fs, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usagef("unexpected argument %q", rest[0])
 	}
 	cfg, path, err := loadConfig(*cfgPath)
 	if err != nil {

@@ -28,12 +28,8 @@ func runGuard(e *env, args []string) error {
 	listen := fs.String("listen", "", "address to listen on (guard.listen)")
 	upstream := fs.String("upstream", "", "upstream MTA host:port (guard.upstream)")
 	dryRun := fs.Bool("dry-run", false, "log would-be bans; touch neither the block list nor the firewall")
-	rest, err := parseFlags(e, fs, args)
-	if err != nil {
+	if err := parseFlagsOnly(e, fs, args); err != nil {
 		return err
-	}
-	if len(rest) > 0 {
-		return usagef("unexpected argument %q", rest[0])
 	}
 	cfg, path, err := loadConfig(*cfgPath)
 	if err != nil {

@@ -161,6 +161,18 @@ func parseFlags(e *env, fs *flagSet, args []string) ([]string, error) {
 	}
 }
 
+// parseFlagsOnly is parseFlags for commands that take no arguments.
+func parseFlagsOnly(e *env, fs *flagSet, args []string) error {
+	rest, err := parseFlags(e, fs, args)
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usagef("unexpected argument %q", rest[0])
+	}
+	return nil
+}
+
 // oneOf checks a flag value against its allowed values.
 func oneOf(flagName, v string, allowed ...string) error {
 	for _, a := range allowed {
