@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 const benchRaw = "Nov 25 10:49:00 mx postfix/submission/smtpd[4711]: warning: unknown[10.1.2.3]: SASL LOGIN authentication failed: UGFzc3dvcmQ6"
@@ -23,15 +23,15 @@ func BenchmarkObserve(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	kinds := []logparse.Event{
-		{Kind: logparse.KindConnect},
-		{Kind: logparse.KindSASLFail, Abuse: true},
-		{Kind: logparse.KindReject, Reason: logparse.ReasonUnknownRecipient, Stage: "RCPT", Abuse: true},
-		{Kind: logparse.KindDisconnect, Detail: "ehlo=1 quit=1 commands=2"},
-		{Kind: logparse.KindReject, Reason: logparse.ReasonRelayDenied, Stage: "RCPT", Abuse: true},
-		{Kind: logparse.KindReceived},
-		{Kind: logparse.KindLostConnection, Stage: "CONNECT", Abuse: true},
-		{Kind: logparse.KindPSPass},
+	kinds := []event.Event{
+		{Kind: event.KindConnect},
+		{Kind: event.KindSASLFail, Abuse: true},
+		{Kind: event.KindReject, Reason: event.ReasonUnknownRecipient, Stage: "RCPT", Abuse: true},
+		{Kind: event.KindDisconnect, Detail: "ehlo=1 quit=1 commands=2"},
+		{Kind: event.KindReject, Reason: event.ReasonRelayDenied, Stage: "RCPT", Abuse: true},
+		{Kind: event.KindReceived},
+		{Kind: event.KindLostConnection, Stage: "CONNECT", Abuse: true},
+		{Kind: event.KindPSPass},
 	}
 	tos := make([]string, 64)
 	for i := range tos {
@@ -56,7 +56,7 @@ func BenchmarkObserveContext(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ev := logparse.Event{Kind: logparse.KindConnect, Raw: benchRaw}
+	ev := event.Event{Kind: event.KindConnect, Raw: benchRaw}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		ev.Time = t0.Add(time.Duration(i) * time.Millisecond)
@@ -85,7 +85,7 @@ func BenchmarkMemory1M(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				ev := logparse.Event{Kind: logparse.KindSASLFail, Abuse: true, Raw: benchRaw}
+				ev := event.Event{Kind: event.KindSASLFail, Abuse: true, Raw: benchRaw}
 				for i := range n {
 					ev.Time = t0.Add(time.Duration(i) * time.Millisecond) // 1M in ~17m: none expire
 					ev.Client = benchAddr(i)

@@ -3,8 +3,9 @@ package detectors
 import (
 	"errors"
 	"fmt"
-	"github.com/mxguard/mxguard/internal/duration"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/duration"
 )
 
 // Detector names, as used in the config, in Decision.Detector and in Stats.

@@ -39,7 +39,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 type detID uint8
@@ -168,7 +168,7 @@ func (e *Engine) Stats() Stats {
 
 // obs is one event being observed.
 type obs struct {
-	ev    logparse.Event
+	ev    event.Event
 	t     int64
 	addr  netip.Addr
 	line  string
@@ -201,7 +201,7 @@ const maxEvidenceLine = 512
 // triggers (usually none; nil then). Events without a valid client are
 // ignored. An event with a zero Time is taken to happen at the latest
 // time seen so far.
-func (e *Engine) Observe(ev logparse.Event) []Decision {
+func (e *Engine) Observe(ev event.Event) []Decision {
 	if !ev.Client.IsValid() {
 		return nil
 	}
@@ -223,13 +223,13 @@ func (e *Engine) Observe(ev logparse.Event) []Decision {
 
 	var out []Decision
 	switch ev.Kind {
-	case logparse.KindSASLLogin:
+	case event.KindSASLLogin:
 		e.forgive(key, dSASL, dErrorBurst, dDictionary, dRelay)
 		return nil
-	case logparse.KindReceived:
+	case event.KindReceived:
 		e.forgive(key, dSASL, dErrorBurst)
 		return nil
-	case logparse.KindDisconnect:
+	case event.KindDisconnect:
 		// The statistics repeat failures already logged one by one; only
 		// failed AUTH may count, and only when configured.
 		if e.cfg.SASLBruteforce.CountDisconnectAuth && e.rules[dSASL].enabled {
@@ -249,38 +249,38 @@ func (e *Engine) Observe(ev logparse.Event) []Decision {
 	}
 
 	switch ev.Kind {
-	case logparse.KindReject:
+	case event.KindReject:
 		switch r := ev.Reason; {
-		case r == logparse.ReasonUnknownRecipient:
+		case r == event.ReasonUnknownRecipient:
 			out = e.bump(s, dDictionary, o, hashLower(ev.To), 1, out)
-		case r == logparse.ReasonRelayDenied:
+		case r == event.ReasonRelayDenied:
 			out = e.bump(s, dRelay, o, 0, 1, out)
 		case r.IsHelo():
 			out = e.bump(s, dBadHelo, o, 0, 1, out)
-		case r == logparse.ReasonDNSBL:
+		case r == event.ReasonDNSBL:
 			out = e.bump(s, dDNSBL, o, 0, 1, out)
-		case r == logparse.ReasonPipelining:
+		case r == event.ReasonPipelining:
 			out = e.bump(s, dPipelining, o, 0, 1, out)
 		}
-	case logparse.KindPipelining:
+	case event.KindPipelining:
 		out = e.bump(s, dPipelining, o, 0, 1, out)
-	case logparse.KindPregreet, logparse.KindNonSMTP, logparse.KindBareNewline, logparse.KindCommandLimit:
+	case event.KindPregreet, event.KindNonSMTP, event.KindBareNewline, event.KindCommandLimit:
 		out = e.bump(s, dPregreet, o, 0, 1, out)
-	case logparse.KindSASLFail:
+	case event.KindSASLFail:
 		out = e.sasl(o, key, 1, out)
-	case logparse.KindDNSBL:
+	case event.KindDNSBL:
 		if ev.Count >= e.dnsblRank {
 			out = e.now1(s, dDNSBL, o, out)
 		}
 	}
 
 	switch ev.Kind {
-	case logparse.KindTooManyErrors:
+	case event.KindTooManyErrors:
 		out = e.now1(s, dErrorBurst, o, out)
-	case logparse.KindDNSBL:
+	case event.KindDNSBL:
 		// Its own detector; a listed but busy legitimate sender must not
 		// reach error_burst by connecting often.
-	case logparse.KindLostConnection, logparse.KindTimeout:
+	case event.KindLostConnection, event.KindTimeout:
 		// A bare connect and close (health checks, port scans) is not an
 		// SMTP error.
 		if ev.Stage != "CONNECT" {
@@ -395,13 +395,13 @@ func (e *Engine) decide(s *state, c *counter, d detID, o *obs) Decision {
 	return dec
 }
 
-func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *logparse.Event) string {
+func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *event.Event) string {
 	win := e.rules[d].win
 	switch d {
 	case dDictionary:
 		return fmt.Sprintf("%d unknown %s within %s", n, plural(n, "recipient", "recipients"), win)
 	case dErrorBurst:
-		if ev.Kind == logparse.KindTooManyErrors {
+		if ev.Kind == event.KindTooManyErrors {
 			return "too many errors" + after(ev.Stage)
 		}
 		return fmt.Sprintf("%d %s within %s", n, plural(n, "error", "errors"), win)
@@ -409,11 +409,11 @@ func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *logparse.Event) st
 		return "improper command pipelining" + after(ev.Stage)
 	case dPregreet:
 		switch ev.Kind {
-		case logparse.KindPregreet:
+		case event.KindPregreet:
 			return "pregreet"
-		case logparse.KindNonSMTP:
+		case event.KindNonSMTP:
 			return "non-SMTP command"
-		case logparse.KindBareNewline:
+		case event.KindBareNewline:
 			return "bare newline"
 		default:
 			return "command limit exceeded"
@@ -425,7 +425,7 @@ func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *logparse.Event) st
 	case dRelay:
 		return fmt.Sprintf("%d relay %s within %s", n, plural(n, "attempt", "attempts"), win)
 	case dDNSBL:
-		if ev.Kind == logparse.KindDNSBL {
+		if ev.Kind == event.KindDNSBL {
 			return fmt.Sprintf("postscreen DNSBL rank %d", ev.Count)
 		}
 		if n == 1 && ev.Detail != "" {

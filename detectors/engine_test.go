@@ -9,17 +9,17 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 var t0 = time.Date(2025, 11, 25, 10, 0, 0, 0, time.UTC)
 
 // ev builds an event at t0+d; opts tweak it. Raw is a readable line.
-func ev(d time.Duration, ip string, k logparse.Kind, opts ...func(*logparse.Event)) logparse.Event {
-	e := logparse.Event{Time: t0.Add(d), Client: netip.MustParseAddr(ip), Kind: k, Service: "smtpd"}
+func ev(d time.Duration, ip string, k event.Kind, opts ...func(*event.Event)) event.Event {
+	e := event.Event{Time: t0.Add(d), Client: netip.MustParseAddr(ip), Kind: k, Service: "smtpd"}
 	switch k {
-	case logparse.KindConnect, logparse.KindDisconnect, logparse.KindPSConnect, logparse.KindPSPass,
-		logparse.KindSASLLogin, logparse.KindReceived:
+	case event.KindConnect, event.KindDisconnect, event.KindPSConnect, event.KindPSPass,
+		event.KindSASLLogin, event.KindReceived:
 	default:
 		e.Abuse = true
 	}
@@ -30,43 +30,43 @@ func ev(d time.Duration, ip string, k logparse.Kind, opts ...func(*logparse.Even
 	return e
 }
 
-func reason(r logparse.Reason) func(*logparse.Event) {
-	return func(e *logparse.Event) {
+func reason(r event.Reason) func(*event.Event) {
+	return func(e *event.Event) {
 		e.Reason = r
 		e.Code = 554
-		if r == logparse.ReasonGreylisted || r == logparse.ReasonServiceUnavailable {
+		if r == event.ReasonGreylisted || r == event.ReasonServiceUnavailable {
 			e.Abuse = false
 			e.Code = 450
 		}
 	}
 }
-func to(a string) func(*logparse.Event)     { return func(e *logparse.Event) { e.To = a } }
-func stage(s string) func(*logparse.Event)  { return func(e *logparse.Event) { e.Stage = s } }
-func count(n int) func(*logparse.Event)     { return func(e *logparse.Event) { e.Count = n } }
-func detail(s string) func(*logparse.Event) { return func(e *logparse.Event) { e.Detail = s } }
-func noAbuse() func(*logparse.Event)        { return func(e *logparse.Event) { e.Abuse = false } }
-func unknown(a string) []func(*logparse.Event) {
-	return []func(*logparse.Event){reason(logparse.ReasonUnknownRecipient), to(a), stage("RCPT")}
+func to(a string) func(*event.Event)     { return func(e *event.Event) { e.To = a } }
+func stage(s string) func(*event.Event)  { return func(e *event.Event) { e.Stage = s } }
+func count(n int) func(*event.Event)     { return func(e *event.Event) { e.Count = n } }
+func detail(s string) func(*event.Event) { return func(e *event.Event) { e.Detail = s } }
+func noAbuse() func(*event.Event)        { return func(e *event.Event) { e.Abuse = false } }
+func unknown(a string) []func(*event.Event) {
+	return []func(*event.Event){reason(event.ReasonUnknownRecipient), to(a), stage("RCPT")}
 }
 
 // every repeats make(i) for i in [0,n), i minutes apart starting at start.
-func every(n int, start, step time.Duration, mk func(i int, at time.Duration) logparse.Event) []logparse.Event {
-	out := make([]logparse.Event, n)
+func every(n int, start, step time.Duration, mk func(i int, at time.Duration) event.Event) []event.Event {
+	out := make([]event.Event, n)
 	for i := range out {
 		out[i] = mk(i, start+time.Duration(i)*step)
 	}
 	return out
 }
 
-func cat(ls ...[]logparse.Event) []logparse.Event {
-	var out []logparse.Event
+func cat(ls ...[]event.Event) []event.Event {
+	var out []event.Event
 	for _, l := range ls {
 		out = append(out, l...)
 	}
 	return out
 }
 
-func one(es ...logparse.Event) []logparse.Event { return es }
+func one(es ...event.Event) []event.Event { return es }
 
 func summary(i int, d Decision) string {
 	s := fmt.Sprintf("%d: %s %s n=%d", i, d.Detector, d.Prefix, d.Evidence)
@@ -76,7 +76,7 @@ func summary(i int, d Decision) string {
 	return s
 }
 
-func run(t *testing.T, cfg Config, events []logparse.Event) ([]string, []Decision, *Engine) {
+func run(t *testing.T, cfg Config, events []event.Event) ([]string, []Decision, *Engine) {
 	t.Helper()
 	e, err := New(cfg, nil)
 	if err != nil {
@@ -100,233 +100,233 @@ func TestDetectors(t *testing.T) {
 	tests := []struct {
 		name   string
 		cfg    func(*Config)
-		events []logparse.Event
+		events []event.Event
 		want   []string
 	}{
 		// dictionary
-		{name: "dictionary/5 distinct in 10m", events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		{name: "dictionary/5 distinct in 10m", events: every(5, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 		}), want: []string{"4: dictionary 203.0.113.7/32 n=5"}},
-		{name: "dictionary/4 distinct is not enough", events: every(4, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		{name: "dictionary/4 distinct is not enough", events: every(4, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 		})},
-		{name: "dictionary/one recipient repeated", events: every(12, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, unknown("sales@example.org")...)
+		{name: "dictionary/one recipient repeated", events: every(12, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, unknown("sales@example.org")...)
 		})},
-		{name: "dictionary/case folded", events: every(8, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, unknown([]string{"Bob@example.org", "bob@example.org", "BOB@EXAMPLE.ORG", "al@example.org"}[i%4])...)
+		{name: "dictionary/case folded", events: every(8, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, unknown([]string{"Bob@example.org", "bob@example.org", "BOB@EXAMPLE.ORG", "al@example.org"}[i%4])...)
 		})},
 		{name: "dictionary/window expiry", events: cat(
-			every(4, 0, m, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			every(4, 0, m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 			}),
-			one(ev(13*m, ipA, logparse.KindReject, unknown("late@example.org")...)))},
-		{name: "dictionary/clients counted apart", events: every(8, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, []string{ipA, ipB}[i%2], logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			one(ev(13*m, ipA, event.KindReject, unknown("late@example.org")...)))},
+		{name: "dictionary/clients counted apart", events: every(8, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, []string{ipA, ipB}[i%2], event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 		})},
-		{name: "dictionary/dedupe until the window restarts", events: every(20, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		{name: "dictionary/dedupe until the window restarts", events: every(20, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 		}), want: []string{"4: dictionary 203.0.113.7/32 n=5", "18: dictionary 203.0.113.7/32 n=5"}},
 		{name: "dictionary/warn mode", cfg: func(c *Config) { c.Dictionary.Mode = ModeWarn },
-			events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			events: every(5, 0, m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 			}), want: []string{"4: dictionary 203.0.113.7/32 n=5 warn"}},
 		{name: "dictionary/disabled", cfg: func(c *Config) { c.Dictionary.Enabled = false },
-			events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			events: every(5, 0, m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 			})},
-		{name: "dictionary/v4-mapped is the same client", events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, []string{ipA, "::ffff:" + ipA}[i%2], logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+		{name: "dictionary/v4-mapped is the same client", events: every(5, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, []string{ipA, "::ffff:" + ipA}[i%2], event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 		}), want: []string{"4: dictionary 203.0.113.7/32 n=5"}},
 
 		{name: "dictionary/forgiven by login", events: cat(
-			every(4, 0, m, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			every(4, 0, m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 			}),
-			one(ev(4*m, ipA, logparse.KindSASLLogin)),
-			every(4, 5*m, m, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("v%d@example.org", i))...)
+			one(ev(4*m, ipA, event.KindSASLLogin)),
+			every(4, 5*m, m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("v%d@example.org", i))...)
 			}))},
 		{name: "dictionary/not forgiven by an accepted message", events: cat(
-			every(4, 0, m, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
+			every(4, 0, m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...)
 			}),
-			one(ev(4*m, ipA, logparse.KindReceived)),
-			one(ev(5*m, ipA, logparse.KindReject, unknown("v@example.org")...))),
+			one(ev(4*m, ipA, event.KindReceived)),
+			one(ev(5*m, ipA, event.KindReject, unknown("v@example.org")...))),
 			want: []string{"5: dictionary 203.0.113.7/32 n=5"}},
 
 		// error_burst
-		{name: "error_burst/6 within 5m", events: every(6, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+		{name: "error_burst/6 within 5m", events: every(6, 0, 30*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonSenderAccess), stage("MAIL"))
 		}), want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
-		{name: "error_burst/one a minute never fills 5m", events: every(30, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+		{name: "error_burst/one a minute never fills 5m", events: every(30, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonSenderAccess), stage("MAIL"))
 		})},
 		{name: "error_burst/too many errors decides at once", events: one(
-			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonClientAccess)),
-			ev(m, ipA, logparse.KindTooManyErrors, stage("RCPT"))),
+			ev(0, ipA, event.KindReject, reason(event.ReasonClientAccess)),
+			ev(m, ipA, event.KindTooManyErrors, stage("RCPT"))),
 			want: []string{"1: error_burst 203.0.113.7/32 n=2"}},
 		{name: "error_burst/forgiven by an accepted message", events: cat(
-			every(5, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+			every(5, 0, 10*time.Second, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, reason(event.ReasonSenderAccess), stage("MAIL"))
 			}),
-			one(ev(time.Minute, ipA, logparse.KindReceived)),
-			every(5, 70*time.Second, 10*time.Second, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonSenderAccess), stage("MAIL"))
+			one(ev(time.Minute, ipA, event.KindReceived)),
+			every(5, 70*time.Second, 10*time.Second, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, reason(event.ReasonSenderAccess), stage("MAIL"))
 			}))},
-		{name: "error_burst/lost connection after RCPT counts", events: every(6, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindLostConnection, stage("RCPT"))
+		{name: "error_burst/lost connection after RCPT counts", events: every(6, 0, 10*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindLostConnection, stage("RCPT"))
 		}), want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
-		{name: "error_burst/lost connection after CONNECT does not", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindLostConnection, stage("CONNECT"))
+		{name: "error_burst/lost connection after CONNECT does not", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindLostConnection, stage("CONNECT"))
 		})},
-		{name: "error_burst/lost connection after DATA is not abuse", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindLostConnection, stage("DATA"), noAbuse())
+		{name: "error_burst/lost connection after DATA is not abuse", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindLostConnection, stage("DATA"), noAbuse())
 		})},
 
 		// never ban
-		{name: "never/monitoring probe every minute", events: every(240, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
+		{name: "never/monitoring probe every minute", events: every(240, 0, 30*time.Second, func(i int, at time.Duration) event.Event {
 			if i%2 == 0 {
-				return ev(at, ipA, logparse.KindConnect)
+				return ev(at, ipA, event.KindConnect)
 			}
-			return ev(at, ipA, logparse.KindDisconnect, detail("quit=1 commands=1"))
+			return ev(at, ipA, event.KindDisconnect, detail("quit=1 commands=1"))
 		})},
 		{name: "never/probe quitting without a word", cfg: func(c *Config) { c.SASLBruteforce.CountDisconnectAuth = true },
-			events: every(240, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
+			events: every(240, 0, 30*time.Second, func(i int, at time.Duration) event.Event {
 				if i%2 == 0 {
-					return ev(at, ipA, logparse.KindConnect)
+					return ev(at, ipA, event.KindConnect)
 				}
-				return ev(at, ipA, logparse.KindDisconnect, detail("ehlo=1 quit=1 commands=2"))
+				return ev(at, ipA, event.KindDisconnect, detail("ehlo=1 quit=1 commands=2"))
 			})},
 		{name: "never/one mistyped recipient", events: one(
-			ev(0, ipA, logparse.KindConnect),
-			ev(1*time.Second, ipA, logparse.KindReject, unknown("jhon@example.org")...),
-			ev(2*time.Second, ipA, logparse.KindReceived),
-			ev(3*time.Second, ipA, logparse.KindDisconnect, count(1), detail("ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6")))},
+			ev(0, ipA, event.KindConnect),
+			ev(1*time.Second, ipA, event.KindReject, unknown("jhon@example.org")...),
+			ev(2*time.Second, ipA, event.KindReceived),
+			ev(3*time.Second, ipA, event.KindDisconnect, count(1), detail("ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6")))},
 		{name: "never/one wrong password then login", events: one(
-			ev(0, ipA, logparse.KindSASLFail, detail("bob")),
-			ev(1*time.Second, ipA, logparse.KindDisconnect, count(1), detail("ehlo=1 auth=0/1 quit=1 commands=2/3")),
-			ev(30*time.Second, ipA, logparse.KindSASLLogin, detail("bob")))},
-		{name: "never/postscreen 450 4.3.2 after passing", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) logparse.Event {
+			ev(0, ipA, event.KindSASLFail, detail("bob")),
+			ev(1*time.Second, ipA, event.KindDisconnect, count(1), detail("ehlo=1 auth=0/1 quit=1 commands=2/3")),
+			ev(30*time.Second, ipA, event.KindSASLLogin, detail("bob")))},
+		{name: "never/postscreen 450 4.3.2 after passing", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) event.Event {
 			if i%2 == 0 {
-				return ev(at, ipA, logparse.KindPSPass)
+				return ev(at, ipA, event.KindPSPass)
 			}
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonServiceUnavailable), stage("RCPT"))
+			return ev(at, ipA, event.KindReject, reason(event.ReasonServiceUnavailable), stage("RCPT"))
 		})},
-		{name: "never/greylisted", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonGreylisted), stage("RCPT"))
+		{name: "never/greylisted", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonGreylisted), stage("RCPT"))
 		})},
-		{name: "never/postscreen context", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, []logparse.Kind{logparse.KindPSConnect, logparse.KindPSPass, logparse.KindConnect}[i%3])
+		{name: "never/postscreen context", events: every(40, 0, 5*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, []event.Kind{event.KindPSConnect, event.KindPSPass, event.KindConnect}[i%3])
 		})},
-		{name: "never/DNSBL rank 1 on a busy sender", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindDNSBL, count(1))
+		{name: "never/DNSBL rank 1 on a busy sender", events: every(30, 0, 10*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindDNSBL, count(1))
 		})},
 
 		// pipelining
 		{name: "pipelining/first decides, dedupe, again after window", events: one(
-			ev(0, ipA, logparse.KindPipelining, stage("EHLO")),
-			ev(10*m, ipA, logparse.KindPipelining, stage("EHLO")),
-			ev(61*m, ipA, logparse.KindReject, reason(logparse.ReasonPipelining), stage("DATA"))),
+			ev(0, ipA, event.KindPipelining, stage("EHLO")),
+			ev(10*m, ipA, event.KindPipelining, stage("EHLO")),
+			ev(61*m, ipA, event.KindReject, reason(event.ReasonPipelining), stage("DATA"))),
 			want: []string{"0: pipelining 203.0.113.7/32 n=1", "2: pipelining 203.0.113.7/32 n=1"}},
 
 		// pregreet
 		{name: "pregreet/each protocol failure decides", events: one(
-			ev(0, "192.0.2.1", logparse.KindPregreet, count(11)),
-			ev(m, "192.0.2.2", logparse.KindNonSMTP),
-			ev(2*m, "192.0.2.3", logparse.KindBareNewline),
-			ev(3*m, "192.0.2.4", logparse.KindCommandLimit),
-			ev(4*m, "192.0.2.5", logparse.KindHangup)),
+			ev(0, "192.0.2.1", event.KindPregreet, count(11)),
+			ev(m, "192.0.2.2", event.KindNonSMTP),
+			ev(2*m, "192.0.2.3", event.KindBareNewline),
+			ev(3*m, "192.0.2.4", event.KindCommandLimit),
+			ev(4*m, "192.0.2.5", event.KindHangup)),
 			want: []string{"0: pregreet 192.0.2.1/32 n=1", "1: pregreet 192.0.2.2/32 n=1", "2: pregreet 192.0.2.3/32 n=1", "3: pregreet 192.0.2.4/32 n=1"}},
 
 		// sasl_bruteforce
-		{name: "sasl/5 within 10m", events: every(5, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindSASLFail)
+		{name: "sasl/5 within 10m", events: every(5, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
 		}), want: []string{"4: sasl_bruteforce 203.0.113.7/32 n=5"}},
-		{name: "sasl/slow guessing", events: every(10, 0, 3*m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindSASLFail)
+		{name: "sasl/slow guessing", events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
 		})},
 		{name: "sasl/forgiven by login", events: cat(
-			every(4, 0, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }),
-			one(ev(4*m+30*time.Second, ipA, logparse.KindSASLLogin)),
-			every(4, 5*m, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }))},
+			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
+			one(ev(4*m+30*time.Second, ipA, event.KindSASLLogin)),
+			every(4, 5*m, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
 		{name: "sasl/forgiven by accepted message", events: cat(
-			every(4, 0, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }),
-			one(ev(4*m+30*time.Second, ipA, logparse.KindReceived)),
-			every(4, 5*m, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }))},
+			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
+			one(ev(4*m+30*time.Second, ipA, event.KindReceived)),
+			every(4, 5*m, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
 		{name: "sasl/forgiving another client does not help", events: cat(
-			every(4, 0, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) }),
-			one(ev(4*m+30*time.Second, ipB, logparse.KindSASLLogin)),
-			every(1, 5*m, m, func(i int, at time.Duration) logparse.Event { return ev(at, ipA, logparse.KindSASLFail) })),
+			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
+			one(ev(4*m+30*time.Second, ipB, event.KindSASLLogin)),
+			every(1, 5*m, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) })),
 			want: []string{"5: sasl_bruteforce 203.0.113.7/32 n=5"}},
 		{name: "sasl/disconnect stats ignored by default", events: one(
-			ev(0, ipA, logparse.KindDisconnect, count(5), detail("ehlo=1 auth=0/5 quit=1 commands=2/7")))},
+			ev(0, ipA, event.KindDisconnect, count(5), detail("ehlo=1 auth=0/5 quit=1 commands=2/7")))},
 		{name: "sasl/disconnect stats when configured", cfg: func(c *Config) { c.SASLBruteforce.CountDisconnectAuth = true }, events: one(
-			ev(0, ipA, logparse.KindDisconnect, count(4), detail("ehlo=1 auth=0/4 quit=1 commands=2/6")),
-			ev(m, ipA, logparse.KindDisconnect, count(1), detail("ehlo=1 auth=1/2 quit=1 commands=3/4"))),
+			ev(0, ipA, event.KindDisconnect, count(4), detail("ehlo=1 auth=0/4 quit=1 commands=2/6")),
+			ev(m, ipA, event.KindDisconnect, count(1), detail("ehlo=1 auth=1/2 quit=1 commands=3/4"))),
 			want: []string{"1: sasl_bruteforce 203.0.113.7/32 n=5"}},
-		{name: "sasl/many addresses of a /24 without per_prefix", events: every(12, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindSASLFail)
+		{name: "sasl/many addresses of a /24 without per_prefix", events: every(12, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), event.KindSASLFail)
 		})},
-		{name: "sasl/per_prefix v4", cfg: func(c *Config) { c.SASLBruteforce.PerPrefix = true }, events: every(12, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindSASLFail)
+		{name: "sasl/per_prefix v4", cfg: func(c *Config) { c.SASLBruteforce.PerPrefix = true }, events: every(12, 0, 30*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), event.KindSASLFail)
 		}), want: []string{"9: sasl_bruteforce 203.0.113.0/24 n=10"}},
-		{name: "sasl/per_prefix v6", cfg: func(c *Config) { c.SASLBruteforce.PerPrefix = true }, events: every(10, 0, 30*time.Second, func(i int, at time.Duration) logparse.Event {
-			return ev(at, fmt.Sprintf("2001:db8:1:2::%x", 10+i), logparse.KindSASLFail)
+		{name: "sasl/per_prefix v6", cfg: func(c *Config) { c.SASLBruteforce.PerPrefix = true }, events: every(10, 0, 30*time.Second, func(i int, at time.Duration) event.Event {
+			return ev(at, fmt.Sprintf("2001:db8:1:2::%x", 10+i), event.KindSASLFail)
 		}), want: []string{"9: sasl_bruteforce 2001:db8:1:2::/64 n=10"}},
 
 		// relay_probe
-		{name: "relay/3 within 1h", events: every(3, 0, 20*m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))
+		{name: "relay/3 within 1h", events: every(3, 0, 20*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonRelayDenied), stage("RCPT"))
 		}), want: []string{"2: relay_probe 203.0.113.7/32 n=3"}},
-		{name: "relay/2 within 1h", events: every(4, 0, 40*m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))
+		{name: "relay/2 within 1h", events: every(4, 0, 40*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonRelayDenied), stage("RCPT"))
 		})},
 		{name: "relay/forgiven by login", events: cat(
-			every(2, 0, m, func(i int, at time.Duration) logparse.Event {
-				return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))
+			every(2, 0, m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, reason(event.ReasonRelayDenied), stage("RCPT"))
 			}),
-			one(ev(3*m, ipA, logparse.KindSASLLogin)),
-			one(ev(4*m, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied), stage("RCPT"))))},
+			one(ev(3*m, ipA, event.KindSASLLogin)),
+			one(ev(4*m, ipA, event.KindReject, reason(event.ReasonRelayDenied), stage("RCPT"))))},
 
 		// dnsbl
 		{name: "dnsbl/rank", events: one(
-			ev(0, "192.0.2.1", logparse.KindDNSBL, count(2)),
-			ev(0, "192.0.2.2", logparse.KindDNSBL, count(3)),
-			ev(m, "192.0.2.2", logparse.KindDNSBL, count(5))),
+			ev(0, "192.0.2.1", event.KindDNSBL, count(2)),
+			ev(0, "192.0.2.2", event.KindDNSBL, count(3)),
+			ev(m, "192.0.2.2", event.KindDNSBL, count(5))),
 			want: []string{"1: dnsbl 192.0.2.2/32 n=1"}},
 		{name: "dnsbl/smtpd blocked using", events: one(
-			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonDNSBL), detail("zen.spamhaus.org"), stage("RCPT"))),
+			ev(0, ipA, event.KindReject, reason(event.ReasonDNSBL), detail("zen.spamhaus.org"), stage("RCPT"))),
 			want: []string{"0: dnsbl 203.0.113.7/32 n=1"}},
 		{name: "dnsbl/rank threshold configured", cfg: func(c *Config) { c.DNSBL.Threshold = 6 }, events: one(
-			ev(0, ipA, logparse.KindDNSBL, count(5)),
-			ev(m, ipB, logparse.KindDNSBL, count(6))),
+			ev(0, ipA, event.KindDNSBL, count(5)),
+			ev(m, ipB, event.KindDNSBL, count(6))),
 			want: []string{"1: dnsbl 198.51.100.9/32 n=1"}},
 
 		// bad_helo
 		{name: "bad_helo/2 within 1h", events: one(
-			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid), stage("RCPT")),
-			ev(30*m, ipA, logparse.KindReject, reason(logparse.ReasonHeloNonFQDN), stage("RCPT"))),
+			ev(0, ipA, event.KindReject, reason(event.ReasonHeloInvalid), stage("RCPT")),
+			ev(30*m, ipA, event.KindReject, reason(event.ReasonHeloNonFQDN), stage("RCPT"))),
 			want: []string{"1: bad_helo 203.0.113.7/32 n=2"}},
 		{name: "bad_helo/2 hours apart", events: one(
-			ev(0, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid), stage("RCPT")),
-			ev(2*time.Hour, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid), stage("RCPT")))},
+			ev(0, ipA, event.KindReject, reason(event.ReasonHeloInvalid), stage("RCPT")),
+			ev(2*time.Hour, ipA, event.KindReject, reason(event.ReasonHeloInvalid), stage("RCPT")))},
 
 		// prefix escalation
-		{name: "escalation/off by default", events: every(6, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindPregreet)
+		{name: "escalation/off by default", events: every(6, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), event.KindPregreet)
 		}), want: []string{"0: pregreet 203.0.113.10/32 n=1", "1: pregreet 203.0.113.11/32 n=1", "2: pregreet 203.0.113.12/32 n=1",
 			"3: pregreet 203.0.113.13/32 n=1", "4: pregreet 203.0.113.14/32 n=1", "5: pregreet 203.0.113.15/32 n=1"}},
-		{name: "escalation/v4 /24", cfg: func(c *Config) { c.PrefixEscalation.Enabled = true }, events: every(6, 0, m, func(i int, at time.Duration) logparse.Event {
-			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), logparse.KindPregreet)
+		{name: "escalation/v4 /24", cfg: func(c *Config) { c.PrefixEscalation.Enabled = true }, events: every(6, 0, m, func(i int, at time.Duration) event.Event {
+			return ev(at, fmt.Sprintf("203.0.113.%d", 10+i), event.KindPregreet)
 		}), want: []string{"0: pregreet 203.0.113.10/32 n=1", "1: pregreet 203.0.113.11/32 n=1", "2: pregreet 203.0.113.12/32 n=1",
 			"3: pregreet 203.0.113.13/32 n=1", "4: pregreet 203.0.113.14/32 n=1", "4: prefix_escalation 203.0.113.0/24 n=5",
 			"5: pregreet 203.0.113.15/32 n=1"}},
 		{name: "escalation/same address twice counts once", cfg: func(c *Config) { c.PrefixEscalation.Enabled = true; c.PrefixEscalation.Count = 2 },
 			events: one(
-				ev(0, ipA, logparse.KindPregreet),
-				ev(m, ipA, logparse.KindPipelining),
-				ev(2*m, "203.0.113.8", logparse.KindPipelining)),
+				ev(0, ipA, event.KindPregreet),
+				ev(m, ipA, event.KindPipelining),
+				ev(2*m, "203.0.113.8", event.KindPipelining)),
 			want: []string{"0: pregreet 203.0.113.7/32 n=1", "1: pipelining 203.0.113.7/32 n=1", "2: pipelining 203.0.113.8/32 n=1",
 				"2: prefix_escalation 203.0.113.0/24 n=2"}},
 		{name: "escalation/v6 /64 and window", cfg: func(c *Config) {
@@ -334,11 +334,11 @@ func TestDetectors(t *testing.T) {
 			c.PrefixEscalation.Count = 3
 			c.PrefixEscalation.Window = Duration(time.Hour)
 		}, events: one(
-			ev(0, "2001:db8:1:2::1", logparse.KindPregreet),
-			ev(30*m, "2001:db8:1:2::2", logparse.KindPregreet),
-			ev(61*m, "2001:db8:1:2::3", logparse.KindPregreet), // first one has left the window
-			ev(62*m, "2001:db8:1:3::4", logparse.KindPregreet), // other /64
-			ev(63*m, "2001:db8:1:2::5", logparse.KindPregreet)),
+			ev(0, "2001:db8:1:2::1", event.KindPregreet),
+			ev(30*m, "2001:db8:1:2::2", event.KindPregreet),
+			ev(61*m, "2001:db8:1:2::3", event.KindPregreet), // first one has left the window
+			ev(62*m, "2001:db8:1:3::4", event.KindPregreet), // other /64
+			ev(63*m, "2001:db8:1:2::5", event.KindPregreet)),
 			want: []string{"0: pregreet 2001:db8:1:2::1/128 n=1", "1: pregreet 2001:db8:1:2::2/128 n=1", "2: pregreet 2001:db8:1:2::3/128 n=1",
 				"3: pregreet 2001:db8:1:3::4/128 n=1", "4: pregreet 2001:db8:1:2::5/128 n=1", "4: prefix_escalation 2001:db8:1:2::/64 n=3"}},
 		{name: "escalation/warn decisions do not count", cfg: func(c *Config) {
@@ -346,20 +346,20 @@ func TestDetectors(t *testing.T) {
 			c.PrefixEscalation.Count = 2
 			c.Pregreet.Mode = ModeWarn
 		}, events: one(
-			ev(0, "203.0.113.1", logparse.KindPregreet),
-			ev(m, "203.0.113.2", logparse.KindPregreet)),
+			ev(0, "203.0.113.1", event.KindPregreet),
+			ev(m, "203.0.113.2", event.KindPregreet)),
 			want: []string{"0: pregreet 203.0.113.1/32 n=1 warn", "1: pregreet 203.0.113.2/32 n=1 warn"}},
 		{name: "escalation/warn mode", cfg: func(c *Config) {
 			c.PrefixEscalation.Enabled = true
 			c.PrefixEscalation.Count = 2
 			c.PrefixEscalation.Mode = ModeWarn
 		}, events: one(
-			ev(0, "203.0.113.1", logparse.KindPregreet),
-			ev(m, "203.0.113.2", logparse.KindPregreet)),
+			ev(0, "203.0.113.1", event.KindPregreet),
+			ev(m, "203.0.113.2", event.KindPregreet)),
 			want: []string{"0: pregreet 203.0.113.1/32 n=1", "1: pregreet 203.0.113.2/32 n=1", "1: prefix_escalation 203.0.113.0/24 n=2 warn"}},
 
 		// odds and ends
-		{name: "invalid client is ignored", events: []logparse.Event{{Time: t0, Kind: logparse.KindPregreet, Abuse: true}}},
+		{name: "invalid client is ignored", events: []event.Event{{Time: t0, Kind: event.KindPregreet, Abuse: true}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -378,9 +378,9 @@ func TestDetectors(t *testing.T) {
 func TestReasonAndEvidence(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.EvidenceLines = 2
-	var events []logparse.Event
+	var events []event.Event
 	for i := range 5 {
-		events = append(events, ev(time.Duration(i)*time.Minute, ipA, logparse.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...))
+		events = append(events, ev(time.Duration(i)*time.Minute, ipA, event.KindReject, unknown(fmt.Sprintf("u%d@example.org", i))...))
 	}
 	_, ds, _ := run(t, cfg, events)
 	if len(ds) != 1 {
@@ -408,21 +408,21 @@ func TestReasonAndEvidence(t *testing.T) {
 func TestReasons(t *testing.T) {
 	m := time.Minute
 	tests := []struct {
-		events []logparse.Event
+		events []event.Event
 		want   string
 	}{
-		{one(ev(0, ipA, logparse.KindTooManyErrors, stage("RCPT"))), "too many errors after RCPT"},
-		{one(ev(0, ipA, logparse.KindPipelining, stage("EHLO"))), "improper command pipelining after EHLO"},
-		{one(ev(0, ipA, logparse.KindPregreet, count(11))), "pregreet"},
-		{one(ev(0, ipA, logparse.KindNonSMTP)), "non-SMTP command"},
-		{one(ev(0, ipA, logparse.KindDNSBL, count(4))), "postscreen DNSBL rank 4"},
-		{one(ev(0, ipA, logparse.KindReject, reason(logparse.ReasonDNSBL), detail("zen.spamhaus.org"))), "listed in zen.spamhaus.org"},
-		{every(5, 0, m, func(int, time.Duration) logparse.Event { return ev(0, ipA, logparse.KindSASLFail) }), "5 SASL authentication failures within 10m"},
-		{every(3, 0, m, func(_ int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonRelayDenied))
+		{one(ev(0, ipA, event.KindTooManyErrors, stage("RCPT"))), "too many errors after RCPT"},
+		{one(ev(0, ipA, event.KindPipelining, stage("EHLO"))), "improper command pipelining after EHLO"},
+		{one(ev(0, ipA, event.KindPregreet, count(11))), "pregreet"},
+		{one(ev(0, ipA, event.KindNonSMTP)), "non-SMTP command"},
+		{one(ev(0, ipA, event.KindDNSBL, count(4))), "postscreen DNSBL rank 4"},
+		{one(ev(0, ipA, event.KindReject, reason(event.ReasonDNSBL), detail("zen.spamhaus.org"))), "listed in zen.spamhaus.org"},
+		{every(5, 0, m, func(int, time.Duration) event.Event { return ev(0, ipA, event.KindSASLFail) }), "5 SASL authentication failures within 10m"},
+		{every(3, 0, m, func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonRelayDenied))
 		}), "3 relay attempts within 1h"},
-		{every(2, 0, m, func(_ int, at time.Duration) logparse.Event {
-			return ev(at, ipA, logparse.KindReject, reason(logparse.ReasonHeloInvalid))
+		{every(2, 0, m, func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonHeloInvalid))
 		}), "2 HELO rejects within 1h"},
 	}
 	for _, tc := range tests {
@@ -440,7 +440,7 @@ func TestEvidenceIsCloned(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := []byte("Nov 25 10:00:00 mx postfix/postscreen[1]: PREGREET 11 after 0.1 from [203.0.113.7]:4242: EHLO x\\r\\n")
-	x := ev(0, ipA, logparse.KindPregreet)
+	x := ev(0, ipA, event.KindPregreet)
 	x.Raw = unsafe.String(&buf[0], len(buf))
 	want := strings.Clone(x.Raw)
 	ds := e.Observe(x)
@@ -459,7 +459,7 @@ func TestLRUCap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fail := func(at time.Duration, ip string) []Decision { return e.Observe(ev(at, ip, logparse.KindSASLFail)) }
+	fail := func(at time.Duration, ip string) []Decision { return e.Observe(ev(at, ip, event.KindSASLFail)) }
 	// A has 4 failures, then B, C, D push it out.
 	for i := range 4 {
 		fail(time.Duration(i)*time.Second, ipA)
@@ -492,14 +492,14 @@ func TestExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 100 {
-		e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i), logparse.KindSASLFail))
+		e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i), event.KindSASLFail))
 	}
 	if st := e.Stats(); st.Clients != 100 {
 		t.Fatalf("clients %d, want 100", st.Clients)
 	}
 	// An hour later every window (max 1h) has passed for all but the
 	// newest few.
-	e.Observe(ev(time.Hour+50*time.Second, ipA, logparse.KindSASLFail))
+	e.Observe(ev(time.Hour+50*time.Second, ipA, event.KindSASLFail))
 	st := e.Stats()
 	if st.Clients != 50 || st.Expired != 51 {
 		t.Errorf("stats %+v, want 50 clients (49 young + 1 new), 51 expired", st)
@@ -511,10 +511,10 @@ func TestExpiry(t *testing.T) {
 
 func TestStats(t *testing.T) {
 	_, _, e := run(t, DefaultConfig(), one(
-		ev(0, "192.0.2.1", logparse.KindPregreet),
-		ev(0, "192.0.2.2", logparse.KindPregreet),
-		ev(0, "192.0.2.3", logparse.KindTooManyErrors),
-		ev(0, "192.0.2.4", logparse.KindConnect)))
+		ev(0, "192.0.2.1", event.KindPregreet),
+		ev(0, "192.0.2.2", event.KindPregreet),
+		ev(0, "192.0.2.3", event.KindTooManyErrors),
+		ev(0, "192.0.2.4", event.KindConnect)))
 	st := e.Stats()
 	if st.Decisions[Pregreet] != 2 || st.Decisions[ErrorBurst] != 1 || st.Decisions[Dictionary] != 0 {
 		t.Errorf("decisions %v", st.Decisions)
@@ -557,7 +557,7 @@ func TestConcurrentUse(t *testing.T) {
 		wg.Go(func() {
 			n := 0
 			for i := range 200 {
-				n += len(e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i%50), logparse.KindSASLFail, detail(fmt.Sprint(g)))))
+				n += len(e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i%50), event.KindSASLFail, detail(fmt.Sprint(g)))))
 				_ = e.Stats()
 			}
 			mu.Lock()

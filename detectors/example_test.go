@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/detectors"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // A client probes five mailboxes that do not exist within ten minutes.
@@ -18,14 +18,14 @@ func Example() {
 	start := time.Date(2025, 11, 25, 10, 49, 0, 0, time.UTC)
 	client := netip.MustParseAddr("203.0.113.7")
 	for i, user := range []string{"admin", "info", "sales", "test", "webmaster"} {
-		ev := logparse.Event{
+		ev := event.Event{
 			Time:   start.Add(time.Duration(i) * 30 * time.Second),
-			Kind:   logparse.KindReject,
+			Kind:   event.KindReject,
 			Stage:  "RCPT",
 			Client: client,
 			To:     user + "@example.org",
 			Code:   550,
-			Reason: logparse.ReasonUnknownRecipient,
+			Reason: event.ReasonUnknownRecipient,
 			Abuse:  true,
 			Raw: "Nov 25 10:49:00 mx postfix/smtpd[4711]: NOQUEUE: reject: RCPT from unknown[203.0.113.7]: 550 5.1.1 <" +
 				user + "@example.org>: Recipient address rejected: User unknown in virtual mailbox table",

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -71,7 +71,7 @@ func TestGolden(t *testing.T) {
 				if len(line) == 0 || line[0] == '#' {
 					continue
 				}
-				var ev logparse.Event
+				var ev event.Event
 				var raw struct{ Raw string }
 				if err := json.Unmarshal(line, &ev); err != nil {
 					t.Fatalf("%s:%d: %v", f, n, err)

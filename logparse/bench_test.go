@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/loggen"
 )
 
@@ -45,7 +46,7 @@ func benchLines(tb testing.TB) []string {
 func BenchmarkParse(b *testing.B) {
 	lines := benchLines(b)
 	p := NewParser(time.UTC, refTime)
-	var ev Event
+	var ev event.Event
 	var bytes int64
 	for _, l := range lines {
 		bytes += int64(len(l) + 1)
@@ -69,7 +70,7 @@ func BenchmarkParseGenerated(b *testing.B) {
 	}
 	lines := strings.Split(strings.TrimSuffix(buf.String(), "\n"), "\n")
 	p := NewParser(time.UTC, time.Date(2025, 12, 31, 0, 0, 0, 0, time.UTC))
-	var ev Event
+	var ev event.Event
 	b.SetBytes(int64(buf.Len() / len(lines)))
 	b.ReportAllocs()
 	b.ResetTimer()

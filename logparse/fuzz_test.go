@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // FuzzParse checks the invariants of Parse on any input: no panic, a known
@@ -25,7 +27,7 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		if ev.Kind == KindNone {
+		if ev.Kind == event.KindNone {
 			t.Fatalf("no kind for %q", line)
 		}
 		for _, s := range []string{ev.Host, ev.Service, ev.QueueID, ev.ClientName, ev.Helo, ev.From, ev.To, ev.DSN, ev.Detail} {

@@ -3,20 +3,22 @@ package logparse
 import (
 	"net/netip"
 	"strings"
+
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // Parse parses one log line (without its newline). It returns ErrNotPostfix
 // for lines of other programs or without a syslog header, ErrUnrecognized
 // for Postfix lines of no interest. It does not allocate for lines it skips.
-func (p *Parser) Parse(line string) (Event, error) {
-	var ev Event
+func (p *Parser) Parse(line string) (event.Event, error) {
+	var ev event.Event
 	err := p.ParseInto(line, &ev)
 	return ev, err
 }
 
 // ParseInto is Parse writing into *ev, which it overwrites completely.
-func (p *Parser) ParseInto(line string, ev *Event) error {
-	*ev = Event{}
+func (p *Parser) ParseInto(line string, ev *event.Event) error {
+	*ev = event.Event{}
 	h, err := p.parseHeader(line)
 	if err != nil {
 		return err
@@ -118,7 +120,7 @@ func parseAddr(s string) (netip.Addr, bool) {
 }
 
 // cutClient reads a client spec and stores it in ev.
-func cutClient(s string, ev *Event) (rest string, ok bool) {
+func cutClient(s string, ev *event.Event) (rest string, ok bool) {
 	name, a, port, rest, ok := parseClient(s)
 	if !ok {
 		return s, false
@@ -129,7 +131,7 @@ func cutClient(s string, ev *Event) (rest string, ok bool) {
 
 // stageFrom reads "STAGE from CLIENT" (STAGE may be "DATA (0 bytes)") and
 // stores the stage word and the client in ev.
-func stageFrom(s string, ev *Event) (rest string, ok bool) {
+func stageFrom(s string, ev *event.Event) (rest string, ok bool) {
 	i := 0
 	for i < len(s) && i < 40 && s[i] != ' ' {
 		i++
@@ -158,20 +160,20 @@ func afterDataStage(stage string) bool {
 	return stage == "DATA" || stage == "END-OF-MESSAGE" || stage == "BDAT"
 }
 
-func parseSmtpd(msg string, ev *Event) error {
+func parseSmtpd(msg string, ev *event.Event) error {
 	switch {
 	case strings.HasPrefix(msg, "connect from "):
 		if _, ok := cutClient(msg[13:], ev); !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind = KindConnect
+		ev.Kind = event.KindConnect
 		return nil
 	case strings.HasPrefix(msg, "disconnect from "):
 		rest, ok := cutClient(msg[16:], ev)
 		if !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind = KindDisconnect
+		ev.Kind = event.KindDisconnect
 		parseStats(strings.TrimPrefix(rest, " "), ev)
 		return nil
 	case strings.HasPrefix(msg, "improper command pipelining after "):
@@ -179,14 +181,14 @@ func parseSmtpd(msg string, ev *Event) error {
 		if !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind, ev.Abuse = KindPipelining, true
+		ev.Kind, ev.Abuse = event.KindPipelining, true
 		ev.Detail = strings.TrimPrefix(rest, ": ")
 		return nil
 	case strings.HasPrefix(msg, "too many errors after "):
 		if _, ok := stageFrom(msg[22:], ev); !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind, ev.Abuse = KindTooManyErrors, true
+		ev.Kind, ev.Abuse = event.KindTooManyErrors, true
 		return nil
 	case strings.HasPrefix(msg, "lost connection after "):
 		if _, ok := stageFrom(msg[22:], ev); !ok {
@@ -194,13 +196,13 @@ func parseSmtpd(msg string, ev *Event) error {
 		}
 		// A client that connects and drops (a port scan, a TCP health
 		// check) is not by itself evidence of abuse.
-		ev.Kind, ev.Abuse = KindLostConnection, !afterDataStage(ev.Stage) && ev.Stage != "CONNECT"
+		ev.Kind, ev.Abuse = event.KindLostConnection, !afterDataStage(ev.Stage) && ev.Stage != "CONNECT"
 		return nil
 	case strings.HasPrefix(msg, "timeout after "):
 		if _, ok := stageFrom(msg[14:], ev); !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind, ev.Abuse = KindTimeout, !afterDataStage(ev.Stage)
+		ev.Kind, ev.Abuse = event.KindTimeout, !afterDataStage(ev.Stage)
 		return nil
 	case strings.HasPrefix(msg, "warning: "):
 		return parseSmtpdWarning(msg[9:], ev)
@@ -217,8 +219,8 @@ func parseSmtpd(msg string, ev *Event) error {
 		if err := parseReject(rest[15:], ev); err != nil {
 			return err
 		}
-		if ev.Reason == ReasonOther {
-			ev.Reason = ReasonMessageRejected
+		if ev.Reason == event.ReasonOther {
+			ev.Reason = event.ReasonMessageRejected
 		}
 		return nil
 	case id != "" && strings.HasPrefix(rest, "client="):
@@ -226,27 +228,27 @@ func parseSmtpd(msg string, ev *Event) error {
 		if !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind = KindReceived
+		ev.Kind = event.KindReceived
 		if i := strings.Index(r, "sasl_username="); i >= 0 {
 			u := r[i+14:]
 			if j := strings.IndexByte(u, ','); j >= 0 {
 				u = u[:j]
 			}
-			ev.Kind, ev.Detail, ev.Stage = KindSASLLogin, u, "AUTH"
+			ev.Kind, ev.Detail, ev.Stage = event.KindSASLLogin, u, "AUTH"
 		}
 		return nil
 	}
 	return ErrUnrecognized
 }
 
-func parseSmtpdWarning(w string, ev *Event) error {
+func parseSmtpdWarning(w string, ev *event.Event) error {
 	switch {
 	case strings.HasPrefix(w, "non-SMTP command from "):
 		rest, ok := cutClient(w[22:], ev)
 		if !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind, ev.Abuse = KindNonSMTP, true
+		ev.Kind, ev.Abuse = event.KindNonSMTP, true
 		ev.Detail = strings.TrimPrefix(rest, ": ")
 		return nil
 	case strings.HasPrefix(w, "hostname "):
@@ -263,7 +265,7 @@ func parseSmtpdWarning(w string, ev *Event) error {
 		if !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind, ev.Client, ev.ClientName = KindHostnameMismatch, a, name
+		ev.Kind, ev.Client, ev.ClientName = event.KindHostnameMismatch, a, name
 		return nil
 	}
 	// "name[addr]: SASL LOGIN authentication failed: text[, sasl_username=u]"
@@ -276,7 +278,7 @@ func parseSmtpdWarning(w string, ev *Event) error {
 	if i < 0 || i > 30 {
 		return ErrUnrecognized
 	}
-	ev.Kind, ev.Stage, ev.Abuse = KindSASLFail, "AUTH", true
+	ev.Kind, ev.Stage, ev.Abuse = event.KindSASLFail, "AUTH", true
 	text := rest[i+22:]
 	// ", sasl_username=" comes last and its value is the client's: search
 	// the server's reason only in what precedes it.
@@ -295,7 +297,7 @@ func parseSmtpdWarning(w string, ev *Event) error {
 // quit=1 commands=2/3"). Failed AUTH, VRFY, EXPN, unknown commands and
 // MAIL without HELO are evidence that shows up nowhere else; failed RCPT
 // and MAIL were already logged as rejects and are not counted again.
-func parseStats(s string, ev *Event) {
+func parseStats(s string, ev *event.Event) {
 	ev.Detail = s
 	sawHelo := false
 	mailFail := 0
@@ -334,12 +336,12 @@ func parseStats(s string, ev *Event) {
 
 // parseReject reads "STAGE from CLIENT: 550 5.1.1 TEXT; from=<a> to=<b>
 // proto=ESMTP helo=<h>" (smtpd) or the comma-separated postscreen form.
-func parseReject(s string, ev *Event) error {
+func parseReject(s string, ev *event.Event) error {
 	rest, ok := stageFrom(s, ev)
 	if !ok || !strings.HasPrefix(rest, ": ") {
 		return ErrUnrecognized
 	}
-	ev.Kind = KindReject
+	ev.Kind = event.KindReject
 	text := rest[2:]
 	if len(text) > 4 && text[3] == ' ' && isDigit(text[0]) && isDigit(text[1]) && isDigit(text[2]) {
 		ev.Code = int(text[0]-'0')*100 + int(text[1]-'0')*10 + int(text[2]-'0')
@@ -394,7 +396,7 @@ func isDSN(s string) bool {
 
 // parseTrailer reads `from=<a> to=<b> proto=ESMTP helo=<h>`; postscreen
 // separates the fields with ", ". helo is last and may contain anything.
-func parseTrailer(t string, ev *Event) {
+func parseTrailer(t string, ev *event.Event) {
 	if strings.HasPrefix(t, "from=<") {
 		if v, r, ok := cutAngle(t[6:]); ok {
 			ev.From, t = v, r
@@ -421,80 +423,80 @@ func cutAngle(s string) (val, rest string, ok bool) {
 	return "", s, false
 }
 
-// classifyReject sets Reason, Detail and Abuse from a reject text such as
+// classifyReject sets event.Reason, Detail and Abuse from a reject text such as
 // "<u@example.com>: Recipient address rejected: User unknown in ...".
-func classifyReject(text string, ev *Event) {
+func classifyReject(text string, ev *event.Event) {
 	if len(text) > 0 && text[0] == '<' {
 		if i := strings.Index(text, ">: "); i >= 0 {
 			text = text[i+3:]
 		}
 	}
 	ev.Detail = text
-	r := ReasonOther
+	r := event.ReasonOther
 	switch {
 	case strings.HasSuffix(text, "Improper use of SMTP command pipelining"):
 		// reject_unauth_pipelining, whatever restriction class ran it
-		r = ReasonPipelining
+		r = event.ReasonPipelining
 	case strings.HasPrefix(text, "Recipient address rejected: "):
 		t := text[28:]
 		switch {
 		case strings.HasPrefix(t, "User unknown"), strings.HasPrefix(t, "undeliverable address"),
 			strings.HasPrefix(t, "unverified address"):
-			r = ReasonUnknownRecipient
+			r = event.ReasonUnknownRecipient
 		case strings.HasPrefix(t, "need fully-qualified address"):
-			r = ReasonRecipientNonFQDN
+			r = event.ReasonRecipientNonFQDN
 		case strings.HasPrefix(t, "Domain not found"):
-			r = ReasonRecipientDomainNotFound
+			r = event.ReasonRecipientDomainNotFound
 		case strings.Contains(t, "reylist"):
-			r = ReasonGreylisted
+			r = event.ReasonGreylisted
 		default:
-			r = ReasonRecipientAccess
+			r = event.ReasonRecipientAccess
 		}
 	case strings.HasPrefix(text, "Relay access denied"):
-		r = ReasonRelayDenied
+		r = event.ReasonRelayDenied
 	case strings.HasPrefix(text, "Helo command rejected: "):
 		t := text[23:]
 		switch {
 		case strings.HasPrefix(t, "need fully-qualified hostname"):
-			r = ReasonHeloNonFQDN
+			r = event.ReasonHeloNonFQDN
 		case strings.HasPrefix(t, "Invalid name"), strings.HasPrefix(t, "invalid ip address"):
-			r = ReasonHeloInvalid
+			r = event.ReasonHeloInvalid
 		case strings.HasPrefix(t, "Host not found"):
-			r = ReasonHeloNotFound
+			r = event.ReasonHeloNotFound
 		default:
-			r = ReasonHeloAccess
+			r = event.ReasonHeloAccess
 		}
 	case strings.HasPrefix(text, "Sender address rejected: "):
 		t := text[25:]
 		switch {
 		case strings.HasPrefix(t, "need fully-qualified address"):
-			r = ReasonSenderNonFQDN
+			r = event.ReasonSenderNonFQDN
 		case strings.HasPrefix(t, "Domain not found"):
-			r = ReasonSenderDomainNotFound
+			r = event.ReasonSenderDomainNotFound
 		default:
-			r = ReasonSenderAccess
+			r = event.ReasonSenderAccess
 		}
 	case strings.HasPrefix(text, "Client host rejected: "):
 		if strings.HasPrefix(text[22:], "cannot find your") {
-			r = ReasonClientNoRDNS
+			r = event.ReasonClientNoRDNS
 		} else {
-			r = ReasonClientAccess
+			r = event.ReasonClientAccess
 		}
 	case strings.HasPrefix(text, "Data command rejected: Multi-recipient bounce"):
-		r = ReasonMultiRecipientBounce
+		r = event.ReasonMultiRecipientBounce
 	case strings.HasPrefix(text, "Service currently unavailable") && ev.Code == 450:
-		r = ReasonServiceUnavailable
+		r = event.ReasonServiceUnavailable
 	case strings.HasPrefix(text, "Protocol error"):
-		r = ReasonProtocolError
+		r = event.ReasonProtocolError
 	case strings.HasPrefix(text, "Authentication required"):
-		r = ReasonAuthRequired
+		r = event.ReasonAuthRequired
 	case ev.Stage == "END-OF-MESSAGE" || ev.Stage == "DATA" && ev.Code >= 500:
-		r = ReasonMessageRejected
+		r = event.ReasonMessageRejected
 	}
 	// reject_rbl_client and postscreen: "Service unavailable; [Cc]lient
 	// host [addr] blocked using ZONE[; reason]"
 	if i := strings.Index(text, " blocked using "); i >= 0 && strings.HasPrefix(text, "Service unavailable; ") {
-		r = ReasonDNSBL
+		r = event.ReasonDNSBL
 		zone := text[i+15:]
 		if j := strings.IndexAny(zone, "; ,"); j >= 0 {
 			zone = zone[:j]
@@ -503,12 +505,12 @@ func classifyReject(text string, ev *Event) {
 	}
 	ev.Reason = r
 	switch {
-	case r == ReasonServiceUnavailable, r == ReasonGreylisted:
+	case r == event.ReasonServiceUnavailable, r == event.ReasonGreylisted:
 		ev.Abuse = false
-	case r == ReasonOther && ev.Code/100 == 4:
+	case r == event.ReasonOther && ev.Code/100 == 4:
 		// temporary trouble on our side (lookup failure, too many recipients)
 		ev.Abuse = false
-	case r == ReasonClientNoRDNS && ev.Code/100 == 4:
+	case r == event.ReasonClientNoRDNS && ev.Code/100 == 4:
 		// reject_unknown_client_hostname's default 450: DNS may be at
 		// fault, and a real MTA retries; banning it would be wrong
 		ev.Abuse = false
@@ -522,7 +524,7 @@ func classifyReject(text string, ev *Event) {
 // text; from=<a> to=<b> proto=ESMTP helo=<h>") and header/body checks
 // ("QID: reject: header Subject: x from CLIENT; from=<a> to=<b>
 // proto=ESMTP helo=<h>: 5.7.1 text").
-func parseCleanup(msg string, ev *Event) error {
+func parseCleanup(msg string, ev *event.Event) error {
 	id, rest, ok := cutQueueID(msg)
 	if !ok || id == "" {
 		return ErrUnrecognized
@@ -533,8 +535,8 @@ func parseCleanup(msg string, ev *Event) error {
 		if err := parseReject(rest[15:], ev); err != nil {
 			return err
 		}
-		if ev.Reason == ReasonOther {
-			ev.Reason = ReasonMessageRejected
+		if ev.Reason == event.ReasonOther {
+			ev.Reason = event.ReasonMessageRejected
 		}
 		return nil
 	case strings.HasPrefix(rest, "reject: header "), strings.HasPrefix(rest, "reject: body "):
@@ -545,7 +547,7 @@ func parseCleanup(msg string, ev *Event) error {
 		r := rest[8:]
 		var after string
 		found := 0
-		var probe Event
+		var probe event.Event
 		for off := 0; ; {
 			i := strings.Index(r[off:], " from ")
 			if i < 0 {
@@ -573,7 +575,7 @@ func parseCleanup(msg string, ev *Event) error {
 		if sp := strings.IndexByte(text, ' '); sp > 0 && isDSN(text[:sp]) {
 			ev.DSN, text = text[:sp], text[sp+1:]
 		}
-		ev.Kind, ev.Stage, ev.Reason, ev.Detail, ev.Abuse = KindReject, "END-OF-MESSAGE", ReasonMessageRejected, text, true
+		ev.Kind, ev.Stage, ev.Reason, ev.Detail, ev.Abuse = event.KindReject, "END-OF-MESSAGE", event.ReasonMessageRejected, text, true
 		if found > 1 {
 			// forged client spec in the checked text or the envelope:
 			// count the reject, blame nobody

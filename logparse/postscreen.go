@@ -1,21 +1,25 @@
 package logparse
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/mxguard/mxguard/internal/event"
+)
 
 // parsePostscreen classifies postscreen(8) lines. See POSTSCREEN_README
 // "postscreen logging": every line names the client as "[addr]:port".
-func parsePostscreen(msg string, ev *Event) error {
+func parsePostscreen(msg string, ev *event.Event) error {
 	var word string // the verdict word(s) before the client
-	kind := KindNone
+	kind := event.KindNone
 	abuse := false
 	switch {
 	case strings.HasPrefix(msg, "CONNECT from "):
-		word, kind = "CONNECT from ", KindPSConnect
+		word, kind = "CONNECT from ", event.KindPSConnect
 	case strings.HasPrefix(msg, "PASS NEW "):
-		word, kind = "PASS NEW ", KindPSPass
+		word, kind = "PASS NEW ", event.KindPSPass
 		ev.Detail = "NEW"
 	case strings.HasPrefix(msg, "PASS OLD "):
-		word, kind = "PASS OLD ", KindPSPass
+		word, kind = "PASS OLD ", event.KindPSPass
 		ev.Detail = "OLD"
 	case strings.HasPrefix(msg, "PREGREET "):
 		// PREGREET 11 after 0.13 from [addr]:port: EHLO text
@@ -26,27 +30,27 @@ func parsePostscreen(msg string, ev *Event) error {
 			return ErrUnrecognized
 		}
 		ev.Count = cnt
-		msg, word, kind, abuse = rest[i:], "from ", KindPregreet, true
+		msg, word, kind, abuse = rest[i:], "from ", event.KindPregreet, true
 	case strings.HasPrefix(msg, "HANGUP after "):
 		i := strings.Index(msg, " from ")
 		if i < 0 {
 			return ErrUnrecognized
 		}
-		msg, word, kind, abuse = msg[i+1:], "from ", KindHangup, true
+		msg, word, kind, abuse = msg[i+1:], "from ", event.KindHangup, true
 	case strings.HasPrefix(msg, "COMMAND PIPELINING from "):
-		word, kind, abuse = "COMMAND PIPELINING from ", KindPipelining, true
+		word, kind, abuse = "COMMAND PIPELINING from ", event.KindPipelining, true
 	case strings.HasPrefix(msg, "NON-SMTP COMMAND from "):
-		word, kind, abuse = "NON-SMTP COMMAND from ", KindNonSMTP, true
+		word, kind, abuse = "NON-SMTP COMMAND from ", event.KindNonSMTP, true
 	case strings.HasPrefix(msg, "BARE NEWLINE from "):
-		word, kind, abuse = "BARE NEWLINE from ", KindBareNewline, true
+		word, kind, abuse = "BARE NEWLINE from ", event.KindBareNewline, true
 	case strings.HasPrefix(msg, "COMMAND TIME LIMIT from "):
-		word, kind, abuse = "COMMAND TIME LIMIT from ", KindCommandLimit, true
+		word, kind, abuse = "COMMAND TIME LIMIT from ", event.KindCommandLimit, true
 		ev.Detail = "TIME"
 	case strings.HasPrefix(msg, "COMMAND COUNT LIMIT from "):
-		word, kind, abuse = "COMMAND COUNT LIMIT from ", KindCommandLimit, true
+		word, kind, abuse = "COMMAND COUNT LIMIT from ", event.KindCommandLimit, true
 		ev.Detail = "COUNT"
 	case strings.HasPrefix(msg, "COMMAND LENGTH LIMIT from "):
-		word, kind, abuse = "COMMAND LENGTH LIMIT from ", KindCommandLimit, true
+		word, kind, abuse = "COMMAND LENGTH LIMIT from ", event.KindCommandLimit, true
 		ev.Detail = "LENGTH"
 	case strings.HasPrefix(msg, "DNSBL rank "):
 		// DNSBL rank 3 for [addr]:port
@@ -56,17 +60,17 @@ func parsePostscreen(msg string, ev *Event) error {
 			return ErrUnrecognized
 		}
 		ev.Count = cnt
-		msg, word, kind, abuse = rest, "for ", KindDNSBL, true
+		msg, word, kind, abuse = rest, "for ", event.KindDNSBL, true
 	case strings.HasPrefix(msg, "DISCONNECT "):
-		word, kind = "DISCONNECT ", KindPSDisconnect
+		word, kind = "DISCONNECT ", event.KindPSDisconnect
 	case strings.HasPrefix(msg, "ALLOWLISTED "):
-		word, kind = "ALLOWLISTED ", KindPSAllowlisted
+		word, kind = "ALLOWLISTED ", event.KindPSAllowlisted
 	case strings.HasPrefix(msg, "WHITELISTED "):
-		word, kind = "WHITELISTED ", KindPSAllowlisted
+		word, kind = "WHITELISTED ", event.KindPSAllowlisted
 	case strings.HasPrefix(msg, "DENYLISTED "):
-		word, kind, abuse = "DENYLISTED ", KindPSDenylisted, true
+		word, kind, abuse = "DENYLISTED ", event.KindPSDenylisted, true
 	case strings.HasPrefix(msg, "BLACKLISTED "):
-		word, kind, abuse = "BLACKLISTED ", KindPSDenylisted, true
+		word, kind, abuse = "BLACKLISTED ", event.KindPSDenylisted, true
 	case strings.HasPrefix(msg, "NOQUEUE: reject: "):
 		return parseReject(msg[17:], ev)
 	default:
@@ -88,14 +92,14 @@ func parsePostscreen(msg string, ev *Event) error {
 		if ev.Detail == "" {
 			ev.Detail = text
 		}
-	} else if kind == KindPregreet && strings.HasPrefix(rest, ": ") {
+	} else if kind == event.KindPregreet && strings.HasPrefix(rest, ": ") {
 		ev.Detail = rest[2:]
 	}
 	return nil
 }
 
 // parseQmgr reads "QUEUEID: from=<a>, size=123, nrcpt=1 (queue active)".
-func parseQmgr(msg string, ev *Event) error {
+func parseQmgr(msg string, ev *event.Event) error {
 	id, rest, ok := cutQueueID(msg)
 	if !ok || id == "" || !strings.HasPrefix(rest, "from=<") || !strings.HasSuffix(rest, "(queue active)") {
 		return ErrUnrecognized
@@ -104,7 +108,7 @@ func parseQmgr(msg string, ev *Event) error {
 	if !ok {
 		return ErrUnrecognized
 	}
-	ev.QueueID, ev.From, ev.Kind = id, from, KindQueued
+	ev.QueueID, ev.From, ev.Kind = id, from, event.KindQueued
 	if i := strings.Index(rest, "nrcpt="); i >= 0 {
 		n := rest[i+6:]
 		if j := strings.IndexByte(n, ' '); j >= 0 {
@@ -117,7 +121,7 @@ func parseQmgr(msg string, ev *Event) error {
 
 // parseDelivery reads "QUEUEID: to=<u@d>, [orig_to=<..>,] relay=..., ...,
 // dsn=2.0.0, status=sent (text)".
-func parseDelivery(msg string, ev *Event) error {
+func parseDelivery(msg string, ev *event.Event) error {
 	id, rest, ok := cutQueueID(msg)
 	if !ok || id == "" || !strings.HasPrefix(rest, "to=<") {
 		return ErrUnrecognized
@@ -134,11 +138,11 @@ func parseDelivery(msg string, ev *Event) error {
 	st := r[i+8:]
 	switch {
 	case strings.HasPrefix(st, "sent"):
-		ev.Kind = KindDelivered
+		ev.Kind = event.KindDelivered
 	case strings.HasPrefix(st, "deferred"):
-		ev.Kind = KindDeferred
+		ev.Kind = event.KindDeferred
 	case strings.HasPrefix(st, "bounced"):
-		ev.Kind = KindBounced
+		ev.Kind = event.KindBounced
 	default:
 		return ErrUnrecognized
 	}

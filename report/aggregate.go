@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/logparse"
 )
 
@@ -49,7 +50,7 @@ type heloStat struct {
 type clientStat struct {
 	name    string
 	rejects int64
-	reasons uint64 // bit set of logparse.Reason
+	reasons uint64 // bit set of event.Reason
 	abuse   int64
 }
 
@@ -82,7 +83,7 @@ func (a *Aggregator) AddTooLong(n int64) { a.tooLong += n; a.lines += n }
 
 // Add accounts for one line and the result of parsing it. ev may alias the
 // line's buffer: Add copies what it keeps.
-func (a *Aggregator) Add(ev *logparse.Event, err error) {
+func (a *Aggregator) Add(ev *event.Event, err error) {
 	a.lines++
 	switch err {
 	case nil:
@@ -108,7 +109,7 @@ func (a *Aggregator) Add(ev *logparse.Event, err error) {
 		a.last = ev.Time
 	}
 	a.kinds[ev.Kind]++
-	if isPostscreen(ev.Service) && (ev.Kind == logparse.KindPipelining || ev.Kind == logparse.KindNonSMTP) {
+	if isPostscreen(ev.Service) && (ev.Kind == event.KindPipelining || ev.Kind == event.KindNonSMTP) {
 		a.psShared[ev.Kind]++ // kinds postscreen shares with smtpd
 	}
 	h := a.hour(ev.Time)
@@ -117,18 +118,18 @@ func (a *Aggregator) Add(ev *logparse.Event, err error) {
 		h.abuse++
 	}
 	switch ev.Kind {
-	case logparse.KindConnect:
+	case event.KindConnect:
 		h.connections++
-	case logparse.KindReceived, logparse.KindSASLLogin:
+	case event.KindReceived, event.KindSASLLogin:
 		h.accepted++
-	case logparse.KindReject:
+	case event.KindReject:
 		a.addReject(ev, h)
 	}
 }
 
-func (a *Aggregator) addReject(ev *logparse.Event, h *hourStat) {
+func (a *Aggregator) addReject(ev *event.Event, h *hourStat) {
 	a.reasons[ev.Reason]++
-	if ev.Reason == logparse.ReasonServiceUnavailable {
+	if ev.Reason == event.ReasonServiceUnavailable {
 		// postscreen's 450 4.3.2 to a client that just passed its tests
 		a.rejectedBenign++
 		return
@@ -158,7 +159,7 @@ func (a *Aggregator) addReject(ev *logparse.Event, h *hourStat) {
 		cs.rejects++
 		cs.reasons |= 1 << ev.Reason
 	}
-	if ev.Reason == logparse.ReasonUnknownRecipient && ev.To != "" {
+	if ev.Reason == event.ReasonUnknownRecipient && ev.To != "" {
 		count(a.recipients, ev.To)
 	}
 	if ev.Stage == "MAIL" || ev.Stage == "RCPT" || ev.Stage == "DATA" || ev.Stage == "END-OF-MESSAGE" {
@@ -168,7 +169,7 @@ func (a *Aggregator) addReject(ev *logparse.Event, h *hourStat) {
 		}
 		count(a.senders, from)
 	}
-	if ev.Reason == logparse.ReasonOther || ev.Reason == logparse.ReasonMessageRejected {
+	if ev.Reason == event.ReasonOther || ev.Reason == event.ReasonMessageRejected {
 		count(a.other, ev.Detail)
 	}
 }

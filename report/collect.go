@@ -9,6 +9,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/logparse"
 )
 
@@ -46,7 +47,7 @@ func Collect(paths []string, stdin io.Reader, opts Options, co CollectOptions) (
 		go func(a *Aggregator) {
 			defer wg.Done()
 			p := logparse.NewParser(co.Loc, time.Time{})
-			var ev logparse.Event
+			var ev event.Event
 			for c := range work {
 				p.Ref = c.ref
 				parseChunk(*c.buf, p, &ev, a)
@@ -146,7 +147,7 @@ func splitFile(path string, stdin io.Reader, pool *sync.Pool, work chan<- chunk,
 }
 
 // parseChunk parses every line of buf into a.
-func parseChunk(buf []byte, p *logparse.Parser, ev *logparse.Event, a *Aggregator) {
+func parseChunk(buf []byte, p *logparse.Parser, ev *event.Event, a *Aggregator) {
 	for len(buf) > 0 {
 		i := bytes.IndexByte(buf, '\n')
 		var line []byte

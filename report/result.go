@@ -6,7 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // Report is the finished report; its JSON form is the `--format json`
@@ -80,13 +80,13 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 	if loc == nil {
 		loc = time.UTC
 	}
-	k := func(kind logparse.Kind) int64 { return a.kinds[kind] }
+	k := func(kind event.Kind) int64 { return a.kinds[kind] }
 	r := &Report{Summary: Summary{
 		Lines: a.lines, PostfixLines: a.postfix, Recognised: a.recognised,
 		Skipped: a.notPostfix + a.unrecognised + a.tooLong, TooLong: a.tooLong, OutOfRange: a.outOfRange,
-		Connections: k(logparse.KindConnect), Accepted: k(logparse.KindReceived) + k(logparse.KindSASLLogin),
+		Connections: k(event.KindConnect), Accepted: k(event.KindReceived) + k(event.KindSASLLogin),
 		Rejected: a.rejected, RejectedBenign: a.rejectedBenign,
-		Delivered: k(logparse.KindDelivered), Deferred: k(logparse.KindDeferred), Bounced: k(logparse.KindBounced),
+		Delivered: k(event.KindDelivered), Deferred: k(event.KindDeferred), Bounced: k(event.KindBounced),
 		AbuseEvents: a.abuse, RejectClients: len(a.clients),
 	}}
 	if !a.first.IsZero() {
@@ -111,7 +111,7 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 		row := ClientRow{IP: c.String(), Name: s.name, Rejects: s.rejects, Reasons: []string{}}
 		for i := 0; i < 64; i++ {
 			if s.reasons&(1<<i) != 0 {
-				row.Reasons = append(row.Reasons, logparse.Reason(i).String())
+				row.Reasons = append(row.Reasons, event.Reason(i).String())
 			}
 		}
 		r.Clients = append(r.Clients, row)
@@ -120,7 +120,7 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 	reasonCounts := make(map[string]int64)
 	for i, c := range a.reasons {
 		if c > 0 {
-			reasonCounts[logparse.Reason(i).String()] = c
+			reasonCounts[event.Reason(i).String()] = c
 		}
 	}
 	r.Reasons = rows(reasonCounts, len(reasonCounts))
@@ -129,14 +129,14 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 	r.Senders = rows(a.senders.values(), n)
 
 	ps := map[string]int64{}
-	for _, kind := range []logparse.Kind{logparse.KindPSConnect, logparse.KindPSPass, logparse.KindPregreet,
-		logparse.KindHangup, logparse.KindBareNewline, logparse.KindCommandLimit, logparse.KindDNSBL,
-		logparse.KindPSAllowlisted, logparse.KindPSDenylisted, logparse.KindPSDisconnect} {
+	for _, kind := range []event.Kind{event.KindPSConnect, event.KindPSPass, event.KindPregreet,
+		event.KindHangup, event.KindBareNewline, event.KindCommandLimit, event.KindDNSBL,
+		event.KindPSAllowlisted, event.KindPSDenylisted, event.KindPSDisconnect} {
 		if c := a.kinds[kind]; c > 0 {
 			ps[strings.TrimPrefix(kind.String(), "ps_")] = c
 		}
 	}
-	for _, kind := range []logparse.Kind{logparse.KindPipelining, logparse.KindNonSMTP} {
+	for _, kind := range []event.Kind{event.KindPipelining, event.KindNonSMTP} {
 		if c := a.psShared[kind]; c > 0 {
 			ps[kind.String()] = c
 		}

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -42,7 +42,7 @@ func TestBadInput(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		run   func(c *tclient)
-		kind  logparse.Kind
+		kind  event.Kind
 		final string // prefix of the last reply
 	}{
 		{"slowloris", func(c *tclient) {
@@ -53,23 +53,23 @@ func TestBadInput(t *testing.T) {
 					break
 				}
 			}
-		}, logparse.KindTimeout, "421 4.4.2"},
+		}, event.KindTimeout, "421 4.4.2"},
 		{"1 MB command line", func(c *tclient) {
 			c.c.Write([]byte("EHLO " + strings.Repeat("a", 1<<20) + "\r\n"))
-		}, logparse.KindCommandLimit, "500 5.5.0"},
+		}, event.KindCommandLimit, "500 5.5.0"},
 		{"binary junk", func(c *tclient) {
 			c.c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, '\r', '\n'})
-		}, logparse.KindNonSMTP, "221 2.7.0"},
+		}, event.KindNonSMTP, "221 2.7.0"},
 		{"HTTP request", func(c *tclient) {
 			c.c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
-		}, logparse.KindNonSMTP, "221 2.7.0"},
+		}, event.KindNonSMTP, "221 2.7.0"},
 		{"DATA without end", func(c *tclient) {
 			c.cmd("EHLO c.example.org", 250)
 			c.cmd("MAIL FROM:<a@example.net>", 250)
 			c.cmd("RCPT TO:<alice@example.com>", 250)
 			c.cmd("DATA", 354)
 			c.send("Subject: never ends\r\n\r\nbody\r\n")
-		}, logparse.KindTimeout, "451 4.3.0"},
+		}, event.KindTimeout, "451 4.3.0"},
 		{"message too large", func(c *tclient) {
 			c.cmd("EHLO c.example.org", 250)
 			c.cmd("MAIL FROM:<a@example.net>", 250)
@@ -78,13 +78,13 @@ func TestBadInput(t *testing.T) {
 			c.send(strings.Repeat("0123456789012345678901234567890123456789\r\n", 100) + ".\r\n")
 			c.expect(552)
 			c.cmd("QUIT", 221)
-		}, logparse.KindNone, ""},
+		}, event.KindNone, ""},
 		{"lone CR and NUL in commands", func(c *tclient) {
 			c.cmd("EHLO c.example.org", 250)
 			c.cmd("MAIL FROM:<a\x00b@example.net>", 501)
 			c.cmd("NOOP\rMAIL FROM:<x@example.net>", 502)
 			c.cmd("QUIT", 221)
-		}, logparse.KindNone, ""},
+		}, event.KindNone, ""},
 	} {
 		i++
 		t.Run(tc.name, func(t *testing.T) {
@@ -101,8 +101,8 @@ func TestBadInput(t *testing.T) {
 					t.Error("not closed")
 				}
 			}
-			if tc.kind != logparse.KindNone {
-				h.ev.find(t, tc.kind, logparse.ReasonNone)
+			if tc.kind != event.KindNone {
+				h.ev.find(t, tc.kind, event.ReasonNone)
 			}
 			c.c.Close()
 		})
@@ -182,7 +182,7 @@ func TestSTARTTLSInjection(t *testing.T) {
 	c.cmd("EHLO c.example.org", 250)
 	c.send("STARTTLS\r\nRSET\r\n") // CVE-2011-0411 style command injection
 	c.expect(554)
-	h.ev.find(t, logparse.KindPipelining, logparse.ReasonNone)
+	h.ev.find(t, event.KindPipelining, event.ReasonNone)
 }
 
 func TestConfigValidate(t *testing.T) {

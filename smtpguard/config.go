@@ -3,13 +3,14 @@ package smtpguard
 import (
 	"errors"
 	"fmt"
-	"github.com/mxguard/mxguard/internal/duration"
 	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/duration"
 )
 
 // Duration is the config's duration ("1s", "5m", "35d"; see internal/duration).

@@ -12,7 +12,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // connState is what the guard knows about one client connection. It is
@@ -155,7 +155,7 @@ func (c *guardConn) Close() error {
 			cs.sess.closeUpstream()
 		}
 		c.g.release(cs.ip)
-		c.g.emit(cs, logparse.Event{Kind: logparse.KindDisconnect, Stage: cs.stage,
+		c.g.emit(cs, event.Event{Kind: event.KindDisconnect, Stage: cs.stage,
 			Detail: fmt.Sprintf("commands=%d errors=%d messages=%d", cs.commands, cs.errors, cs.messages)})
 		cs.logVerdict()
 	})
@@ -298,7 +298,7 @@ func (c *guardConn) nextCommand() ([]byte, error) {
 	l := g.cfg.Limits
 	if l.HardErrorLimit > 0 && cs.errors >= l.HardErrorLimit {
 		g.ctr.tooManyErrors.Add(1)
-		g.emit(cs, logparse.Event{Kind: logparse.KindTooManyErrors, Stage: cs.stage, Abuse: true, Count: cs.errors,
+		g.emit(cs, event.Event{Kind: event.KindTooManyErrors, Stage: cs.stage, Abuse: true, Count: cs.errors,
 			Raw: fmt.Sprintf("too many errors after %s from unknown[%s]", cs.stage, cs.ip)})
 		return nil, c.closeWith("421 4.7.0 "+g.cfg.Hostname+" Error: too many errors", "too many errors after "+cs.stage)
 	}
@@ -306,7 +306,7 @@ func (c *guardConn) nextCommand() ([]byte, error) {
 		return nil, c.improperPipelining("END-OF-MESSAGE", c.pipeAfter)
 	}
 	if l.MaxCommands > 0 && cs.commands >= l.MaxCommands {
-		g.emit(cs, logparse.Event{Kind: logparse.KindCommandLimit, Stage: cs.stage, Abuse: true, Count: cs.commands,
+		g.emit(cs, event.Event{Kind: event.KindCommandLimit, Stage: cs.stage, Abuse: true, Count: cs.commands,
 			Detail: "COMMAND COUNT LIMIT", Raw: fmt.Sprintf("COMMAND COUNT LIMIT from [%s]:%d after %s", cs.ip, cs.port, cs.stage)})
 		return nil, c.closeWith("421 4.7.0 "+g.cfg.Hostname+" Error: too many commands", "command count limit")
 	}
@@ -327,7 +327,7 @@ func (c *guardConn) nextCommand() ([]byte, error) {
 	if b := text[0]; !(b >= 'A' && b <= 'Z' || b >= 'a' && b <= 'z') || httpVerbs[verb] || strings.HasSuffix(verb, ":") {
 		// smtpd_forbidden_commands = CONNECT GET POST regexp:{{/^[^A-Z]/ Bogus}}
 		g.ctr.nonSMTP.Add(1)
-		g.emit(cs, logparse.Event{Kind: logparse.KindNonSMTP, Stage: cs.stage, Abuse: true, Detail: sanitize(text, 100),
+		g.emit(cs, event.Event{Kind: event.KindNonSMTP, Stage: cs.stage, Abuse: true, Detail: sanitize(text, 100),
 			Raw: fmt.Sprintf("non-SMTP command from unknown[%s]: %s", cs.ip, sanitize(text, 100))})
 		return nil, c.closeWith("221 2.7.0 Error: I can break rules, too. Goodbye.", "non-SMTP command")
 	}
@@ -347,7 +347,7 @@ func (c *guardConn) nextCommand() ([]byte, error) {
 	case "XCLIENT", "XFORWARD":
 		// Only the guard may speak XCLIENT to the upstream.
 		reply := "550 5.7.0 Error: insufficient authorization"
-		g.reject(cs, verb, reply, logparse.ReasonOther, true)
+		g.reject(cs, verb, reply, event.ReasonOther, true)
 		return nil, c.reply(reply)
 	case "VRFY", "EXPN":
 		if g.cfg.Checks.DisableVRFY {
@@ -370,7 +370,7 @@ func (c *guardConn) nextCommand() ([]byte, error) {
 	case "MAIL":
 		if cs.helo == "" && g.cfg.Checks.HeloRequired != Off {
 			reply := "503 5.5.1 Error: send HELO/EHLO first"
-			g.reject(cs, "MAIL", reply, logparse.ReasonOther, g.cfg.Checks.HeloRequired == Reject)
+			g.reject(cs, "MAIL", reply, event.ReasonOther, g.cfg.Checks.HeloRequired == Reject)
 			return nil, c.reply(reply)
 		}
 	case "DATA":
@@ -391,7 +391,7 @@ func (c *guardConn) improperPipelining(after, rest string) error {
 	cs, g := c.cs, c.g
 	g.ctr.pipelining.Add(1)
 	detail := sanitize(rest, 100)
-	g.emit(cs, logparse.Event{Kind: logparse.KindPipelining, Stage: after, Abuse: true, Detail: detail,
+	g.emit(cs, event.Event{Kind: event.KindPipelining, Stage: after, Abuse: true, Detail: detail,
 		Raw: fmt.Sprintf("improper command pipelining after %s from unknown[%s]: %s", after, cs.ip, detail)})
 	return c.closeWith("554 5.5.0 Error: SMTP protocol synchronization", "improper pipelining after "+after)
 }
@@ -402,12 +402,12 @@ func (c *guardConn) readError(err error) error {
 	var ne net.Error
 	switch {
 	case errors.Is(err, errLineTooLong):
-		g.emit(cs, logparse.Event{Kind: logparse.KindCommandLimit, Stage: cs.stage, Abuse: true,
+		g.emit(cs, event.Event{Kind: event.KindCommandLimit, Stage: cs.stage, Abuse: true,
 			Detail: "COMMAND LENGTH LIMIT", Raw: fmt.Sprintf("COMMAND LENGTH LIMIT from [%s]:%d after %s", cs.ip, cs.port, cs.stage)})
 		return c.closeWith("500 5.5.0 Error: line too long", "command length limit")
 	case errors.As(err, &ne) && ne.Timeout():
 		g.ctr.timeouts.Add(1)
-		g.emit(cs, logparse.Event{Kind: logparse.KindTimeout, Stage: cs.stage, Abuse: !afterData(cs.stage),
+		g.emit(cs, event.Event{Kind: event.KindTimeout, Stage: cs.stage, Abuse: !afterData(cs.stage),
 			Raw: fmt.Sprintf("timeout after %s from unknown[%s]", cs.stage, cs.ip)})
 		return c.closeWith("421 4.4.2 "+g.cfg.Hostname+" Error: timeout exceeded", "timeout after "+cs.stage)
 	case cs.stage == "QUIT":
@@ -416,7 +416,7 @@ func (c *guardConn) readError(err error) error {
 		if cs.verdict == "" {
 			cs.verdict = "lost connection after " + cs.stage
 		}
-		g.emit(cs, logparse.Event{Kind: logparse.KindLostConnection, Stage: cs.stage,
+		g.emit(cs, event.Event{Kind: event.KindLostConnection, Stage: cs.stage,
 			Abuse: !afterData(cs.stage) && cs.stage != "CONNECT",
 			Raw:   fmt.Sprintf("lost connection after %s from unknown[%s]", cs.stage, cs.ip)})
 		return io.EOF
@@ -460,11 +460,11 @@ func (c *guardConn) readData(p []byte) (int, error) {
 			if errors.As(err, &ne) && ne.Timeout() {
 				c.g.ctr.timeouts.Add(1)
 				c.cs.verdict = "timeout after DATA"
-				c.g.emit(c.cs, logparse.Event{Kind: logparse.KindTimeout, Stage: "DATA",
+				c.g.emit(c.cs, event.Event{Kind: event.KindTimeout, Stage: "DATA",
 					Raw: fmt.Sprintf("timeout after DATA from unknown[%s]", c.cs.ip)})
 			} else {
 				c.cs.verdict = "lost connection after DATA"
-				c.g.emit(c.cs, logparse.Event{Kind: logparse.KindLostConnection, Stage: "DATA",
+				c.g.emit(c.cs, event.Event{Kind: event.KindLostConnection, Stage: "DATA",
 					Raw: fmt.Sprintf("lost connection after DATA from unknown[%s]", c.cs.ip)})
 			}
 			c.eof = true

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // zoneServer is a tiny DNS server: records by lower-case FQDN, names
@@ -147,14 +147,14 @@ func TestFCrDNSReject(t *testing.T) {
 	}
 	var rejected []string
 	for _, ev := range h.ev.all() {
-		if ev.Reason == logparse.ReasonClientNoRDNS {
+		if ev.Reason == event.ReasonClientNoRDNS {
 			// a 450 that DNS may have caused: context, never evidence
 			if ev.Abuse || ev.Code != 450 || ev.DSN != "4.7.25" || ev.Stage != "RCPT" || ev.To != "alice@example.com" {
 				t.Errorf("event %+v", ev)
 			}
 			rejected = append(rejected, ev.Client.String())
 		}
-		if ev.Client.String() == "127.0.0.1" && ev.Kind == logparse.KindReceived && ev.ClientName != "good.example" {
+		if ev.Client.String() == "127.0.0.1" && ev.Kind == event.KindReceived && ev.ClientName != "good.example" {
 			t.Errorf("ClientName %q", ev.ClientName)
 		}
 	}
@@ -180,7 +180,7 @@ func TestFCrDNSWarnAndAllowlist(t *testing.T) {
 	if codes, texts := attempt(t, h, "127.0.0.3", "a@remote.example", "alice@example.com"); codes[0] != 250 {
 		t.Fatalf("warn mode refused: %q", texts[0])
 	}
-	ev := h.ev.find(t, logparse.KindReject, logparse.ReasonClientNoRDNS)
+	ev := h.ev.find(t, event.KindReject, event.ReasonClientNoRDNS)
 	if ev.Abuse || !strings.HasPrefix(ev.Detail, "warn: ") && !strings.Contains(ev.Raw, "warn: ") {
 		t.Errorf("warn event %+v", ev)
 	}
@@ -257,7 +257,7 @@ func TestFCrDNSRejectIsNotEvidence(t *testing.T) {
 	if why, banned := h.bl.Banned(mustAddr("127.0.0.3")); banned {
 		t.Fatalf("banned for FCrDNS 450s: %q", why)
 	}
-	if h.ev.has(logparse.KindTooManyErrors) {
+	if h.ev.has(event.KindTooManyErrors) {
 		t.Error("FCrDNS 450s counted toward the error limit")
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // fuzzSep splits a fuzz input into chunks: the client writes a chunk,
@@ -41,7 +41,7 @@ func FuzzGuardConn(f *testing.F) {
 
 	var mu sync.Mutex
 	var bad []string // events that broke an invariant
-	sink := func(ev logparse.Event) {
+	sink := func(ev event.Event) {
 		var why string
 		switch {
 		case ev.Service != Service:

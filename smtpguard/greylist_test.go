@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/detectors"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 	bolt "go.etcd.io/bbolt"
 	"go.yaml.in/yaml/v3"
 )
@@ -130,7 +130,7 @@ func TestGreylistRetry(t *testing.T) {
 		t.Fatalf("other /24: %d", codes[0])
 	}
 
-	ev := h.ev.find(t, logparse.KindReject, logparse.ReasonGreylisted)
+	ev := h.ev.find(t, event.KindReject, event.ReasonGreylisted)
 	if ev.Abuse || ev.Code != 450 || ev.DSN != "4.2.0" || ev.To != "alice@example.com" || ev.From != "Sender@Remote.example" {
 		t.Errorf("event %+v", ev)
 	}
@@ -237,13 +237,13 @@ func TestGreylistIsNotAbuse(t *testing.T) {
 	defer h.ev.mu.Unlock()
 	n := 0
 	for _, ev := range h.ev.events {
-		if ev.Reason == logparse.ReasonGreylisted {
+		if ev.Reason == event.ReasonGreylisted {
 			n++
 			if ev.Abuse {
 				t.Fatalf("abuse event %+v", ev)
 			}
 		}
-		if ev.Kind == logparse.KindTooManyErrors {
+		if ev.Kind == event.KindTooManyErrors {
 			t.Fatalf("too many errors: %+v", ev)
 		}
 	}

@@ -23,7 +23,7 @@
 //     each RCPT is forwarded so that upstream answers (550 5.1.1 User
 //     unknown) reach the client unchanged and count as evidence.
 //
-// Every rejection and protocol failure becomes a logparse.Event for the
+// Every rejection and protocol failure becomes a event.Event for the
 // detectors, with Service "mxguard/guard".
 package smtpguard
 
@@ -43,7 +43,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // Service is the Event.Service of every event the guard emits.
@@ -52,7 +52,7 @@ const Service = "mxguard/guard"
 // EventSink receives every event the guard emits. It is called
 // synchronously from the session's goroutine, so it must be safe for
 // concurrent use and should be quick.
-type EventSink func(logparse.Event)
+type EventSink func(event.Event)
 
 // Blocklist says whether a client is banned (the ban manager's list).
 type Blocklist interface {
@@ -414,7 +414,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 		}
 	}()
 
-	g.emit(cs, logparse.Event{Kind: logparse.KindConnect})
+	g.emit(cs, event.Event{Kind: event.KindConnect})
 	wt := g.cfg.Limits.WriteTimeout.D()
 	refuse := func(reply string) {
 		raw.SetWriteDeadline(time.Now().Add(min(wt, 10*time.Second)))
@@ -430,7 +430,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 				cs.verdict = "blocked: " + why
 				// Not evidence: the client is already banned, and counting
 				// refused reconnects would feed the ban back into itself.
-				g.reject(cs, "CONNECT", reply, logparse.ReasonClientAccess, false)
+				g.reject(cs, "CONNECT", reply, event.ReasonClientAccess, false)
 				return
 			}
 		}
@@ -440,7 +440,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 			reply := "421 4.7.0 " + g.cfg.Hostname + " Error: too many connections from " + ip.String()
 			refuse(reply)
 			cs.verdict = "connection limit"
-			g.reject(cs, "CONNECT", reply, logparse.ReasonOther, false)
+			g.reject(cs, "CONNECT", reply, event.ReasonOther, false)
 			return
 		}
 		if g.rate != nil && !g.rate.allow(ip, time.Now()) {
@@ -448,7 +448,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 			reply := "421 4.7.0 " + g.cfg.Hostname + " Error: too many connections from " + ip.String()
 			refuse(reply)
 			cs.verdict = "connection rate"
-			g.reject(cs, "CONNECT", reply, logparse.ReasonOther, false)
+			g.reject(cs, "CONNECT", reply, event.ReasonOther, false)
 			return
 		}
 	}
@@ -503,7 +503,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 			g.ctr.pregreet.Add(1)
 			cs.verdict = "pregreet"
 			refuse("554 5.5.1 Protocol error: talking before greeting")
-			g.emit(cs, logparse.Event{Kind: logparse.KindPregreet, Stage: "CONNECT", Code: 554, DSN: "5.5.1",
+			g.emit(cs, event.Event{Kind: event.KindPregreet, Stage: "CONNECT", Code: 554, DSN: "5.5.1",
 				Count: n, Detail: sanitize(string(buf[:n]), 100), Abuse: true,
 				Raw: fmt.Sprintf("PREGREET %d after %s from [%s]:%d: %s", n, time.Since(cs.start).Round(time.Millisecond), ip, port, sanitize(string(buf[:n]), 100))})
 			return
@@ -526,7 +526,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 			reply := "554 5.7.1 Service unavailable; client [" + ip.String() + "] blocked using " + strings.Join(r.zones, ", ")
 			refuse(reply)
 			cs.verdict = "dnsbl " + strings.Join(r.zones, ",")
-			g.emit(cs, logparse.Event{Kind: logparse.KindDNSBL, Stage: "CONNECT", Code: 554, DSN: "5.7.1",
+			g.emit(cs, event.Event{Kind: event.KindDNSBL, Stage: "CONNECT", Code: 554, DSN: "5.7.1",
 				Count: r.score, Detail: strings.Join(r.zones, ","), Abuse: true,
 				Raw: fmt.Sprintf("DNSBL rank %d for [%s]:%d (%s)", r.score, ip, port, strings.Join(r.zones, ","))})
 			return
@@ -563,7 +563,7 @@ func (g *Guard) release(ip netip.Addr) {
 }
 
 // emit fills the common fields of ev and sends it to the sink.
-func (g *Guard) emit(cs *connState, ev logparse.Event) {
+func (g *Guard) emit(cs *connState, ev event.Event) {
 	if g.sink == nil {
 		return
 	}
@@ -587,17 +587,17 @@ func (g *Guard) emit(cs *connState, ev logparse.Event) {
 
 // reject emits a KindReject event for the reply text "NNN X.Y.Z text",
 // with a Postfix-like raw line as evidence.
-func (g *Guard) reject(cs *connState, stage, reply string, reason logparse.Reason, abuse bool) {
+func (g *Guard) reject(cs *connState, stage, reply string, reason event.Reason, abuse bool) {
 	g.rejectEnv(cs, stage, reply, reason, abuse, "", "")
 }
 
-func (g *Guard) rejectEnv(cs *connState, stage, reply string, reason logparse.Reason, abuse bool, from, to string) {
+func (g *Guard) rejectEnv(cs *connState, stage, reply string, reason event.Reason, abuse bool, from, to string) {
 	code, dsn, text := splitReply(reply)
 	raw := fmt.Sprintf("NOQUEUE: reject: %s from unknown[%s]: %s", stage, cs.ip, reply)
 	if stage != "CONNECT" {
 		raw += fmt.Sprintf("; from=<%s> to=<%s> proto=%s helo=<%s>", from, to, cs.proto(), cs.helo)
 	}
-	g.emit(cs, logparse.Event{Kind: logparse.KindReject, Stage: stage, Code: code, DSN: dsn,
+	g.emit(cs, event.Event{Kind: event.KindReject, Stage: stage, Code: code, DSN: dsn,
 		Reason: reason, Detail: text, Abuse: abuse, From: from, To: to, Raw: raw})
 }
 

@@ -10,7 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/mxguard/mxguard/detectors"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // testMsg is a message; testWire is it dot-stuffed as a client sends it.
@@ -85,11 +85,11 @@ func TestGoodClientEHLOPipelining(t *testing.T) {
 	if m.helo != "client.example.org" || m.from != "sender@example.net" || len(m.to) != 1 || m.data != testMsg {
 		t.Errorf("message %+v", m)
 	}
-	rcv := h.ev.find(t, logparse.KindReceived, logparse.ReasonNone)
+	rcv := h.ev.find(t, event.KindReceived, event.ReasonNone)
 	if rcv.QueueID != "FAKE1" || rcv.Service != Service || rcv.Client.String() != "127.0.0.1" {
 		t.Errorf("received event %+v", rcv)
 	}
-	unk := h.ev.find(t, logparse.KindReject, logparse.ReasonUnknownRecipient)
+	unk := h.ev.find(t, event.KindReject, event.ReasonUnknownRecipient)
 	if !unk.Abuse || unk.Code != 550 || unk.DSN != "5.1.1" || unk.To != "nobody@example.com" {
 		t.Errorf("unknown recipient event %+v", unk)
 	}
@@ -127,7 +127,7 @@ func TestHELOWithoutPipelining(t *testing.T) {
 	}
 	c.c.Close()
 	time.Sleep(100 * time.Millisecond) // let the guard read the close
-	if h.ev.has(logparse.KindLostConnection) {
+	if h.ev.has(event.KindLostConnection) {
 		t.Errorf("a clean QUIT was logged as a lost connection: %s", h.ev.summary())
 	}
 }
@@ -144,7 +144,7 @@ func TestPregreet(t *testing.T) {
 	if !c.closed() {
 		t.Error("not closed after pregreet")
 	}
-	ev := h.ev.find(t, logparse.KindPregreet, logparse.ReasonNone)
+	ev := h.ev.find(t, event.KindPregreet, event.ReasonNone)
 	if !ev.Abuse || ev.Count != len("EHLO bot.example\r\n") {
 		t.Errorf("event %+v", ev)
 	}
@@ -190,7 +190,7 @@ func TestImproperPipelining(t *testing.T) {
 			if !c.closed() {
 				t.Error("not closed")
 			}
-			ev := h.ev.find(t, logparse.KindPipelining, logparse.ReasonNone)
+			ev := h.ev.find(t, event.KindPipelining, event.ReasonNone)
 			if ev.Stage != tc.after || !ev.Abuse {
 				t.Errorf("event %+v", ev)
 			}
@@ -205,17 +205,17 @@ func TestHELOChecks(t *testing.T) {
 	for _, tc := range []struct {
 		helo   string
 		code   int
-		reason logparse.Reason
+		reason event.Reason
 	}{
-		{"friend", 554, logparse.ReasonHeloAccess},
-		{"localhost", 554, logparse.ReasonHeloAccess},
-		{"guard.test", 554, logparse.ReasonHeloAccess},
-		{"nodot", 504, logparse.ReasonHeloNonFQDN},
-		{"192.0.2.1", 504, logparse.ReasonHeloNonFQDN},
-		{"bad!name.example", 501, logparse.ReasonHeloInvalid},
+		{"friend", 554, event.ReasonHeloAccess},
+		{"localhost", 554, event.ReasonHeloAccess},
+		{"guard.test", 554, event.ReasonHeloAccess},
+		{"nodot", 504, event.ReasonHeloNonFQDN},
+		{"192.0.2.1", 504, event.ReasonHeloNonFQDN},
+		{"bad!name.example", 501, event.ReasonHeloInvalid},
 		{"[192.0.2.1]", 250, 0},
 		{"[IPv6:2001:db8::1]", 250, 0},
-		{"[999.1.1.1]", 501, logparse.ReasonHeloInvalid},
+		{"[999.1.1.1]", 501, event.ReasonHeloInvalid},
 		{"mail.example.org", 250, 0},
 	} {
 		t.Run(tc.helo, func(t *testing.T) {
@@ -224,12 +224,12 @@ func TestHELOChecks(t *testing.T) {
 			c.expect(220)
 			c.cmd("EHLO "+tc.helo, tc.code)
 			if tc.code == 250 {
-				if h.ev.has(logparse.KindReject) {
+				if h.ev.has(event.KindReject) {
 					t.Errorf("reject event for a good HELO: %s", h.ev.summary())
 				}
 				return
 			}
-			ev := h.ev.find(t, logparse.KindReject, tc.reason)
+			ev := h.ev.find(t, event.KindReject, tc.reason)
 			if !ev.Abuse || ev.Stage != "EHLO" || ev.Helo != tc.helo || ev.Code != tc.code {
 				t.Errorf("event %+v", ev)
 			}
@@ -244,7 +244,7 @@ func TestHELOWarnMode(t *testing.T) {
 	c := dial(t, h.addr)
 	c.expect(220)
 	c.cmd("EHLO friend", 250)
-	ev := h.ev.find(t, logparse.KindReject, logparse.ReasonHeloAccess)
+	ev := h.ev.find(t, event.KindReject, event.ReasonHeloAccess)
 	if ev.Abuse || !strings.Contains(ev.Raw, "reject_warning") {
 		t.Errorf("warn event %+v", ev)
 	}
@@ -257,13 +257,13 @@ func TestEnvelopeChecks(t *testing.T) {
 		mail, rcpt string
 		mailCode   int
 		rcptCode   int
-		reason     logparse.Reason
+		reason     event.Reason
 	}{
-		{"non-FQDN sender", nil, "joe@localhost", "", 504, 0, logparse.ReasonSenderNonFQDN},
-		{"non-FQDN recipient", nil, "a@example.net", "alice@example", 250, 504, logparse.ReasonRecipientNonFQDN},
-		{"relay", func(c *Config) { c.Domains = []string{"example.com"} }, "a@example.net", "victim@elsewhere.org", 250, 554, logparse.ReasonRelayDenied},
-		{"local unknown recipient", func(c *Config) { c.Recipients = []string{"alice@example.com"} }, "a@example.net", "carol@example.com", 250, 550, logparse.ReasonUnknownRecipient},
-		{"invalid UTF-8 sender", nil, "a\xff\xfe@example.net", "", 501, 0, logparse.ReasonSenderAccess},
+		{"non-FQDN sender", nil, "joe@localhost", "", 504, 0, event.ReasonSenderNonFQDN},
+		{"non-FQDN recipient", nil, "a@example.net", "alice@example", 250, 504, event.ReasonRecipientNonFQDN},
+		{"relay", func(c *Config) { c.Domains = []string{"example.com"} }, "a@example.net", "victim@elsewhere.org", 250, 554, event.ReasonRelayDenied},
+		{"local unknown recipient", func(c *Config) { c.Recipients = []string{"alice@example.com"} }, "a@example.net", "carol@example.com", 250, 550, event.ReasonUnknownRecipient},
+		{"invalid UTF-8 sender", nil, "a\xff\xfe@example.net", "", 501, 0, event.ReasonSenderAccess},
 		{"invalid UTF-8 recipient", nil, "a@example.net", "\xc3\x28@example.com", 250, 501, 0}, // go-smtp's parser refuses it
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -276,7 +276,7 @@ func TestEnvelopeChecks(t *testing.T) {
 				c.cmd("RCPT TO:<"+tc.rcpt+">", tc.rcptCode)
 			}
 			if tc.reason != 0 {
-				if ev := h.ev.find(t, logparse.KindReject, tc.reason); !ev.Abuse {
+				if ev := h.ev.find(t, event.KindReject, tc.reason); !ev.Abuse {
 					t.Errorf("event %+v", ev)
 				}
 			}
@@ -333,7 +333,7 @@ func TestTooManyErrors(t *testing.T) {
 	if d := time.Since(start); d < 60*time.Millisecond {
 		t.Errorf("no tarpit delay: %s", d)
 	}
-	ev := h.ev.find(t, logparse.KindTooManyErrors, logparse.ReasonNone)
+	ev := h.ev.find(t, event.KindTooManyErrors, event.ReasonNone)
 	if !ev.Abuse || ev.Stage != "UNKNOWN" {
 		t.Errorf("event %+v", ev)
 	}
@@ -353,7 +353,7 @@ func TestMultiRecipientBounce(t *testing.T) {
 	if text := c.cmd("DATA", 550); !strings.Contains(text, "5.5.3") {
 		t.Fatalf("reply %q", text)
 	}
-	h.ev.find(t, logparse.KindReject, logparse.ReasonMultiRecipientBounce)
+	h.ev.find(t, event.KindReject, event.ReasonMultiRecipientBounce)
 	c.cmd("RSET", 250)
 	// a single-recipient bounce is fine
 	c.cmd("MAIL FROM:<>", 250)
@@ -512,7 +512,7 @@ func TestDNSBL(t *testing.T) {
 	if text := c.expect(554); !strings.Contains(text, "blocked using b.example, zen.example") {
 		t.Fatalf("reply %q", text)
 	}
-	ev := h.ev.find(t, logparse.KindDNSBL, logparse.ReasonNone)
+	ev := h.ev.find(t, event.KindDNSBL, event.ReasonNone)
 	if ev.Count != 4 || !ev.Abuse {
 		t.Errorf("event %+v", ev)
 	}
@@ -530,7 +530,7 @@ func TestSenderDomainDNS(t *testing.T) {
 	c.cmd("MAIL FROM:<a@exists.example>", 250)
 	c.cmd("RSET", 250)
 	c.cmd("MAIL FROM:<a@missing.example>", 550)
-	h.ev.find(t, logparse.KindReject, logparse.ReasonSenderDomainNotFound)
+	h.ev.find(t, event.KindReject, event.ReasonSenderDomainNotFound)
 }
 
 func TestReverseName(t *testing.T) {
@@ -600,5 +600,5 @@ func TestUpstreamLoggedNotCountedTwice(t *testing.T) {
 	if why, banned := bl.Banned(mustAddr("127.0.0.1")); banned {
 		t.Fatalf("banned on the guard's copies of upstream refusals: %q", why)
 	}
-	h.ev.find(t, logparse.KindReject, logparse.ReasonUnknownRecipient) // still emitted, as context
+	h.ev.find(t, event.KindReject, event.ReasonUnknownRecipient) // still emitted, as context
 }

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/detectors"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // fakeUpstream is a minimal SMTP server standing in for Postfix: it
@@ -209,13 +209,13 @@ func (b *memBlocklist) ban(d detectors.Decision) {
 // eventLog records events and feeds them to the real detectors engine.
 type eventLog struct {
 	mu        sync.Mutex
-	events    []logparse.Event
+	events    []event.Event
 	decisions []detectors.Decision
 	eng       *detectors.Engine
 	bl        *memBlocklist
 }
 
-func (e *eventLog) sink(ev logparse.Event) {
+func (e *eventLog) sink(ev event.Event) {
 	ds := e.eng.Observe(ev)
 	e.mu.Lock()
 	e.events = append(e.events, ev)
@@ -228,29 +228,29 @@ func (e *eventLog) sink(ev logparse.Event) {
 	}
 }
 
-func (e *eventLog) all() []logparse.Event {
+func (e *eventLog) all() []event.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return append([]logparse.Event(nil), e.events...)
+	return append([]event.Event(nil), e.events...)
 }
 
 // find waits a little for an event of kind k (and reason r, if not none).
-func (e *eventLog) find(t testing.TB, k logparse.Kind, r logparse.Reason) logparse.Event {
+func (e *eventLog) find(t testing.TB, k event.Kind, r event.Reason) event.Event {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, ev := range e.all() {
-			if ev.Kind == k && (r == logparse.ReasonNone || ev.Reason == r) {
+			if ev.Kind == k && (r == event.ReasonNone || ev.Reason == r) {
 				return ev
 			}
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("no %s/%s event; got %s", k, r, e.summary())
-	return logparse.Event{}
+	return event.Event{}
 }
 
-func (e *eventLog) has(k logparse.Kind) bool {
+func (e *eventLog) has(k event.Kind) bool {
 	for _, ev := range e.all() {
 		if ev.Kind == k {
 			return true

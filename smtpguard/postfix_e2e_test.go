@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/detectors"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // TestPostfixE2E runs the guard in front of a private instance of the
@@ -71,7 +71,7 @@ func TestPostfixE2E(t *testing.T) {
 			}
 			waitFor(t, maillog, "client=unknown["+tc.src+"]")
 			waitForMail(t, filepath.Join(dir, "vmail/example.com/alice/new"), "Subject: "+subject)
-			ev.find(t, logparse.KindReceived, logparse.ReasonNone)
+			ev.find(t, event.KindReceived, event.ReasonNone)
 
 			// A pregreet bot is refused by the guard and never reaches Postfix.
 			bot := map[string]string{HandoffXCLIENT: "127.0.0.88", HandoffProxy: "127.0.0.89"}[tc.handoff]
@@ -81,7 +81,7 @@ func TestPostfixE2E(t *testing.T) {
 			if !c.closed() {
 				t.Error("bot not closed")
 			}
-			ev.find(t, logparse.KindPregreet, logparse.ReasonNone)
+			ev.find(t, event.KindPregreet, event.ReasonNone)
 
 			// A harvester gets Postfix's own 550 5.1.1 answers through the
 			// guard, the detectors ban it, and its next connection stops at

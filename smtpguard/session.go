@@ -12,7 +12,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 type backend struct{ g *Guard }
@@ -61,7 +61,7 @@ func smtpErr(reply string) *smtp.SMTPError {
 
 // check applies act to a failed check: an event (abuse only for reject)
 // and, for reject, the error to answer.
-func (s *session) check(act Action, stage, reply string, reason logparse.Reason, to string) *smtp.SMTPError {
+func (s *session) check(act Action, stage, reply string, reason event.Reason, to string) *smtp.SMTPError {
 	switch act {
 	case Reject:
 		s.g.rejectEnv(s.cs, stage, reply, reason, true, s.from, to)
@@ -75,7 +75,7 @@ func (s *session) check(act Action, stage, reply string, reason logparse.Reason,
 // checkHelo returns the reply for a HELO name the checks refuse, or "".
 func (g *Guard) checkHelo(cs *connState, verb, name string) string {
 	ch := g.cfg.Checks
-	helo := func(act Action, reply string, reason logparse.Reason) string {
+	helo := func(act Action, reply string, reason event.Reason) string {
 		if act == Off {
 			return ""
 		}
@@ -86,7 +86,7 @@ func (g *Guard) checkHelo(cs *connState, verb, name string) string {
 		if act == Warn {
 			raw = strings.Replace(raw, "reject:", "reject_warning:", 1)
 		}
-		g.emit(cs, logparse.Event{Kind: logparse.KindReject, Stage: verb, Code: code, DSN: dsn, Reason: reason,
+		g.emit(cs, event.Event{Kind: event.KindReject, Stage: verb, Code: code, DSN: dsn, Reason: reason,
 			Detail: text, Abuse: act == Reject, Helo: sanitize(name, 255), Raw: raw})
 		cs.helo = old
 		if act == Warn {
@@ -97,7 +97,7 @@ func (g *Guard) checkHelo(cs *connState, verb, name string) string {
 	lower := strings.ToLower(strings.TrimSuffix(name, "."))
 	quoted := "<" + sanitize(name, 255) + ">"
 	if ch.HeloDeny != Off && g.heloDeny[lower] {
-		return helo(ch.HeloDeny, "554 5.7.1 "+quoted+": Helo command rejected: Access denied", logparse.ReasonHeloAccess)
+		return helo(ch.HeloDeny, "554 5.7.1 "+quoted+": Helo command rejected: Access denied", event.ReasonHeloAccess)
 	}
 	if ch.HeloFQDN == Off {
 		return ""
@@ -105,18 +105,18 @@ func (g *Guard) checkHelo(cs *connState, verb, name string) string {
 	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") {
 		lit := strings.TrimPrefix(name[1:len(name)-1], "IPv6:")
 		if _, err := netip.ParseAddr(lit); err != nil {
-			return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", logparse.ReasonHeloInvalid)
+			return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", event.ReasonHeloInvalid)
 		}
 		return ""
 	}
 	if _, err := netip.ParseAddr(name); err == nil {
-		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", logparse.ReasonHeloNonFQDN)
+		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN)
 	}
 	if !validDomain(name) {
-		return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", logparse.ReasonHeloInvalid)
+		return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", event.ReasonHeloInvalid)
 	}
 	if !strings.Contains(strings.TrimSuffix(name, "."), ".") {
-		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", logparse.ReasonHeloNonFQDN)
+		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN)
 	}
 	return ""
 }
@@ -154,12 +154,12 @@ func (s *session) Mail(from string, opts *smtp.MailOptions) error {
 	s.from = from
 	if badAddress(from) {
 		s.from = sanitize(from, 100)
-		return s.check(Reject, "MAIL", "501 5.1.7 Bad sender address syntax", logparse.ReasonSenderAccess, "")
+		return s.check(Reject, "MAIL", "501 5.1.7 Bad sender address syntax", event.ReasonSenderAccess, "")
 	}
 	if from != "" {
 		ch := g.cfg.Checks
 		if ch.SenderFQDN != Off && !fqdnAddress(from) {
-			if e := s.check(ch.SenderFQDN, "MAIL", "504 5.5.2 <"+from+">: Sender address rejected: need fully-qualified address", logparse.ReasonSenderNonFQDN, ""); e != nil {
+			if e := s.check(ch.SenderFQDN, "MAIL", "504 5.5.2 <"+from+">: Sender address rejected: need fully-qualified address", event.ReasonSenderNonFQDN, ""); e != nil {
 				return e
 			}
 		}
@@ -190,11 +190,11 @@ func (s *session) checkSenderDomain(from string) *smtp.SMTPError {
 	case err == nil:
 		return nil
 	case errors.Is(err, ErrNotFound):
-		return s.check(act, "MAIL", "550 5.1.8 <"+from+">: Sender address rejected: Domain not found", logparse.ReasonSenderDomainNotFound, "")
+		return s.check(act, "MAIL", "550 5.1.8 <"+from+">: Sender address rejected: Domain not found", event.ReasonSenderDomainNotFound, "")
 	default:
 		// A DNS failure is ours, not the client's: temporary, not evidence.
 		reply := "451 4.1.8 <" + from + ">: Sender address rejected: Domain lookup failed"
-		s.g.rejectEnv(s.cs, "MAIL", reply, logparse.ReasonOther, false, from, "")
+		s.g.rejectEnv(s.cs, "MAIL", reply, event.ReasonOther, false, from, "")
 		if act == Reject {
 			return smtpErr(reply)
 		}
@@ -206,21 +206,21 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	g := s.g
 	ch := g.cfg.Checks
 	if badAddress(to) {
-		return s.check(Reject, "RCPT", "501 5.1.3 Bad recipient address syntax", logparse.ReasonRecipientAccess, sanitize(to, 100))
+		return s.check(Reject, "RCPT", "501 5.1.3 Bad recipient address syntax", event.ReasonRecipientAccess, sanitize(to, 100))
 	}
 	dom := domainOf(to)
 	if ch.RecipientFQDN != Off && !fqdnAddress(to) && !strings.EqualFold(to, "postmaster") {
-		if e := s.check(ch.RecipientFQDN, "RCPT", "504 5.5.2 <"+to+">: Recipient address rejected: need fully-qualified address", logparse.ReasonRecipientNonFQDN, to); e != nil {
+		if e := s.check(ch.RecipientFQDN, "RCPT", "504 5.5.2 <"+to+">: Recipient address rejected: need fully-qualified address", event.ReasonRecipientNonFQDN, to); e != nil {
 			return e
 		}
 	}
 	if ch.Relay != Off && len(g.domains) > 0 && !g.domains[dom] {
-		if e := s.check(ch.Relay, "RCPT", "554 5.7.1 <"+to+">: Relay access denied", logparse.ReasonRelayDenied, to); e != nil {
+		if e := s.check(ch.Relay, "RCPT", "554 5.7.1 <"+to+">: Relay access denied", event.ReasonRelayDenied, to); e != nil {
 			return e
 		}
 	}
 	if ch.UnknownRecipient != Off && len(g.recipients) > 0 && !g.recipients[strings.ToLower(to)] && !g.recipients["@"+dom] {
-		if e := s.check(ch.UnknownRecipient, "RCPT", "550 5.1.1 <"+to+">: Recipient address rejected: User unknown in local recipient table", logparse.ReasonUnknownRecipient, to); e != nil {
+		if e := s.check(ch.UnknownRecipient, "RCPT", "550 5.1.1 <"+to+">: Recipient address rejected: User unknown in local recipient table", event.ReasonUnknownRecipient, to); e != nil {
 			return e
 		}
 	}
@@ -279,11 +279,11 @@ func (s *session) checkFCrDNS(to string) *smtp.SMTPError {
 		// evidence, and not an error toward the limits (a real MTA
 		// without a PTR must not be tarpitted or banned for retrying).
 		g.ctr.fcrdns.Add(1)
-		g.rejectEnv(s.cs, "RCPT", reply, logparse.ReasonClientNoRDNS, false, s.from, to)
+		g.rejectEnv(s.cs, "RCPT", reply, event.ReasonClientNoRDNS, false, s.from, to)
 		s.cs.noCount = true
 		return smtpErr(reply)
 	case Warn:
-		g.rejectEnv(s.cs, "RCPT", "warn: "+reply, logparse.ReasonClientNoRDNS, false, s.from, to)
+		g.rejectEnv(s.cs, "RCPT", "warn: "+reply, event.ReasonClientNoRDNS, false, s.from, to)
 	}
 	return nil
 }
@@ -305,7 +305,7 @@ func (s *session) greylist(to string) (*greyRetry, *smtp.SMTPError) {
 	}
 	g.ctr.greylisted.Add(1)
 	reply := greylistReply(to, g.cfg.Greylist.InfoURL, v.wait)
-	g.rejectEnv(s.cs, "RCPT", reply, logparse.ReasonGreylisted, false, s.from, to)
+	g.rejectEnv(s.cs, "RCPT", reply, event.ReasonGreylisted, false, s.from, to)
 	g.log.Debug("guard: greylisted", "ip", s.cs.ip.String(), "from", s.from, "to", to, "why", v.reason)
 	s.cs.noCount = true
 	return nil, smtpErr(reply)
@@ -390,48 +390,48 @@ func (s *session) upstreamFailed(stage string, err error, to string) *smtp.SMTPE
 
 // classifyUpstream gives an upstream refusal the reason class and abuse
 // flag that logparse would give the same text in a Postfix log.
-func classifyUpstream(code int, text string) (logparse.Reason, bool) {
-	r := logparse.ReasonOther
+func classifyUpstream(code int, text string) (event.Reason, bool) {
+	r := event.ReasonOther
 	switch {
 	case strings.Contains(text, "Improper use of SMTP command pipelining"):
-		r = logparse.ReasonPipelining
+		r = event.ReasonPipelining
 	case strings.Contains(text, "Recipient address rejected: User unknown"),
 		strings.Contains(text, "Recipient address rejected: undeliverable address"),
 		strings.Contains(text, "Recipient address rejected: unverified address"),
 		code/100 == 5 && strings.Contains(text, " 5.1.1 ") && strings.Contains(strings.ToLower(text), "unknown"):
-		r = logparse.ReasonUnknownRecipient
+		r = event.ReasonUnknownRecipient
 	case strings.Contains(text, "Relay access denied"):
-		r = logparse.ReasonRelayDenied
+		r = event.ReasonRelayDenied
 	case strings.Contains(text, "Recipient address rejected: need fully-qualified address"):
-		r = logparse.ReasonRecipientNonFQDN
+		r = event.ReasonRecipientNonFQDN
 	case strings.Contains(text, "Recipient address rejected: Domain not found"):
-		r = logparse.ReasonRecipientDomainNotFound
+		r = event.ReasonRecipientDomainNotFound
 	case strings.Contains(text, "reylist"):
-		r = logparse.ReasonGreylisted
+		r = event.ReasonGreylisted
 	case strings.Contains(text, "Sender address rejected: need fully-qualified address"):
-		r = logparse.ReasonSenderNonFQDN
+		r = event.ReasonSenderNonFQDN
 	case strings.Contains(text, "Sender address rejected: Domain not found"):
-		r = logparse.ReasonSenderDomainNotFound
+		r = event.ReasonSenderDomainNotFound
 	case strings.Contains(text, "Sender address rejected: "):
-		r = logparse.ReasonSenderAccess
+		r = event.ReasonSenderAccess
 	case strings.Contains(text, "Helo command rejected: need fully-qualified hostname"):
-		r = logparse.ReasonHeloNonFQDN
+		r = event.ReasonHeloNonFQDN
 	case strings.Contains(text, "Helo command rejected: Invalid name"):
-		r = logparse.ReasonHeloInvalid
+		r = event.ReasonHeloInvalid
 	case strings.Contains(text, "Helo command rejected: Host not found"):
-		r = logparse.ReasonHeloNotFound
+		r = event.ReasonHeloNotFound
 	case strings.Contains(text, "Helo command rejected: "):
-		r = logparse.ReasonHeloAccess
+		r = event.ReasonHeloAccess
 	case strings.Contains(text, "Client host rejected: cannot find your"):
-		r = logparse.ReasonClientNoRDNS
+		r = event.ReasonClientNoRDNS
 	case strings.Contains(text, "Client host rejected: "):
-		r = logparse.ReasonClientAccess
+		r = event.ReasonClientAccess
 	case strings.Contains(text, " blocked using "):
-		r = logparse.ReasonDNSBL
+		r = event.ReasonDNSBL
 	case strings.Contains(text, "Recipient address rejected: "):
-		r = logparse.ReasonRecipientAccess
+		r = event.ReasonRecipientAccess
 	}
-	abuse := !(r == logparse.ReasonGreylisted || r == logparse.ReasonOther && code/100 == 4)
+	abuse := !(r == event.ReasonGreylisted || r == event.ReasonOther && code/100 == 4)
 	return r, abuse
 }
 
@@ -445,7 +445,7 @@ func (s *session) beforeData() string {
 		return "" // go-smtp answers 502 5.5.1 Missing RCPT TO
 	}
 	if act := s.g.cfg.Checks.MultiRecipientBounce; act != Off && s.null && len(s.rcpts) > 1 {
-		if e := s.check(act, "DATA", "550 5.5.3 <DATA>: Data command rejected: Multi-recipient bounce", logparse.ReasonMultiRecipientBounce, s.rcpts[0]); e != nil {
+		if e := s.check(act, "DATA", "550 5.5.3 <DATA>: Data command rejected: Multi-recipient bounce", event.ReasonMultiRecipientBounce, s.rcpts[0]); e != nil {
 			return "550 5.5.3 <DATA>: Data command rejected: Multi-recipient bounce"
 		}
 	}
@@ -489,7 +489,7 @@ func (s *session) Data(r io.Reader) error {
 	if i := strings.LastIndex(reply, "queued as "); i >= 0 {
 		qid = strings.TrimSpace(reply[i+10:])
 	}
-	s.g.emit(s.cs, logparse.Event{Kind: logparse.KindReceived, Stage: "END-OF-MESSAGE", QueueID: qid, Code: 250,
+	s.g.emit(s.cs, event.Event{Kind: event.KindReceived, Stage: "END-OF-MESSAGE", QueueID: qid, Code: 250,
 		From: s.from, To: strings.Join(s.rcpts, ","),
 		Raw: fmt.Sprintf("%s: client=unknown[%s]", qid, s.cs.ip)})
 	e := smtpErr("250 " + reply)

@@ -13,10 +13,10 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/olekukonko/tablewriter/tw"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
-	"github.com/mxguard/mxguard/internal/engine"
+	"github.com/mxguard/mxguard/internal/pipeline"
 )
 
 // ctlFlags are the flags every control command takes.
@@ -62,13 +62,13 @@ func runBan(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one IP or CIDR (see --help)")
 	}
-	if _, err := actions.ManagerParsePrefix(pos[0]); err != nil {
+	if _, err := ban.ParsePrefix(pos[0]); err != nil {
 		return usagef("%v", err)
 	}
 	if _, err := parseBanDuration(*dur); err != nil {
 		return usagef("--for: %v", err)
 	}
-	var b actions.Ban
+	var b ban.Ban
 	if err := cf.call(control.Request{Cmd: control.CmdBan, IP: pos[0], For: *dur, Reason: *reason}, &b); err != nil {
 		return err
 	}
@@ -90,7 +90,7 @@ func runUnban(e *env, args []string) error {
 	if len(pos) != 1 {
 		return usagef("want exactly one IP or CIDR (see --help)")
 	}
-	if _, err := actions.ManagerParsePrefix(pos[0]); err != nil {
+	if _, err := ban.ParsePrefix(pos[0]); err != nil {
 		return usagef("%v", err)
 	}
 	var r unbanResult
@@ -116,7 +116,7 @@ func runList(e *env, args []string) error {
 	if err := oneOf("format", *format, "table", "json"); err != nil {
 		return err
 	}
-	var bans []actions.Ban
+	var bans []ban.Ban
 	if err := cf.call(control.Request{Cmd: control.CmdList}, &bans); err != nil {
 		return err
 	}
@@ -161,10 +161,10 @@ func runExplain(e *env, args []string) error {
 	if err := oneOf("format", *format, "text", "json"); err != nil {
 		return err
 	}
-	if _, err := actions.ManagerParsePrefix(pos[0]); err != nil {
+	if _, err := ban.ParsePrefix(pos[0]); err != nil {
 		return usagef("%v", err)
 	}
-	var ex actions.Explanation
+	var ex ban.Explanation
 	if err := cf.call(control.Request{Cmd: control.CmdExplain, IP: pos[0]}, &ex); err != nil {
 		return err
 	}
@@ -181,7 +181,7 @@ func runExplain(e *env, args []string) error {
 	return w.Flush()
 }
 
-func writeExplanation(w io.Writer, ex actions.Explanation) {
+func writeExplanation(w io.Writer, ex ban.Explanation) {
 	ts := func(t time.Time) string { return t.Local().Format(time.DateTime) }
 	state := "not banned"
 	if ex.Banned {
@@ -280,7 +280,7 @@ func writeStatus(w io.Writer, st daemonStatus) {
 	fmt.Fprintf(w, "\nlines: %d (%.1f/s), events: %d, skipped: %d (not postfix %d, unrecognized %d, too long %d), tracked clients: %d\n",
 		p.Lines, st.LinesPerSec, p.Events, p.Skipped(), p.NotPostfix, p.Unrecognized, p.TooLong, p.Clients)
 	rows = rows[:0]
-	for _, k := range engine.SortedKeys(p.Kinds) {
+	for _, k := range pipeline.SortedKeys(p.Kinds) {
 		rows = append(rows, []string{k, fmt.Sprint(p.Kinds[k])})
 	}
 	fmt.Fprintln(w, "\nevents by kind:")

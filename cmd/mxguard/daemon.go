@@ -15,12 +15,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/accessmap"
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/firewall"
+	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
-	"github.com/mxguard/mxguard/internal/engine"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/pipeline"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/smtpguard"
 )
@@ -102,9 +105,9 @@ type daemon struct {
 	cfg      atomic.Pointer[config.Config]
 	log      *slog.Logger
 	level    *slog.LevelVar
-	store    *actions.Store
-	mgr      *actions.Manager
-	pipe     *engine.Pipeline
+	store    *store.Store
+	mgr      *ban.Manager
+	pipe     *pipeline.Pipeline
 	follower *tailer.Follower // nil when no logs are followed (guard only)
 	guard    *smtpguard.Guard // nil when the guard is off
 	snap     *banSnapshot     // the guard's view of the bans; nil when the guard is off
@@ -112,7 +115,7 @@ type daemon struct {
 	ctl      *control.Server
 	met      *metrics.Server
 	started  time.Time
-	rate     engine.Rate
+	rate     pipeline.Rate
 	allow    atomic.Pointer[[]netip.Prefix]
 	cleaners []interface {
 		Name() string
@@ -144,7 +147,7 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return fmt.Errorf("state_dir: %w", err)
 	}
-	d.store, err = actions.OpenStore(cfg.DBPath(), actions.StoreOptions{Timeout: 2 * time.Second})
+	d.store, err = store.Open(cfg.DBPath(), store.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return fmt.Errorf("%w (is another mxguard daemon running with state_dir %s?)", err, cfg.StateDir)
 	}
@@ -160,9 +163,9 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 	}
 	sources := []func() ([]netip.Prefix, error){d.allowSource}
 	if !opts.noHostAddr {
-		sources = append(sources, actions.AllowHostAddrs)
+		sources = append(sources, ban.HostAddrs)
 	}
-	d.mgr, err = actions.NewManager(actions.ManagerConfig{
+	d.mgr, err = ban.NewManager(ban.ManagerConfig{
 		Ban: cfg.Ban, DryRun: cfg.DryRun, AllowSources: sources, SweepInterval: opts.sweep,
 	}, d.store, acts, log)
 	if err != nil {
@@ -207,18 +210,22 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 			gcfg = &g
 		}
 	}
-	var dec engine.Decider = d.mgr
+	var dec pipeline.Decider = d.mgr
 	if gcfg != nil {
 		d.snap = newBanSnapshot(d.mgr)
 		dec = refreshingDecider{Manager: d.mgr, snap: d.snap}
 	}
-	d.pipe = engine.New(det, dec, log)
+	d.pipe = pipeline.New(det, dec, log)
 
 	if len(cfg.Logs) > 0 {
+		cp, err := tailer.NewBoltCheckpoints(d.store.DB())
+		if err != nil {
+			return err
+		}
 		d.follower, err = tailer.New(tailer.Config{
 			Paths: cfg.Logs, Poll: cfg.Tail.Poll, FromStart: !cfg.Tail.FromEnd,
 			CheckpointEvery: cfg.Tail.CheckpointInterval.D(), Logger: log,
-		}, engine.Checkpoints{Store: d.store})
+		}, cp)
 		if err != nil {
 			return err
 		}
@@ -309,14 +316,14 @@ func daemonMain(ctx context.Context, cfg *config.Config, opts daemonOptions) (er
 // buildActions creates the enabled firewall and map actions. In dry-run
 // they are printers: each would-be ban shows the exact iptables, ipset
 // and postmap commands and map lines on the log output, and nothing runs.
-func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
+func (d *daemon) buildActions(cfg *config.Config) ([]ban.Action, error) {
 	var dry io.Writer
 	if cfg.DryRun {
 		dry = d.opts.logOut
 	}
-	var acts []actions.Action
+	var acts []ban.Action
 	if c := cfg.Actions.IPTables; c.Enabled {
-		a, err := actions.NewIPTables(c, actions.IPTablesOptions{Logger: d.log, DryRun: dry})
+		a, err := firewall.NewIPTables(c, firewall.IPTablesOptions{Logger: d.log, DryRun: dry})
 		if err != nil {
 			return nil, fmt.Errorf("actions.iptables: %w", err)
 		}
@@ -324,7 +331,7 @@ func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
 		d.cleaners = append(d.cleaners, a)
 	}
 	if c := cfg.Actions.IPSet; c.Enabled {
-		a, err := actions.NewIPSet(c, actions.IPSetOptions{Logger: d.log, DryRun: dry})
+		a, err := firewall.NewIPSet(c, firewall.IPSetOptions{Logger: d.log, DryRun: dry})
 		if err != nil {
 			return nil, fmt.Errorf("actions.ipset: %w", err)
 		}
@@ -332,7 +339,7 @@ func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
 		d.cleaners = append(d.cleaners, a)
 	}
 	if c := cfg.Actions.PostfixAccess; c.Enabled {
-		a, err := actions.NewAccessMap(c, actions.AccessMapOptions{Logger: d.log, DryRun: dry})
+		a, err := accessmap.New(c, accessmap.Options{Logger: d.log, DryRun: dry})
 		if err != nil {
 			return nil, fmt.Errorf("actions.postfix_access: %w", err)
 		}
@@ -344,7 +351,7 @@ func (d *daemon) buildActions(cfg *config.Config) ([]actions.Action, error) {
 func (d *daemon) setAllow(cfg *config.Config) {
 	ps := make([]netip.Prefix, 0, len(cfg.Allowlist))
 	for _, s := range cfg.Allowlist {
-		if p, err := actions.AllowParse(s); err == nil {
+		if p, err := ban.ParseAllowEntry(s); err == nil {
 			ps = append(ps, p)
 		}
 	}
@@ -430,16 +437,16 @@ func decodedGuard(cfg *config.Config) any {
 
 // daemonStatus is the reply to the status command.
 type daemonStatus struct {
-	PID         int                   `json:"pid"`
-	Started     time.Time             `json:"started"`
-	Uptime      string                `json:"uptime"`
-	Config      string                `json:"config"`
-	DryRun      bool                  `json:"dry_run"`
-	Files       []tailer.FileStats    `json:"files"`
-	LinesPerSec float64               `json:"lines_per_sec"`
-	Pipeline    engine.Stats          `json:"pipeline"`
-	Manager     actions.ManagerStatus `json:"manager"`
-	Guard       *smtpguard.Stats      `json:"guard,omitempty"`
+	PID         int                `json:"pid"`
+	Started     time.Time          `json:"started"`
+	Uptime      string             `json:"uptime"`
+	Config      string             `json:"config"`
+	DryRun      bool               `json:"dry_run"`
+	Files       []tailer.FileStats `json:"files"`
+	LinesPerSec float64            `json:"lines_per_sec"`
+	Pipeline    pipeline.Stats     `json:"pipeline"`
+	Manager     ban.ManagerStatus  `json:"manager"`
+	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
 }
 
 func (d *daemon) status() (daemonStatus, error) {
@@ -516,7 +523,7 @@ func parseBanDuration(s string) (time.Duration, error) {
 func (d *daemon) handle(ctx context.Context, req control.Request) (any, error) {
 	switch req.Cmd {
 	case control.CmdBan:
-		p, err := actions.ManagerParsePrefix(req.IP)
+		p, err := ban.ParsePrefix(req.IP)
 		if err != nil {
 			return nil, err
 		}
@@ -530,7 +537,7 @@ func (d *daemon) handle(ctx context.Context, req control.Request) (any, error) {
 		}
 		return b, err
 	case control.CmdUnban:
-		p, err := actions.ManagerParsePrefix(req.IP)
+		p, err := ban.ParsePrefix(req.IP)
 		if err != nil {
 			return nil, err
 		}
@@ -545,7 +552,7 @@ func (d *daemon) handle(ctx context.Context, req control.Request) (any, error) {
 	case control.CmdList:
 		return d.mgr.List(time.Now())
 	case control.CmdExplain:
-		p, err := actions.ManagerParsePrefix(req.IP)
+		p, err := ban.ParsePrefix(req.IP)
 		if err != nil {
 			return nil, err
 		}

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/loggen"
 )
@@ -23,7 +23,7 @@ func BenchmarkDaemonLatency(b *testing.B) {
 	cfg.LogLevel = "warn"
 	td := startDaemon(b, cfg, "")
 	decided := make(chan time.Time, 16)
-	td.d.pipe.SetHook(func(d detectors.Decision, _ actions.Ban, banned bool, err error) {
+	td.d.pipe.SetHook(func(d detectors.Decision, _ ban.Ban, banned bool, err error) {
 		if banned && err == nil {
 			decided <- time.Now()
 		}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/config"
 )
 
@@ -134,18 +134,18 @@ func waitFor(t testing.TB, what string, d time.Duration, cond func() bool, logs 
 	}
 }
 
-func listJSON(t *testing.T, sock string) []actions.Ban {
+func listJSON(t *testing.T, sock string) []ban.Ban {
 	t.Helper()
 	code, out, errOut := runCmd(t, "", "list", "--socket", sock, "--format", "json")
 	if code != 0 {
 		t.Fatalf("list: exit %d: %s", code, errOut)
 	}
-	var bans []actions.Ban
+	var bans []ban.Ban
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if line == "" {
 			continue
 		}
-		var b actions.Ban
+		var b ban.Ban
 		if err := json.Unmarshal([]byte(line), &b); err != nil {
 			t.Fatalf("list line %q: %v", line, err)
 		}
@@ -173,7 +173,7 @@ func statusOf(t *testing.T, sock string) daemonStatus {
 	return st
 }
 
-func hasBan(bans []actions.Ban, ip string) bool {
+func hasBan(bans []ban.Ban, ip string) bool {
 	for _, b := range bans {
 		if b.Prefix.Addr().String() == ip {
 			return true

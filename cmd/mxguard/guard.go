@@ -10,10 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/config"
-	"github.com/mxguard/mxguard/logparse"
+	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -76,7 +76,7 @@ func guardConfig(cfg *config.Config) (smtpguard.Config, error) {
 func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banSnapshot, wg *sync.WaitGroup) (*smtpguard.Guard, error) {
 	g, err := smtpguard.New(gcfg, smtpguard.Deps{
 		Logger:    d.log.With("component", "guard"),
-		Sink:      func(ev logparse.Event) { d.pipe.HandleEvent(ctx, ev) },
+		Sink:      func(ev event.Event) { d.pipe.HandleEvent(ctx, ev) },
 		Blocklist: bl,
 		// With logs tailed, Postfix's own reject lines (real client via
 		// XCLIENT) are the evidence for its refusals; the guard's copies
@@ -119,7 +119,7 @@ func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banS
 // added and removed at once; a full reload from the store (which decodes
 // every record) runs only every refreshEvery, to pick up expiries.
 type banSnapshot struct {
-	mgr       *actions.Manager
+	mgr       *ban.Manager
 	refreshMu sync.Mutex // one reload at a time
 
 	mu       sync.RWMutex
@@ -132,7 +132,7 @@ type banSnapshot struct {
 }
 
 type snapOp struct {
-	ban    actions.Ban
+	ban    ban.Ban
 	remove bool
 }
 
@@ -143,7 +143,7 @@ type snapEntry struct {
 
 const refreshEvery = time.Minute
 
-func newBanSnapshot(mgr *actions.Manager) *banSnapshot {
+func newBanSnapshot(mgr *ban.Manager) *banSnapshot {
 	b := &banSnapshot{mgr: mgr}
 	b.refresh()
 	return b
@@ -182,7 +182,7 @@ func (b *banSnapshot) refresh() {
 	b.addrs, b.prefixes = addrs, prefixes
 }
 
-func snapPut(addrs map[netip.Addr]snapEntry, prefixes map[netip.Prefix]snapEntry, ban actions.Ban) {
+func snapPut(addrs map[netip.Addr]snapEntry, prefixes map[netip.Prefix]snapEntry, ban ban.Ban) {
 	e := snapEntry{reason: ban.Reason, until: ban.Until}
 	if ban.Prefix.IsSingleIP() {
 		addrs[ban.Prefix.Addr()] = e
@@ -200,7 +200,7 @@ func snapDelete(addrs map[netip.Addr]snapEntry, prefixes map[netip.Prefix]snapEn
 }
 
 // add records a ban made in this process.
-func (b *banSnapshot) add(ban actions.Ban) {
+func (b *banSnapshot) add(ban ban.Ban) {
 	if ban.DryRun || !ban.Active(time.Now()) {
 		return
 	}
@@ -218,7 +218,7 @@ func (b *banSnapshot) remove(p netip.Prefix) {
 	defer b.mu.Unlock()
 	snapDelete(b.addrs, b.prefixes, p)
 	if b.loading {
-		b.ops = append(b.ops, snapOp{ban: actions.Ban{Prefix: p}, remove: true})
+		b.ops = append(b.ops, snapOp{ban: ban.Ban{Prefix: p}, remove: true})
 	}
 }
 
@@ -255,11 +255,11 @@ func (b *banSnapshot) Banned(a netip.Addr) (string, bool) {
 // refreshingDecider adds every new ban to the guard's snapshot, so the
 // banned client's next connection is refused at once.
 type refreshingDecider struct {
-	*actions.Manager
+	*ban.Manager
 	snap *banSnapshot
 }
 
-func (r refreshingDecider) Decide(ctx context.Context, d detectors.Decision) (actions.Ban, bool, error) {
+func (r refreshingDecider) Decide(ctx context.Context, d detectors.Decision) (ban.Ban, bool, error) {
 	b, banned, err := r.Manager.Decide(ctx, d)
 	if banned && r.snap != nil {
 		r.snap.add(b)

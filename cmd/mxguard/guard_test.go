@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -89,12 +90,12 @@ func TestGuardInDaemon(t *testing.T) {
 // The guard's block list answers from a snapshot of the manager's bans,
 // single addresses and wider prefixes alike.
 func TestBanSnapshot(t *testing.T) {
-	store, err := actions.OpenStore(t.TempDir()+"/mxguard.db", actions.StoreOptions{})
+	store, err := store.Open(t.TempDir()+"/mxguard.db", store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	mgr, err := actions.NewManager(actions.ManagerConfig{Ban: actions.DefaultBanConfig(), AllowSources: []func() ([]netip.Prefix, error){}}, store, nil, nil)
+	mgr, err := ban.NewManager(ban.ManagerConfig{Ban: ban.DefaultConfig(), AllowSources: []func() ([]netip.Prefix, error){}}, store, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
-	"github.com/mxguard/mxguard/internal/engine"
+	"github.com/mxguard/mxguard/internal/pipeline"
 )
 
 func runReplay(e *env, args []string) error {
@@ -50,7 +50,7 @@ func runReplay(e *env, args []string) error {
 		}
 		fh.Close()
 	}
-	res, err := engine.Replay(context.Background(), files, engine.ReplayOptions{
+	res, err := pipeline.Replay(context.Background(), files, pipeline.ReplayOptions{
 		Detectors: cfg.Detectors, Allowlist: cfg.Allowlist, Ban: cfg.Ban, Loc: loc, Stdin: e.stdin,
 	})
 	if err != nil {

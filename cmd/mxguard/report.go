@@ -10,6 +10,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
+	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/logparse"
 	"github.com/mxguard/mxguard/report"
 )
@@ -133,7 +134,7 @@ func runEvents(e *env, args []string) error {
 		if k == "" {
 			continue
 		}
-		kind, ok := logparse.ParseKind(strings.TrimSpace(k))
+		kind, ok := event.ParseKind(strings.TrimSpace(k))
 		if !ok {
 			return usagef("--kind %q: unknown kind", k)
 		}
@@ -151,7 +152,7 @@ func runEvents(e *env, args []string) error {
 			return err
 		}
 		p := logparse.NewParser(loc, in.ModTime)
-		var ev logparse.Event
+		var ev event.Event
 		var st logparse.LineStats
 		err = logparse.ScanLines(in.Reader(), &st, func(line string) error {
 			if p.ParseInto(line, &ev) != nil {

@@ -19,7 +19,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/accessmap"
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/firewall"
 	"github.com/mxguard/mxguard/detectors"
 )
 
@@ -41,7 +43,7 @@ type Config struct {
 	// own addresses always are).
 	Allowlist []string `yaml:"allowlist"`
 	// Ban: durations, escalation and the broadest prefix allowed.
-	Ban actions.BanConfig `yaml:"ban"`
+	Ban ban.Config `yaml:"ban"`
 	// Detectors: the `detectors:` section (see detectors.Config).
 	Detectors detectors.Config `yaml:"detectors"`
 	// Actions: where bans are carried out besides the bbolt block list.
@@ -63,9 +65,9 @@ type Config struct {
 
 // Actions is the `actions:` section.
 type Actions struct {
-	IPTables      actions.IPTablesConfig  `yaml:"iptables"`
-	IPSet         actions.IPSetConfig     `yaml:"ipset"`
-	PostfixAccess actions.AccessMapConfig `yaml:"postfix_access"`
+	IPTables      firewall.IPTablesConfig `yaml:"iptables"`
+	IPSet         firewall.IPSetConfig    `yaml:"ipset"`
+	PostfixAccess accessmap.Config        `yaml:"postfix_access"`
 }
 
 // Tail is the `tail:` section.
@@ -104,12 +106,12 @@ func Default() *Config {
 		StateDir:      "/var/lib/mxguard",
 		ControlSocket: "/run/mxguard/control.sock",
 		Allowlist:     []string{"127.0.0.0/8", "::1/128"},
-		Ban:           actions.DefaultBanConfig(),
+		Ban:           ban.DefaultConfig(),
 		Detectors:     detectors.DefaultConfig(),
 		Actions: Actions{
-			IPTables:      actions.DefaultIPTablesConfig(),
-			IPSet:         actions.DefaultIPSetConfig(),
-			PostfixAccess: actions.DefaultAccessMapConfig(),
+			IPTables:      firewall.DefaultIPTablesConfig(),
+			IPSet:         firewall.DefaultIPSetConfig(),
+			PostfixAccess: accessmap.DefaultConfig(),
 		},
 		Guard:     yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"},
 		LogLevel:  "info",
@@ -328,7 +330,7 @@ func (c *Config) Validate() error {
 		add("control_socket: %q: too long for a Unix socket (max 100 bytes)", c.ControlSocket)
 	}
 	for i, a := range c.Allowlist {
-		if _, err := actions.AllowParse(a); err != nil {
+		if _, err := ban.ParseAllowEntry(a); err != nil {
 			add("allowlist[%d]: %v", i, err)
 		}
 	}

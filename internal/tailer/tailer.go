@@ -83,8 +83,7 @@ const headLen = 256
 var recheckEvery = 250 * time.Millisecond
 
 // Position is a place in one file, just after a complete line.
-// It is what a Checkpointer stores; it marshals to JSON. Its fields match
-// actions.Position, so one converts to the other with a type conversion.
+// It is what a Checkpointer stores; it marshals to JSON.
 type Position struct {
 	Dev    uint64 `json:"dev"`
 	Inode  uint64 `json:"inode"`

@@ -1,4 +1,4 @@
-package actions
+package firewall
 
 import (
 	"fmt"
@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/mxguard/mxguard/actions/command"
 )
 
 // iptablesXMemory is an in-memory firewall with the iptablesXBackend
@@ -30,7 +32,7 @@ func newIPTablesXMemory(prog string, w io.Writer) *iptablesXMemory {
 
 func (m *iptablesXMemory) print(args ...string) {
 	if m.w != nil {
-		fmt.Fprintln(m.w, execXQuote(m.prog, args))
+		fmt.Fprintln(m.w, command.Quote(m.prog, args))
 	}
 }
 

@@ -1,4 +1,6 @@
-package actions
+// Package accessmap carries bans out as a Postfix access table
+// (check_client_access), rewritten atomically and compiled with postmap.
+package accessmap
 
 import (
 	"bytes"
@@ -15,13 +17,16 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/command"
 )
 
-// AccessMapConfig configures the Postfix access map action. Use the map
+// Config configures the Postfix access map action. Use the map
 // in main.cf, e.g.
 //
 //	smtpd_client_restrictions = check_client_access hash:/etc/postfix/mxguard_access
-type AccessMapConfig struct {
+type Config struct {
 	Enabled bool `yaml:"enabled"`
 	// Path is the managed file; mxguard owns it and rewrites it whole.
 	// Default: /etc/postfix/mxguard_access.
@@ -36,13 +41,13 @@ type AccessMapConfig struct {
 	Debounce time.Duration `yaml:"debounce"`
 }
 
-// DefaultAccessMapConfig returns the default (disabled) configuration.
-func DefaultAccessMapConfig() AccessMapConfig {
-	return AccessMapConfig{Path: "/etc/postfix/mxguard_access", Type: "hash", Postmap: "postmap", Debounce: 2 * time.Second}
+// DefaultConfig returns the default (disabled) configuration.
+func DefaultConfig() Config {
+	return Config{Path: "/etc/postfix/mxguard_access", Type: "hash", Postmap: "postmap", Debounce: 2 * time.Second}
 }
 
 // Validate reports every problem in the configuration.
-func (c AccessMapConfig) Validate() error {
+func (c Config) Validate() error {
 	var errs []error
 	if c.Path == "" || !filepath.IsAbs(c.Path) {
 		errs = append(errs, fmt.Errorf("path %q: want an absolute path", c.Path))
@@ -61,20 +66,20 @@ func (c AccessMapConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// AccessMapOptions are the run-time dependencies of NewAccessMap.
-type AccessMapOptions struct {
+// Options are the run-time dependencies of New.
+type Options struct {
 	Logger *slog.Logger // nil: discard
 	// DryRun, when set, receives the file content and the postmap command
 	// instead of writing/running them.
 	DryRun io.Writer
-	// Runner runs postmap (nil: ExecOS{}).
-	Runner ExecRunner
+	// Runner runs postmap (nil: command.OS{}).
+	Runner command.Runner
 }
 
-// accessMapXMaxReason bounds the reject text taken from a ban.
-const accessMapXMaxReason = 200
+// maxReason bounds the reject text taken from a ban.
+const maxReason = 200
 
-// AccessMap keeps a Postfix access table with one REJECT line per ban.
+// Map keeps a Postfix access table with one REJECT line per ban.
 // Apply and Revoke change an in-memory set and schedule a rewrite after
 // Debounce, so a burst of bans costs one rewrite and one postmap run.
 //
@@ -86,10 +91,10 @@ const accessMapXMaxReason = 200
 // /24 keys, a /30 four addresses), else skipped with a warning. IPv6 in
 // indexed tables: only single addresses (/128); wider prefixes are
 // skipped with a warning (use type cidr or the firewall for those).
-type AccessMap struct {
-	cfg   AccessMapConfig
+type Map struct {
+	cfg   Config
 	log   *slog.Logger
-	run   ExecRunner
+	run   command.Runner
 	dry   io.Writer
 	mu    sync.Mutex
 	bans  map[netip.Prefix]string // prefix → sanitised reason
@@ -102,22 +107,22 @@ type AccessMap struct {
 	closed  bool
 }
 
-var _ Action = (*AccessMap)(nil)
+var _ ban.Action = (*Map)(nil)
 
-// NewAccessMap checks the configuration, that the directory is writable
+// New checks the configuration, that the directory is writable
 // and that postmap can be found (for indexed types).
-func NewAccessMap(cfg AccessMapConfig, opts AccessMapOptions) (*AccessMap, error) {
+func New(cfg Config, opts Options) (*Map, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("postfix access map config: %w", err)
 	}
-	a := &AccessMap{cfg: cfg, log: execXLogger(opts.Logger).With("action", "postfix_access"),
+	a := &Map{cfg: cfg, log: orDiscard(opts.Logger).With("action", "postfix_access"),
 		run: opts.Runner, dry: opts.DryRun, bans: map[netip.Prefix]string{}}
 	if a.dry != nil {
-		a.run = &ExecPrinter{W: a.dry}
+		a.run = &command.Printer{W: a.dry}
 		return a, nil
 	}
 	if a.run == nil {
-		a.run = ExecOS{}
+		a.run = command.OS{}
 	}
 	if cfg.Type != "cidr" {
 		if _, err := exec.LookPath(cfg.Postmap); err != nil {
@@ -134,12 +139,12 @@ func NewAccessMap(cfg AccessMapConfig, opts AccessMapOptions) (*AccessMap, error
 	return a, nil
 }
 
-// Name implements Action.
-func (a *AccessMap) Name() string { return "postfix_access" }
+// Name implements ban.Action.
+func (a *Map) Name() string { return "postfix_access" }
 
-// accessMapXSanitize keeps printable ASCII, folds runs of space, and
+// sanitize keeps printable ASCII, folds runs of space, and
 // bounds the length, so a reason can never break the map syntax.
-func accessMapXSanitize(s string) string {
+func sanitize(s string) string {
 	var b strings.Builder
 	space := false
 	for _, r := range s {
@@ -152,19 +157,19 @@ func accessMapXSanitize(s string) string {
 			space = false
 		}
 		b.WriteRune(r)
-		if b.Len() >= accessMapXMaxReason {
+		if b.Len() >= maxReason {
 			break
 		}
 	}
 	return b.String()
 }
 
-// Apply implements Action.
-func (a *AccessMap) Apply(_ context.Context, b Ban) error {
-	if err := execXCheckPrefix(b.Prefix); err != nil {
+// Apply implements ban.Action.
+func (a *Map) Apply(_ context.Context, b ban.Ban) error {
+	if err := ban.CheckPrefix(b.Prefix); err != nil {
 		return fmt.Errorf("postfix access map: %w", err)
 	}
-	reason := accessMapXSanitize(b.Reason)
+	reason := sanitize(b.Reason)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if old, ok := a.bans[b.Prefix]; ok && old == reason {
@@ -178,16 +183,16 @@ func (a *AccessMap) Apply(_ context.Context, b Ban) error {
 // failedLocked reports a failed earlier rewrite, so that the manager
 // retries and shows the error in status until a rewrite succeeds (the
 // timer keeps retrying the rewrite meanwhile).
-func (a *AccessMap) failedLocked() error {
+func (a *Map) failedLocked() error {
 	if a.lastErr != nil {
 		return fmt.Errorf("postfix access map %s not up to date: %w", a.cfg.Path, a.lastErr)
 	}
 	return nil
 }
 
-// Revoke implements Action.
-func (a *AccessMap) Revoke(_ context.Context, p netip.Prefix) error {
-	if err := execXCheckPrefix(p); err != nil {
+// Revoke implements ban.Action.
+func (a *Map) Revoke(_ context.Context, p netip.Prefix) error {
+	if err := ban.CheckPrefix(p); err != nil {
 		return fmt.Errorf("postfix access map: %w", err)
 	}
 	a.mu.Lock()
@@ -200,18 +205,18 @@ func (a *AccessMap) Revoke(_ context.Context, p netip.Prefix) error {
 	return a.failedLocked()
 }
 
-// Sync implements Action: the set becomes exactly active, and the file is
+// Sync implements ban.Action: the set becomes exactly active, and the file is
 // rewritten now (start-up must leave a correct map behind).
-func (a *AccessMap) Sync(ctx context.Context, active []Ban) error {
+func (a *Map) Sync(ctx context.Context, active []ban.Ban) error {
 	var errs []error
 	a.mu.Lock()
 	a.bans = make(map[netip.Prefix]string, len(active))
 	for _, b := range active {
-		if err := execXCheckPrefix(b.Prefix); err != nil {
+		if err := ban.CheckPrefix(b.Prefix); err != nil {
 			errs = append(errs, fmt.Errorf("postfix access map: sync: %w", err))
 			continue
 		}
-		a.bans[b.Prefix] = accessMapXSanitize(b.Reason)
+		a.bans[b.Prefix] = sanitize(b.Reason)
 	}
 	a.gen++
 	a.mu.Unlock()
@@ -220,23 +225,23 @@ func (a *AccessMap) Sync(ctx context.Context, active []Ban) error {
 }
 
 // changedLocked records a change and arms the debounce timer.
-func (a *AccessMap) changedLocked() {
+func (a *Map) changedLocked() {
 	a.gen++
 	a.armLocked(a.cfg.Debounce)
 }
 
-// accessMapXFlushTimeout bounds one background rewrite (postmap included),
+// flushTimeout bounds one background rewrite (postmap included),
 // so a hung postmap cannot block the worker or shutdown for ever.
-const accessMapXFlushTimeout = time.Minute
+const flushTimeout = time.Minute
 
 // armLocked schedules a background rewrite after d. A failed rewrite
 // re-arms itself with a growing delay (up to a minute) until one succeeds.
-func (a *AccessMap) armLocked(d time.Duration) {
+func (a *Map) armLocked(d time.Duration) {
 	if a.timer != nil || a.closed {
 		return
 	}
 	a.timer = time.AfterFunc(d, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), accessMapXFlushTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), flushTimeout)
 		defer cancel()
 		if err := a.Flush(ctx); err != nil {
 			a.log.Error("rewrite failed; retrying", "file", a.cfg.Path, "err", err)
@@ -251,7 +256,7 @@ func (a *AccessMap) armLocked(d time.Duration) {
 // Flush writes the map now if it changed since the last write and runs
 // postmap. It returns the error of this write, or of the last failed
 // background write if nothing changed since.
-func (a *AccessMap) Flush(ctx context.Context) error {
+func (a *Map) Flush(ctx context.Context) error {
 	a.writeMu.Lock()
 	defer a.writeMu.Unlock()
 	a.mu.Lock()
@@ -281,7 +286,7 @@ func (a *AccessMap) Flush(ctx context.Context) error {
 
 // renderLocked produces the whole file. Lines are sorted by prefix so the
 // output is deterministic; the first ban for a key wins.
-func (a *AccessMap) renderLocked() (content []byte, skipped []netip.Prefix) {
+func (a *Map) renderLocked() (content []byte, skipped []netip.Prefix) {
 	ps := make([]netip.Prefix, 0, len(a.bans))
 	for p := range a.bans {
 		ps = append(ps, p)
@@ -296,7 +301,7 @@ func (a *AccessMap) renderLocked() (content []byte, skipped []netip.Prefix) {
 	fmt.Fprintf(&b, "# Generated by mxguard: DO NOT EDIT. Rewritten on every ban change.\n# %d bans. Postfix map type %s:%s\n", len(ps), a.cfg.Type, a.cfg.Path)
 	seen := make(map[string]bool, len(ps))
 	for _, p := range ps {
-		keys := accessMapXKeys(p, a.cfg.Type)
+		keys := keys(p, a.cfg.Type)
 		if keys == nil {
 			skipped = append(skipped, p)
 			continue
@@ -316,9 +321,9 @@ func (a *AccessMap) renderLocked() (content []byte, skipped []netip.Prefix) {
 	return b.Bytes(), skipped
 }
 
-// accessMapXKeys returns the lookup keys for a prefix in a map type, or
+// keys returns the lookup keys for a prefix in a map type, or
 // nil when the prefix cannot be expressed.
-func accessMapXKeys(p netip.Prefix, typ string) []string {
+func keys(p netip.Prefix, typ string) []string {
 	if typ == "cidr" {
 		if p.IsSingleIP() {
 			return []string{p.Addr().String()}
@@ -355,12 +360,12 @@ func accessMapXKeys(p netip.Prefix, typ string) []string {
 
 // write replaces the file atomically (temp file in the same directory,
 // fsync, rename, fsync of the directory) and runs postmap.
-func (a *AccessMap) write(ctx context.Context, content []byte) error {
+func (a *Map) write(ctx context.Context, content []byte) error {
 	if a.dry != nil {
 		if _, err := fmt.Fprintf(a.dry, "# would write %s:\n%s", a.cfg.Path, content); err != nil {
 			return err
 		}
-	} else if err := accessMapXWriteFile(a.cfg.Path, content); err != nil {
+	} else if err := writeFile(a.cfg.Path, content); err != nil {
 		return fmt.Errorf("postfix access map: %w", err)
 	}
 	if a.cfg.Type == "cidr" {
@@ -373,7 +378,7 @@ func (a *AccessMap) write(ctx context.Context, content []byte) error {
 	return nil
 }
 
-func accessMapXWriteFile(path string, content []byte) error {
+func writeFile(path string, content []byte) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -413,10 +418,18 @@ func accessMapXWriteFile(path string, content []byte) error {
 	return nil
 }
 
-// Close implements Action: pending changes are written.
-func (a *AccessMap) Close() error {
+// Close implements ban.Action: pending changes are written.
+func (a *Map) Close() error {
 	a.mu.Lock()
 	a.closed = true
 	a.mu.Unlock()
 	return a.Flush(context.Background())
+}
+
+// orDiscard turns a nil logger into a discarding one.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }

@@ -1,4 +1,4 @@
-package actions
+package firewall
 
 import (
 	"bytes"
@@ -12,6 +12,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/command"
 )
 
 // IPSetConfig configures the ipset action: two kernel sets (IPv4 and
@@ -77,8 +80,8 @@ type IPSetOptions struct {
 	// DryRun, when set, receives the ipset and iptables commands (and the
 	// `ipset restore` script) that would run; nothing is executed.
 	DryRun io.Writer
-	// Runner runs ipset (nil: ExecOS{}). Tests run it in a namespace.
-	Runner ExecRunner
+	// Runner runs ipset (nil: command.OS{}). Tests run it in a namespace.
+	Runner command.Runner
 	Now    func() time.Time // nil: time.Now
 }
 
@@ -91,7 +94,7 @@ type IPSetOptions struct {
 type IPSet struct {
 	cfg  IPSetConfig
 	c    *iptablesXChain
-	run  ExecRunner
+	run  command.Runner
 	log  *slog.Logger
 	now  func() time.Time
 	sets map[bool]*ipsetXSet // key: is IPv4
@@ -103,7 +106,7 @@ type ipsetXSet struct {
 	ready             bool // set created and rule in place (guarded by c.mu)
 }
 
-var _ Action = (*IPSet)(nil)
+var _ ban.Action = (*IPSet)(nil)
 
 // NewIPSet checks the configuration and builds the action. It runs
 // nothing but `iptables -V`; the first Sync or Apply creates sets, chain,
@@ -113,16 +116,16 @@ func NewIPSet(cfg IPSetConfig, opts IPSetOptions) (*IPSet, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ipset config: %w", err)
 	}
-	log := execXLogger(opts.Logger).With("action", "ipset")
+	log := orDiscard(opts.Logger).With("action", "ipset")
 	c, err := newIPTablesXChain(cfg.IPTablesChainConfig, log, opts.DryRun)
 	if err != nil {
 		return nil, err
 	}
 	a := &IPSet{cfg: cfg, c: c, log: log, run: opts.Runner, now: opts.Now}
 	if opts.DryRun != nil {
-		a.run = &ExecPrinter{W: opts.DryRun}
+		a.run = &command.Printer{W: opts.DryRun}
 	} else if a.run == nil {
-		a.run = ExecOS{}
+		a.run = command.OS{}
 	}
 	if a.now == nil {
 		a.now = time.Now
@@ -134,7 +137,7 @@ func NewIPSet(cfg IPSetConfig, opts IPSetOptions) (*IPSet, error) {
 	return a, nil
 }
 
-// Name implements Action.
+// Name implements ban.Action.
 func (a *IPSet) Name() string { return "ipset" }
 
 // SetNames returns the names of the live sets (IPv4 first).
@@ -180,7 +183,7 @@ func (a *IPSet) ensureLocked(ctx context.Context, s *ipsetXSet) error {
 // kernel's largest timeout also gets 0 (no kernel expiry) rather than a
 // capped one that would silently lift it early: the manager revokes it
 // when it ends, and restore re-syncs after a restart.
-func (a *IPSet) timeout(b Ban, now time.Time) (secs int64, ok bool) {
+func (a *IPSet) timeout(b ban.Ban, now time.Time) (secs int64, ok bool) {
 	if b.Until.IsZero() {
 		return 0, true
 	}
@@ -203,11 +206,11 @@ func (a *IPSet) set(p netip.Prefix) (*ipsetXSet, error) {
 	return s, nil
 }
 
-// Apply implements Action: `ipset add SET PREFIX timeout N -exist` (which
+// Apply implements ban.Action: `ipset add SET PREFIX timeout N -exist` (which
 // also refreshes the timeout of an existing entry). An already expired
 // ban is not added.
-func (a *IPSet) Apply(ctx context.Context, b Ban) error {
-	if err := execXCheckPrefix(b.Prefix); err != nil {
+func (a *IPSet) Apply(ctx context.Context, b ban.Ban) error {
+	if err := ban.CheckPrefix(b.Prefix); err != nil {
 		return fmt.Errorf("ipset: %w", err)
 	}
 	s, err := a.set(b.Prefix)
@@ -239,9 +242,9 @@ func (a *IPSet) Apply(ctx context.Context, b Ban) error {
 	return nil
 }
 
-// Revoke implements Action: `ipset del SET PREFIX -exist`.
+// Revoke implements ban.Action: `ipset del SET PREFIX -exist`.
 func (a *IPSet) Revoke(ctx context.Context, p netip.Prefix) error {
-	if err := execXCheckPrefix(p); err != nil {
+	if err := ban.CheckPrefix(p); err != nil {
 		return fmt.Errorf("ipset: %w", err)
 	}
 	s, err := a.set(p)
@@ -260,12 +263,12 @@ func (a *IPSet) Revoke(ctx context.Context, p netip.Prefix) error {
 	return nil
 }
 
-// Sync implements Action. It builds a fresh set per family from active
+// Sync implements ban.Action. It builds a fresh set per family from active
 // with one `ipset -exist restore` script (create live and -new sets, flush
 // -new, add every entry, swap -new with live, destroy -new), so the live
 // set changes in one atomic swap and 100k entries take one process. Then
 // chain, jump and set rules are reconciled.
-func (a *IPSet) Sync(ctx context.Context, active []Ban) error {
+func (a *IPSet) Sync(ctx context.Context, active []ban.Ban) error {
 	now := a.now()
 	var errs []error
 	var script bytes.Buffer
@@ -278,7 +281,7 @@ func (a *IPSet) Sync(ctx context.Context, active []Ban) error {
 		fams = append(fams, &famScript{s: s})
 	}
 	for _, b := range active {
-		if err := execXCheckPrefix(b.Prefix); err != nil {
+		if err := ban.CheckPrefix(b.Prefix); err != nil {
 			errs = append(errs, fmt.Errorf("ipset: sync: %w", err))
 			continue
 		}
@@ -335,7 +338,7 @@ func (a *IPSet) Sync(ctx context.Context, active []Ban) error {
 	return errors.Join(errs...)
 }
 
-// Close implements Action. Sets and rules stay in place.
+// Close implements ban.Action. Sets and rules stay in place.
 func (a *IPSet) Close() error { return nil }
 
 // Cleanup removes jump and chain (with the rules of both firewall
@@ -357,4 +360,12 @@ func (a *IPSet) Cleanup(ctx context.Context) error {
 		return fmt.Errorf("ipset: cleanup: %w", err)
 	}
 	return nil
+}
+
+// orDiscard turns a nil logger into a discarding one.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
 }

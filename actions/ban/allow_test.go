@@ -1,4 +1,4 @@
-package actions
+package ban
 
 import (
 	"errors"
@@ -91,7 +91,7 @@ func TestAllowlistRefresh(t *testing.T) {
 }
 
 func TestAllowHostAddrsHasLoopback(t *testing.T) {
-	ps, err := AllowHostAddrs()
+	ps, err := HostAddrs()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestAllowHostAddrsHasLoopback(t *testing.T) {
 		}
 	}
 	if !found {
-		t.Errorf("AllowHostAddrs = %v, want 127.0.0.1/32 among them", ps)
+		t.Errorf("HostAddrs = %v, want 127.0.0.1/32 among them", ps)
 	}
 }
 
@@ -124,8 +124,8 @@ func TestAllowTooBroad(t *testing.T) {
 		{"::/0", true},
 	}
 	for _, tt := range tests {
-		if got := allowTooBroad(netip.MustParsePrefix(tt.prefix), 24, 48); got != tt.want {
-			t.Errorf("allowTooBroad(%s) = %v, want %v", tt.prefix, got, tt.want)
+		if got := tooBroad(netip.MustParsePrefix(tt.prefix), 24, 48); got != tt.want {
+			t.Errorf("tooBroad(%s) = %v, want %v", tt.prefix, got, tt.want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package actions
+package ban
 
 import (
 	"context"
@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/actions/store"
 )
 
 // BenchmarkRestore100k measures start-up with 100k active bans, each with
@@ -14,7 +16,7 @@ import (
 func BenchmarkRestore100k(b *testing.B) {
 	const n = 100000
 	dir := b.TempDir()
-	s, err := OpenStore(dir+"/mxguard.db", StoreOptions{NoSync: true})
+	s, err := store.Open(dir+"/mxguard.db", store.Options{NoSync: true})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -22,7 +24,7 @@ func BenchmarkRestore100k(b *testing.B) {
 	line := strings.Repeat("x", 200)
 	for i := 0; i < n; i++ {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
-		if err := s.Put(Record{Prefix: p, Detector: "dictionary", Reason: "5 unknown recipients", Evidence: 5,
+		if err := s.Put(store.Record{Prefix: p, Detector: "dictionary", Reason: "5 unknown recipients", Evidence: 5,
 			Lines: []string{line, line, line, line, line}, FirstSeen: now, LastSeen: now, Since: now,
 			Until: now.Add(24 * time.Hour), Offence: 1}); err != nil {
 			b.Fatal(err)
@@ -31,7 +33,7 @@ func BenchmarkRestore100k(b *testing.B) {
 	s.Close()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		s, err := OpenStore(dir+"/mxguard.db", StoreOptions{NoSync: true})
+		s, err := store.Open(dir+"/mxguard.db", store.Options{NoSync: true})
 		if err != nil {
 			b.Fatal(err)
 		}

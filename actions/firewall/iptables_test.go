@@ -1,4 +1,4 @@
-package actions
+package firewall
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/actions/ban"
 )
 
 // iptablesXTestAction builds an IPTables action on the in-memory backend.
@@ -68,13 +70,13 @@ func TestIPTablesMemory(t *testing.T) {
 	ctx := context.Background()
 	var out bytes.Buffer
 	a, m4, m6 := iptablesXTestAction(t, "DROP", &out)
-	if err := a.Apply(ctx, netnsXBan("192.0.2.1/32", time.Hour)); err != nil {
+	if err := a.Apply(ctx, testBan("192.0.2.1/32", time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Apply(ctx, netnsXBan("192.0.2.1/32", time.Hour)); err != nil {
+	if err := a.Apply(ctx, testBan("192.0.2.1/32", time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Apply(ctx, netnsXBan("2001:db8::1/128", time.Hour)); err != nil {
+	if err := a.Apply(ctx, testBan("2001:db8::1/128", time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	wantOut := strings.Join([]string{
@@ -93,11 +95,11 @@ func TestIPTablesMemory(t *testing.T) {
 	m4.chains["filter/MXGUARD"] = append(m4.chains["filter/MXGUARD"],
 		"-s 198.51.100.1/32 -j DROP", "-s 192.0.2.1/32 -j DROP", "-p udp -j ACCEPT",
 		"-m set --match-set mxguard-v4 src -j DROP")
-	active := []Ban{
-		netnsXBan("192.0.2.1/32", time.Hour),
-		netnsXBan("203.0.113.0/24", time.Hour),
-		netnsXBan("203.0.113.9/32", -time.Hour), // expired: not added
-		netnsXBan("2001:db8::1/128", time.Hour),
+	active := []ban.Ban{
+		testBan("192.0.2.1/32", time.Hour),
+		testBan("203.0.113.0/24", time.Hour),
+		testBan("203.0.113.9/32", -time.Hour), // expired: not added
+		testBan("2001:db8::1/128", time.Hour),
 	}
 	if err := a.Sync(ctx, active); err != nil {
 		t.Fatal(err)
@@ -145,10 +147,10 @@ func TestIPTablesErrors(t *testing.T) {
 	ctx := context.Background()
 	a, m4, _ := iptablesXTestAction(t, "DROP", nil)
 	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("::ffff:1.2.3.4/128")} {
-		if err := a.Apply(ctx, Ban{Prefix: p, Until: time.Now().Add(time.Hour)}); !errors.Is(err, errInvalidPrefix) {
+		if err := a.Apply(ctx, ban.Ban{Prefix: p, Until: time.Now().Add(time.Hour)}); !errors.Is(err, ban.ErrInvalidPrefix) {
 			t.Errorf("Apply(%v) = %v, want invalid prefix", p, err)
 		}
-		if err := a.Revoke(ctx, p); !errors.Is(err, errInvalidPrefix) {
+		if err := a.Revoke(ctx, p); !errors.Is(err, ban.ErrInvalidPrefix) {
 			t.Errorf("Revoke(%v) = %v, want invalid prefix", p, err)
 		}
 	}
@@ -158,11 +160,11 @@ func TestIPTablesErrors(t *testing.T) {
 		}
 		return nil
 	}
-	err := a.Apply(ctx, netnsXBan("192.0.2.7/32", time.Hour))
+	err := a.Apply(ctx, testBan("192.0.2.7/32", time.Hour))
 	if err == nil || !strings.Contains(err.Error(), "iptables -t filter -A MXGUARD -s 192.0.2.7/32 -j DROP") {
 		t.Errorf("failed Apply does not name the rule: %v", err)
 	}
-	if err := a.Sync(ctx, []Ban{netnsXBan("192.0.2.8/32", time.Hour)}); err == nil || !strings.Contains(err.Error(), "-s 192.0.2.8/32") {
+	if err := a.Sync(ctx, []ban.Ban{testBan("192.0.2.8/32", time.Hour)}); err == nil || !strings.Contains(err.Error(), "-s 192.0.2.8/32") {
 		t.Errorf("failed Sync does not name the rule: %v", err)
 	}
 	v4only := DefaultIPTablesConfig()
@@ -171,7 +173,7 @@ func TestIPTablesErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Apply(ctx, netnsXBan("2001:db8::1/128", time.Hour)); err == nil || !strings.Contains(err.Error(), "IPv6 is disabled") {
+	if err := b.Apply(ctx, testBan("2001:db8::1/128", time.Hour)); err == nil || !strings.Contains(err.Error(), "IPv6 is disabled") {
 		t.Errorf("IPv6 with ipv6: false: %v", err)
 	}
 }
@@ -184,7 +186,7 @@ func TestIPSetDryRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	bans := []Ban{
+	bans := []ban.Ban{
 		{Prefix: netip.MustParsePrefix("192.0.2.1/32"), Until: now.Add(90*time.Second + time.Millisecond)},
 		{Prefix: netip.MustParsePrefix("2001:db8::/48"), Until: now.Add(1000 * 24 * time.Hour)},
 		{Prefix: netip.MustParsePrefix("198.51.100.1/32"), Until: now.Add(-time.Second)}, // expired

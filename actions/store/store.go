@@ -1,4 +1,7 @@
-package actions
+// Package store keeps the block list: bans, the offence history that
+// escalation reads, and a ledger of every ban, extension, unban and expiry,
+// in one bbolt file.
+package store
 
 import (
 	"bytes"
@@ -17,9 +20,9 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-// StoreSchemaVersion is the schema version this code writes. Older files are
+// Schema is the schema version this code writes. Older files are
 // migrated at open; newer ones are refused.
-const StoreSchemaVersion = 1
+const Schema = 1
 
 // Bucket and key names. The layout (schema 1):
 //
@@ -28,25 +31,26 @@ const StoreSchemaVersion = 1
 //	expiry    8-byte big-endian until (unix ns) || prefix string → "" (sweep index)
 //	history   prefix string → JSON History (survives expiry and unban)
 //	ledger    8-byte big-endian sequence → JSON LedgerEntry (every ban, extension, unban, expiry)
-//	positions log path → JSON Position (the daemon's tail checkpoints)
+//	positions log path → tail checkpoint (owned by the tailer, which keeps its
+//	          read positions in the same file: see tailer.BoltCheckpoints)
 var (
-	storeBucketMeta      = []byte("meta")
-	storeBucketBans      = []byte("bans")
-	storeBucketExpiry    = []byte("expiry")
-	storeBucketHistory   = []byte("history")
-	storeBucketLedger    = []byte("ledger")
-	storeBucketPositions = []byte("positions")
-	storeKeySchema       = []byte("schema_version")
+	bucketMeta      = []byte("meta")
+	bucketBans      = []byte("bans")
+	bucketExpiry    = []byte("expiry")
+	bucketHistory   = []byte("history")
+	bucketLedger    = []byte("ledger")
+	bucketPositions = []byte("positions")
+	keySchema       = []byte("schema_version")
 )
 
-// StoreMaxLines is how many evidence lines a Record keeps.
-const StoreMaxLines = 5
+// MaxLines is how many evidence lines a Record keeps.
+const MaxLines = 5
 
-// storeMaxHistoryTimes bounds the offence times kept per prefix.
-const storeMaxHistoryTimes = 64
+// maxHistoryTimes bounds the offence times kept per prefix.
+const maxHistoryTimes = 64
 
-// StoreOptions tunes OpenStore. The zero value is fine.
-type StoreOptions struct {
+// Options tunes Open. The zero value is fine.
+type Options struct {
 	// Timeout to wait for the file lock held by another process.
 	// Default 2s; negative means do not wait at all (1ns).
 	Timeout time.Duration
@@ -70,18 +74,12 @@ type Record struct {
 	Detector  string       `json:"detector"`
 	Reason    string       `json:"reason"`
 	Evidence  int          `json:"evidence"`
-	Lines     []string     `json:"lines,omitempty"` // at most StoreMaxLines raw log lines
+	Lines     []string     `json:"lines,omitempty"` // at most MaxLines raw log lines
 	FirstSeen time.Time    `json:"first_seen"`
 	LastSeen  time.Time    `json:"last_seen"`
 	Since     time.Time    `json:"since"`
 	Until     time.Time    `json:"until"`
 	Offence   int          `json:"offence"`
-}
-
-// Ban converts a Record to the Ban handed to actions.
-func (r Record) Ban() Ban {
-	return Ban{Prefix: r.Prefix, Detector: r.Detector, Reason: r.Reason, Evidence: r.Evidence,
-		Since: r.Since, Until: r.Until, Offence: r.Offence}
 }
 
 // History is the per-prefix offence history; it outlives bans so that
@@ -103,42 +101,33 @@ type LedgerEntry struct {
 	Record Record    `json:"record"`
 }
 
-// Position is a tail checkpoint of one log file.
-type Position struct {
-	Dev    uint64 `json:"dev"`
-	Inode  uint64 `json:"inode"`
-	Offset int64  `json:"offset"` // next byte to read
-	Size   int64  `json:"size"`   // file size when saved
-	Head   []byte `json:"head,omitempty"`
+// migrations[i] migrates schema i to i+1. All run in one Update at open.
+var migrations = []func(tx *bolt.Tx) error{
+	migrate0to1,
 }
 
-// storeMigrations[i] migrates schema i to i+1. All run in one Update at open.
-var storeMigrations = []func(tx *bolt.Tx) error{
-	storeMigrate0to1,
-}
-
-// storeMigrate0to1: a version-0 file has no meta bucket and possibly a bans
+// migrate0to1: a version-0 file has no meta bucket and possibly a bans
 // bucket without the expiry index. Create every bucket and rebuild the index.
-func storeMigrate0to1(tx *bolt.Tx) error {
-	for _, name := range [][]byte{storeBucketBans, storeBucketExpiry, storeBucketHistory,
-		storeBucketLedger, storeBucketPositions} {
+func migrate0to1(tx *bolt.Tx) error {
+	for _, name := range [][]byte{bucketBans, bucketExpiry, bucketHistory,
+		bucketLedger, bucketPositions} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	bans, idx := tx.Bucket(storeBucketBans), tx.Bucket(storeBucketExpiry)
+	bans, idx := tx.Bucket(bucketBans), tx.Bucket(bucketExpiry)
 	return bans.ForEach(func(k, v []byte) error {
 		var r Record
 		if err := json.Unmarshal(v, &r); err != nil {
 			return fmt.Errorf("bans[%s]: %w", k, err)
 		}
-		return idx.Put(storeExpiryKey(r.Until, k), []byte{})
+		return idx.Put(expiryKey(r.Until, k), []byte{})
 	})
 }
 
-// OpenStore opens (creating if needed, with mode 0600, and its directory
+// Open opens (creating if needed, with mode 0600, and its directory
 // with 0750) the block list at path and migrates it to the current schema.
-func OpenStore(path string, opts StoreOptions) (s *Store, err error) {
+func Open(path string, opts Options) (s *Store, err error) {
 	timeout := opts.Timeout
 	switch {
 	case timeout == 0:
@@ -178,26 +167,26 @@ func OpenStore(path string, opts StoreOptions) (s *Store, err error) {
 func (s *Store) migrate() error {
 	return s.update(func(tx *bolt.Tx) error {
 		ver := uint64(0)
-		if m := tx.Bucket(storeBucketMeta); m != nil {
-			v := m.Get(storeKeySchema)
+		if m := tx.Bucket(bucketMeta); m != nil {
+			v := m.Get(keySchema)
 			if len(v) != 8 {
 				return fmt.Errorf("store %s: meta/schema_version is malformed (%d bytes)", s.path, len(v))
 			}
 			ver = binary.BigEndian.Uint64(v)
 		}
-		if ver > StoreSchemaVersion {
-			return fmt.Errorf("store %s has schema version %d, newer than this mxguard supports (%d): upgrade mxguard or move the file aside", s.path, ver, StoreSchemaVersion)
+		if ver > Schema {
+			return fmt.Errorf("store %s has schema version %d, newer than this mxguard supports (%d): upgrade mxguard or move the file aside", s.path, ver, Schema)
 		}
-		for ; ver < StoreSchemaVersion; ver++ {
-			if err := storeMigrations[ver](tx); err != nil {
+		for ; ver < Schema; ver++ {
+			if err := migrations[ver](tx); err != nil {
 				return fmt.Errorf("store %s: migrate schema %d to %d: %w", s.path, ver, ver+1, err)
 			}
 		}
-		m, err := tx.CreateBucketIfNotExists(storeBucketMeta)
+		m, err := tx.CreateBucketIfNotExists(bucketMeta)
 		if err != nil {
 			return err
 		}
-		return m.Put(storeKeySchema, binary.BigEndian.AppendUint64(nil, ver))
+		return m.Put(keySchema, binary.BigEndian.AppendUint64(nil, ver))
 	})
 }
 
@@ -208,12 +197,16 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) SchemaVersion() (int, error) {
 	var v int
 	err := s.view(func(tx *bolt.Tx) error {
-		b := tx.Bucket(storeBucketMeta).Get(storeKeySchema)
+		b := tx.Bucket(bucketMeta).Get(keySchema)
 		v = int(binary.BigEndian.Uint64(b))
 		return nil
 	})
 	return v, err
 }
+
+// DB is the open database, for the tailer's checkpoints, which live in a
+// bucket of their own in the same file (one process, one lock, one fsync).
+func (s *Store) DB() *bolt.DB { return s.db }
 
 // Close closes the database and releases the lock.
 func (s *Store) Close() error {
@@ -241,9 +234,9 @@ func (s *Store) storeRecover(err *error) {
 	}
 }
 
-func storeKey(p netip.Prefix) []byte { return []byte(p.String()) }
+func prefixKey(p netip.Prefix) []byte { return []byte(p.String()) }
 
-func storeExpiryKey(until time.Time, key []byte) []byte {
+func expiryKey(until time.Time, key []byte) []byte {
 	var ns uint64
 	if n := until.UnixNano(); n > 0 {
 		ns = uint64(n)
@@ -251,8 +244,8 @@ func storeExpiryKey(until time.Time, key []byte) []byte {
 	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(key)), ns), key...)
 }
 
-func storeLedgerAppend(tx *bolt.Tx, event string, at time.Time, r Record) error {
-	b := tx.Bucket(storeBucketLedger)
+func ledgerAppend(tx *bolt.Tx, event string, at time.Time, r Record) error {
+	b := tx.Bucket(bucketLedger)
 	seq, err := b.NextSequence()
 	if err != nil {
 		return err
@@ -264,8 +257,8 @@ func storeLedgerAppend(tx *bolt.Tx, event string, at time.Time, r Record) error 
 	return b.Put(binary.BigEndian.AppendUint64(nil, seq), v)
 }
 
-func storeGetRecord(tx *bolt.Tx, key []byte) (Record, bool, error) {
-	v := tx.Bucket(storeBucketBans).Get(key)
+func getRecord(tx *bolt.Tx, key []byte) (Record, bool, error) {
+	v := tx.Bucket(bucketBans).Get(key)
 	if v == nil {
 		return Record{}, false, nil
 	}
@@ -280,44 +273,44 @@ func storeGetRecord(tx *bolt.Tx, key []byte) (Record, bool, error) {
 // appends to the ledger. It is a new offence - history counted, ledger
 // event "ban" - unless a record for the prefix with the same Since and
 // Offence already exists, in which case it is an extension ("extend").
-// Lines beyond StoreMaxLines are dropped (the last ones are kept).
+// Lines beyond MaxLines are dropped (the last ones are kept).
 func (s *Store) Put(r Record) error {
 	if !r.Prefix.IsValid() {
 		return fmt.Errorf("store %s: put: invalid prefix", s.path)
 	}
-	if len(r.Lines) > StoreMaxLines {
-		r.Lines = r.Lines[len(r.Lines)-StoreMaxLines:]
+	if len(r.Lines) > MaxLines {
+		r.Lines = r.Lines[len(r.Lines)-MaxLines:]
 	}
 	val, err := json.Marshal(r)
 	if err != nil {
 		return fmt.Errorf("store %s: put %s: %w", s.path, r.Prefix, err)
 	}
-	key := storeKey(r.Prefix)
+	key := prefixKey(r.Prefix)
 	err = s.update(func(tx *bolt.Tx) error {
-		old, exists, err := storeGetRecord(tx, key)
+		old, exists, err := getRecord(tx, key)
 		if err != nil {
 			return err
 		}
-		idx := tx.Bucket(storeBucketExpiry)
+		idx := tx.Bucket(bucketExpiry)
 		if exists {
-			if err := idx.Delete(storeExpiryKey(old.Until, key)); err != nil {
+			if err := idx.Delete(expiryKey(old.Until, key)); err != nil {
 				return err
 			}
 		}
-		if err := tx.Bucket(storeBucketBans).Put(key, val); err != nil {
+		if err := tx.Bucket(bucketBans).Put(key, val); err != nil {
 			return err
 		}
-		if err := idx.Put(storeExpiryKey(r.Until, key), []byte{}); err != nil {
+		if err := idx.Put(expiryKey(r.Until, key), []byte{}); err != nil {
 			return err
 		}
 		event := "extend"
 		if !exists || !old.Since.Equal(r.Since) || old.Offence != r.Offence {
 			event = "ban"
-			if err := storeAddOffence(tx, r.Prefix, r.Since); err != nil {
+			if err := addOffence(tx, r.Prefix, r.Since); err != nil {
 				return err
 			}
 		}
-		return storeLedgerAppend(tx, event, r.Since, r)
+		return ledgerAppend(tx, event, r.Since, r)
 	})
 	if err != nil {
 		return fmt.Errorf("store %s: put %s: %w", s.path, r.Prefix, err)
@@ -325,9 +318,9 @@ func (s *Store) Put(r Record) error {
 	return nil
 }
 
-func storeAddOffence(tx *bolt.Tx, p netip.Prefix, at time.Time) error {
-	b := tx.Bucket(storeBucketHistory)
-	key := storeKey(p)
+func addOffence(tx *bolt.Tx, p netip.Prefix, at time.Time) error {
+	b := tx.Bucket(bucketHistory)
+	key := prefixKey(p)
 	h := History{Prefix: p}
 	if v := b.Get(key); v != nil {
 		if err := json.Unmarshal(v, &h); err != nil {
@@ -340,8 +333,8 @@ func storeAddOffence(tx *bolt.Tx, p netip.Prefix, at time.Time) error {
 	}
 	h.Times = append(h.Times, at)
 	slices.SortFunc(h.Times, func(a, b time.Time) int { return a.Compare(b) })
-	if len(h.Times) > storeMaxHistoryTimes {
-		h.Times = h.Times[len(h.Times)-storeMaxHistoryTimes:]
+	if len(h.Times) > maxHistoryTimes {
+		h.Times = h.Times[len(h.Times)-maxHistoryTimes:]
 	}
 	v, err := json.Marshal(h)
 	if err != nil {
@@ -359,7 +352,7 @@ func (s *Store) Get(p netip.Prefix) (Record, bool, error) {
 	)
 	err := s.view(func(tx *bolt.Tx) error {
 		var err error
-		r, ok, err = storeGetRecord(tx, storeKey(p))
+		r, ok, err = getRecord(tx, prefixKey(p))
 		return err
 	})
 	if err != nil {
@@ -373,19 +366,19 @@ func (s *Store) Get(p netip.Prefix) (Record, bool, error) {
 func (s *Store) Delete(p netip.Prefix, now time.Time) (bool, error) {
 	var found bool
 	err := s.update(func(tx *bolt.Tx) error {
-		key := storeKey(p)
-		r, ok, err := storeGetRecord(tx, key)
+		key := prefixKey(p)
+		r, ok, err := getRecord(tx, key)
 		if err != nil || !ok {
 			return err
 		}
 		found = true
-		if err := tx.Bucket(storeBucketExpiry).Delete(storeExpiryKey(r.Until, key)); err != nil {
+		if err := tx.Bucket(bucketExpiry).Delete(expiryKey(r.Until, key)); err != nil {
 			return err
 		}
-		if err := tx.Bucket(storeBucketBans).Delete(key); err != nil {
+		if err := tx.Bucket(bucketBans).Delete(key); err != nil {
 			return err
 		}
-		return storeLedgerAppend(tx, "unban", now, r)
+		return ledgerAppend(tx, "unban", now, r)
 	})
 	if err != nil {
 		return false, fmt.Errorf("store %s: delete %s: %w", s.path, p, err)
@@ -408,8 +401,8 @@ func (s *Store) Expired(now time.Time) ([]Record, error) {
 func (s *Store) CountActive(now time.Time) (int, error) {
 	n := 0
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(storeBucketExpiry).Cursor()
-		for k, _ := c.Seek(storeExpiryKey(now.Add(time.Nanosecond), nil)); k != nil; k, _ = c.Next() {
+		c := tx.Bucket(bucketExpiry).Cursor()
+		for k, _ := c.Seek(expiryKey(now.Add(time.Nanosecond), nil)); k != nil; k, _ = c.Next() {
 			n++
 		}
 		return nil
@@ -426,8 +419,8 @@ func (s *Store) CountActive(now time.Time) (int, error) {
 func (s *Store) ActivePrefixes(now time.Time) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(storeBucketExpiry).Cursor()
-		for k, _ := c.Seek(storeExpiryKey(now.Add(time.Nanosecond), nil)); k != nil; k, _ = c.Next() {
+		c := tx.Bucket(bucketExpiry).Cursor()
+		for k, _ := c.Seek(expiryKey(now.Add(time.Nanosecond), nil)); k != nil; k, _ = c.Next() {
 			if len(k) <= 8 {
 				continue
 			}
@@ -447,9 +440,9 @@ func (s *Store) ActivePrefixes(now time.Time) ([]netip.Prefix, error) {
 
 func (s *Store) scan(now time.Time, expired bool) ([]Record, error) {
 	var out []Record
-	bound := storeExpiryKey(now.Add(time.Nanosecond), nil) // first key with until > now
+	bound := expiryKey(now.Add(time.Nanosecond), nil) // first key with until > now
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(storeBucketExpiry).Cursor()
+		c := tx.Bucket(bucketExpiry).Cursor()
 		var k []byte
 		if expired {
 			k, _ = c.First()
@@ -463,7 +456,7 @@ func (s *Store) scan(now time.Time, expired bool) ([]Record, error) {
 			if len(k) < 8 {
 				continue
 			}
-			r, ok, err := storeGetRecord(tx, k[8:])
+			r, ok, err := getRecord(tx, k[8:])
 			if err != nil {
 				return err
 			}
@@ -483,32 +476,32 @@ func (s *Store) scan(now time.Time, expired bool) ([]Record, error) {
 // "expire" in the ledger, and returns what it removed (history is kept).
 func (s *Store) DeleteExpired(now time.Time) ([]Record, error) {
 	var out []Record
-	bound := storeExpiryKey(now.Add(time.Nanosecond), nil)
+	bound := expiryKey(now.Add(time.Nanosecond), nil)
 	err := s.update(func(tx *bolt.Tx) error {
 		out = out[:0] // the function may not run twice, but keep it idempotent anyway
-		c := tx.Bucket(storeBucketExpiry).Cursor()
+		c := tx.Bucket(bucketExpiry).Cursor()
 		var dead [][]byte
 		for k, _ := c.First(); k != nil && bytes.Compare(k, bound) < 0; k, _ = c.Next() {
 			dead = append(dead, bytes.Clone(k))
 		}
 		for _, k := range dead {
-			if err := tx.Bucket(storeBucketExpiry).Delete(k); err != nil {
+			if err := tx.Bucket(bucketExpiry).Delete(k); err != nil {
 				return err
 			}
 			if len(k) < 8 {
 				continue
 			}
-			r, ok, err := storeGetRecord(tx, k[8:])
+			r, ok, err := getRecord(tx, k[8:])
 			if err != nil {
 				return err
 			}
 			if !ok || r.Until.After(now) { // stale index entry
 				continue
 			}
-			if err := tx.Bucket(storeBucketBans).Delete(k[8:]); err != nil {
+			if err := tx.Bucket(bucketBans).Delete(k[8:]); err != nil {
 				return err
 			}
-			if err := storeLedgerAppend(tx, "expire", now, r); err != nil {
+			if err := ledgerAppend(tx, "expire", now, r); err != nil {
 				return err
 			}
 			out = append(out, r)
@@ -529,7 +522,7 @@ func (s *Store) Prune(before time.Time, limit int) (ledger, history int, err err
 	err = s.update(func(tx *bolt.Tx) error {
 		ledger, history = 0, 0
 		var dead [][]byte
-		c := tx.Bucket(storeBucketLedger).Cursor()
+		c := tx.Bucket(bucketLedger).Cursor()
 		for k, v := c.First(); k != nil && (limit <= 0 || len(dead) < limit); k, v = c.Next() {
 			var e struct {
 				At time.Time `json:"at"`
@@ -543,14 +536,14 @@ func (s *Store) Prune(before time.Time, limit int) (ledger, history int, err err
 			dead = append(dead, bytes.Clone(k))
 		}
 		for _, k := range dead {
-			if err := tx.Bucket(storeBucketLedger).Delete(k); err != nil {
+			if err := tx.Bucket(bucketLedger).Delete(k); err != nil {
 				return err
 			}
 		}
 		ledger = len(dead)
 		dead = dead[:0]
-		bans := tx.Bucket(storeBucketBans)
-		c = tx.Bucket(storeBucketHistory).Cursor()
+		bans := tx.Bucket(bucketBans)
+		c = tx.Bucket(bucketHistory).Cursor()
 		for k, v := c.First(); k != nil && (limit <= 0 || len(dead) < limit); k, v = c.Next() {
 			var h History
 			if err := json.Unmarshal(v, &h); err != nil {
@@ -561,7 +554,7 @@ func (s *Store) Prune(before time.Time, limit int) (ledger, history int, err err
 			}
 		}
 		for _, k := range dead {
-			if err := tx.Bucket(storeBucketHistory).Delete(k); err != nil {
+			if err := tx.Bucket(bucketHistory).Delete(k); err != nil {
 				return err
 			}
 		}
@@ -581,7 +574,7 @@ func (s *Store) History(p netip.Prefix) (History, bool, error) {
 		ok bool
 	)
 	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(storeBucketHistory).Get(storeKey(p))
+		v := tx.Bucket(bucketHistory).Get(prefixKey(p))
 		if v == nil {
 			return nil
 		}
@@ -600,7 +593,7 @@ func (s *Store) Ledger(p netip.Prefix, limit int) ([]LedgerEntry, error) {
 	var out []LedgerEntry
 	want := []byte(`"prefix":"` + p.String() + `"`)
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(storeBucketLedger).Cursor()
+		c := tx.Bucket(bucketLedger).Cursor()
 		for k, v := c.Last(); k != nil; k, v = c.Prev() {
 			if !bytes.Contains(v, want) {
 				continue
@@ -623,39 +616,4 @@ func (s *Store) Ledger(p netip.Prefix, limit int) ([]LedgerEntry, error) {
 		return nil, fmt.Errorf("store %s: ledger %s: %w", s.path, p, err)
 	}
 	return out, nil
-}
-
-// SavePosition stores the tail checkpoint of a log file.
-func (s *Store) SavePosition(path string, pos Position) error {
-	v, err := json.Marshal(pos)
-	if err != nil {
-		return fmt.Errorf("store %s: save position %s: %w", s.path, path, err)
-	}
-	err = s.update(func(tx *bolt.Tx) error {
-		return tx.Bucket(storeBucketPositions).Put([]byte(path), v)
-	})
-	if err != nil {
-		return fmt.Errorf("store %s: save position %s: %w", s.path, path, err)
-	}
-	return nil
-}
-
-// LoadPosition returns the tail checkpoint of a log file, false if none.
-func (s *Store) LoadPosition(path string) (Position, bool, error) {
-	var (
-		pos Position
-		ok  bool
-	)
-	err := s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(storeBucketPositions).Get([]byte(path))
-		if v == nil {
-			return nil
-		}
-		ok = true
-		return json.Unmarshal(v, &pos)
-	})
-	if err != nil {
-		return Position{}, false, fmt.Errorf("store %s: load position %s: %w", s.path, path, err)
-	}
-	return pos, ok, nil
 }

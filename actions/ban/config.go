@@ -1,19 +1,20 @@
-package actions
+package ban
 
 import (
 	"errors"
 	"fmt"
-	"github.com/mxguard/mxguard/internal/duration"
 	"math"
 	"net/netip"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/duration"
 )
 
 // Duration is the config's duration ("1h", "30m", "7d"; see internal/duration).
 type Duration = duration.Duration
 
-// BanConfig is the `ban:` section: how long bans last and how broad they may be.
-type BanConfig struct {
+// Config is the `ban:` section: how long bans last and how broad they may be.
+type Config struct {
 	// First ban duration. Default 1h.
 	Base Duration `yaml:"base" json:"base"`
 	// Each further offence multiplies the duration by Factor (>= 1). Default 2.
@@ -31,9 +32,9 @@ type BanConfig struct {
 	MaxPrefixV6 int `yaml:"max_prefix_v6" json:"max_prefix_v6"`
 }
 
-// DefaultBanConfig returns the defaults.
-func DefaultBanConfig() BanConfig {
-	return BanConfig{
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	return Config{
 		Base:            Duration(time.Hour),
 		Factor:          2,
 		Max:             Duration(7 * 24 * time.Hour),
@@ -45,8 +46,8 @@ func DefaultBanConfig() BanConfig {
 }
 
 // WithDefaults fills zero fields with the defaults.
-func (c BanConfig) WithDefaults() BanConfig {
-	d := DefaultBanConfig()
+func (c Config) WithDefaults() Config {
+	d := DefaultConfig()
 	if c.Base == 0 {
 		c.Base = d.Base
 	}
@@ -72,7 +73,7 @@ func (c BanConfig) WithDefaults() BanConfig {
 }
 
 // Validate reports every problem (after WithDefaults).
-func (c BanConfig) Validate() error {
+func (c Config) Validate() error {
 	var errs []error
 	if c.Base <= 0 {
 		errs = append(errs, fmt.Errorf("ban.base must be positive, got %s", c.Base))
@@ -100,7 +101,7 @@ func (c BanConfig) Validate() error {
 
 // Duration returns the ban duration for the given offence number (1 = first):
 // Base × Factor^(offence-1), capped at Max.
-func (c BanConfig) Duration(offence int) time.Duration {
+func (c Config) Duration(offence int) time.Duration {
 	if offence < 1 {
 		offence = 1
 	}
@@ -115,14 +116,14 @@ func (c BanConfig) Duration(offence int) time.Duration {
 // top-level config keys `allowlist`, `ban` and `dry_run`; the others are
 // wiring and tuning (zero = default).
 type ManagerConfig struct {
-	Allowlist []string  `yaml:"allowlist" json:"allowlist"`
-	Ban       BanConfig `yaml:"ban" json:"ban"`
-	DryRun    bool      `yaml:"dry_run" json:"dry_run"`
+	Allowlist []string `yaml:"allowlist" json:"allowlist"`
+	Ban       Config   `yaml:"ban" json:"ban"`
+	DryRun    bool     `yaml:"dry_run" json:"dry_run"`
 
 	// Now is the wall clock (default time.Now).
 	Now func() time.Time `yaml:"-" json:"-"`
 	// AllowSources add dynamic allowlist entries; default is
-	// [AllowHostAddrs]. Set to a non-nil empty slice to skip host addresses.
+	// [HostAddrs]. Set to a non-nil empty slice to skip host addresses.
 	AllowSources []func() ([]netip.Prefix, error) `yaml:"-" json:"-"`
 	// SweepInterval: how often Run expires bans and refreshes the host
 	// addresses (the ledger is pruned at most hourly). Default 30s.
@@ -141,7 +142,7 @@ func (c ManagerConfig) withDefaults() ManagerConfig {
 		c.Now = time.Now
 	}
 	if c.AllowSources == nil {
-		c.AllowSources = []func() ([]netip.Prefix, error){AllowHostAddrs}
+		c.AllowSources = []func() ([]netip.Prefix, error){HostAddrs}
 	}
 	if c.SweepInterval <= 0 {
 		c.SweepInterval = 30 * time.Second

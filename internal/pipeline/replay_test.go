@@ -1,4 +1,4 @@
-package engine
+package pipeline
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
 )
 
@@ -50,7 +50,7 @@ func TestReplay(t *testing.T) {
 
 	res, err := Replay(context.Background(), []string{p}, ReplayOptions{
 		Detectors: detectors.DefaultConfig(), Allowlist: []string{"192.0.2.0/24"},
-		Ban: actions.DefaultBanConfig(), Loc: time.UTC,
+		Ban: ban.DefaultConfig(), Loc: time.UTC,
 	})
 	if err != nil {
 		t.Fatal(err)

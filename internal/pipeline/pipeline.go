@@ -1,8 +1,8 @@
 // Package engine is the shared pipeline of the daemon, the replay command
-// and the inline guard: log line → logparse.Event → detectors → ban
+// and the inline guard: log line → event.Event → detectors → ban
 // manager, with the counters that `mxguard status` and the metrics
 // endpoint report.
-package engine
+package pipeline
 
 import (
 	"context"
@@ -13,20 +13,21 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/logparse"
 )
 
-// Decider turns a detector decision into a ban (actions.Manager in the
+// Decider turns a detector decision into a ban (ban.Manager in the
 // daemon, a simulator in replay).
 type Decider interface {
-	Decide(ctx context.Context, d detectors.Decision) (actions.Ban, bool, error)
+	Decide(ctx context.Context, d detectors.Decision) (ban.Ban, bool, error)
 }
 
 // DecisionHook, if set, is called after each decision has been decided
 // (tests and the latency benchmark use it).
-type DecisionHook func(d detectors.Decision, b actions.Ban, banned bool, err error)
+type DecisionHook func(d detectors.Decision, b ban.Ban, banned bool, err error)
 
 // Pipeline feeds events to the detectors and their decisions to a Decider.
 // It is safe for concurrent use: the log follower and the inline guard may
@@ -81,7 +82,7 @@ func (p *Pipeline) SetHook(h DecisionHook) {
 // line's time and whether it was a recognised Postfix line.
 func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line string) (time.Time, bool) {
 	p.lines.Add(1)
-	var ev logparse.Event
+	var ev event.Event
 	if err := parser.ParseInto(line, &ev); err != nil {
 		if errors.Is(err, logparse.ErrNotPostfix) {
 			p.notPostfix.Add(1)
@@ -102,7 +103,7 @@ func (p *Pipeline) CountTooLong(n uint64) {
 
 // HandleEvent runs the detectors over ev and decides their decisions. The
 // event's strings may alias a reused buffer: nothing here keeps them.
-func (p *Pipeline) HandleEvent(ctx context.Context, ev logparse.Event) {
+func (p *Pipeline) HandleEvent(ctx context.Context, ev event.Event) {
 	p.events.Add(1)
 	p.kinds[int(ev.Kind)&63].Add(1)
 	ds := p.det.Load().Observe(ev)
@@ -113,7 +114,7 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev logparse.Event) {
 
 func (p *Pipeline) decide(ctx context.Context, d detectors.Decision) {
 	var (
-		b      actions.Ban
+		b      ban.Ban
 		banned bool
 		err    error
 	)
@@ -159,7 +160,7 @@ func (p *Pipeline) Stats() Stats {
 		Unrecognized: p.unrecognized.Load(), Events: p.events.Load(), DecideErrors: p.decideErrs.Load(),
 		Kinds: map[string]uint64{}, Decisions: map[string]uint64{}, Bans: map[string]uint64{},
 	}
-	for _, k := range logparse.Kinds() {
+	for _, k := range event.Kinds() {
 		if n := p.kinds[int(k)&63].Load(); n > 0 {
 			st.Kinds[k.String()] = n
 		}

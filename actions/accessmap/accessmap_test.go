@@ -1,4 +1,4 @@
-package actions
+package accessmap
 
 import (
 	"bytes"
@@ -14,6 +14,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/command"
 )
 
 func TestAccessMapKeys(t *testing.T) {
@@ -34,7 +37,7 @@ func TestAccessMapKeys(t *testing.T) {
 		{"203.0.113.7/32", "cidr", []string{"203.0.113.7"}},
 	}
 	for _, c := range cases {
-		got := accessMapXKeys(netip.MustParsePrefix(c.prefix), c.typ)
+		got := keys(netip.MustParsePrefix(c.prefix), c.typ)
 		if fmt.Sprint(got) != fmt.Sprint(c.want) || (got == nil) != (c.want == nil) {
 			t.Errorf("keys(%s, %s) = %q, want %q", c.prefix, c.typ, got, c.want)
 		}
@@ -46,10 +49,10 @@ func TestAccessMapSanitize(t *testing.T) {
 		{"dictionary attack", "dictionary attack"},
 		{"a\nb\r\n  c\t", "a b c"},
 		{"\x00evil\x7f ünicode", "evil nicode"},
-		{strings.Repeat("x", 500), strings.Repeat("x", accessMapXMaxReason)},
+		{strings.Repeat("x", 500), strings.Repeat("x", maxReason)},
 	}
 	for _, c := range cases {
-		if got := accessMapXSanitize(c.in); got != c.want {
+		if got := sanitize(c.in); got != c.want {
 			t.Errorf("sanitize(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
@@ -57,16 +60,16 @@ func TestAccessMapSanitize(t *testing.T) {
 
 func TestAccessMapValidate(t *testing.T) {
 	cases := []struct {
-		mod  func(*AccessMapConfig)
+		mod  func(*Config)
 		want string // "" = valid
 	}{
-		{func(*AccessMapConfig) {}, ""},
-		{func(c *AccessMapConfig) { c.Type = "btree" }, `type "btree"`},
-		{func(c *AccessMapConfig) { c.Path = "rel/path" }, "absolute"},
-		{func(c *AccessMapConfig) { c.Debounce = -time.Second }, "debounce"},
+		{func(*Config) {}, ""},
+		{func(c *Config) { c.Type = "btree" }, `type "btree"`},
+		{func(c *Config) { c.Path = "rel/path" }, "absolute"},
+		{func(c *Config) { c.Debounce = -time.Second }, "debounce"},
 	}
 	for _, c := range cases {
-		cfg := DefaultAccessMapConfig()
+		cfg := DefaultConfig()
 		c.mod(&cfg)
 		err := cfg.Validate()
 		if (err == nil) != (c.want == "") || (err != nil && !strings.Contains(err.Error(), c.want)) {
@@ -75,18 +78,18 @@ func TestAccessMapValidate(t *testing.T) {
 	}
 }
 
-// accessMapXCounter counts postmap runs and passes them on.
-type accessMapXCounter struct {
+// counter counts postmap runs and passes them on.
+type counter struct {
 	n    atomic.Int32
-	next ExecRunner
+	next command.Runner
 }
 
-func (c *accessMapXCounter) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+func (c *counter) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
 	c.n.Add(1)
 	return c.next.Run(ctx, stdin, name, args...)
 }
 
-func accessMapXQuery(t *testing.T, key, typ, path string) string {
+func query(t *testing.T, key, typ, path string) string {
 	t.Helper()
 	out, err := exec.Command("postmap", "-q", key, typ+":"+path).Output()
 	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 1 {
@@ -105,40 +108,40 @@ func TestAccessMapPostmap(t *testing.T) {
 	for _, typ := range []string{"hash", "cidr"} {
 		t.Run(typ, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "mxguard_access")
-			runner := &accessMapXCounter{next: ExecOS{}}
-			cfg := AccessMapConfig{Enabled: true, Path: path, Type: typ, Postmap: "postmap", Debounce: 50 * time.Millisecond}
-			a, err := NewAccessMap(cfg, AccessMapOptions{Runner: runner})
+			runner := &counter{next: command.OS{}}
+			cfg := Config{Enabled: true, Path: path, Type: typ, Postmap: "postmap", Debounce: 50 * time.Millisecond}
+			a, err := New(cfg, Options{Runner: runner})
 			if err != nil {
 				t.Fatal(err)
 			}
-			ban := netnsXBan("192.0.2.1/32", time.Hour)
-			ban.Reason = "dictionary attack\nINJECTED  OK"
-			if err := a.Apply(ctx, ban); err != nil {
+			b := testBan("192.0.2.1/32", time.Hour)
+			b.Reason = "dictionary attack\nINJECTED  OK"
+			if err := a.Apply(ctx, b); err != nil {
 				t.Fatal(err)
 			}
-			if err := a.Apply(ctx, netnsXBan("198.51.100.0/24", time.Hour)); err != nil {
+			if err := a.Apply(ctx, testBan("198.51.100.0/24", time.Hour)); err != nil {
 				t.Fatal(err)
 			}
 			if err := a.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := accessMapXQuery(t, "192.0.2.1", typ, path), "REJECT mxguard: dictionary attack INJECTED OK"; got != want {
+			if got, want := query(t, "192.0.2.1", typ, path), "REJECT mxguard: dictionary attack INJECTED OK"; got != want {
 				t.Errorf("after ban: postmap -q = %q, want %q", got, want)
 			}
 			key := "198.51.100" // hash: Postfix looks up shortened forms
 			if typ == "cidr" {
 				key = "198.51.100.9"
 			}
-			if got := accessMapXQuery(t, key, typ, path); !strings.HasPrefix(got, "REJECT") {
+			if got := query(t, key, typ, path); !strings.HasPrefix(got, "REJECT") {
 				t.Errorf("after /24 ban: postmap -q %s = %q", key, got)
 			}
-			if err := a.Revoke(ctx, netnsXPrefix("192.0.2.1/32")); err != nil {
+			if err := a.Revoke(ctx, netip.MustParsePrefix("192.0.2.1/32")); err != nil {
 				t.Fatal(err)
 			}
 			if err := a.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got := accessMapXQuery(t, "192.0.2.1", typ, path); got != "" {
+			if got := query(t, "192.0.2.1", typ, path); got != "" {
 				t.Errorf("after unban: postmap -q = %q, want nothing", got)
 			}
 
@@ -149,7 +152,7 @@ func TestAccessMapPostmap(t *testing.T) {
 				wg.Go(func() {
 					for i := range 500 {
 						p := netip.AddrFrom4([4]byte{10, byte(g), byte(i >> 8), byte(i)})
-						if err := a.Apply(ctx, netnsXBan(netip.PrefixFrom(p, 32).String(), time.Hour)); err != nil {
+						if err := a.Apply(ctx, testBan(netip.PrefixFrom(p, 32).String(), time.Hour)); err != nil {
 							t.Error(err)
 						}
 					}
@@ -170,7 +173,7 @@ func TestAccessMapPostmap(t *testing.T) {
 				if runs := runner.n.Load() - before; runs > 5 {
 					t.Errorf("burst of 10000 Apply ran postmap %d times, want a few", runs)
 				}
-				if got := accessMapXQuery(t, "10.19.1.243", typ, path); !strings.HasPrefix(got, "REJECT") {
+				if got := query(t, "10.19.1.243", typ, path); !strings.HasPrefix(got, "REJECT") {
 					t.Errorf("burst entry: postmap -q = %q", got)
 				}
 			}
@@ -182,10 +185,10 @@ func TestAccessMapPostmap(t *testing.T) {
 }
 
 func TestAccessMapErrors(t *testing.T) {
-	cfg := DefaultAccessMapConfig()
+	cfg := DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "m")
 	cfg.Postmap = "/nonexistent/postmap"
-	if _, err := NewAccessMap(cfg, AccessMapOptions{}); err == nil || !strings.Contains(err.Error(), "postmap program") {
+	if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "postmap program") {
 		t.Errorf("missing postmap: got %v", err)
 	}
 
@@ -200,20 +203,20 @@ func TestAccessMapErrors(t *testing.T) {
 	} else if err := os.Chmod(dir, 0o555); err != nil {
 		t.Fatal(err)
 	}
-	cfg = AccessMapConfig{Path: filepath.Join(dir, "m"), Type: "cidr", Debounce: time.Second}
-	if _, err := NewAccessMap(cfg, AccessMapOptions{}); err == nil || !strings.Contains(err.Error(), "not writable") {
+	cfg = Config{Path: filepath.Join(dir, "m"), Type: "cidr", Debounce: time.Second}
+	if _, err := New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "not writable") {
 		t.Errorf("read-only dir: got %v", err)
 	}
-	if err := accessMapXWriteFile(cfg.Path, []byte("x")); err == nil || !strings.Contains(err.Error(), cfg.Path) {
+	if err := writeFile(cfg.Path, []byte("x")); err == nil || !strings.Contains(err.Error(), cfg.Path) {
 		t.Errorf("write to read-only dir: got %v", err)
 	}
 
-	a, err := NewAccessMap(DefaultAccessMapConfig(), AccessMapOptions{DryRun: &bytes.Buffer{}})
+	a, err := New(DefaultConfig(), Options{DryRun: &bytes.Buffer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::ffff:192.0.2.1/128")} {
-		if err := a.Apply(context.Background(), Ban{Prefix: p}); err == nil {
+		if err := a.Apply(context.Background(), ban.Ban{Prefix: p}); err == nil {
 			t.Errorf("Apply(%v): no error", p)
 		}
 	}
@@ -221,12 +224,12 @@ func TestAccessMapErrors(t *testing.T) {
 
 func TestAccessMapDryRun(t *testing.T) {
 	var out bytes.Buffer
-	cfg := DefaultAccessMapConfig()
-	a, err := NewAccessMap(cfg, AccessMapOptions{DryRun: &out})
+	cfg := DefaultConfig()
+	a, err := New(cfg, Options{DryRun: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Sync(context.Background(), []Ban{netnsXBan("192.0.2.1/32", time.Hour), netnsXBan("2001:db8::/48", time.Hour)}); err != nil {
+	if err := a.Sync(context.Background(), []ban.Ban{testBan("192.0.2.1/32", time.Hour), testBan("2001:db8::/48", time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	want := "# would write /etc/postfix/mxguard_access:\n" +
@@ -242,13 +245,13 @@ func TestAccessMapDryRun(t *testing.T) {
 	}
 }
 
-// accessMapXFlaky fails its first n runs.
-type accessMapXFlaky struct {
+// flaky fails its first n runs.
+type flaky struct {
 	fail atomic.Int32
 	runs atomic.Int32
 }
 
-func (f *accessMapXFlaky) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+func (f *flaky) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
 	f.runs.Add(1)
 	if f.fail.Add(-1) >= 0 {
 		return []byte("postmap: fatal: lock failed"), errors.New("exit status 1")
@@ -259,17 +262,17 @@ func (f *accessMapXFlaky) Run(ctx context.Context, stdin []byte, name string, ar
 // A failed background rewrite is retried by itself, and until one
 // succeeds Apply reports it, so the manager retries and status shows it.
 func TestAccessMapRewriteRetried(t *testing.T) {
-	cfg := DefaultAccessMapConfig()
+	cfg := DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "mxguard_access")
 	cfg.Debounce = 10 * time.Millisecond
-	run := &accessMapXFlaky{}
+	run := &flaky{}
 	run.fail.Store(2)
-	a, err := NewAccessMap(cfg, AccessMapOptions{Runner: run})
+	a, err := New(cfg, Options{Runner: run})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	ban := Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: "test", Until: time.Now().Add(time.Hour)}
+	ban := ban.Ban{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: "test", Until: time.Now().Add(time.Hour)}
 	if err := a.Apply(context.Background(), ban); err != nil {
 		t.Fatalf("first Apply: %v", err)
 	}
@@ -290,4 +293,9 @@ func TestAccessMapRewriteRetried(t *testing.T) {
 	if b, _ := os.ReadFile(cfg.Path); !strings.Contains(string(b), "192.0.2.7\tREJECT mxguard: test") {
 		t.Errorf("map file:\n%s", b)
 	}
+}
+
+func testBan(p string, d time.Duration) ban.Ban {
+	now := time.Now()
+	return ban.Ban{Prefix: netip.MustParsePrefix(p), Detector: "test", Reason: "test ban", Since: now, Until: now.Add(d)}
 }

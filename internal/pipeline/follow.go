@@ -1,10 +1,9 @@
-package engine
+package pipeline
 
 import (
 	"context"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/logparse"
 )
@@ -66,23 +65,4 @@ func (s *skewCheck) check(p *Pipeline, t, now time.Time) {
 	s.warned = now
 	p.log.Warn("log time stamps are far from the clock: check tail.tz (or a backlog is being read)",
 		"skew", d.Round(time.Second).String(), "line_time", t)
-}
-
-// Checkpoints adapts the bbolt store to tailer.Checkpointer (the store's
-// Position has no rotated-file name; the tailer finds the rotated file by
-// inode).
-type Checkpoints struct{ Store *actions.Store }
-
-// LoadPosition implements tailer.Checkpointer.
-func (c Checkpoints) LoadPosition(path string) (tailer.Position, bool, error) {
-	p, ok, err := c.Store.LoadPosition(path)
-	if err != nil || !ok {
-		return tailer.Position{}, ok, err
-	}
-	return tailer.Position{Dev: p.Dev, Inode: p.Inode, Offset: p.Offset, Size: p.Size, Head: p.Head}, true, nil
-}
-
-// SavePosition implements tailer.Checkpointer.
-func (c Checkpoints) SavePosition(path string, p tailer.Position) error {
-	return c.Store.SavePosition(path, actions.Position{Dev: p.Dev, Inode: p.Inode, Offset: p.Offset, Size: p.Size, Head: p.Head})
 }

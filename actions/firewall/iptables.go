@@ -1,4 +1,7 @@
-package actions
+// Package firewall carries bans out in the kernel's packet filter:
+// iptables/ip6tables rules in an own chain, or ipset hash:net sets with
+// per-entry timeouts.
+package firewall
 
 import (
 	"context"
@@ -15,6 +18,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+	"github.com/mxguard/mxguard/actions/ban"
 )
 
 // IPTablesChainConfig is the part of the firewall configuration shared by
@@ -415,12 +419,12 @@ type IPTables struct {
 	now func() time.Time
 }
 
-var _ Action = (*IPTables)(nil)
+var _ ban.Action = (*IPTables)(nil)
 
 // NewIPTables checks the configuration and the programs. It does not touch
 // the firewall: the first Sync or Apply creates chain and jump.
 func NewIPTables(cfg IPTablesConfig, opts IPTablesOptions) (*IPTables, error) {
-	log := execXLogger(opts.Logger).With("action", "iptables")
+	log := orDiscard(opts.Logger).With("action", "iptables")
 	c, err := newIPTablesXChain(cfg.IPTablesChainConfig, log, opts.DryRun)
 	if err != nil {
 		return nil, err
@@ -432,7 +436,7 @@ func NewIPTables(cfg IPTablesConfig, opts IPTablesOptions) (*IPTables, error) {
 	return &IPTables{c: c, log: log, now: now}, nil
 }
 
-// Name implements Action.
+// Name implements ban.Action.
 func (a *IPTables) Name() string { return "iptables" }
 
 // ownedRule: our per-prefix rules are the ones with a source and no set.
@@ -442,9 +446,9 @@ func (a *IPTables) ownedRule(rule string) bool {
 	return strings.HasPrefix(rule, "-s ") && !strings.Contains(rule, "--match-set")
 }
 
-// Apply implements Action.
-func (a *IPTables) Apply(ctx context.Context, b Ban) error {
-	if err := execXCheckPrefix(b.Prefix); err != nil {
+// Apply implements ban.Action.
+func (a *IPTables) Apply(ctx context.Context, b ban.Ban) error {
+	if err := ban.CheckPrefix(b.Prefix); err != nil {
 		return fmt.Errorf("iptables: %w", err)
 	}
 	f, err := a.c.family(b.Prefix)
@@ -463,9 +467,9 @@ func (a *IPTables) Apply(ctx context.Context, b Ban) error {
 	return nil
 }
 
-// Revoke implements Action.
+// Revoke implements ban.Action.
 func (a *IPTables) Revoke(ctx context.Context, p netip.Prefix) error {
-	if err := execXCheckPrefix(p); err != nil {
+	if err := ban.CheckPrefix(p); err != nil {
 		return fmt.Errorf("iptables: %w", err)
 	}
 	f, err := a.c.family(p)
@@ -484,15 +488,15 @@ func (a *IPTables) Revoke(ctx context.Context, p netip.Prefix) error {
 	return nil
 }
 
-// Sync implements Action: chain and jump are recreated when missing, rules
+// Sync implements ban.Action: chain and jump are recreated when missing, rules
 // for active bans added, our other per-prefix rules deleted. Invalid or
 // expired bans are skipped (invalid ones are reported in the error).
-func (a *IPTables) Sync(ctx context.Context, active []Ban) error {
+func (a *IPTables) Sync(ctx context.Context, active []ban.Ban) error {
 	now := a.now()
 	var want4, want6 []string
 	var errs []error
 	for _, b := range active {
-		if err := execXCheckPrefix(b.Prefix); err != nil {
+		if err := ban.CheckPrefix(b.Prefix); err != nil {
 			errs = append(errs, fmt.Errorf("iptables: sync: %w", err))
 			continue
 		}
@@ -526,7 +530,7 @@ func (a *IPTables) Sync(ctx context.Context, active []Ban) error {
 	return errors.Join(errs...)
 }
 
-// Close implements Action. Rules stay in place.
+// Close implements ban.Action. Rules stay in place.
 func (a *IPTables) Close() error { return nil }
 
 // Cleanup removes the jump and our chain with every rule in it (for

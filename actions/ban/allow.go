@@ -1,4 +1,4 @@
-package actions
+package ban
 
 import (
 	"errors"
@@ -29,9 +29,9 @@ type Allowlist struct {
 	lastGood [][]netip.Prefix // per source, its last successful answer
 }
 
-// AllowHostAddrs returns the host's own addresses (one /32 or /128 each,
+// HostAddrs returns the host's own addresses (one /32 or /128 each,
 // not the whole attached subnet) from net.InterfaceAddrs.
-func AllowHostAddrs() ([]netip.Prefix, error) {
+func HostAddrs() ([]netip.Prefix, error) {
 	addrs, err := net.InterfaceAddrs()
 	if err != nil {
 		return nil, fmt.Errorf("list host addresses: %w", err)
@@ -57,13 +57,13 @@ func AllowHostAddrs() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// AllowParse parses an allowlist entry: a CIDR ("192.0.2.0/24", host bits
+// ParseAllowEntry parses an allowlist entry: a CIDR ("192.0.2.0/24", host bits
 // are masked off) or a bare address ("192.0.2.1", "2001:db8::1").
 // IPv4-mapped IPv6 is turned into IPv4.
-func AllowParse(s string) (netip.Prefix, error) {
+func ParseAllowEntry(s string) (netip.Prefix, error) {
 	s = strings.TrimSpace(s)
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return allowUnmapPrefix(p).Masked(), nil
+		return unmapPrefix(p).Masked(), nil
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
@@ -76,16 +76,16 @@ func AllowParse(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
-// NewAllowlist builds an allowlist from configured entries (see AllowParse)
+// NewAllowlist builds an allowlist from configured entries (see ParseAllowEntry)
 // plus loopback plus the prefixes returned by each source (typically
-// AllowHostAddrs). Sources are read now and again on every Refresh; a
+// HostAddrs). Sources are read now and again on every Refresh; a
 // source error is returned (with the list still usable with what was
 // read). All bad entries are reported together.
 func NewAllowlist(entries []string, sources ...func() ([]netip.Prefix, error)) (*Allowlist, error) {
 	a := &Allowlist{static: append([]netip.Prefix(nil), allowLoopback...)}
 	var errs []error
 	for _, e := range entries {
-		p, err := AllowParse(e)
+		p, err := ParseAllowEntry(e)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -125,7 +125,7 @@ func (a *Allowlist) Refresh() error {
 		ok[i] = true
 		for _, p := range ps {
 			if p.IsValid() {
-				fresh[i] = append(fresh[i], allowUnmapPrefix(p).Masked())
+				fresh[i] = append(fresh[i], unmapPrefix(p).Masked())
 			}
 		}
 	}
@@ -148,7 +148,7 @@ func (a *Allowlist) Contains(p netip.Prefix) bool {
 	if !p.IsValid() {
 		return true
 	}
-	p = allowUnmapPrefix(p).Masked()
+	p = unmapPrefix(p).Masked()
 	for _, q := range a.static {
 		if q.Overlaps(p) {
 			return true
@@ -171,19 +171,19 @@ func (a *Allowlist) Prefixes() []netip.Prefix {
 	return append(append([]netip.Prefix(nil), a.static...), a.dynamic...)
 }
 
-// allowUnmapPrefix turns an IPv4-mapped IPv6 prefix (::ffff:192.0.2.1/128,
+// unmapPrefix turns an IPv4-mapped IPv6 prefix (::ffff:192.0.2.1/128,
 // ::ffff:192.0.2.0/120) into its IPv4 form. Mapped prefixes broader than
 // /96 stay IPv6.
-func allowUnmapPrefix(p netip.Prefix) netip.Prefix {
+func unmapPrefix(p netip.Prefix) netip.Prefix {
 	if !p.IsValid() || !p.Addr().Is4In6() || p.Bits() < 96 {
 		return p
 	}
 	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 }
 
-// allowTooBroad reports whether p is broader than the limits (/maxV4 for
+// tooBroad reports whether p is broader than the limits (/maxV4 for
 // IPv4, /maxV6 for IPv6).
-func allowTooBroad(p netip.Prefix, maxV4, maxV6 int) bool {
+func tooBroad(p netip.Prefix, maxV4, maxV6 int) bool {
 	if p.Addr().Is4() {
 		return p.Bits() < maxV4
 	}

@@ -1,4 +1,4 @@
-package actions
+package ban
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
 	"go.yaml.in/yaml/v3"
 )
@@ -102,7 +103,7 @@ func (c *managerClock) Set(t time.Time) {
 
 type managerEnv struct {
 	m     *Manager
-	store *Store
+	store *store.Store
 	clock *managerClock
 	fakes []*managerFake
 	logs  *bytes.Buffer
@@ -110,7 +111,7 @@ type managerEnv struct {
 
 func managerNew(t *testing.T, cfg ManagerConfig, fakes ...*managerFake) *managerEnv {
 	t.Helper()
-	env := &managerEnv{store: storeOpenTest(t, ""), clock: &managerClock{t: storeT0}, fakes: fakes, logs: &bytes.Buffer{}}
+	env := &managerEnv{store: openStore(t, ""), clock: &managerClock{t: t0}, fakes: fakes, logs: &bytes.Buffer{}}
 	cfg.Now = env.clock.Now
 	if cfg.AllowSources == nil {
 		cfg.AllowSources = []func() ([]netip.Prefix, error){}
@@ -178,14 +179,14 @@ func managerWait(t *testing.T, what string, cond func() bool) {
 }
 
 func TestBanConfigDuration(t *testing.T) {
-	c := DefaultBanConfig()
+	c := DefaultConfig()
 	c.Max = Duration(10 * time.Hour)
 	c3 := c
 	c3.Factor = 3
 	c1 := c
 	c1.Factor = 1
 	tests := []struct {
-		cfg     BanConfig
+		cfg     Config
 		offence int
 		want    time.Duration
 	}{
@@ -198,8 +199,8 @@ func TestBanConfigDuration(t *testing.T) {
 		{c, 500, 10 * time.Hour},
 		{c3, 3, 9 * time.Hour},
 		{c1, 7, time.Hour},
-		{DefaultBanConfig(), 8, 128 * time.Hour},
-		{DefaultBanConfig(), 9, 168 * time.Hour},
+		{DefaultConfig(), 8, 128 * time.Hour},
+		{DefaultConfig(), 9, 168 * time.Hour},
 	}
 	for _, tt := range tests {
 		if got := tt.cfg.Duration(tt.offence); got != tt.want {
@@ -233,9 +234,9 @@ func TestManagerEscalationAndForget(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := &managerFake{name: "fake"}
-			cfg := ManagerConfig{Ban: BanConfig{Max: Duration(10 * time.Hour)}}
+			cfg := ManagerConfig{Ban: Config{Max: Duration(10 * time.Hour)}}
 			env := managerNew(t, cfg, f)
-			at := storeT0
+			at := t0
 			for i, s := range tt.steps {
 				at = at.Add(s.after)
 				env.clock.Set(at)
@@ -274,20 +275,20 @@ func TestManagerDecideRefusals(t *testing.T) {
 		wantErr bool
 		wantIP  string
 	}{
-		{"plain v4", managerDec("192.0.2.10", storeT0), true, false, "192.0.2.10/32"},
-		{"plain v6", managerDec("2001:db8::10", storeT0), true, false, "2001:db8::10/128"},
-		{"v4 /24 allowed", managerDec("192.0.2.0/24", storeT0), true, false, "192.0.2.0/24"},
-		{"v6 /48 allowed", managerDec("2001:db8:5::/48", storeT0), true, false, "2001:db8:5::/48"},
-		{"host bits masked", managerDec("192.0.4.99/24", storeT0), true, false, "192.0.4.0/24"},
-		{"mapped v6 is unmapped", managerDec("::ffff:192.0.2.11", storeT0), true, false, "192.0.2.11/32"},
-		{"loopback", managerDec("127.0.0.1", storeT0), false, false, ""},
-		{"v6 loopback", managerDec("::1", storeT0), false, false, ""},
-		{"mapped loopback", managerDec("::ffff:127.0.0.1", storeT0), false, false, ""},
-		{"configured CIDR", managerDec("198.51.100.77", storeT0), false, false, ""},
-		{"overlaps allowlisted address", managerDec("203.0.113.0/24", storeT0), false, false, ""},
-		{"host address", managerDec("198.18.0.200", storeT0), false, false, ""},
-		{"too broad v4", managerDec("192.0.0.0/16", storeT0), false, false, ""},
-		{"too broad v6", managerDec("2001:db8::/32", storeT0), false, false, ""},
+		{"plain v4", managerDec("192.0.2.10", t0), true, false, "192.0.2.10/32"},
+		{"plain v6", managerDec("2001:db8::10", t0), true, false, "2001:db8::10/128"},
+		{"v4 /24 allowed", managerDec("192.0.2.0/24", t0), true, false, "192.0.2.0/24"},
+		{"v6 /48 allowed", managerDec("2001:db8:5::/48", t0), true, false, "2001:db8:5::/48"},
+		{"host bits masked", managerDec("192.0.4.99/24", t0), true, false, "192.0.4.0/24"},
+		{"mapped v6 is unmapped", managerDec("::ffff:192.0.2.11", t0), true, false, "192.0.2.11/32"},
+		{"loopback", managerDec("127.0.0.1", t0), false, false, ""},
+		{"v6 loopback", managerDec("::1", t0), false, false, ""},
+		{"mapped loopback", managerDec("::ffff:127.0.0.1", t0), false, false, ""},
+		{"configured CIDR", managerDec("198.51.100.77", t0), false, false, ""},
+		{"overlaps allowlisted address", managerDec("203.0.113.0/24", t0), false, false, ""},
+		{"host address", managerDec("198.18.0.200", t0), false, false, ""},
+		{"too broad v4", managerDec("192.0.0.0/16", t0), false, false, ""},
+		{"too broad v6", managerDec("2001:db8::/32", t0), false, false, ""},
 		{"invalid prefix", detectors.Decision{Detector: "x"}, false, true, ""},
 	}
 	f := &managerFake{name: "fake"}
@@ -333,7 +334,7 @@ func TestManagerDecideRefusals(t *testing.T) {
 func TestManagerWarnMode(t *testing.T) {
 	f := &managerFake{name: "fake"}
 	env := managerNew(t, ManagerConfig{}, f)
-	d := managerDec("192.0.2.1", storeT0)
+	d := managerDec("192.0.2.1", t0)
 	d.Warn = true
 	if _, ok, err := env.m.Decide(context.Background(), d); ok || err != nil {
 		t.Fatalf("warn decision: %v %v", ok, err)
@@ -342,7 +343,7 @@ func TestManagerWarnMode(t *testing.T) {
 	if a, _, _ := f.calls(); len(a) != 0 {
 		t.Errorf("warn decision applied: %v", a)
 	}
-	if l, _ := env.m.List(storeT0); len(l) != 0 {
+	if l, _ := env.m.List(t0); len(l) != 0 {
 		t.Errorf("warn decision listed: %v", l)
 	}
 	if !strings.Contains(env.logs.String(), `"msg":"warn"`) {
@@ -352,7 +353,7 @@ func TestManagerWarnMode(t *testing.T) {
 
 func TestManagerDecisionLogLine(t *testing.T) {
 	env := managerNew(t, ManagerConfig{}, &managerFake{name: "fake"})
-	if _, _, err := env.m.Decide(context.Background(), managerDec("192.0.2.1", storeT0)); err != nil {
+	if _, _, err := env.m.Decide(context.Background(), managerDec("192.0.2.1", t0)); err != nil {
 		t.Fatal(err)
 	}
 	var line map[string]any
@@ -377,13 +378,13 @@ func TestManagerDryRun(t *testing.T) {
 	f := &managerFake{name: "fake"}
 	env := managerNew(t, ManagerConfig{DryRun: true}, f)
 	ctx := context.Background()
-	b, ok, err := env.m.Decide(ctx, managerDec("192.0.2.1", storeT0))
+	b, ok, err := env.m.Decide(ctx, managerDec("192.0.2.1", t0))
 	if err != nil || !ok || !b.DryRun {
 		t.Fatalf("dry-run Decide = %+v %v %v", b, ok, err)
 	}
 	// Second offence after expiry escalates in memory too.
-	env.clock.Set(storeT0.Add(2 * time.Hour))
-	b2, _, _ := env.m.Decide(ctx, managerDec("192.0.2.1", storeT0.Add(2*time.Hour)))
+	env.clock.Set(t0.Add(2 * time.Hour))
+	b2, _, _ := env.m.Decide(ctx, managerDec("192.0.2.1", t0.Add(2*time.Hour)))
 	if b2.Offence != 2 || b2.Until.Sub(b2.Since) != 2*time.Hour {
 		t.Errorf("dry-run escalation: %+v", b2)
 	}
@@ -396,7 +397,7 @@ func TestManagerDryRun(t *testing.T) {
 	if err := env.m.Restore(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := env.m.Expire(ctx, storeT0.Add(time.Hour)); err != nil {
+	if _, err := env.m.Expire(ctx, t0.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	env.flush(t)
@@ -419,7 +420,7 @@ func TestManagerDryRun(t *testing.T) {
 	if applied["192.0.2.2/32"] && !slices.Contains(r, netip.MustParsePrefix("192.0.2.2/32")) {
 		t.Errorf("dry-run unban not shown to the action: revoked %v", r)
 	}
-	if recs, _ := env.store.Active(storeT0); len(recs) != 0 {
+	if recs, _ := env.store.Active(t0); len(recs) != 0 {
 		t.Errorf("dry-run wrote to the store: %v", recs)
 	}
 	l, _ := env.m.List(env.clock.Now())
@@ -441,7 +442,7 @@ func TestManagerFailingActionRetried(t *testing.T) {
 	env := managerNew(t, ManagerConfig{ActionTimeout: time.Second, RetryBase: 20 * time.Millisecond,
 		RetryMax: 40 * time.Millisecond}, stuck, flaky, good)
 	start := time.Now()
-	if _, ok, err := env.m.Decide(context.Background(), managerDec("192.0.2.1", storeT0)); !ok || err != nil {
+	if _, ok, err := env.m.Decide(context.Background(), managerDec("192.0.2.1", t0)); !ok || err != nil {
 		t.Fatal(ok, err)
 	}
 	if d := time.Since(start); d > 500*time.Millisecond {
@@ -487,9 +488,9 @@ func TestManagerFailingActionRetried(t *testing.T) {
 func TestManagerOldDecisionNotApplied(t *testing.T) {
 	f := &managerFake{name: "fake"}
 	env := managerNew(t, ManagerConfig{}, f)
-	env.clock.Set(storeT0.Add(3 * time.Hour))
-	b, ok, err := env.m.Decide(context.Background(), managerDec("192.0.2.1", storeT0))
-	if err != nil || !ok || !b.Until.Equal(storeT0.Add(time.Hour)) {
+	env.clock.Set(t0.Add(3 * time.Hour))
+	b, ok, err := env.m.Decide(context.Background(), managerDec("192.0.2.1", t0))
+	if err != nil || !ok || !b.Until.Equal(t0.Add(time.Hour)) {
 		t.Fatalf("Decide = %+v %v %v", b, ok, err)
 	}
 	env.flush(t)
@@ -505,8 +506,8 @@ func TestManagerExtendNoDoubleApply(t *testing.T) {
 	f := &managerFake{name: "fake"}
 	env := managerNew(t, ManagerConfig{}, f)
 	ctx := context.Background()
-	b1, _, _ := env.m.Decide(ctx, managerDec("192.0.2.1", storeT0))
-	d := managerDec("192.0.2.1", storeT0)
+	b1, _, _ := env.m.Decide(ctx, managerDec("192.0.2.1", t0))
+	d := managerDec("192.0.2.1", t0)
 	d.Lines = []string{"a", "b", "c", "d", "e"}
 	b2, ok, err := env.m.Decide(ctx, d)
 	if err != nil || !ok || !b2.Until.Equal(b1.Until) || b2.Offence != 1 || b2.Evidence != 10 {
@@ -517,9 +518,9 @@ func TestManagerExtendNoDoubleApply(t *testing.T) {
 		t.Errorf("applied %d times, want 1", len(a))
 	}
 	// Later evidence extends until (same offence) and lets timed backends follow.
-	env.clock.Set(storeT0.Add(30 * time.Minute))
-	b3, _, _ := env.m.Decide(ctx, managerDec("192.0.2.1", storeT0.Add(30*time.Minute)))
-	if !b3.Until.Equal(storeT0.Add(90*time.Minute)) || b3.Offence != 1 || !b3.Since.Equal(storeT0) {
+	env.clock.Set(t0.Add(30 * time.Minute))
+	b3, _, _ := env.m.Decide(ctx, managerDec("192.0.2.1", t0.Add(30*time.Minute)))
+	if !b3.Until.Equal(t0.Add(90*time.Minute)) || b3.Offence != 1 || !b3.Since.Equal(t0) {
 		t.Errorf("extension = %+v", b3)
 	}
 	h, _, _ := env.store.History(b1.Prefix)
@@ -543,9 +544,9 @@ func TestManagerExpiryRevokes(t *testing.T) {
 	f1, f2 := &managerFake{name: "a"}, &managerFake{name: "b"}
 	env := managerNew(t, ManagerConfig{}, f1, f2)
 	ctx := context.Background()
-	env.m.Decide(ctx, managerDec("192.0.2.1", storeT0))
+	env.m.Decide(ctx, managerDec("192.0.2.1", t0))
 	env.m.Ban(ctx, netip.MustParsePrefix("192.0.2.2/32"), 5*time.Hour, "by hand")
-	n, err := env.m.Expire(ctx, storeT0.Add(time.Hour))
+	n, err := env.m.Expire(ctx, t0.Add(time.Hour))
 	if err != nil || n != 1 {
 		t.Fatalf("Expire = %d %v", n, err)
 	}
@@ -562,8 +563,8 @@ func TestManagerExpiryRevokes(t *testing.T) {
 	if h, ok, _ := env.store.History(netip.MustParsePrefix("192.0.2.1/32")); !ok || h.Offences != 1 {
 		t.Errorf("history lost at expiry: %+v", h)
 	}
-	l, _ := env.m.List(storeT0.Add(time.Hour))
-	if len(l) != 1 || l[0].Detector != "manual" || !l[0].Until.Equal(storeT0.Add(5*time.Hour)) {
+	l, _ := env.m.List(t0.Add(time.Hour))
+	if len(l) != 1 || l[0].Detector != "manual" || !l[0].Until.Equal(t0.Add(5*time.Hour)) {
 		t.Errorf("List = %+v", l)
 	}
 	if found, err := env.m.Unban(ctx, netip.MustParsePrefix("192.0.2.2/32")); !found || err != nil {
@@ -573,7 +574,7 @@ func TestManagerExpiryRevokes(t *testing.T) {
 	if _, r, _ := f1.calls(); len(r) != 2 {
 		t.Errorf("unban not revoked: %v", r)
 	}
-	if l, _ := env.m.List(storeT0); len(l) != 0 {
+	if l, _ := env.m.List(t0); len(l) != 0 {
 		t.Errorf("List after unban = %v", l)
 	}
 }
@@ -582,10 +583,10 @@ func TestManagerRestoreSyncsActive(t *testing.T) {
 	f1, f2 := &managerFake{name: "a"}, &managerFake{name: "b", failSync: 1}
 	env := managerNew(t, ManagerConfig{}, f1, f2)
 	// State left by a previous run: two active, one expired.
-	for _, r := range []Record{
-		storeRec("192.0.2.1/32", storeT0.Add(-time.Hour), 3*time.Hour),
-		storeRec("2001:db8::/64", storeT0.Add(-time.Hour), 2*time.Hour),
-		storeRec("192.0.2.3/32", storeT0.Add(-2*time.Hour), time.Hour),
+	for _, r := range []store.Record{
+		rec("192.0.2.1/32", t0.Add(-time.Hour), 3*time.Hour),
+		rec("2001:db8::/64", t0.Add(-time.Hour), 2*time.Hour),
+		rec("192.0.2.3/32", t0.Add(-2*time.Hour), time.Hour),
 	} {
 		if err := env.store.Put(r); err != nil {
 			t.Fatal(err)
@@ -633,10 +634,10 @@ func TestManagerRestoreSyncsActive(t *testing.T) {
 
 func TestManagerPersistsAcrossRestart(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mxguard.db")
-	clock := &managerClock{t: storeT0}
+	clock := &managerClock{t: t0}
 	cfg := ManagerConfig{Now: clock.Now, AllowSources: []func() ([]netip.Prefix, error){}}
-	start := func() (*Store, *Manager, *managerFake) {
-		s, err := OpenStore(path, StoreOptions{})
+	start := func() (*store.Store, *Manager, *managerFake) {
+		s, err := store.Open(path, store.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -649,7 +650,7 @@ func TestManagerPersistsAcrossRestart(t *testing.T) {
 	}
 	s, m, f := start()
 	ctx := context.Background()
-	m.Decide(ctx, managerDec("192.0.2.1", storeT0))
+	m.Decide(ctx, managerDec("192.0.2.1", t0))
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -658,7 +659,7 @@ func TestManagerPersistsAcrossRestart(t *testing.T) {
 	}
 	s.Close()
 
-	clock.Set(storeT0.Add(30 * time.Minute))
+	clock.Set(t0.Add(30 * time.Minute))
 	s, m, f = start()
 	defer s.Close()
 	defer m.Close()
@@ -669,7 +670,7 @@ func TestManagerPersistsAcrossRestart(t *testing.T) {
 		t.Errorf("restore after restart synced %v", syn)
 	}
 	// Escalation survives the restart and the expiry.
-	clock.Set(storeT0.Add(2 * time.Hour))
+	clock.Set(t0.Add(2 * time.Hour))
 	m.Expire(ctx, clock.Now())
 	b, _, _ := m.Decide(ctx, managerDec("192.0.2.1", clock.Now()))
 	if b.Offence != 2 {
@@ -683,8 +684,8 @@ func TestManagerRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- env.m.Run(ctx) }()
-	env.m.Decide(context.Background(), managerDec("192.0.2.1", storeT0))
-	env.clock.Set(storeT0.Add(2 * time.Hour))
+	env.m.Decide(context.Background(), managerDec("192.0.2.1", t0))
+	env.clock.Set(t0.Add(2 * time.Hour))
 	managerWait(t, "Run to expire the ban", func() bool { _, r, _ := f.calls(); return len(r) == 1 })
 	cancel()
 	if err := <-done; err != nil {
@@ -695,16 +696,16 @@ func TestManagerRun(t *testing.T) {
 func TestManagerConfigYAML(t *testing.T) {
 	tests := []struct {
 		name, in string
-		want     BanConfig
+		want     Config
 		wantErr  string
 	}{
 		{"full", "ban: {base: 30m, factor: 3, max: 48h, forget_after: 240h, max_prefix_v4: 32, max_prefix_v6: 64}\n",
-			BanConfig{Base: Duration(30 * time.Minute), Factor: 3, Max: Duration(48 * time.Hour),
+			Config{Base: Duration(30 * time.Minute), Factor: 3, Max: Duration(48 * time.Hour),
 				ForgetAfter: Duration(240 * time.Hour), LedgerRetention: Duration(2160 * time.Hour),
 				MaxPrefixV4: 32, MaxPrefixV6: 64}, ""},
-		{"defaults", "dry_run: true\n", DefaultBanConfig(), ""},
-		{"bad duration", "ban: {base: 1x}\n", BanConfig{}, `invalid duration "1x"`},
-		{"no unit", "ban: {base: 3600}\n", BanConfig{}, `invalid duration "3600"`},
+		{"defaults", "dry_run: true\n", DefaultConfig(), ""},
+		{"bad duration", "ban: {base: 1x}\n", Config{}, `invalid duration "1x"`},
+		{"no unit", "ban: {base: 3600}\n", Config{}, `invalid duration "3600"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -724,14 +725,14 @@ func TestManagerConfigYAML(t *testing.T) {
 			}
 		})
 	}
-	bad := BanConfig{Base: Duration(time.Hour), Factor: 0.5, Max: Duration(time.Minute), MaxPrefixV4: 40, MaxPrefixV6: 48}
+	bad := Config{Base: Duration(time.Hour), Factor: 0.5, Max: Duration(time.Minute), MaxPrefixV4: 40, MaxPrefixV6: 48}
 	err := bad.Validate()
 	for _, want := range []string{"ban.factor", "ban.max", "ban.max_prefix_v4"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate error %v does not mention %s", err, want)
 		}
 	}
-	if _, err := NewManager(ManagerConfig{Ban: bad}, storeOpenTest(t, ""), nil, nil); err == nil {
+	if _, err := NewManager(ManagerConfig{Ban: bad}, openStore(t, ""), nil, nil); err == nil {
 		t.Error("NewManager accepted a bad config")
 	}
 }
@@ -747,9 +748,9 @@ func TestManagerParsePrefix(t *testing.T) {
 		{"fe80::1%eth0", ""},
 	}
 	for _, tt := range tests {
-		p, err := ManagerParsePrefix(tt.in)
+		p, err := ParsePrefix(tt.in)
 		if got := fmt.Sprint(p); (err == nil) != (tt.want != "") || (err == nil && got != tt.want) {
-			t.Errorf("ManagerParsePrefix(%q) = %v, %v; want %q", tt.in, p, err, tt.want)
+			t.Errorf("ParsePrefix(%q) = %v, %v; want %q", tt.in, p, err, tt.want)
 		}
 	}
 }
@@ -759,7 +760,7 @@ func TestManagerParsePrefix(t *testing.T) {
 func BenchmarkDecide(b *testing.B) {
 	for _, noSync := range []bool{false, true} {
 		b.Run(fmt.Sprintf("nosync=%v", noSync), func(b *testing.B) {
-			s, err := OpenStore(filepath.Join(b.TempDir(), "bench.db"), StoreOptions{NoSync: noSync})
+			s, err := store.Open(filepath.Join(b.TempDir(), "bench.db"), store.Options{NoSync: noSync})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -789,11 +790,11 @@ func BenchmarkDecide(b *testing.B) {
 // narrowed) is lifted at restore instead of going back into the firewall.
 func TestManagerRestoreDropsDisallowed(t *testing.T) {
 	f := &managerFake{name: "a"}
-	env := managerNew(t, ManagerConfig{Allowlist: []string{"192.0.2.5"}, Ban: BanConfig{MaxPrefixV4: 32}}, f)
-	for _, r := range []Record{
-		storeRec("192.0.2.5/32", storeT0.Add(-time.Hour), 3*time.Hour),    // now allowlisted
-		storeRec("198.51.100.0/24", storeT0.Add(-time.Hour), 3*time.Hour), // now too broad
-		storeRec("203.0.113.7/32", storeT0.Add(-time.Hour), 3*time.Hour),  // still banned
+	env := managerNew(t, ManagerConfig{Allowlist: []string{"192.0.2.5"}, Ban: Config{MaxPrefixV4: 32}}, f)
+	for _, r := range []store.Record{
+		rec("192.0.2.5/32", t0.Add(-time.Hour), 3*time.Hour),    // now allowlisted
+		rec("198.51.100.0/24", t0.Add(-time.Hour), 3*time.Hour), // now too broad
+		rec("203.0.113.7/32", t0.Add(-time.Hour), 3*time.Hour),  // still banned
 	} {
 		if err := env.store.Put(r); err != nil {
 			t.Fatal(err)
@@ -806,8 +807,28 @@ func TestManagerRestoreDropsDisallowed(t *testing.T) {
 	if len(synced) != 1 || len(synced[0]) != 1 || synced[0][0].Prefix.String() != "203.0.113.7/32" {
 		t.Errorf("synced %v, want only 203.0.113.7/32", synced)
 	}
-	recs, _ := env.store.Active(storeT0)
+	recs, _ := env.store.Active(t0)
 	if len(recs) != 1 {
 		t.Errorf("store still holds %d active bans", len(recs))
 	}
+}
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func openStore(t *testing.T, path string) *store.Store {
+	t.Helper()
+	if path == "" {
+		path = filepath.Join(t.TempDir(), "state", "mxguard.db")
+	}
+	s, err := store.Open(path, store.Options{NoSync: true})
+	if err != nil {
+		t.Fatalf("store.Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func rec(p string, since time.Time, d time.Duration) store.Record {
+	return store.Record{Prefix: netip.MustParsePrefix(p), Detector: "dictionary", Reason: "test",
+		Evidence: 3, FirstSeen: since, LastSeen: since, Since: since, Until: since.Add(d), Offence: 1}
 }

@@ -1,4 +1,4 @@
-package actions
+package ban
 
 import (
 	"cmp"
@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
 )
 
@@ -20,8 +21,8 @@ var (
 	ErrPrefixTooBroad = errors.New("prefix is broader than the configured maximum")
 )
 
-// ManagerDetectorManual is the detector name of bans made with Manager.Ban.
-const ManagerDetectorManual = "manual"
+// DetectorManual is the detector name of bans made with Manager.Ban.
+const DetectorManual = "manual"
 
 // Manager turns decisions into bans: validate, allowlist, escalate, record
 // in the store first, then apply to every action. Each action has its own
@@ -29,10 +30,10 @@ const ManagerDetectorManual = "manual"
 // up the others or the caller. Safe for concurrent use.
 type Manager struct {
 	cfg     ManagerConfig
-	store   *Store
+	store   *store.Store
 	allow   *Allowlist
 	log     *slog.Logger
-	workers []*managerWorker
+	workers []*worker
 
 	mu       sync.Mutex // serialises decisions: history read → store write
 	dry      map[netip.Prefix]Ban
@@ -77,26 +78,26 @@ type ManagerStatus struct {
 
 // Explanation is everything known about one prefix.
 type Explanation struct {
-	Prefix  netip.Prefix  `json:"prefix"`
-	Banned  bool          `json:"banned"`           // an active ban exists now
-	Record  *Record       `json:"record,omitempty"` // stored record (may be expired, not yet swept)
-	DryRun  *Ban          `json:"dry_run,omitempty"`
-	History *History      `json:"history,omitempty"`
-	Ledger  []LedgerEntry `json:"ledger,omitempty"` // newest first, at most 20
-	Allowed bool          `json:"allowlisted"`
+	Prefix  netip.Prefix        `json:"prefix"`
+	Banned  bool                `json:"banned"`           // an active ban exists now
+	Record  *store.Record       `json:"record,omitempty"` // stored record (may be expired, not yet swept)
+	DryRun  *Ban                `json:"dry_run,omitempty"`
+	History *store.History      `json:"history,omitempty"`
+	Ledger  []store.LedgerEntry `json:"ledger,omitempty"` // newest first, at most 20
+	Allowed bool                `json:"allowlisted"`
 }
 
 // NewManager builds a Manager and starts one worker goroutine per action.
 // store must be open (it is not closed by the Manager); logger nil means
 // discard. Call Restore once at start, Run for periodic expiry, and Close
 // at the end.
-func NewManager(cfg ManagerConfig, store *Store, actions []Action, logger *slog.Logger) (*Manager, error) {
+func NewManager(cfg ManagerConfig, st *store.Store, actions []Action, logger *slog.Logger) (*Manager, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Ban.Validate(); err != nil {
 		return nil, err
 	}
-	if store == nil {
-		return nil, errors.New("actions: NewManager: nil store")
+	if st == nil {
+		return nil, errors.New("ban: NewManager: nil store")
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -110,7 +111,7 @@ func NewManager(cfg ManagerConfig, store *Store, actions []Action, logger *slog.
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
-		cfg: cfg, store: store, allow: allow, log: logger,
+		cfg: cfg, store: st, allow: allow, log: logger,
 		dry: map[netip.Prefix]Ban{}, dryHist: map[netip.Prefix][]time.Time{},
 		perDet: map[string]*DetectorStats{}, cancel: cancel,
 	}
@@ -124,7 +125,7 @@ func NewManager(cfg ManagerConfig, store *Store, actions []Action, logger *slog.
 			return nil, fmt.Errorf("actions: two actions named %q", a.Name())
 		}
 		seen[a.Name()] = true
-		w := &managerWorker{m: m, act: a, pending: map[netip.Prefix]*managerOp{}, wake: make(chan struct{}, 1)}
+		w := &worker{m: m, act: a, pending: map[netip.Prefix]*pendingOp{}, wake: make(chan struct{}, 1)}
 		m.workers = append(m.workers, w)
 	}
 	for _, w := range m.workers {
@@ -156,26 +157,26 @@ func (m *Manager) Close() error {
 	return errors.Join(errs...)
 }
 
-func managerCanon(p netip.Prefix) (netip.Prefix, error) {
+func canon(p netip.Prefix) (netip.Prefix, error) {
 	if !p.IsValid() {
 		return netip.Prefix{}, errors.New("invalid prefix")
 	}
 	if p.Addr().Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("prefix %s has a zone", p)
 	}
-	return allowUnmapPrefix(p).Masked(), nil
+	return unmapPrefix(p).Masked(), nil
 }
 
-// ManagerParsePrefix parses "203.0.113.7", "203.0.113.0/24", "2001:db8::/48"
+// ParsePrefix parses "203.0.113.7", "203.0.113.0/24", "2001:db8::/48"
 // or an IPv4-mapped form into a canonical prefix (for the control socket).
-func ManagerParsePrefix(s string) (netip.Prefix, error) {
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
 		if p != p.Masked() {
 			// 203.0.113.7/24 is most likely a typo: say so rather than
 			// ban the whole network silently
 			return netip.Prefix{}, fmt.Errorf("%q has host bits set: did you mean %s or %s?", s, p.Masked(), p.Addr())
 		}
-		return managerCanon(p)
+		return canon(p)
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
@@ -202,7 +203,7 @@ func (m *Manager) check(p netip.Prefix) error {
 	if m.allow.Contains(p) {
 		return ErrAllowlisted
 	}
-	if allowTooBroad(p, m.cfg.Ban.MaxPrefixV4, m.cfg.Ban.MaxPrefixV6) {
+	if tooBroad(p, m.cfg.Ban.MaxPrefixV4, m.cfg.Ban.MaxPrefixV6) {
 		return ErrPrefixTooBroad
 	}
 	return nil
@@ -228,13 +229,13 @@ func (m *Manager) Ban(ctx context.Context, prefix netip.Prefix, duration time.Du
 	if duration < 0 {
 		return Ban{}, fmt.Errorf("ban %s: negative duration %s", prefix, duration)
 	}
-	b, _, err := m.decide(ctx, detectors.Decision{Prefix: prefix, Detector: ManagerDetectorManual,
+	b, _, err := m.decide(ctx, detectors.Decision{Prefix: prefix, Detector: DetectorManual,
 		Reason: reason, Evidence: 0}, duration, true)
 	return b, err
 }
 
 func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Duration, manual bool) (Ban, bool, error) {
-	p, err := managerCanon(d.Prefix)
+	p, err := canon(d.Prefix)
 	if err != nil {
 		return Ban{}, false, fmt.Errorf("decision from %s: %w", d.Detector, err)
 	}
@@ -280,12 +281,12 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 			rec.LastSeen = t
 		}
 		rec.Evidence += d.Evidence
-		rec.Lines = managerKeepLines(rec.Lines, d.Lines)
+		rec.Lines = keepLines(rec.Lines, d.Lines)
 		if err := m.store.Put(rec); err != nil {
 			return Ban{}, false, err
 		}
 		st.Extended++
-		b := rec.Ban()
+		b := FromRecord(rec)
 		m.log.Info("ban extended", "ip", p, "detector", d.Detector, "reason", d.Reason,
 			"evidence", rec.Evidence, "offence", rec.Offence, "until", rec.Until)
 		if rec.Until.After(old.Until) { // let backends with timeouts follow
@@ -298,16 +299,16 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 	if err != nil {
 		return Ban{}, false, err
 	}
-	rec := Record{
+	rec := store.Record{
 		Prefix: p, Detector: d.Detector, Reason: d.Reason, Evidence: d.Evidence,
-		Lines: managerKeepLines(nil, d.Lines), FirstSeen: t, LastSeen: t,
+		Lines: keepLines(nil, d.Lines), FirstSeen: t, LastSeen: t,
 		Since: t, Until: t.Add(m.durationFor(offence, fixed)), Offence: offence,
 	}
 	if err := m.store.Put(rec); err != nil {
 		return Ban{}, false, err
 	}
 	st.Bans++
-	b := rec.Ban()
+	b := FromRecord(rec)
 	m.log.Info("ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 		"evidence", rec.Evidence, "offence", offence, "until", rec.Until)
 	if rec.Until.After(now) { // a decision from an old log line may be over already
@@ -374,10 +375,10 @@ func (m *Manager) decideDry(p netip.Prefix, d detectors.Decision, t, now time.Ti
 	return b
 }
 
-func managerKeepLines(old, add []string) []string {
+func keepLines(old, add []string) []string {
 	out := append(append([]string(nil), old...), add...)
-	if len(out) > StoreMaxLines {
-		out = out[len(out)-StoreMaxLines:]
+	if len(out) > store.MaxLines {
+		out = out[len(out)-store.MaxLines:]
 	}
 	if len(out) == 0 {
 		return nil
@@ -390,7 +391,7 @@ func managerKeepLines(old, add []string) []string {
 // existed. Revoke is sent to the actions even if none was stored
 // (idempotent clean-up).
 func (m *Manager) Unban(ctx context.Context, prefix netip.Prefix) (bool, error) {
-	p, err := managerCanon(prefix)
+	p, err := canon(prefix)
 	if err != nil {
 		return false, fmt.Errorf("unban: %w", err)
 	}
@@ -423,7 +424,7 @@ func (m *Manager) List(now time.Time) ([]Ban, error) {
 	}
 	out := make([]Ban, 0, len(recs))
 	for _, r := range recs {
-		out = append(out, r.Ban())
+		out = append(out, FromRecord(r))
 	}
 	m.mu.Lock()
 	for _, b := range m.dry {
@@ -432,7 +433,7 @@ func (m *Manager) List(now time.Time) ([]Ban, error) {
 		}
 	}
 	m.mu.Unlock()
-	managerSortBans(out)
+	sortBans(out)
 	return out, nil
 }
 
@@ -454,7 +455,7 @@ func (m *Manager) Planned() []Ban {
 	return out
 }
 
-func managerSortBans(bs []Ban) {
+func sortBans(bs []Ban) {
 	slices.SortFunc(bs, func(a, b Ban) int {
 		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 			return c
@@ -466,7 +467,7 @@ func managerSortBans(bs []Ban) {
 // Explain returns the record (with evidence lines), offence history and the
 // recent ledger entries of prefix.
 func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
-	p, err := managerCanon(prefix)
+	p, err := canon(prefix)
 	if err != nil {
 		return Explanation{}, fmt.Errorf("explain: %w", err)
 	}
@@ -667,34 +668,34 @@ func (m *Manager) Status() (ManagerStatus, error) {
 
 func (m *Manager) enqueueApply(b Ban) {
 	for _, w := range m.workers {
-		w.enqueue(&managerOp{ban: b})
+		w.enqueue(&pendingOp{ban: b})
 	}
 }
 
 func (m *Manager) enqueueRevoke(p netip.Prefix) {
 	for _, w := range m.workers {
-		w.enqueue(&managerOp{ban: Ban{Prefix: p}, revoke: true})
+		w.enqueue(&pendingOp{ban: Ban{Prefix: p}, revoke: true})
 	}
 }
 
-// managerOp is the desired state of one prefix in one action. A newer op
+// pendingOp is the desired state of one prefix in one action. A newer op
 // for the same prefix replaces an older one not yet done.
-type managerOp struct {
+type pendingOp struct {
 	ban      Ban
 	revoke   bool
 	attempts int
 	next     time.Time // earliest (real) time of the next attempt
 }
 
-// managerWorker owns one action: it runs its calls one at a time with a
+// worker owns one action: it runs its calls one at a time with a
 // timeout and retries failures with exponential backoff.
-type managerWorker struct {
+type worker struct {
 	m    *Manager
 	act  Action
 	wake chan struct{}
 
 	mu          sync.Mutex
-	pending     map[netip.Prefix]*managerOp
+	pending     map[netip.Prefix]*pendingOp
 	syncPending bool
 	syncFresh   bool // sync not yet attempted since requested
 	syncTries   int
@@ -708,21 +709,21 @@ type managerWorker struct {
 	lastOK      time.Time
 }
 
-func (w *managerWorker) poke() {
+func (w *worker) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
 }
 
-func (w *managerWorker) enqueue(op *managerOp) {
+func (w *worker) enqueue(op *pendingOp) {
 	w.mu.Lock()
 	w.pending[op.ban.Prefix] = op
 	w.mu.Unlock()
 	w.poke()
 }
 
-func (w *managerWorker) fresh() bool {
+func (w *worker) fresh() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.syncFresh {
@@ -736,7 +737,7 @@ func (w *managerWorker) fresh() bool {
 	return false
 }
 
-func (w *managerWorker) status() ActionStatus {
+func (w *worker) status() ActionStatus {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := ActionStatus{Name: w.act.Name(), Pending: len(w.pending), SyncPending: w.syncPending,
@@ -750,7 +751,7 @@ func (w *managerWorker) status() ActionStatus {
 	return s
 }
 
-func (w *managerWorker) backoff(attempts int) time.Duration {
+func (w *worker) backoff(attempts int) time.Duration {
 	d, limit := w.m.cfg.RetryBase, w.m.cfg.RetryMax
 	for i := 1; i < attempts && d < limit; i++ {
 		d *= 2
@@ -758,7 +759,7 @@ func (w *managerWorker) backoff(attempts int) time.Duration {
 	return min(d, limit)
 }
 
-func (w *managerWorker) loop(ctx context.Context) {
+func (w *worker) loop(ctx context.Context) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for {
@@ -782,7 +783,7 @@ func (w *managerWorker) loop(ctx context.Context) {
 
 // runDue runs every call that is due and returns when the next retry is due
 // (zero if nothing is pending).
-func (w *managerWorker) runDue(ctx context.Context) time.Time {
+func (w *worker) runDue(ctx context.Context) time.Time {
 	name := w.act.Name()
 	log := w.m.log
 	// Sync first: it covers every active ban.
@@ -794,7 +795,7 @@ func (w *managerWorker) runDue(ctx context.Context) time.Time {
 		if err == nil {
 			bans := make([]Ban, len(active))
 			for i, r := range active {
-				bans[i] = r.Ban()
+				bans[i] = FromRecord(r)
 			}
 			cctx, cancel := context.WithTimeout(ctx, w.m.cfg.ActionTimeout)
 			err = w.act.Sync(cctx, bans)
@@ -823,13 +824,13 @@ func (w *managerWorker) runDue(ctx context.Context) time.Time {
 
 	w.mu.Lock()
 	now := time.Now()
-	var due []*managerOp
+	var due []*pendingOp
 	for _, op := range w.pending {
 		if !now.Before(op.next) {
 			due = append(due, op)
 		}
 	}
-	slices.SortFunc(due, func(a, b *managerOp) int { return a.next.Compare(b.next) })
+	slices.SortFunc(due, func(a, b *pendingOp) int { return a.next.Compare(b.next) })
 	w.mu.Unlock()
 
 	for _, op := range due {
@@ -885,7 +886,7 @@ func (w *managerWorker) runDue(ctx context.Context) time.Time {
 }
 
 // noteErr records an error; w.mu is held.
-func (w *managerWorker) noteErr(err error) {
+func (w *worker) noteErr(err error) {
 	w.failures++
 	w.lastErr = err.Error()
 	w.lastErrAt = time.Now()

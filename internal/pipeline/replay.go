@@ -1,4 +1,4 @@
-package engine
+package pipeline
 
 import (
 	"context"
@@ -8,7 +8,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/mxguard/mxguard/actions"
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/logparse"
 )
@@ -17,7 +17,7 @@ import (
 type ReplayOptions struct {
 	Detectors detectors.Config
 	Allowlist []string // besides loopback (the host's addresses are not added: replay is deterministic)
-	Ban       actions.BanConfig
+	Ban       ban.Config
 	Loc       *time.Location // zone of stamps without one; nil = Local
 	Stdin     io.Reader      // for "-"
 }
@@ -111,28 +111,28 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayResu
 
 // simulator is the ban manager's logic without store or actions.
 type simulator struct {
-	allow  *actions.Allowlist
-	ban    actions.BanConfig
+	allow  *ban.Allowlist
+	ban    ban.Config
 	active map[netip.Prefix]int         // index into bans of the prefix's last ban
 	times  map[netip.Prefix][]time.Time // offence times
 	bans   []ReplayBan
 	sum    map[string]*DetectorSummary
 }
 
-func newSimulator(allow []string, ban actions.BanConfig) (*simulator, error) {
-	ban = ban.WithDefaults()
-	if err := ban.Validate(); err != nil {
+func newSimulator(allow []string, bc ban.Config) (*simulator, error) {
+	bc = bc.WithDefaults()
+	if err := bc.Validate(); err != nil {
 		return nil, err
 	}
-	al, err := actions.NewAllowlist(allow)
+	al, err := ban.NewAllowlist(allow)
 	if err != nil {
 		return nil, fmt.Errorf("allowlist: %w", err)
 	}
-	return &simulator{allow: al, ban: ban, active: map[netip.Prefix]int{},
+	return &simulator{allow: al, ban: bc, active: map[netip.Prefix]int{},
 		times: map[netip.Prefix][]time.Time{}, sum: map[string]*DetectorSummary{}}, nil
 }
 
-func (s *simulator) Decide(_ context.Context, d detectors.Decision) (actions.Ban, bool, error) {
+func (s *simulator) Decide(_ context.Context, d detectors.Decision) (ban.Ban, bool, error) {
 	sum := s.sum[d.Detector]
 	if sum == nil {
 		sum = &DetectorSummary{Detector: d.Detector}
@@ -143,10 +143,10 @@ func (s *simulator) Decide(_ context.Context, d detectors.Decision) (actions.Ban
 	switch {
 	case d.Warn:
 		sum.Warned++
-		return actions.Ban{}, false, nil
+		return ban.Ban{}, false, nil
 	case s.allow.Contains(p), tooBroad(p, s.ban):
 		sum.Refused++
-		return actions.Ban{}, false, nil
+		return ban.Ban{}, false, nil
 	}
 	if i, ok := s.active[p]; ok && s.bans[i].Until.After(d.Time) {
 		b := &s.bans[i]
@@ -173,12 +173,12 @@ func (s *simulator) Decide(_ context.Context, d detectors.Decision) (actions.Ban
 	return replayToBan(b), true, nil
 }
 
-func replayToBan(b ReplayBan) actions.Ban {
-	return actions.Ban{Prefix: b.IP, Detector: b.Detector, Reason: b.Reason, Evidence: b.Evidence,
+func replayToBan(b ReplayBan) ban.Ban {
+	return ban.Ban{Prefix: b.IP, Detector: b.Detector, Reason: b.Reason, Evidence: b.Evidence,
 		Since: b.Time, Until: b.Until, Offence: b.Offence, DryRun: true}
 }
 
-func tooBroad(p netip.Prefix, c actions.BanConfig) bool {
+func tooBroad(p netip.Prefix, c ban.Config) bool {
 	if p.Addr().Is4() {
 		return p.Bits() < c.MaxPrefixV4
 	}

@@ -1,7 +1,6 @@
-package actions
+package store
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -16,32 +15,32 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-var storeT0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func storeOpenTest(t *testing.T, path string) *Store {
+func openTest(t *testing.T, path string) *Store {
 	t.Helper()
 	if path == "" {
 		path = filepath.Join(t.TempDir(), "state", "mxguard.db")
 	}
-	s, err := OpenStore(path, StoreOptions{NoSync: true})
+	s, err := Open(path, Options{NoSync: true})
 	if err != nil {
-		t.Fatalf("OpenStore: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
 }
 
-func storeRec(p string, since time.Time, d time.Duration) Record {
+func rec(p string, since time.Time, d time.Duration) Record {
 	return Record{Prefix: netip.MustParsePrefix(p), Detector: "dictionary", Reason: "test",
 		Evidence: 3, FirstSeen: since, LastSeen: since, Since: since, Until: since.Add(d), Offence: 1}
 }
 
 func TestStorePutGetActiveExpired(t *testing.T) {
-	s := storeOpenTest(t, "")
+	s := openTest(t, "")
 	recs := []Record{
-		storeRec("192.0.2.1/32", storeT0, time.Hour),
-		storeRec("192.0.2.2/32", storeT0, 3*time.Hour),
-		storeRec("2001:db8::/64", storeT0, 2*time.Hour),
+		rec("192.0.2.1/32", t0, time.Hour),
+		rec("192.0.2.2/32", t0, 3*time.Hour),
+		rec("2001:db8::/64", t0, 2*time.Hour),
 	}
 	for _, r := range recs {
 		if err := s.Put(r); err != nil {
@@ -53,10 +52,10 @@ func TestStorePutGetActiveExpired(t *testing.T) {
 		wantActive  []string
 		wantExpired []string
 	}{
-		{storeT0, []string{"192.0.2.1/32", "2001:db8::/64", "192.0.2.2/32"}, nil},
-		{storeT0.Add(time.Hour), []string{"2001:db8::/64", "192.0.2.2/32"}, []string{"192.0.2.1/32"}},
-		{storeT0.Add(90 * time.Minute), []string{"2001:db8::/64", "192.0.2.2/32"}, []string{"192.0.2.1/32"}},
-		{storeT0.Add(5 * time.Hour), nil, []string{"192.0.2.1/32", "2001:db8::/64", "192.0.2.2/32"}},
+		{t0, []string{"192.0.2.1/32", "2001:db8::/64", "192.0.2.2/32"}, nil},
+		{t0.Add(time.Hour), []string{"2001:db8::/64", "192.0.2.2/32"}, []string{"192.0.2.1/32"}},
+		{t0.Add(90 * time.Minute), []string{"2001:db8::/64", "192.0.2.2/32"}, []string{"192.0.2.1/32"}},
+		{t0.Add(5 * time.Hour), nil, []string{"192.0.2.1/32", "2001:db8::/64", "192.0.2.2/32"}},
 	}
 	names := func(rs []Record) []string {
 		var out []string
@@ -88,11 +87,11 @@ func TestStorePutGetActiveExpired(t *testing.T) {
 
 	// Extending moves the index entry: no stale entry left behind.
 	r := recs[0]
-	r.Until = storeT0.Add(10 * time.Hour)
+	r.Until = t0.Add(10 * time.Hour)
 	if err := s.Put(r); err != nil {
 		t.Fatal(err)
 	}
-	if e, _ := s.Expired(storeT0.Add(5 * time.Hour)); len(e) != 2 {
+	if e, _ := s.Expired(t0.Add(5 * time.Hour)); len(e) != 2 {
 		t.Errorf("after extension, Expired = %v, want 2 records", names(e))
 	}
 	got, ok, err := s.Get(r.Prefix)
@@ -109,30 +108,30 @@ func TestStorePutGetActiveExpired(t *testing.T) {
 	}
 
 	// Delete keeps history, sweep removes only expired ones.
-	if found, err := s.Delete(recs[1].Prefix, storeT0); err != nil || !found {
+	if found, err := s.Delete(recs[1].Prefix, t0); err != nil || !found {
 		t.Fatalf("Delete = %v %v", found, err)
 	}
-	if found, _ := s.Delete(recs[1].Prefix, storeT0); found {
+	if found, _ := s.Delete(recs[1].Prefix, t0); found {
 		t.Error("second Delete found the record")
 	}
 	if h, ok, _ := s.History(recs[1].Prefix); !ok || h.Offences != 1 {
 		t.Errorf("history lost on delete: %+v %v", h, ok)
 	}
-	dead, err := s.DeleteExpired(storeT0.Add(5 * time.Hour))
+	dead, err := s.DeleteExpired(t0.Add(5 * time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(dead) != 1 || dead[0].Prefix != recs[2].Prefix {
 		t.Errorf("DeleteExpired = %v", names(dead))
 	}
-	if a, _ := s.Active(storeT0); len(a) != 1 || a[0].Prefix != recs[0].Prefix {
+	if a, _ := s.Active(t0); len(a) != 1 || a[0].Prefix != recs[0].Prefix {
 		t.Errorf("after sweep Active = %v", names(a))
 	}
 }
 
 func TestStoreLinesCapped(t *testing.T) {
-	s := storeOpenTest(t, "")
-	r := storeRec("192.0.2.9/32", storeT0, time.Hour)
+	s := openTest(t, "")
+	r := rec("192.0.2.9/32", t0, time.Hour)
 	r.Lines = []string{"1", "2", "3", "4", "5", "6", "7"}
 	if err := s.Put(r); err != nil {
 		t.Fatal(err)
@@ -145,17 +144,13 @@ func TestStoreLinesCapped(t *testing.T) {
 
 func TestStoreReopenKeepsState(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mxguard.db")
-	s, err := OpenStore(path, StoreOptions{})
+	s, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := storeRec("198.51.100.4/32", storeT0, time.Hour)
+	r := rec("198.51.100.4/32", t0, time.Hour)
 	r.Lines = []string{"NOQUEUE: reject: RCPT from unknown[198.51.100.4]"}
-	pos := Position{Dev: 2049, Inode: 1234, Offset: 4567, Size: 9000, Head: []byte{1, 2, 3}}
 	if err := s.Put(r); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.SavePosition("/var/log/mail.log", pos); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
@@ -169,7 +164,7 @@ func TestStoreReopenKeepsState(t *testing.T) {
 		t.Errorf("file mode %v, want 0600", fi.Mode().Perm())
 	}
 
-	s = storeOpenTest(t, path)
+	s = openTest(t, path)
 	got, ok, err := s.Get(r.Prefix)
 	if err != nil || !ok {
 		t.Fatalf("Get after reopen = %v %v", ok, err)
@@ -177,18 +172,11 @@ func TestStoreReopenKeepsState(t *testing.T) {
 	if got.Reason != r.Reason || !got.Until.Equal(r.Until) || len(got.Lines) != 1 {
 		t.Errorf("record after reopen = %+v", got)
 	}
-	a, _ := s.Active(storeT0)
+	a, _ := s.Active(t0)
 	if len(a) != 1 {
 		t.Errorf("Active after reopen = %d records", len(a))
 	}
-	p, ok, err := s.LoadPosition("/var/log/mail.log")
-	if err != nil || !ok || p.Inode != 1234 || p.Offset != 4567 || !bytes.Equal(p.Head, []byte{1, 2, 3}) {
-		t.Errorf("LoadPosition = %+v %v %v", p, ok, err)
-	}
-	if _, ok, _ := s.LoadPosition("/var/log/other.log"); ok {
-		t.Error("LoadPosition of unknown path found something")
-	}
-	if v, err := s.SchemaVersion(); err != nil || v != StoreSchemaVersion {
+	if v, err := s.SchemaVersion(); err != nil || v != Schema {
 		t.Errorf("SchemaVersion = %d %v", v, err)
 	}
 }
@@ -199,7 +187,7 @@ func TestStoreMigrateFromV0(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := storeRec("192.0.2.50/32", storeT0, time.Hour)
+	old := rec("192.0.2.50/32", t0, time.Hour)
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucket([]byte("bans"))
 		if err != nil {
@@ -213,19 +201,16 @@ func TestStoreMigrateFromV0(t *testing.T) {
 	}
 	db.Close()
 
-	s := storeOpenTest(t, path)
+	s := openTest(t, path)
 	if v, err := s.SchemaVersion(); err != nil || v != 1 {
 		t.Fatalf("SchemaVersion after migration = %d %v", v, err)
 	}
 	// The expiry index was rebuilt: the old ban is found by Active and swept.
-	if a, err := s.Active(storeT0); err != nil || len(a) != 1 || a[0].Prefix != old.Prefix {
+	if a, err := s.Active(t0); err != nil || len(a) != 1 || a[0].Prefix != old.Prefix {
 		t.Errorf("Active after migration = %v %v", a, err)
 	}
-	if dead, err := s.DeleteExpired(storeT0.Add(2 * time.Hour)); err != nil || len(dead) != 1 {
+	if dead, err := s.DeleteExpired(t0.Add(2 * time.Hour)); err != nil || len(dead) != 1 {
 		t.Errorf("DeleteExpired after migration = %v %v", dead, err)
-	}
-	if err := s.SavePosition("x", Position{}); err != nil {
-		t.Errorf("positions bucket missing after migration: %v", err)
 	}
 }
 
@@ -240,15 +225,15 @@ func TestStoreRefusesNewerSchema(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return b.Put([]byte("schema_version"), binary.BigEndian.AppendUint64(nil, StoreSchemaVersion+1))
+		return b.Put([]byte("schema_version"), binary.BigEndian.AppendUint64(nil, Schema+1))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	db.Close()
-	_, err = OpenStore(path, StoreOptions{})
+	_, err = Open(path, Options{})
 	if err == nil || !strings.Contains(err.Error(), "newer") || !strings.Contains(err.Error(), path) {
-		t.Fatalf("OpenStore of a newer schema: %v", err)
+		t.Fatalf("Open of a newer schema: %v", err)
 	}
 }
 
@@ -290,10 +275,10 @@ func TestStoreOpenErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := OpenStore(tt.path, StoreOptions{Timeout: 50 * time.Millisecond})
+			s, err := Open(tt.path, Options{Timeout: 50 * time.Millisecond})
 			if err == nil {
 				s.Close()
-				t.Fatal("OpenStore succeeded")
+				t.Fatal("Open succeeded")
 			}
 			t.Log(err)
 			if !strings.Contains(err.Error(), tt.path) || !strings.Contains(err.Error(), tt.want) {
@@ -305,10 +290,10 @@ func TestStoreOpenErrors(t *testing.T) {
 
 func TestStoreLockedBySecondOpenStore(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mxguard.db")
-	storeOpenTest(t, path)
-	_, err := OpenStore(path, StoreOptions{Timeout: 50 * time.Millisecond})
+	openTest(t, path)
+	_, err := Open(path, Options{Timeout: 50 * time.Millisecond})
 	if err == nil || !strings.Contains(err.Error(), "is locked") {
-		t.Fatalf("second OpenStore: %v", err)
+		t.Fatalf("second Open: %v", err)
 	}
 }
 
@@ -321,20 +306,20 @@ func TestStoreUnwritableDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "mxguard.db")
-	_, err := OpenStore(path, StoreOptions{})
+	_, err := Open(path, Options{})
 	if err == nil || !strings.Contains(err.Error(), path) {
-		t.Fatalf("OpenStore in read-only dir: %v", err)
+		t.Fatalf("Open in read-only dir: %v", err)
 	}
 }
 
 func TestStoreCorruptPages(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mxguard.db")
-	s, err := OpenStore(path, StoreOptions{NoSync: true})
+	s, err := Open(path, Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 300 {
-		r := storeRec(fmt.Sprintf("10.0.%d.%d/32", i/256, i%256), storeT0, time.Hour)
+		r := rec(fmt.Sprintf("10.0.%d.%d/32", i/256, i%256), t0, time.Hour)
 		r.Lines = []string{strings.Repeat("x", 200)}
 		if err := s.Put(r); err != nil {
 			t.Fatal(err)
@@ -354,10 +339,10 @@ func TestStoreCorruptPages(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err = OpenStore(path, StoreOptions{Timeout: 50 * time.Millisecond})
+	s, err = Open(path, Options{Timeout: 50 * time.Millisecond})
 	if err == nil {
 		defer s.Close()
-		_, err = s.Active(storeT0)
+		_, err = s.Active(t0)
 	}
 	t.Log(err)
 	if err == nil || !strings.Contains(err.Error(), path) {
@@ -366,22 +351,22 @@ func TestStoreCorruptPages(t *testing.T) {
 }
 
 func TestStorePrune(t *testing.T) {
-	s := storeOpenTest(t, "")
-	old := storeRec("192.0.2.1/32", storeT0, time.Hour)
-	gone := storeRec("192.0.2.2/32", storeT0, time.Hour)
-	recent := storeRec("192.0.2.3/32", storeT0.Add(100*24*time.Hour), time.Hour)
+	s := openTest(t, "")
+	old := rec("192.0.2.1/32", t0, time.Hour)
+	gone := rec("192.0.2.2/32", t0, time.Hour)
+	recent := rec("192.0.2.3/32", t0.Add(100*24*time.Hour), time.Hour)
 	for _, r := range []Record{old, gone, recent} {
 		if err := s.Put(r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := s.DeleteExpired(storeT0.Add(2 * time.Hour)); err != nil { // gone is swept, old too
+	if _, err := s.DeleteExpired(t0.Add(2 * time.Hour)); err != nil { // gone is swept, old too
 		t.Fatal(err)
 	}
 	if err := s.Put(old); err != nil { // old is banned again (a new offence, since t0)
 		t.Fatal(err)
 	}
-	l, h, err := s.Prune(storeT0.Add(50*24*time.Hour), 0)
+	l, h, err := s.Prune(t0.Add(50*24*time.Hour), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,21 +388,21 @@ func TestStorePrune(t *testing.T) {
 
 // ActivePrefixes reads the index only and agrees with Active.
 func TestStoreActivePrefixes(t *testing.T) {
-	s := storeOpenTest(t, "")
+	s := openTest(t, "")
 	for _, r := range []Record{
-		storeRec("192.0.2.1/32", storeT0, time.Hour),
-		storeRec("2001:db8::/64", storeT0, 3*time.Hour),
-		storeRec("198.51.100.0/24", storeT0.Add(-2*time.Hour), time.Hour), // expired
+		rec("192.0.2.1/32", t0, time.Hour),
+		rec("2001:db8::/64", t0, 3*time.Hour),
+		rec("198.51.100.0/24", t0.Add(-2*time.Hour), time.Hour), // expired
 	} {
 		if err := s.Put(r); err != nil {
 			t.Fatal(err)
 		}
 	}
-	ps, err := s.ActivePrefixes(storeT0)
+	ps, err := s.ActivePrefixes(t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	recs, _ := s.Active(storeT0)
+	recs, _ := s.Active(t0)
 	if len(ps) != 2 || len(recs) != 2 {
 		t.Fatalf("prefixes %v, active %d", ps, len(recs))
 	}

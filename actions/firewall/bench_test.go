@@ -1,4 +1,4 @@
-package actions
+package firewall
 
 import (
 	"context"
@@ -8,6 +8,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/command"
+	"github.com/mxguard/mxguard/internal/netnstest"
 )
 
 // Benchmarks, as root, each in namespaces of its own:
@@ -17,21 +21,21 @@ import (
 // Programs run through `ip netns exec` (a wrapper script for iptables),
 // which adds roughly one extra exec per call to what a daemon would pay.
 
-// netnsXBenchBans returns n bans from 198.18.0.0/15 (benchmarking range).
-func netnsXBenchBans(n int) []Ban {
+// benchBans returns n bans from 198.18.0.0/15 (benchmarking range).
+func benchBans(n int) []ban.Ban {
 	until := time.Now().Add(time.Hour)
-	out := make([]Ban, n)
+	out := make([]ban.Ban, n)
 	for i := range n {
 		a := netip.AddrFrom4([4]byte{198, 18 + byte(i>>16), byte(i >> 8), byte(i)})
-		out[i] = Ban{Prefix: netip.PrefixFrom(a, 32), Reason: "bench", Until: until}
+		out[i] = ban.Ban{Prefix: netip.PrefixFrom(a, 32), Reason: "bench", Until: until}
 	}
 	return out
 }
 
-func netnsXBenchIPSet(b *testing.B, ns string) *IPSet {
+func benchIPSet(b *testing.B, ns string) *IPSet {
 	cfg := DefaultIPSetConfig()
-	cfg.IPTablesChainConfig = netnsXChainConfig(b, ns, "DROP")
-	a, err := NewIPSet(cfg, IPSetOptions{Runner: ExecOS{Prefix: []string{"ip", "netns", "exec", ns}}})
+	cfg.IPTablesChainConfig = chainConfig(b, ns, "DROP")
+	a, err := NewIPSet(cfg, IPSetOptions{Runner: command.OS{Prefix: []string{"ip", "netns", "exec", ns}}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -41,12 +45,12 @@ func netnsXBenchIPSet(b *testing.B, ns string) *IPSet {
 // BenchmarkIPSetSync: bulk load through one `ipset restore` (start-up
 // reconcile); every iteration rebuilds the set and swaps it in.
 func BenchmarkIPSetSync(b *testing.B) {
-	netnsXRequire(b, "iptables", "ip6tables", "ipset")
+	netnstest.Require(b, "iptables", "ip6tables", "ipset")
 	for _, n := range []int{1000, 10000, 100000} {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			ns := netnsXNew(b)
-			a := netnsXBenchIPSet(b, ns)
-			bans := netnsXBenchBans(n)
+			ns := netnstest.New(b)
+			a := benchIPSet(b, ns)
+			bans := benchBans(n)
 			for b.Loop() {
 				if err := a.Sync(context.Background(), bans); err != nil {
 					b.Fatal(err)
@@ -59,10 +63,10 @@ func BenchmarkIPSetSync(b *testing.B) {
 
 // BenchmarkIPSetApply: one `ipset add` per ban, 1000 bans per iteration.
 func BenchmarkIPSetApply1k(b *testing.B) {
-	netnsXRequire(b, "iptables", "ip6tables", "ipset")
-	ns := netnsXNew(b)
-	a := netnsXBenchIPSet(b, ns)
-	bans := netnsXBenchBans(1000)
+	netnstest.Require(b, "iptables", "ip6tables", "ipset")
+	ns := netnstest.New(b)
+	a := benchIPSet(b, ns)
+	bans := benchBans(1000)
 	for b.Loop() {
 		for _, ban := range bans {
 			if err := a.Apply(context.Background(), ban); err != nil {
@@ -76,13 +80,13 @@ func BenchmarkIPSetApply1k(b *testing.B) {
 // BenchmarkIPTablesApply1k: Exists+Append per ban (two iptables runs),
 // bounded to 120 s per iteration.
 func BenchmarkIPTablesApply1k(b *testing.B) {
-	netnsXRequire(b, "iptables", "ip6tables")
-	ns := netnsXNew(b)
-	a, err := NewIPTables(IPTablesConfig{IPTablesChainConfig: netnsXChainConfig(b, ns, "DROP")}, IPTablesOptions{})
+	netnstest.Require(b, "iptables", "ip6tables")
+	ns := netnstest.New(b)
+	a, err := NewIPTables(IPTablesConfig{IPTablesChainConfig: chainConfig(b, ns, "DROP")}, IPTablesOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	bans := netnsXBenchBans(1000)
+	bans := benchBans(1000)
 	done := 0
 	for b.Loop() {
 		if err := a.Sync(context.Background(), nil); err != nil {
@@ -103,9 +107,9 @@ func BenchmarkIPTablesApply1k(b *testing.B) {
 	b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(done), "ms/ban")
 }
 
-// netnsXLoadRules loads n `-s ADDR -j DROP` rules at once with
+// loadRules loads n `-s ADDR -j DROP` rules at once with
 // iptables-restore (test setup only; the action adds them one by one).
-func netnsXLoadRules(b *testing.B, ns string, bans []Ban) {
+func loadRules(b *testing.B, ns string, bans []ban.Ban) {
 	var sb strings.Builder
 	sb.WriteString("*filter\n")
 	for _, ban := range bans {
@@ -122,28 +126,28 @@ func netnsXLoadRules(b *testing.B, ns string, bans []Ban) {
 // BenchmarkIPTablesSync10k: start-up reconcile of a chain that already
 // holds 10k rules (one List, nothing to change).
 func BenchmarkIPTablesSync10k(b *testing.B) {
-	netnsXRequire(b, "iptables", "ip6tables", "iptables-restore")
-	ns := netnsXNew(b)
-	a, err := NewIPTables(IPTablesConfig{IPTablesChainConfig: netnsXChainConfig(b, ns, "DROP")}, IPTablesOptions{})
+	netnstest.Require(b, "iptables", "ip6tables", "iptables-restore")
+	ns := netnstest.New(b)
+	a, err := NewIPTables(IPTablesConfig{IPTablesChainConfig: chainConfig(b, ns, "DROP")}, IPTablesOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := a.Sync(context.Background(), nil); err != nil {
 		b.Fatal(err)
 	}
-	bans := netnsXBenchBans(10000)
-	netnsXLoadRules(b, ns, bans)
+	bans := benchBans(10000)
+	loadRules(b, ns, bans)
 	for b.Loop() {
 		if err := a.Sync(context.Background(), bans); err != nil {
 			b.Fatal(err)
 		}
 	}
-	if out := netnsXRulesB(b, ns); strings.Count(out, "-A MXGUARD") != 10000 {
+	if out := rulesB(b, ns); strings.Count(out, "-A MXGUARD") != 10000 {
 		b.Fatalf("want 10000 rules, got %d", strings.Count(out, "-A MXGUARD"))
 	}
 }
 
-func netnsXRulesB(b *testing.B, ns string) string {
+func rulesB(b *testing.B, ns string) string {
 	out, _ := exec.Command("ip", "netns", "exec", ns, "iptables", "-S", "MXGUARD").CombinedOutput()
 	return string(out)
 }
@@ -152,29 +156,29 @@ func netnsXRulesB(b *testing.B, ns string) string {
 // no bans, 10k iptables rules (none matching: the packet walks them all)
 // and a 10k-entry ipset.
 func BenchmarkConnect200(b *testing.B) {
-	netnsXRequire(b, "iptables", "ip6tables", "ipset", "iptables-restore")
-	bans := netnsXBenchBans(10000)
+	netnstest.Require(b, "iptables", "ip6tables", "ipset", "iptables-restore")
+	bans := benchBans(10000)
 	for _, mode := range []string{"none", "iptables-10k", "ipset-10k"} {
 		b.Run(mode, func(b *testing.B) {
-			server, client := netnsXPair(b)
-			netnsXListen(b, server, "tcp4", "192.0.2.1:25")
+			server, client := netnstest.Pair(b)
+			netnstest.Listen(b, server, "tcp4", "192.0.2.1:25")
 			switch mode {
 			case "iptables-10k":
-				a, err := NewIPTables(IPTablesConfig{IPTablesChainConfig: netnsXChainConfig(b, server, "DROP")}, IPTablesOptions{})
+				a, err := NewIPTables(IPTablesConfig{IPTablesChainConfig: chainConfig(b, server, "DROP")}, IPTablesOptions{})
 				if err != nil {
 					b.Fatal(err)
 				}
 				if err := a.Sync(context.Background(), nil); err != nil {
 					b.Fatal(err)
 				}
-				netnsXLoadRules(b, server, bans)
+				loadRules(b, server, bans)
 			case "ipset-10k":
-				if err := netnsXBenchIPSet(b, server).Sync(context.Background(), bans); err != nil {
+				if err := benchIPSet(b, server).Sync(context.Background(), bans); err != nil {
 					b.Fatal(err)
 				}
 			}
 			for b.Loop() {
-				if err := netnsXDial(client, "tcp4", "192.0.2.1:25", time.Second, 200); err != nil {
+				if err := netnstest.Dial(client, "tcp4", "192.0.2.1:25", time.Second, 200); err != nil {
 					b.Fatal(err)
 				}
 			}
