@@ -10,6 +10,7 @@ package control
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -49,7 +50,42 @@ type Response struct {
 }
 
 // Handler answers a request; the result is marshalled into Response.Result.
+// A large list should be returned as a Stream.
 type Handler func(ctx context.Context, req Request) (any, error)
+
+// Stream is a list result written element by element, so that a large
+// answer (the block list at 100k bans) is never built in memory: it is
+// sent as the same JSON array a slice would be. It calls yield for each
+// element and stops when yield returns false.
+type Stream func(yield func(v any) bool)
+
+// Limits bound what clients of the socket can make the daemon spend. The
+// socket is root-only, but a runaway script must still not exhaust memory
+// or starve `status`.
+type Limits struct {
+	// MaxConns is the number of connections served at once; more get a
+	// "busy" error and are closed. Default 64.
+	MaxConns int
+	// MaxRequests is the number of requests one connection may make.
+	// Default 1000.
+	MaxRequests int
+	// MaxStreams is the number of Stream results written at once; other
+	// list requests wait for a turn while cheap requests go on. Default 2.
+	MaxStreams int
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = 64
+	}
+	if l.MaxRequests <= 0 {
+		l.MaxRequests = 1000
+	}
+	if l.MaxStreams <= 0 {
+		l.MaxStreams = 2
+	}
+	return l
+}
 
 // maxLine bounds one request.
 const maxLine = 64 << 10
@@ -60,6 +96,8 @@ type Server struct {
 	path    string
 	handler Handler
 	log     *slog.Logger
+	limits  Limits
+	streams chan struct{} // semaphore of MaxStreams
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -98,7 +136,15 @@ func Listen(path string, h Handler, logger *slog.Logger) (*Server, error) {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	return &Server{ln: ln, path: path, handler: h, log: logger, conns: map[net.Conn]struct{}{}}, nil
+	s := &Server{ln: ln, path: path, handler: h, log: logger, conns: map[net.Conn]struct{}{}}
+	s.SetLimits(Limits{})
+	return s, nil
+}
+
+// SetLimits replaces the limits (zero fields: defaults). Call it before Serve.
+func (s *Server) SetLimits(l Limits) {
+	s.limits = l.withDefaults()
+	s.streams = make(chan struct{}, s.limits.MaxStreams)
 }
 
 // Path is the socket path.
@@ -123,6 +169,11 @@ func (s *Server) Serve(ctx context.Context) error {
 			c.Close()
 			return nil
 		}
+		if len(s.conns) >= s.limits.MaxConns {
+			s.mu.Unlock()
+			s.refuse(c)
+			continue
+		}
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
@@ -136,45 +187,119 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 }
 
-// idleTimeout closes a connection that sends nothing for this long.
-const idleTimeout = time.Minute
+// idleTimeout closes a connection that sends nothing for this long;
+// writeTimeout closes one that does not read its answer.
+const (
+	idleTimeout  = time.Minute
+	writeTimeout = 10 * time.Second
+)
+
+// refuse answers a connection over MaxConns with an error, off the
+// accept loop, and closes it.
+func (s *Server) refuse(c net.Conn) {
+	s.log.Warn("control socket busy: connection refused", "max_conns", s.limits.MaxConns)
+	go func() {
+		defer c.Close()
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = json.NewEncoder(c).Encode(Response{Error: fmt.Sprintf("busy: more than %d control connections; try again", s.limits.MaxConns)})
+	}()
+}
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 4096), maxLine)
-	enc := json.NewEncoder(c)
-	for {
+	w := bufio.NewWriterSize(c, 32<<10)
+	for n := 0; ; n++ {
 		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
 		if !sc.Scan() {
 			if err := sc.Err(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				_ = enc.Encode(Response{Error: "bad request: " + err.Error()})
+				_ = s.write(c, w, Response{Error: "bad request: " + err.Error()})
 			}
+			return
+		}
+		if n >= s.limits.MaxRequests {
+			_ = s.write(c, w, Response{Error: fmt.Sprintf("too many requests on one connection (%d); reconnect", s.limits.MaxRequests)})
 			return
 		}
 		var req Request
-		resp := Response{}
 		if err := json.Unmarshal(sc.Bytes(), &req); err != nil {
-			resp.Error = "bad request: " + err.Error()
+			if s.write(c, w, Response{Error: "bad request: " + err.Error()}) != nil {
+				return
+			}
+			continue
+		}
+		res, err := s.handler(ctx, req)
+		s.log.Debug("control", "cmd", req.Cmd, "ip", req.IP, "err", err)
+		if err != nil {
+			err = s.write(c, w, Response{Error: err.Error()})
+		} else if st, ok := res.(Stream); ok {
+			err = s.writeStream(ctx, c, w, st)
 		} else {
-			res, err := s.handler(ctx, req)
-			if err != nil {
-				resp.Error = err.Error()
-			} else {
-				resp.OK = true
-				if res != nil {
-					if resp.Result, err = json.Marshal(res); err != nil {
-						resp.OK, resp.Error = false, "encode result: "+err.Error()
-					}
+			resp := Response{OK: true}
+			if res != nil {
+				if resp.Result, err = json.Marshal(res); err != nil {
+					resp.OK, resp.Error = false, "encode result: "+err.Error()
 				}
 			}
-			s.log.Debug("control", "cmd", req.Cmd, "ip", req.IP, "ok", resp.OK, "err", resp.Error)
+			err = s.write(c, w, resp)
 		}
-		_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-		if err := enc.Encode(resp); err != nil {
+		if err != nil {
 			return
 		}
 	}
+}
+
+// write sends one response line.
+func (s *Server) write(c net.Conn, w *bufio.Writer, resp Response) error {
+	_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := json.NewEncoder(w).Encode(resp); err != nil {
+		return err
+	}
+	return w.Flush()
+}
+
+// writeStream sends {"ok":true,"result":[...]} element by element, at most
+// MaxStreams at a time. An element that fails to encode ends the
+// connection mid-line: the client sees a broken reply, never a short list
+// that looks complete.
+func (s *Server) writeStream(ctx context.Context, c net.Conn, w *bufio.Writer, st Stream) error {
+	select {
+	case s.streams <- struct{}{}:
+		defer func() { <-s.streams }()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	var err error
+	put := func(b string) {
+		if err == nil {
+			_, err = w.WriteString(b)
+		}
+	}
+	put(`{"ok":true,"result":[`)
+	first := true
+	st(func(v any) bool {
+		if !first {
+			put(",")
+		}
+		first = false
+		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		buf.Reset()
+		if err == nil {
+			err = enc.Encode(v)
+		}
+		if err == nil { // without Encode's newline: the reply is one line
+			_, err = w.Write(bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
+		}
+		return err == nil
+	})
+	put("]}\n")
+	if err != nil {
+		return fmt.Errorf("control socket: stream: %w", err)
+	}
+	return w.Flush()
 }
 
 // Close stops accepting, closes open connections, waits for their

@@ -1,8 +1,10 @@
 package control
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,4 +122,166 @@ func TestNotASocket(t *testing.T) {
 	if _, err := Listen(path, nil, nil); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("got %v", err)
 	}
+}
+
+// serveTest runs a Server with h and limits on a fresh socket until the
+// test ends and returns its path.
+func serveTest(t *testing.T, h Handler, l Limits) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "control.sock")
+	s, err := Listen(path, h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetLimits(l)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		s.Close()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return path
+}
+
+type item struct {
+	N    int    `json:"n"`
+	Text string `json:"text"`
+}
+
+func listHandler(n int) Handler {
+	return func(_ context.Context, req Request) (any, error) {
+		switch req.Cmd {
+		case CmdList:
+			return Stream(func(yield func(any) bool) {
+				for i := range n {
+					if !yield(item{N: i, Text: "line\nwith \"quotes\""}) {
+						return
+					}
+				}
+			}), nil
+		case CmdStatus:
+			return map[string]int{"items": n}, nil
+		}
+		return nil, errors.New("unknown command " + req.Cmd)
+	}
+}
+
+func TestStreamIsOneJSONArray(t *testing.T) {
+	for _, n := range []int{0, 1, 100000} {
+		path := serveTest(t, listHandler(n), Limits{})
+		var got []item
+		if err := Call(context.Background(), path, Request{Cmd: CmdList}, &got); err != nil {
+			t.Fatalf("n=%d: %v", n, err)
+		}
+		if len(got) != n {
+			t.Fatalf("n=%d: got %d items", n, len(got))
+		}
+		for i, it := range got {
+			if it.N != i || it.Text != "line\nwith \"quotes\"" {
+				t.Fatalf("n=%d: item %d = %+v", n, i, it)
+			}
+		}
+	}
+}
+
+func TestConnectionLimit(t *testing.T) {
+	path := serveTest(t, listHandler(1), Limits{MaxConns: 2})
+	var idle []net.Conn
+	for range 2 {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idle = append(idle, c)
+	}
+	// The server has registered both idle connections once a request on
+	// one of them is answered.
+	if _, err := idle[0].Write([]byte(`{"cmd":"status"}` + "\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(idle[0]).ReadString('\n'); err != nil {
+		t.Fatal(err)
+	}
+	err := Call(context.Background(), path, Request{Cmd: CmdStatus}, nil)
+	if err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Fatalf("third connection: err = %v, want busy", err)
+	}
+	idle[1].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := Call(context.Background(), path, Request{Cmd: CmdStatus}, nil)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a freed slot is never reused: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	idle[0].Close()
+}
+
+func TestRequestLimitPerConnection(t *testing.T) {
+	path := serveTest(t, listHandler(1), Limits{MaxRequests: 3})
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	for i := range 4 {
+		if _, err := c.Write([]byte(`{"cmd":"status"}` + "\n")); err != nil {
+			t.Fatal(err)
+		}
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		ok := strings.HasPrefix(line, `{"ok":true`)
+		if want := i < 3; ok != want {
+			t.Fatalf("request %d: reply %s", i+1, line)
+		}
+	}
+	if _, err := br.ReadString('\n'); err == nil {
+		t.Fatal("connection still open after the request limit")
+	}
+}
+
+// Many clients asking for a large list at once neither get the whole list
+// built per call nor starve a status request.
+func TestStatusAnswersDuringListFlood(t *testing.T) {
+	path := serveTest(t, listHandler(100000), Limits{MaxConns: 256, MaxStreams: 2})
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	for range 200 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("unix", path)
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte(`{"cmd":"list"}` + "\n")); err != nil {
+				return
+			}
+			<-stop // read nothing: the stream blocks on a full socket
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // let the flood arrive
+	for range 5 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		var st map[string]int
+		err := Call(ctx, path, Request{Cmd: CmdStatus}, &st)
+		cancel()
+		if err != nil || st["items"] != 100000 {
+			t.Fatalf("status during a list flood: %v %v", st, err)
+		}
+	}
+	close(stop)
+	wg.Wait()
 }
