@@ -394,15 +394,14 @@ type trailer struct{ from, to, helo string }
 func cutTrailer(s string) (text string, tr trailer, ok bool) {
 	end := len(s)
 	if strings.HasSuffix(s, ">") {
-		i := strings.LastIndexByte(s, '<')
-		if i < 6 || s[i-6:i] != " helo=" || strings.IndexByte(s[i:end-1], ' ') >= 0 {
-			// no helo: the '>' ends to=<R> or from=<S>
-		} else {
+		// no helo when the '>' ends to=<R> or from=<S>, whose quoted
+		// local part may hold " helo=<" but then also '>' or '"'
+		if i := strings.LastIndexByte(s, '<'); i >= 6 && s[i-6:i] == " helo=" && !strings.ContainsAny(s[i+1:end-1], " >\"") {
 			tr.helo = s[i+1 : end-1]
 			end = i - 6
 		}
 	}
-	if i := strings.LastIndexByte(s[:end], ' '); i >= 0 && strings.HasPrefix(s[i:end], " proto=") {
+	if i := strings.LastIndexByte(s[:end], ' '); i >= 0 && strings.HasPrefix(s[i:end], " proto=") && isWord(s[i+7:end]) {
 		end = i
 	}
 	for _, key := range [...]string{" to=<", " from=<"} {
@@ -425,6 +424,16 @@ func cutTrailer(s string) (text string, tr trailer, ok bool) {
 		return s, trailer{}, false
 	}
 	return s[:end-1], tr, true
+}
+
+// isWord reports whether s is a protocol name: "ESMTP", "SMTP".
+func isWord(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // addrStart finds the '<' that opens the external-form address s ends
