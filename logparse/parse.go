@@ -154,12 +154,6 @@ func stageFrom(s string, ev *event.Event) (rest string, ok bool) {
 	return cutClient(r[6:], ev)
 }
 
-// afterDataStage reports whether a dropped session had reached the message
-// content: a lost connection there is a network problem, not abuse.
-func afterDataStage(stage string) bool {
-	return stage == "DATA" || stage == "END-OF-MESSAGE" || stage == "BDAT"
-}
-
 func parseSmtpd(msg string, ev *event.Event) error {
 	switch {
 	case strings.HasPrefix(msg, "connect from "):
@@ -196,13 +190,13 @@ func parseSmtpd(msg string, ev *event.Event) error {
 		}
 		// A client that connects and drops (a port scan, a TCP health
 		// check) is not by itself evidence of abuse.
-		ev.Kind, ev.Abuse = event.KindLostConnection, !afterDataStage(ev.Stage) && ev.Stage != "CONNECT"
+		ev.Kind, ev.Abuse = event.KindLostConnection, !event.AfterData(ev.Stage) && ev.Stage != "CONNECT"
 		return nil
 	case strings.HasPrefix(msg, "timeout after "):
 		if _, ok := stageFrom(msg[14:], ev); !ok {
 			return ErrUnrecognized
 		}
-		ev.Kind, ev.Abuse = event.KindTimeout, !afterDataStage(ev.Stage)
+		ev.Kind, ev.Abuse = event.KindTimeout, !event.AfterData(ev.Stage)
 		return nil
 	case strings.HasPrefix(msg, "warning: "):
 		return parseSmtpdWarning(msg[9:], ev)
@@ -341,6 +335,9 @@ func parseReject(s string, ev *event.Event) error {
 	if !ok || !strings.HasPrefix(rest, ": ") {
 		return ErrUnrecognized
 	}
+	client := s[len(ev.Stage):] // the client spec Postfix quotes in "<NAME[ADDR]>: "
+	client = client[strings.Index(client, " from ")+6 : len(client)-len(rest)]
+	client = client[:strings.LastIndexByte(client, ']')+1] // without ":port"
 	ev.Kind = event.KindReject
 	text := rest[2:]
 	if len(text) > 4 && text[3] == ' ' && isDigit(text[0]) && isDigit(text[1]) && isDigit(text[2]) {
@@ -351,25 +348,146 @@ func parseReject(s string, ev *event.Event) error {
 		ev.DSN = text[:sp]
 		text = text[sp+1:]
 	}
-	// Trailer: "; from=<" ("; to=<" for VRFY, "; proto=" for CONNECT and
-	// HELO stages). Reject
-	// texts may hold "; " themselves (DNSBL replies), never these.
-	for off := 0; ; {
-		i := strings.IndexByte(text[off:], ';')
-		if i < 0 {
-			break
+	reply := event.Reply{Code: ev.Code, DSN: ev.DSN, Stage: ev.Stage, Client: client}
+	if t, tr, ok := cutTrailer(text); ok {
+		// the trailer smtpd writes, read from the end: its names are
+		// the ones the text may quote
+		text = t
+		ev.From, ev.To, ev.Helo = tr.from, tr.to, tr.helo
+		reply.From, reply.To, reply.Helo, reply.Envelope = tr.from, tr.to, tr.helo, true
+	} else {
+		// Postscreen's comma-separated trailer: its texts are
+		// Postfix's own, so the first "; from=<" ends them; smtpd and
+		// cleanup lines whose trailer did not read land here too and
+		// their "<NAME>: " texts stay unclassified.
+		for off := 0; ; {
+			i := strings.IndexByte(text[off:], ';')
+			if i < 0 {
+				break
+			}
+			i += off
+			t := text[i+1:]
+			if strings.HasPrefix(t, " from=<") || strings.HasPrefix(t, " to=<") || strings.HasPrefix(t, " proto=") {
+				parseTrailer(t[1:], ev)
+				text = text[:i]
+				break
+			}
+			off = i + 1
 		}
-		i += off
-		t := text[i+1:]
-		if strings.HasPrefix(t, " from=<") || strings.HasPrefix(t, " to=<") || strings.HasPrefix(t, " proto=") {
-			parseTrailer(t[1:], ev)
-			text = text[:i]
-			break
-		}
-		off = i + 1
 	}
-	classifyReject(text, ev)
+	reply.Text = text
+	c := event.Classify(reply)
+	ev.Reason, ev.Abuse, ev.Detail = c.Reason, c.Abuse, c.Detail
 	return nil
+}
+
+// trailer holds the envelope smtpd and cleanup append to a reject.
+type trailer struct{ from, to, helo string }
+
+// cutTrailer splits "TEXT; from=<S> to=<R> proto=P helo=<H>" (each field
+// optional, in this order) into TEXT and the fields, reading from the
+// end. Every field but the text is unambiguous there: Postfix replaces
+// '<', '>', '"', ';', '=' and blanks in the HELO name with '?', and logs
+// S and R in external form (a local part with specials in double quotes,
+// '"' and '\' escaped), so a quoted local part is read to its opening
+// quote. The text, which quotes addresses unquoted, is never searched.
+func cutTrailer(s string) (text string, tr trailer, ok bool) {
+	end := len(s)
+	if strings.HasSuffix(s, ">") {
+		// no helo when the '>' ends to=<R> or from=<S>, whose quoted
+		// local part may hold " helo=<" but then also '>' or '"'
+		if i := strings.LastIndexByte(s, '<'); i >= 6 && s[i-6:i] == " helo=" && !strings.ContainsAny(s[i+1:end-1], " >\"") {
+			tr.helo = s[i+1 : end-1]
+			end = i - 6
+		}
+	}
+	if i := strings.LastIndexByte(s[:end], ' '); i >= 0 && strings.HasPrefix(s[i:end], " proto=") && isWord(s[i+7:end]) {
+		end = i
+	}
+	for _, key := range [...]string{" to=<", " from=<"} {
+		if end == 0 || s[end-1] != '>' {
+			continue
+		}
+		open, ok := addrStart(s[:end])
+		if !ok || open < len(key)-1 || s[open-len(key)+1:open+1] != key {
+			continue
+		}
+		v := s[open+1 : end-1]
+		if key == " to=<" {
+			tr.to = v
+		} else {
+			tr.from = v
+		}
+		end = open - len(key) + 1
+	}
+	if end == 0 || end == len(s) || s[end-1] != ';' {
+		return s, trailer{}, false
+	}
+	return s[:end-1], tr, true
+}
+
+// isWord reports whether s is a protocol name: "ESMTP", "SMTP".
+func isWord(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 'A' || s[i] > 'Z' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// addrStart finds the '<' that opens the external-form address s ends
+// with ("...<addr>").
+func addrStart(s string) (int, bool) {
+	j := len(s) - 2 // last byte of the address
+	if j >= 0 && s[j] == '<' {
+		return j, true // <>
+	}
+	k := j
+	for k >= 0 && s[k] != '@' && s[k] != '"' && s[k] != '<' && s[k] != ' ' && s[k] != '>' {
+		k--
+	}
+	if k < 0 {
+		return 0, false
+	}
+	switch {
+	case s[k] == '<':
+		return k, true // local part only
+	case s[k] == '@' && k > 0 && s[k-1] == '"':
+		return quoteStart(s, k-1)
+	case s[k] == '@':
+		for k--; k >= 0 && s[k] != '<'; k-- {
+			if c := s[k]; c == ' ' || c == '"' || c == '>' || c == '@' {
+				return 0, false
+			}
+		}
+		return k, k >= 0
+	case s[k] == '"' && k == j:
+		return quoteStart(s, k)
+	}
+	return 0, false
+}
+
+// quoteStart finds the '<' before the quoted string that ends with the
+// quote at q. A quote is escaped when an odd run of backslashes precedes it.
+func quoteStart(s string, q int) (int, bool) {
+	if backslashes(s, q)%2 == 1 {
+		return 0, false
+	}
+	for p := q - 1; p >= 0; p-- {
+		if s[p] == '"' && backslashes(s, p)%2 == 0 {
+			return p - 1, p > 0 && s[p-1] == '<'
+		}
+	}
+	return 0, false
+}
+
+func backslashes(s string, i int) int {
+	n := 0
+	for i--; i >= 0 && s[i] == '\\'; i-- {
+		n++
+	}
+	return n
 }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
@@ -423,102 +541,6 @@ func cutAngle(s string) (val, rest string, ok bool) {
 	return "", s, false
 }
 
-// classifyReject sets event.Reason, Detail and Abuse from a reject text such as
-// "<u@example.com>: Recipient address rejected: User unknown in ...".
-func classifyReject(text string, ev *event.Event) {
-	if len(text) > 0 && text[0] == '<' {
-		if i := strings.Index(text, ">: "); i >= 0 {
-			text = text[i+3:]
-		}
-	}
-	ev.Detail = text
-	r := event.ReasonOther
-	switch {
-	case strings.HasSuffix(text, "Improper use of SMTP command pipelining"):
-		// reject_unauth_pipelining, whatever restriction class ran it
-		r = event.ReasonPipelining
-	case strings.HasPrefix(text, "Recipient address rejected: "):
-		t := text[28:]
-		switch {
-		case strings.HasPrefix(t, "User unknown"), strings.HasPrefix(t, "undeliverable address"),
-			strings.HasPrefix(t, "unverified address"):
-			r = event.ReasonUnknownRecipient
-		case strings.HasPrefix(t, "need fully-qualified address"):
-			r = event.ReasonRecipientNonFQDN
-		case strings.HasPrefix(t, "Domain not found"):
-			r = event.ReasonRecipientDomainNotFound
-		case strings.Contains(t, "reylist"):
-			r = event.ReasonGreylisted
-		default:
-			r = event.ReasonRecipientAccess
-		}
-	case strings.HasPrefix(text, "Relay access denied"):
-		r = event.ReasonRelayDenied
-	case strings.HasPrefix(text, "Helo command rejected: "):
-		t := text[23:]
-		switch {
-		case strings.HasPrefix(t, "need fully-qualified hostname"):
-			r = event.ReasonHeloNonFQDN
-		case strings.HasPrefix(t, "Invalid name"), strings.HasPrefix(t, "invalid ip address"):
-			r = event.ReasonHeloInvalid
-		case strings.HasPrefix(t, "Host not found"):
-			r = event.ReasonHeloNotFound
-		default:
-			r = event.ReasonHeloAccess
-		}
-	case strings.HasPrefix(text, "Sender address rejected: "):
-		t := text[25:]
-		switch {
-		case strings.HasPrefix(t, "need fully-qualified address"):
-			r = event.ReasonSenderNonFQDN
-		case strings.HasPrefix(t, "Domain not found"):
-			r = event.ReasonSenderDomainNotFound
-		default:
-			r = event.ReasonSenderAccess
-		}
-	case strings.HasPrefix(text, "Client host rejected: "):
-		if strings.HasPrefix(text[22:], "cannot find your") {
-			r = event.ReasonClientNoRDNS
-		} else {
-			r = event.ReasonClientAccess
-		}
-	case strings.HasPrefix(text, "Data command rejected: Multi-recipient bounce"):
-		r = event.ReasonMultiRecipientBounce
-	case strings.HasPrefix(text, "Service currently unavailable") && ev.Code == 450:
-		r = event.ReasonServiceUnavailable
-	case strings.HasPrefix(text, "Protocol error"):
-		r = event.ReasonProtocolError
-	case strings.HasPrefix(text, "Authentication required"):
-		r = event.ReasonAuthRequired
-	case ev.Stage == "END-OF-MESSAGE" || ev.Stage == "DATA" && ev.Code >= 500:
-		r = event.ReasonMessageRejected
-	}
-	// reject_rbl_client and postscreen: "Service unavailable; [Cc]lient
-	// host [addr] blocked using ZONE[; reason]"
-	if i := strings.Index(text, " blocked using "); i >= 0 && strings.HasPrefix(text, "Service unavailable; ") {
-		r = event.ReasonDNSBL
-		zone := text[i+15:]
-		if j := strings.IndexAny(zone, "; ,"); j >= 0 {
-			zone = zone[:j]
-		}
-		ev.Detail = zone
-	}
-	ev.Reason = r
-	switch {
-	case r == event.ReasonServiceUnavailable, r == event.ReasonGreylisted:
-		ev.Abuse = false
-	case r == event.ReasonOther && ev.Code/100 == 4:
-		// temporary trouble on our side (lookup failure, too many recipients)
-		ev.Abuse = false
-	case r == event.ReasonClientNoRDNS && ev.Code/100 == 4:
-		// reject_unknown_client_hostname's default 450: DNS may be at
-		// fault, and a real MTA retries; banning it would be wrong
-		ev.Abuse = false
-	default:
-		ev.Abuse = true
-	}
-}
-
 // parseCleanup reads the rejects cleanup(8) logs: milter rejects at the end
 // of the message ("QID: milter-reject: END-OF-MESSAGE from CLIENT: 5.7.1
 // text; from=<a> to=<b> proto=ESMTP helo=<h>") and header/body checks
@@ -540,49 +562,43 @@ func parseCleanup(msg string, ev *event.Event) error {
 		}
 		return nil
 	case strings.HasPrefix(rest, "reject: header "), strings.HasPrefix(rest, "reject: body "):
-		// "header Subject: TEXT from CLIENT; from=<a> to=<b> proto=ESMTP
-		// helo=<h>: 5.7.1 text". TEXT, the addresses and the HELO come from
-		// the sender and may imitate " from victim[addr]; from=<": the line
-		// is evidence only when exactly one client spec fits.
+		// "header Subject: CONTENT from CLIENT; from=<a> to=<b>
+		// proto=ESMTP helo=<h>: 5.7.1 text". CONTENT comes from the sender
+		// and may imitate " from victim[addr]; from=<". Postfix appends
+		// the rest, so it is read from the end: the admin's text after
+		// the last ": " that a whole trailer and client spec precede.
+		// Mail submitted locally says "from local": no client to blame.
 		r := rest[8:]
-		var after string
-		found := 0
-		var probe event.Event
-		for off := 0; ; {
-			i := strings.Index(r[off:], " from ")
+		for end := len(r); ; {
+			i := strings.LastIndex(r[:end], ": ")
 			if i < 0 {
-				break
+				return ErrUnrecognized
 			}
-			i += off
-			if a, ok := cutClient(r[i+6:], &probe); ok && strings.HasPrefix(a, "; from=<") {
-				found++
-				if found == 1 {
-					ev.ClientName, ev.Client, ev.Port, after = probe.ClientName, probe.Client, probe.Port, a
+			end = i
+			head, tr, ok := cutTrailer(r[:i])
+			if !ok {
+				continue
+			}
+			j := strings.LastIndex(head, " from ")
+			if j < 0 {
+				continue
+			}
+			spec := head[j+6:]
+			if spec != "local" {
+				name, addr, port, ok := ParseClient(spec)
+				if !ok {
+					continue
 				}
+				ev.ClientName, ev.Client, ev.Port, ev.Abuse = name, addr, port, true
 			}
-			off = i + 6
+			text := r[i+2:]
+			if sp := strings.IndexByte(text, ' '); sp > 0 && isDSN(text[:sp]) {
+				ev.DSN, text = text[:sp], text[sp+1:]
+			}
+			ev.From, ev.To, ev.Helo = tr.from, tr.to, tr.helo
+			ev.Kind, ev.Stage, ev.Reason, ev.Detail = event.KindReject, "END-OF-MESSAGE", event.ReasonMessageRejected, text
+			return nil
 		}
-		if found == 0 {
-			return ErrUnrecognized
-		}
-		trailer := after[2:]
-		j := strings.LastIndex(trailer, ">: ")
-		if j < 0 {
-			return ErrUnrecognized
-		}
-		parseTrailer(trailer[:j+1], ev)
-		text := trailer[j+3:]
-		if sp := strings.IndexByte(text, ' '); sp > 0 && isDSN(text[:sp]) {
-			ev.DSN, text = text[:sp], text[sp+1:]
-		}
-		ev.Kind, ev.Stage, ev.Reason, ev.Detail, ev.Abuse = event.KindReject, "END-OF-MESSAGE", event.ReasonMessageRejected, text, true
-		if found > 1 {
-			// forged client spec in the checked text or the envelope:
-			// count the reject, blame nobody
-			ev.Client, ev.ClientName, ev.Port, ev.Abuse = netip.Addr{}, "", 0, false
-			ev.From, ev.To, ev.Helo = "", "", ""
-		}
-		return nil
 	}
 	return ErrUnrecognized
 }

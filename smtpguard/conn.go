@@ -62,6 +62,17 @@ func (cs *connState) clientName() (r rdnsResult, ok bool) {
 	return cs.rdns, true
 }
 
+// clientSpec is the client as the upstream names it in "<NAME[ADDR]>: "
+// replies: the forward-confirmed name the guard passed in XCLIENT, or
+// "unknown".
+func (cs *connState) clientSpec() string {
+	name := "unknown"
+	if r, ok := cs.clientName(); ok && r.name != "" {
+		name = r.name
+	}
+	return name + "[" + cs.ip.String() + "]"
+}
+
 func (cs *connState) proto() string {
 	if cs.heloCmd == "EHLO" {
 		return "ESMTP"
@@ -407,7 +418,7 @@ func (c *guardConn) readError(err error) error {
 		return c.closeWith("500 5.5.0 Error: line too long", "command length limit")
 	case errors.As(err, &ne) && ne.Timeout():
 		g.ctr.timeouts.Add(1)
-		g.emit(cs, event.Event{Kind: event.KindTimeout, Stage: cs.stage, Abuse: !afterData(cs.stage),
+		g.emit(cs, event.Event{Kind: event.KindTimeout, Stage: cs.stage, Abuse: !event.AfterData(cs.stage),
 			Raw: fmt.Sprintf("timeout after %s from unknown[%s]", cs.stage, cs.ip)})
 		return c.closeWith("421 4.4.2 "+g.cfg.Hostname+" Error: timeout exceeded", "timeout after "+cs.stage)
 	case cs.stage == "QUIT":
@@ -417,14 +428,10 @@ func (c *guardConn) readError(err error) error {
 			cs.verdict = "lost connection after " + cs.stage
 		}
 		g.emit(cs, event.Event{Kind: event.KindLostConnection, Stage: cs.stage,
-			Abuse: !afterData(cs.stage) && cs.stage != "CONNECT",
+			Abuse: !event.AfterData(cs.stage) && cs.stage != "CONNECT",
 			Raw:   fmt.Sprintf("lost connection after %s from unknown[%s]", cs.stage, cs.ip)})
 		return io.EOF
 	}
-}
-
-func afterData(stage string) bool {
-	return stage == "DATA" || stage == "END-OF-MESSAGE" || stage == "BDAT"
 }
 
 // startTLS runs the STARTTLS handshake below go-smtp, so the filter keeps

@@ -727,8 +727,9 @@ func (gl *greylister) sweepClients(t, maxAge int64) (int, error) {
 }
 
 // greylistReply is the answer to a greylisted recipient. The text must
-// contain "Greylisted": logparse (and classifyUpstream) class it as
-// greylisting, which is not evidence of abuse.
+// start with "Greylisted" after the class: event.Classify, which the log
+// parser and the guard both use, classes it as greylisting, which is not
+// evidence of abuse.
 func greylistReply(to, url string, wait time.Duration) string {
 	secs := int64((wait + time.Second - 1) / time.Second)
 	return fmt.Sprintf("450 4.2.0 <%s>: Recipient address rejected: Greylisted, see %s (try again in %d s)", to, url, secs)

@@ -201,9 +201,6 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 	return g, nil
 }
 
-// Config returns the configuration in use.
-func (g *Guard) Config() Config { return g.cfg }
-
 // Stats returns a snapshot of the counters.
 func (g *Guard) Stats() Stats {
 	c := &g.ctr
@@ -215,16 +212,6 @@ func (g *Guard) Stats() Stats {
 		Timeouts: c.timeouts.Load(), Rejects: c.rejects.Load(), Messages: c.messages.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(), Greylisted: c.greylisted.Load(), FCrDNS: c.fcrdns.Load(),
 	}
-}
-
-// ListenAndServe listens on guard.listen and serves until ctx ends or
-// Shutdown is called.
-func (g *Guard) ListenAndServe(ctx context.Context) error {
-	l, err := net.Listen("tcp", g.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("guard: listen %s: %w", g.cfg.Listen, err)
-	}
-	return g.Serve(ctx, l)
 }
 
 // Serve accepts connections on l until ctx ends or Shutdown is called; it
@@ -260,7 +247,7 @@ func (g *Guard) Serve(ctx context.Context, l net.Listener) error {
 				return nil
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporaryAccept(err)) {
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				g.log.Warn("guard: accept", "err", err, "retry_in", delay)
 				time.Sleep(delay)
@@ -278,15 +265,13 @@ func (g *Guard) Serve(ctx context.Context, l net.Listener) error {
 	}
 }
 
-// errTemporaryAccept treats EMFILE/ENFILE-like errors (reported as
-// temporary by the net package) as retryable.
-func errTemporaryAccept(err error) error {
-	type temporary interface{ Temporary() bool }
-	var t temporary
-	if errors.As(err, &t) && t.Temporary() {
-		return err
-	}
-	return nil
+// temporaryError is what the net package reports for EMFILE/ENFILE-like
+// accept errors, which are worth retrying.
+type temporaryError interface{ Temporary() bool }
+
+func isTemporary(err error) bool {
+	var t temporaryError
+	return errors.As(err, &t) && t.Temporary()
 }
 
 func (g *Guard) closeListeners() {

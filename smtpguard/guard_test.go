@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/smtp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -601,4 +602,33 @@ func TestUpstreamLoggedNotCountedTwice(t *testing.T) {
 		t.Fatalf("banned on the guard's copies of upstream refusals: %q", why)
 	}
 	h.ev.find(t, event.KindReject, event.ReasonUnknownRecipient) // still emitted, as context
+}
+
+// TestUpstreamRefusalClassedByStructure: a reason phrase in a quoted
+// local part does not choose the class of the upstream's refusal, and
+// the upstream gets the address quoted as the client sent it.
+func TestUpstreamRefusalClassedByStructure(t *testing.T) {
+	up := newFakeUpstream(t, false)
+	eng, err := detectors.New(detectors.DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bl := &memBlocklist{}
+	ev := &eventLog{eng: eng, bl: bl}
+	h := startGuard(t, testConfig(up.addr()), Deps{Logger: testLogger(t), Sink: ev.sink, Blocklist: bl}, up, ev, bl)
+	c := dial(t, h.addr)
+	c.expect(220)
+	c.cmd("EHLO mail.sender.example", 250)
+	c.cmd("MAIL FROM:<s@sender.example>", 250)
+	c.cmd(`RCPT TO:<"u1>: Recipient address rejected: Greylisted"@example.com>`, 550)
+	c.cmd("QUIT", 221)
+	e := h.ev.find(t, event.KindReject, event.ReasonUnknownRecipient)
+	if !e.Abuse {
+		t.Errorf("unknown recipient not abuse: %+v", e)
+	}
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if !slices.Contains(up.lines, `RCPT TO:<"u1>: Recipient address rejected: Greylisted"@example.com>`) {
+		t.Errorf("upstream did not get the quoted address: %q", up.lines)
+	}
 }

@@ -143,7 +143,8 @@ func (f *fakeUpstream) serve(c net.Conn) {
 				continue
 			}
 			if !f.users[strings.ToLower(to)] {
-				say("550 5.1.1 <" + to + ">: Recipient address rejected: User unknown in virtual mailbox table")
+				// Postfix quotes the address unquoted (its internal form)
+				say("550 5.1.1 <" + postfixInternal(to) + ">: Recipient address rejected: User unknown in virtual mailbox table")
 				continue
 			}
 			m.to = append(m.to, to)
@@ -419,3 +420,22 @@ func isTimeout(err error) bool {
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s).Unmap() }
 
 func newReader(c net.Conn) *bufio.Reader { return bufio.NewReader(c) }
+
+// postfixInternal is Postfix's internal form of an address from a
+// command: double quotes removed, backslash escapes inside them resolved.
+func postfixInternal(ext string) string {
+	var b strings.Builder
+	in := false
+	for i := 0; i < len(ext); i++ {
+		switch c := ext[i]; {
+		case c == '"':
+			in = !in
+		case c == '\\' && in && i+1 < len(ext):
+			i++
+			b.WriteByte(ext[i])
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}

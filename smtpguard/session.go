@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -43,10 +42,9 @@ type session struct {
 
 	upMu     sync.Mutex // held while the session goroutine uses up
 	up       *upstream
-	upA      atomic.Pointer[upstream] // up, for closing from another goroutine
-	upMail   bool                     // MAIL sent upstream in this transaction
-	upMailRj *smtp.SMTPError          // upstream refused MAIL
-	dataOpen bool                     // upstream answered 354
+	upMail   bool            // MAIL sent upstream in this transaction
+	upMailRj *smtp.SMTPError // upstream refused MAIL
+	dataOpen bool            // upstream answered 354
 }
 
 func smtpErr(reply string) *smtp.SMTPError {
@@ -233,7 +231,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
-	line := "RCPT TO:<" + to + ">"
+	// go-smtp hands over the address unquoted; Postfix must get it
+	// quoted back, or a local part like "a>: b" changes the command
+	line := "RCPT TO:<" + event.QuoteLocal(to) + ">"
 	sent, e := s.openTransaction(line)
 	if e != nil {
 		return e
@@ -325,10 +325,10 @@ func (s *session) openTransaction(rcpt string) (sent bool, _ *smtp.SMTPError) {
 			s.g.log.Warn("guard: upstream", "ip", s.cs.ip.String(), "err", err)
 			return false, errUpstream
 		}
-		s.setUp(u)
+		s.up = u
 	}
 	if !s.upMail {
-		line := "MAIL FROM:<" + s.from + ">"
+		line := "MAIL FROM:<" + event.QuoteLocal(s.from) + ">"
 		if o := s.mailOpts; o != nil {
 			if o.Size > 0 {
 				line += fmt.Sprintf(" SIZE=%d", o.Size)
@@ -376,63 +376,19 @@ func (s *session) upstreamFailed(stage string, err error, to string) *smtp.SMTPE
 	var r *upstreamReply
 	if errors.As(err, &r) {
 		text := r.text()
-		reason, abuse := classifyUpstream(r.code, text)
-		s.g.rejectEnv(s.cs, stage, text, reason, abuse && !s.g.upLogged, s.from, to)
+		code, dsn, reason := splitReply(text)
+		c := event.Classify(event.Reply{Code: code, DSN: dsn, Text: reason, Stage: stage,
+			From: event.QuoteLocal(s.from), To: event.QuoteLocal(to), Helo: event.HeloAsLogged(s.cs.helo),
+			Client: s.cs.clientSpec(), Envelope: true})
+		s.g.rejectEnv(s.cs, stage, text, c.Reason, c.Abuse && !s.g.upLogged, s.from, to)
 		return r.smtpError()
 	}
 	s.g.ctr.upstreamErrors.Add(1)
 	s.g.log.Warn("guard: upstream", "ip", s.cs.ip.String(), "stage", stage, "err", err)
 	s.up.abort()
-	s.setUp(nil)
+	s.up = nil
 	s.upMail, s.dataOpen = false, false
 	return errUpstream
-}
-
-// classifyUpstream gives an upstream refusal the reason class and abuse
-// flag that logparse would give the same text in a Postfix log.
-func classifyUpstream(code int, text string) (event.Reason, bool) {
-	r := event.ReasonOther
-	switch {
-	case strings.Contains(text, "Improper use of SMTP command pipelining"):
-		r = event.ReasonPipelining
-	case strings.Contains(text, "Recipient address rejected: User unknown"),
-		strings.Contains(text, "Recipient address rejected: undeliverable address"),
-		strings.Contains(text, "Recipient address rejected: unverified address"),
-		code/100 == 5 && strings.Contains(text, " 5.1.1 ") && strings.Contains(strings.ToLower(text), "unknown"):
-		r = event.ReasonUnknownRecipient
-	case strings.Contains(text, "Relay access denied"):
-		r = event.ReasonRelayDenied
-	case strings.Contains(text, "Recipient address rejected: need fully-qualified address"):
-		r = event.ReasonRecipientNonFQDN
-	case strings.Contains(text, "Recipient address rejected: Domain not found"):
-		r = event.ReasonRecipientDomainNotFound
-	case strings.Contains(text, "reylist"):
-		r = event.ReasonGreylisted
-	case strings.Contains(text, "Sender address rejected: need fully-qualified address"):
-		r = event.ReasonSenderNonFQDN
-	case strings.Contains(text, "Sender address rejected: Domain not found"):
-		r = event.ReasonSenderDomainNotFound
-	case strings.Contains(text, "Sender address rejected: "):
-		r = event.ReasonSenderAccess
-	case strings.Contains(text, "Helo command rejected: need fully-qualified hostname"):
-		r = event.ReasonHeloNonFQDN
-	case strings.Contains(text, "Helo command rejected: Invalid name"):
-		r = event.ReasonHeloInvalid
-	case strings.Contains(text, "Helo command rejected: Host not found"):
-		r = event.ReasonHeloNotFound
-	case strings.Contains(text, "Helo command rejected: "):
-		r = event.ReasonHeloAccess
-	case strings.Contains(text, "Client host rejected: cannot find your"):
-		r = event.ReasonClientNoRDNS
-	case strings.Contains(text, "Client host rejected: "):
-		r = event.ReasonClientAccess
-	case strings.Contains(text, " blocked using "):
-		r = event.ReasonDNSBL
-	case strings.Contains(text, "Recipient address rejected: "):
-		r = event.ReasonRecipientAccess
-	}
-	abuse := !(r == event.ReasonGreylisted || r == event.ReasonOther && code/100 == 4)
-	return r, abuse
 }
 
 // beforeData runs when the client sends DATA, before go-smtp answers
@@ -470,7 +426,7 @@ func (s *session) Data(r io.Reader) error {
 		// The client broke off (timeout, size limit): drop the upstream
 		// without the final dot so nothing half is delivered.
 		s.up.abort()
-		s.setUp(nil)
+		s.up = nil
 		s.upMail = false
 		var se *smtp.SMTPError
 		if errors.As(readErr, &se) {
@@ -505,7 +461,7 @@ func (s *session) Reset() {
 	if s.up != nil && s.upMail {
 		if _, err := s.up.expect(250, "RSET"); err != nil {
 			s.up.abort()
-			s.setUp(nil)
+			s.up = nil
 		}
 	}
 	s.from, s.null, s.mailOpts, s.rcpts = "", false, nil, nil
@@ -517,25 +473,15 @@ func (s *session) Logout() error {
 	return nil
 }
 
-func (s *session) setUp(u *upstream) {
-	s.up = u
-	s.upA.Store(u)
-}
-
-// closeUpstream ends the upstream session politely (QUIT) when the
-// session goroutine is not using it; otherwise (Shutdown closing a busy
-// session from another goroutine) it drops the socket, which makes the
-// session goroutine fail over to a temporary error.
+// closeUpstream ends the upstream session politely (QUIT). go-smtp
+// calls it (through Logout and the connection's Close) on the session
+// goroutine once no command is running, so the lock is free; Shutdown
+// ends busy sessions by closing their client sockets, not from here.
 func (s *session) closeUpstream() {
-	if s.upMu.TryLock() {
-		defer s.upMu.Unlock()
-		if s.up != nil {
-			s.up.close()
-			s.setUp(nil)
-		}
-		return
-	}
-	if u := s.upA.Load(); u != nil {
-		u.c.Close()
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	if s.up != nil {
+		s.up.close()
+		s.up = nil
 	}
 }
