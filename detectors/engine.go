@@ -168,13 +168,12 @@ func (e *Engine) Stats() Stats {
 
 // obs is one event being observed.
 type obs struct {
-	ev    event.Event
-	t     int64
-	addr  netip.Addr
-	line  string
-	kept  bool
-	keep  int
-	stage string
+	ev   event.Event
+	t    int64
+	addr netip.Addr
+	line string
+	kept bool
+	keep int
 }
 
 // raw returns the event's line, cloned once (Event strings may alias a

@@ -2,6 +2,7 @@ package detectors
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -545,28 +546,49 @@ func TestAuthFailures(t *testing.T) {
 	}
 }
 
+// Four goroutines feed the same 50 clients at once. Every client gets 16
+// SASL failures within 200 s, so whatever the interleaving each decides
+// sasl_bruteforce once (at its 5th failure) and error_burst once (at its
+// 6th), then stays muted for the window; with prefix escalation on, the
+// /24 escalates once, at its 5th decided address.
 func TestConcurrentUse(t *testing.T) {
-	e, err := New(DefaultConfig(), nil)
+	cfg := DefaultConfig()
+	cfg.PrefixEscalation.Enabled = true
+	e, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	total := 0
+	returned := map[string]uint64{}
 	for g := range 4 {
 		wg.Go(func() {
-			n := 0
+			got := map[string]uint64{}
 			for i := range 200 {
-				n += len(e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i%50), event.KindSASLFail, detail(fmt.Sprint(g)))))
+				for _, d := range e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i%50), event.KindSASLFail, detail(fmt.Sprint(g)))) {
+					got[d.Detector]++
+				}
 				_ = e.Stats()
 			}
 			mu.Lock()
-			total += n
+			for k, n := range got {
+				returned[k] += n
+			}
 			mu.Unlock()
 		})
 	}
 	wg.Wait()
-	if total == 0 || e.Stats().Events != 800 {
-		t.Errorf("total %d, stats %+v", total, e.Stats())
+	want := map[string]uint64{SASLBruteforce: 50, ErrorBurst: 50, PrefixEscalation: 1}
+	if !maps.Equal(returned, want) {
+		t.Errorf("decisions returned by Observe: %v, want %v", returned, want)
+	}
+	st := e.Stats()
+	if st.Events != 800 {
+		t.Errorf("stats: %d events, want 800", st.Events)
+	}
+	for name, n := range st.Decisions {
+		if n != want[name] {
+			t.Errorf("stats: %d %s decisions, want %d", n, name, want[name])
+		}
 	}
 }

@@ -51,7 +51,6 @@ type clientStat struct {
 	name    string
 	rejects int64
 	reasons uint64 // bit set of event.Reason
-	abuse   int64
 }
 
 type hourStat struct {

@@ -36,6 +36,10 @@ type Config struct {
 	Type string `yaml:"type"`
 	// Postmap is the postmap program. Default: postmap (from PATH).
 	Postmap string `yaml:"postmap"`
+	// ConfigDir is the Postfix configuration directory postmap reads
+	// (postmap -c), for a second instance such as one made by postmulti.
+	// Default: empty, Postfix's own default (/etc/postfix, or MAIL_CONFIG).
+	ConfigDir string `yaml:"config_dir"`
 	// Debounce is how long changes are collected before one rewrite.
 	// Default: 2s.
 	Debounce time.Duration `yaml:"debounce"`
@@ -59,6 +63,9 @@ func (c Config) Validate() error {
 	}
 	if c.Type != "cidr" && c.Postmap == "" {
 		errs = append(errs, errors.New("postmap: empty"))
+	}
+	if c.ConfigDir != "" && !filepath.IsAbs(c.ConfigDir) {
+		errs = append(errs, fmt.Errorf("config_dir %q: want an absolute path", c.ConfigDir))
 	}
 	if c.Debounce < 0 || c.Debounce > time.Hour {
 		errs = append(errs, fmt.Errorf("debounce %s: want 0..1h", c.Debounce))
@@ -371,11 +378,20 @@ func (a *Map) write(ctx context.Context, content []byte) error {
 	if a.cfg.Type == "cidr" {
 		return nil
 	}
-	if _, err := a.run.Run(ctx, nil, a.cfg.Postmap, a.cfg.Type+":"+a.cfg.Path); err != nil {
+	if _, err := a.run.Run(ctx, nil, a.cfg.Postmap, a.postmapArgs()...); err != nil {
 		return fmt.Errorf("postfix access map: %w", err)
 	}
 	a.log.Debug("map rewritten", "file", a.cfg.Path, "bytes", len(content))
 	return nil
+}
+
+// postmapArgs are the arguments that index the map.
+func (a *Map) postmapArgs() []string {
+	var args []string
+	if a.cfg.ConfigDir != "" {
+		args = append(args, "-c", a.cfg.ConfigDir)
+	}
+	return append(args, a.cfg.Type+":"+a.cfg.Path)
 }
 
 func writeFile(path string, content []byte) error {

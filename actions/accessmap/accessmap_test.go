@@ -67,6 +67,8 @@ func TestAccessMapValidate(t *testing.T) {
 		{func(c *Config) { c.Type = "btree" }, `type "btree"`},
 		{func(c *Config) { c.Path = "rel/path" }, "absolute"},
 		{func(c *Config) { c.Debounce = -time.Second }, "debounce"},
+		{func(c *Config) { c.ConfigDir = "/etc/postfix-out" }, ""},
+		{func(c *Config) { c.ConfigDir = "etc/postfix" }, "config_dir"},
 	}
 	for _, c := range cases {
 		cfg := DefaultConfig()
@@ -89,27 +91,53 @@ func (c *counter) Run(ctx context.Context, stdin []byte, name string, args ...st
 	return c.next.Run(ctx, stdin, name, args...)
 }
 
-func query(t *testing.T, key, typ, path string) string {
+// postfixConfig returns the postmap program and a Postfix configuration
+// directory of the test's own, or skips the test when Postfix is not
+// installed. postmap will not run without a main.cf, and the system one
+// may be missing (Debian's "No configuration") or say anything.
+func postfixConfig(t *testing.T) (postmap, configDir string) {
 	t.Helper()
-	out, err := exec.Command("postmap", "-q", key, typ+":"+path).Output()
-	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 1 {
-		return "" // not found
+	postmap, err := exec.LookPath("postmap")
+	if err != nil {
+		// A user's PATH on Debian lacks /usr/sbin.
+		postmap, err = exec.LookPath("/usr/sbin/postmap")
+	}
+	if err != nil {
+		t.Skip("skipping: postmap not found in PATH or /usr/sbin (apt-get install postfix)")
+	}
+	configDir = t.TempDir()
+	if err := os.WriteFile(filepath.Join(configDir, "main.cf"), []byte("compatibility_level = 3.6\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return postmap, configDir
+}
+
+// query looks key up in the map the way Postfix does, and returns the
+// value or "" when the key is not there.
+func query(t *testing.T, cfg Config, key string) string {
+	t.Helper()
+	cmd := exec.Command(cfg.Postmap, "-c", cfg.ConfigDir, "-q", key, cfg.Type+":"+cfg.Path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	// Not found is exit status 1 and silence; a fatal error is also
+	// status 1, but says why.
+	if ee, ok := err.(*exec.ExitError); ok && ee.ExitCode() == 1 && stderr.Len() == 0 {
+		return ""
 	} else if err != nil {
-		t.Fatalf("postmap -q %s: %v", key, err)
+		t.Fatalf("postmap -q %s: %v: %s", key, err, stderr.Bytes())
 	}
 	return strings.TrimSpace(string(out))
 }
 
 func TestAccessMapPostmap(t *testing.T) {
-	if _, err := exec.LookPath("postmap"); err != nil {
-		t.Skip("skipping: postmap not installed (apt-get install postfix)")
-	}
+	postmap, configDir := postfixConfig(t)
 	ctx := context.Background()
 	for _, typ := range []string{"hash", "cidr"} {
 		t.Run(typ, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "mxguard_access")
 			runner := &counter{next: command.OS{}}
-			cfg := Config{Enabled: true, Path: path, Type: typ, Postmap: "postmap", Debounce: 50 * time.Millisecond}
+			cfg := Config{Enabled: true, Path: path, Type: typ, Postmap: postmap, ConfigDir: configDir, Debounce: 50 * time.Millisecond}
 			a, err := New(cfg, Options{Runner: runner})
 			if err != nil {
 				t.Fatal(err)
@@ -125,14 +153,14 @@ func TestAccessMapPostmap(t *testing.T) {
 			if err := a.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got, want := query(t, "192.0.2.1", typ, path), "REJECT mxguard: dictionary attack INJECTED OK"; got != want {
+			if got, want := query(t, cfg, "192.0.2.1"), "REJECT mxguard: dictionary attack INJECTED OK"; got != want {
 				t.Errorf("after ban: postmap -q = %q, want %q", got, want)
 			}
 			key := "198.51.100" // hash: Postfix looks up shortened forms
 			if typ == "cidr" {
 				key = "198.51.100.9"
 			}
-			if got := query(t, key, typ, path); !strings.HasPrefix(got, "REJECT") {
+			if got := query(t, cfg, key); !strings.HasPrefix(got, "REJECT") {
 				t.Errorf("after /24 ban: postmap -q %s = %q", key, got)
 			}
 			if err := a.Revoke(ctx, netip.MustParsePrefix("192.0.2.1/32")); err != nil {
@@ -141,7 +169,7 @@ func TestAccessMapPostmap(t *testing.T) {
 			if err := a.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if got := query(t, "192.0.2.1", typ, path); got != "" {
+			if got := query(t, cfg, "192.0.2.1"); got != "" {
 				t.Errorf("after unban: postmap -q = %q, want nothing", got)
 			}
 
@@ -173,7 +201,7 @@ func TestAccessMapPostmap(t *testing.T) {
 				if runs := runner.n.Load() - before; runs > 5 {
 					t.Errorf("burst of 10000 Apply ran postmap %d times, want a few", runs)
 				}
-				if got := query(t, "10.19.1.243", typ, path); !strings.HasPrefix(got, "REJECT") {
+				if got := query(t, cfg, "10.19.1.243"); !strings.HasPrefix(got, "REJECT") {
 					t.Errorf("burst entry: postmap -q = %q", got)
 				}
 			}
@@ -211,7 +239,9 @@ func TestAccessMapErrors(t *testing.T) {
 		t.Errorf("write to read-only dir: got %v", err)
 	}
 
-	a, err := New(DefaultConfig(), Options{DryRun: &bytes.Buffer{}})
+	cfg = DefaultConfig()
+	cfg.Path = filepath.Join(t.TempDir(), "mxguard_access")
+	a, err := New(cfg, Options{DryRun: &bytes.Buffer{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,26 +252,64 @@ func TestAccessMapErrors(t *testing.T) {
 	}
 }
 
+// A dry run prints the map and the postmap command and writes nothing:
+// not the map, not a probe file, not a temp file.
 func TestAccessMapDryRun(t *testing.T) {
-	var out bytes.Buffer
-	cfg := DefaultConfig()
-	a, err := New(cfg, Options{DryRun: &out})
-	if err != nil {
-		t.Fatal(err)
+	const header = "# Generated by mxguard: DO NOT EDIT. Rewritten on every ban change.\n"
+	cases := []struct {
+		name      string
+		typ       string
+		configDir string
+		want      func(path string) string
+	}{
+		{"hash", "hash", "", func(path string) string {
+			return "# would write " + path + ":\n" + header +
+				"# 2 bans. Postfix map type hash:" + path + "\n" +
+				"192.0.2.1\tREJECT mxguard: test ban\n" +
+				"postmap hash:" + path + "\n"
+		}},
+		{"hash with config_dir", "hash", "/etc/postfix-out", func(path string) string {
+			return "# would write " + path + ":\n" + header +
+				"# 2 bans. Postfix map type hash:" + path + "\n" +
+				"192.0.2.1\tREJECT mxguard: test ban\n" +
+				"postmap -c /etc/postfix-out hash:" + path + "\n"
+		}},
+		{"cidr", "cidr", "", func(path string) string {
+			return "# would write " + path + ":\n" + header +
+				"# 2 bans. Postfix map type cidr:" + path + "\n" +
+				"192.0.2.1\tREJECT mxguard: test ban\n" +
+				"2001:db8::/48\tREJECT mxguard: test ban\n"
+		}},
 	}
-	if err := a.Sync(context.Background(), []ban.Ban{testBan("192.0.2.1/32", time.Hour), testBan("2001:db8::/48", time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
-	want := "# would write /etc/postfix/mxguard_access:\n" +
-		"# Generated by mxguard: DO NOT EDIT. Rewritten on every ban change.\n" +
-		"# 2 bans. Postfix map type hash:/etc/postfix/mxguard_access\n" +
-		"192.0.2.1\tREJECT mxguard: test ban\n" +
-		"postmap hash:/etc/postfix/mxguard_access\n"
-	if out.String() != want {
-		t.Errorf("dry run output:\n%s\nwant:\n%s", out.String(), want)
-	}
-	if _, err := os.Stat(cfg.Path); err == nil {
-		t.Logf("note: %s exists on this machine (not written by this test)", cfg.Path)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			var out bytes.Buffer
+			cfg := DefaultConfig()
+			cfg.Path = filepath.Join(dir, "mxguard_access")
+			cfg.Type = c.typ
+			cfg.ConfigDir = c.configDir
+			a, err := New(cfg, Options{DryRun: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Sync(context.Background(), []ban.Ban{testBan("192.0.2.1/32", time.Hour), testBan("2001:db8::/48", time.Hour)}); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := out.String(), c.want(cfg.Path); got != want {
+				t.Errorf("dry run output:\n%s\nwant:\n%s", got, want)
+			}
+			entries, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				t.Errorf("dry run created %s", filepath.Join(dir, e.Name()))
+			}
+		})
 	}
 }
 
@@ -265,6 +333,13 @@ func TestAccessMapRewriteRetried(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Path = filepath.Join(t.TempDir(), "mxguard_access")
 	cfg.Debounce = 10 * time.Millisecond
+	// The runner is fake; New only needs a program to find, and postmap
+	// may not be installed or in PATH.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Postmap = self
 	run := &flaky{}
 	run.fail.Store(2)
 	a, err := New(cfg, Options{Runner: run})

@@ -16,7 +16,7 @@ import (
 
 // Benchmarks, as root, each in namespaces of its own:
 //
-//	go test -run '^$' -bench . -benchtime 1x ./actions/
+//	go test -run '^$' -bench . -benchtime 1x ./actions/firewall
 //
 // Programs run through `ip netns exec` (a wrapper script for iptables),
 // which adds roughly one extra exec per call to what a daemon would pay.

@@ -182,7 +182,7 @@ type gen struct {
 	pid                                    int
 	smtpd, subm                            pidPool
 	cleanup, local, lmtp, smtp, bounce     pidPool
-	pickup, dnsblog, dovecot, cron         pidPool
+	pickup, dnsblog, dovecot               pidPool
 	postscreenPID, qmgrPID, anvilPID, boot int
 
 	// stamp cache: the prefix for the current second.

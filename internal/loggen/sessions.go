@@ -9,16 +9,15 @@ import (
 type scenario uint8
 
 const (
-	scNone scenario = iota
-	// normal traffic
-	scInbound      // postscreen pass, smtpd, cleanup, qmgr, delivery
-	scInboundNew   // postscreen PASS NEW and its 450 4.3.2 (benign)
-	scGreylist     // policy service 450 4.2.0 (benign)
-	scSubmission   // authenticated user relays out; sent/deferred/bounced
-	scLocal        // pickup: cron mail to root
-	scLegitLost    // a good client that drops the connection
-	scOther        // dovecot, cron, kernel
-	scHousekeeping // anvil statistics, postscreen cache cleanup
+	// normal traffic (0 is no scenario)
+	scInbound      scenario = iota + 1 // postscreen pass, smtpd, cleanup, qmgr, delivery
+	scInboundNew                       // postscreen PASS NEW and its 450 4.3.2 (benign)
+	scGreylist                         // policy service 450 4.2.0 (benign)
+	scSubmission                       // authenticated user relays out; sent/deferred/bounced
+	scLocal                            // pickup: cron mail to root
+	scLegitLost                        // a good client that drops the connection
+	scOther                            // dovecot, cron, kernel
+	scHousekeeping                     // anvil statistics, postscreen cache cleanup
 	// abuse
 	scDictionary
 	scRelay

@@ -2,8 +2,8 @@
 # compare.sh [LINES] - time mxguard side by side with the tools an admin would
 # use otherwise, on one generated Postfix log (internal/loggen via cmd/mxgen).
 #
-#   internal/bench/compare.sh            # 1,000,000 lines
-#   internal/bench/compare.sh 200000     # quicker
+#   scripts/compare.sh            # 1,000,000 lines
+#   scripts/compare.sh 200000     # quicker
 #
 # Tools timed on the same file:
 #   grep -c NOQUEUE            the floor: one pass, no parsing
@@ -44,7 +44,7 @@ case $LINES in
 esac
 if [ "$LINES" -le 0 ]; then echo "usage: $0 [LINES]   (LINES must be positive)" >&2; exit 2; fi
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mxbench.XXXXXX")
 if [ -n "${KEEP:-}" ]; then
 	echo "keeping $TMP"

@@ -4,7 +4,7 @@
 # separate process, so each side needs only N file descriptors.
 set -euo pipefail
 N=${1:-10000}
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
 T=$(mktemp -d)
 trap 'kill "$GPID" 2>/dev/null || true; rm -rf "$T"' EXIT
 ulimit -n $((N + 1000))
