@@ -22,6 +22,7 @@ import (
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/pipeline"
 	"github.com/mxguard/mxguard/internal/tailer"
@@ -497,26 +498,21 @@ func (d *daemon) metrics() metrics.Snapshot {
 	return s
 }
 
-// parseBanDuration accepts Go durations plus a day suffix ("7d").
+// parseBanDuration reads a ban's --for: the config's duration syntax
+// (internal/duration, "30m", "12h", "7d", at most duration.Max); "" means
+// the escalation schedule, so 0 is refused rather than taken for it.
 func parseBanDuration(s string) (time.Duration, error) {
 	if s == "" {
 		return 0, nil
 	}
-	var days int
-	if n, err := fmt.Sscanf(s, "%dd", &days); err == nil && n == 1 && fmt.Sprintf("%dd", days) == s {
-		if days <= 0 {
-			return 0, fmt.Errorf("duration %q: must be positive", s)
-		}
-		return time.Duration(days) * 24 * time.Hour, nil
-	}
-	v, err := time.ParseDuration(s)
+	d, err := duration.Parse(s)
 	if err != nil {
-		return 0, fmt.Errorf("duration %q: want e.g. 30m, 12h or 7d", s)
+		return 0, err
 	}
-	if v <= 0 {
+	if d == 0 {
 		return 0, fmt.Errorf("duration %q: must be positive", s)
 	}
-	return v, nil
+	return d.D(), nil
 }
 
 // handle answers the control socket.
