@@ -195,3 +195,41 @@ func TestConfigCheck(t *testing.T) {
 		t.Errorf("config frobnicate: exit %d", code)
 	}
 }
+
+// Without --tz, replay reads stamps without a zone in the config's
+// tail.tz, as the daemon does; --tz overrides it.
+func TestReplayTZFromConfig(t *testing.T) {
+	const zone = "Pacific/Kiritimati" // UTC+14: never mistaken for Local or UTC
+	if _, err := time.LoadLocation(zone); err != nil {
+		t.Skipf("no zone data: %v", err)
+	}
+	if _, off := time.Now().Zone(); off == 14*3600 {
+		t.Skip("Local is UTC+14: cannot tell tail.tz from Local")
+	}
+	log := filepath.Join(t.TempDir(), "mail.log")
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, dictLine("203.0.113.45", i))
+	}
+	os.WriteFile(log, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	banTime := func(args ...string) time.Time {
+		t.Helper()
+		code, out, errOut := runCmd(t, "", append([]string{"replay", "--format", "json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		bans := parseReplayJSON(t, out)
+		if len(bans) != 1 {
+			t.Fatalf("%v: bans = %+v", args, bans)
+		}
+		return bans[0].Time
+	}
+	cfg := emptyConfig(t, "tail: {tz: "+zone+"}\n")
+	want := banTime("--config", emptyConfig(t, ""), "--tz", zone, log)
+	if got := banTime("--config", cfg, log); !got.Equal(want) {
+		t.Errorf("without --tz: ban at %s, want %s (stamps read in tail.tz %s)", got, want, zone)
+	}
+	if got := banTime("--config", cfg, "--tz", "UTC", log); got.Equal(want) {
+		t.Errorf("--tz UTC did not override tail.tz: ban at %s", got)
+	}
+}
