@@ -4,6 +4,7 @@ import (
 	"fmt"
 
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/daemon"
 )
 
 func runConfig(e *env, args []string) error {
@@ -26,7 +27,7 @@ func runConfig(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := guardConfig(cfg); err != nil {
+	if _, err := daemon.GuardConfig(cfg); err != nil {
 		return &configError{err}
 	}
 	if *quiet {
