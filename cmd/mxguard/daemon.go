@@ -43,10 +43,7 @@ func runGuard(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	gcfg, err := daemon.GuardConfig(cfg)
-	if err != nil {
-		return &configError{err}
-	}
+	gcfg := cfg.GuardConfig()
 	gcfg.Enabled = true
 	if *listen != "" {
 		gcfg.Listen = *listen

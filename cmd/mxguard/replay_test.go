@@ -191,6 +191,31 @@ func TestConfigCheck(t *testing.T) {
 	if code != 2 || !strings.Contains(errOut, `log_level: "loud"`) || !strings.Contains(errOut, "tail.checkpoint_interval") {
 		t.Errorf("values: exit %d, %q", code, errOut)
 	}
+	// The guard section is printed with its effective defaults, not as
+	// written; its keys are checked as strictly as the others.
+	stateDir := t.TempDir()
+	code, out, errOut = runCmd(t, "", "config", "check", "--config",
+		emptyConfig(t, "state_dir: "+stateDir+"\nguard:\n  listen: 127.0.0.1:2525\n  greylist: {enabled: true}\n"))
+	for _, want := range []string{
+		"\nguard:\n", "  listen: 127.0.0.1:2525\n", "  upstream: 127.0.0.1:10025\n", "  handoff: xclient\n",
+		"  greet_pause: 1s\n", "    max_connections: 2000\n", "    connection_rate_window: 1m\n",
+		"    helo_required: reject\n", "    delay: 5m\n", "    db: " + filepath.Join(stateDir, "greylist.db") + "\n",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("guard defaults: exit %d %s, output lacks %q:\n%s", code, errOut, want, out)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"guard:\n  limits:\n    max_conections: 5\n", `line 3: unknown key "max_conections" in guard.limits (did you mean "max_connections"?)`},
+		{"guard:\n  greet_pause: 10\n", `line 2: invalid duration "10"`},
+		{"guard:\n  checks: {relay: maybe}\n", `guard.checks.relay: want reject, warn or off, got "maybe"`},
+	} {
+		f := emptyConfig(t, tc.yaml)
+		code, out, errOut := runCmd(t, "", "config", "check", "--config", f)
+		if code != 2 || out != "" || !strings.Contains(errOut, "config "+f+": ") || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2 and %q", tc.yaml, code, out, errOut, tc.want)
+		}
+	}
 	if code, _, _ := runCmd(t, "", "config", "frobnicate"); code != 2 {
 		t.Errorf("config frobnicate: exit %d", code)
 	}

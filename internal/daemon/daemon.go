@@ -95,7 +95,7 @@ type Daemon struct {
 	wg           sync.WaitGroup
 	guardServing bool
 	guardErr     chan error // the guard's Serve failed (nil channel: no guard)
-	followErr    chan error // the follower stopped (nil at ctx end without logs)
+	followErr    chan error // the follower stopped (nil channel: no follower)
 }
 
 // cleaner is an action that can remove what it put into the firewall.
@@ -196,14 +196,8 @@ func (d *Daemon) build(ctx context.Context) error {
 		return &ConfigError{err}
 	}
 	d.guardCfg = d.opts.Guard
-	if d.guardCfg == nil {
-		g, err := GuardConfig(cfg)
-		if err != nil {
-			return &ConfigError{err}
-		}
-		if g.Enabled {
-			d.guardCfg = &g
-		}
+	if g := cfg.GuardConfig(); d.guardCfg == nil && g.Enabled {
+		d.guardCfg = &g
 	}
 	var dec pipeline.Decider = d.mgr
 	if d.guardCfg != nil {
@@ -263,11 +257,9 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 	}
-	d.followErr = make(chan error, 1)
 	if d.follower != nil {
+		d.followErr = make(chan error, 1)
 		go func() { d.followErr <- d.pipe.Follow(d.runCtx, d.follower, cfg.Tail.Location()) }()
-	} else {
-		go func() { <-d.runCtx.Done(); d.followErr <- nil }()
 	}
 	guardListen := ""
 	if d.guardCfg != nil {
@@ -285,14 +277,24 @@ func (d *Daemon) start(ctx context.Context) error {
 // loop runs until ctx is done or a part fails, reloading the
 // configuration on each request from reload.
 func (d *Daemon) loop(ctx context.Context, reload <-chan os.Signal) error {
+	stopping := func() error {
+		d.stopRun()
+		var ferr error
+		if d.followErr != nil {
+			ferr = <-d.followErr
+		}
+		d.log.Info("mxguard daemon stopping", "lines", d.pipe.Stats().Lines)
+		return ferr
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			d.stopRun()
-			ferr := <-d.followErr
-			d.log.Info("mxguard daemon stopping", "lines", d.pipe.Stats().Lines)
-			return ferr
+			return stopping()
 		case ferr := <-d.followErr:
+			if ctx.Err() != nil { // the follower saw the stop first
+				d.followErr <- ferr
+				return stopping()
+			}
 			if ferr == nil {
 				ferr = errors.New("log follower stopped")
 			}
@@ -300,8 +302,7 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan os.Signal) error {
 		case gerr := <-d.guardErr:
 			// without its listener the guard protects nothing: stop, so
 			// that systemd restarts us (Restart=on-failure)
-			d.stopRun()
-			<-d.followErr
+			_ = stopping()
 			return fmt.Errorf("guard: %w", gerr)
 		case <-reload:
 			d.reload()

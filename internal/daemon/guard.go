@@ -5,29 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"path/filepath"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/smtpguard"
 )
-
-// GuardConfig decodes and validates the `guard:` section over the
-// defaults. The greylist database lives in state_dir unless configured.
-func GuardConfig(cfg *config.Config) (smtpguard.Config, error) {
-	g := smtpguard.DefaultConfig()
-	if err := cfg.DecodeGuard(&g); err != nil {
-		return g, err
-	}
-	if g.Greylist.Enabled && g.Greylist.DB == "" {
-		g.Greylist.DB = filepath.Join(cfg.StateDir, "greylist.db")
-	}
-	if err := g.Validate(); err != nil {
-		return g, err
-	}
-	return g, nil
-}
 
 // buildGuard makes the guard; its events go through the daemon's pipeline
 // (the same detectors and ban manager as the log lines).

@@ -50,7 +50,7 @@ func (d *Daemon) reload() {
 		{"control_socket", old.ControlSocket, cfg.ControlSocket}, {"ban", old.Ban, cfg.Ban},
 		{"actions", old.Actions, cfg.Actions}, {"metrics_listen", old.MetricsListen, cfg.MetricsListen},
 		{"log_format", old.LogFormat, cfg.LogFormat}, {"tail", old.Tail, cfg.Tail},
-		{"guard", decodedGuard(old), decodedGuard(cfg)},
+		{"guard", old.GuardConfig(), cfg.GuardConfig()},
 	} {
 		if !reflect.DeepEqual(k.a, k.b) {
 			restart = append(restart, k.key)
@@ -66,13 +66,4 @@ func (d *Daemon) reload() {
 		d.log.Warn("reload: these changes need a restart", "keys", restart)
 	}
 	d.log.Info("configuration reloaded", "config", cfg.Path)
-}
-
-// decodedGuard compares guard sections by content, not by YAML position.
-func decodedGuard(cfg *config.Config) any {
-	g, err := GuardConfig(cfg)
-	if err != nil {
-		return err.Error()
-	}
-	return g
 }
