@@ -11,7 +11,8 @@ import (
 func runDaemon(e *env, args []string) error {
 	fs := newFlagSet(e, "daemon", "",
 		"Tail the configured logs, detect abusive clients and ban them.\n"+
-			"SIGHUP reloads detectors, allowlist and log_level; SIGTERM/SIGINT stop cleanly.")
+			"SIGHUP reloads detectors, allowlist and log_level and logs the other changed keys as needing a\n"+
+			"restart; SIGTERM/SIGINT stop cleanly.")
 	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
 	dryRun := fs.Bool("dry-run", false, "log would-be bans; touch neither the block list nor the firewall")
 	cleanup := fs.Bool("cleanup", false, "on shutdown remove the firewall chain and sets (bans stay in the block list and are restored at the next start)")

@@ -69,14 +69,13 @@ func (c *ConfigError) Unwrap() error { return c.Err }
 
 // Daemon is one running mxguard daemon.
 type Daemon struct {
-	opts       Options
-	fileDryRun bool // dry_run as the configuration file says, before --dry-run
-	cfg        atomic.Pointer[config.Config]
-	log        *slog.Logger
-	level      *slog.LevelVar
-	started    time.Time
-	rate       pipeline.Rate
-	allow      atomic.Pointer[[]netip.Prefix]
+	opts    Options
+	cfg     atomic.Pointer[config.Config] // in force: what a reload changed, and the rest as started
+	log     *slog.Logger
+	level   *slog.LevelVar
+	started time.Time
+	rate    pipeline.Rate
+	allow   atomic.Pointer[[]netip.Prefix]
 
 	store    *store.Store
 	acts     []ban.Action
@@ -140,7 +139,7 @@ func open(cfg *config.Config, opts Options) (*Daemon, error) {
 	}
 	running := *cfg
 	running.DryRun = cfg.DryRun || opts.DryRun
-	d := &Daemon{opts: opts, fileDryRun: cfg.DryRun, started: time.Now()}
+	d := &Daemon{opts: opts, started: time.Now()}
 	d.cfg.Store(&running)
 	d.log, d.level = newLogger(&running, opts.LogOutput)
 	d.setAllow(&running)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -269,47 +268,6 @@ func TestDaemonControlCommands(t *testing.T) {
 	}
 }
 
-func TestDaemonReload(t *testing.T) {
-	cfg := newTestConfig(t)
-	path := filepath.Join(t.TempDir(), "mxguard.yaml")
-	write := func(extra string) {
-		y := fmt.Sprintf("logs: [%s]\nstate_dir: %s\ncontrol_socket: %s\ntail: {checkpoint_interval: 100ms}\n%s",
-			cfg.Logs[0], cfg.StateDir, cfg.ControlSocket, extra)
-		if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("")
-	c, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	td := startDaemon(t, c, path)
-	// Raise the threshold and allowlist the attacker's network.
-	write("detectors: {dictionary: {threshold: 3}}\nallowlist: [203.0.113.0/25]\nmetrics_listen: 127.0.0.1:0\n")
-	td.d.reload()
-	if got := td.d.pipe.Detectors().Config().Dictionary.Threshold; got != 3 {
-		t.Errorf("threshold after reload = %d", got)
-	}
-	if !td.d.mgr.Allowlist().Contains(mustPrefix("203.0.113.5/32")) {
-		t.Error("allowlist not reloaded")
-	}
-	if !strings.Contains(td.logs.String(), "need a restart") || !strings.Contains(td.logs.String(), "metrics_listen") {
-		t.Errorf("reload did not report keys needing a restart:\n%s", td.logs)
-	}
-	appendLines(t, td.log, dictLine("198.51.100.9", 0), dictLine("198.51.100.9", 1), dictLine("198.51.100.9", 2))
-	waitFor(t, "ban at the reloaded threshold of 3", 5*time.Second, func() bool { return hasBan(list(t, td.sock), "198.51.100.9") })
-	// A broken config is refused and the running one kept.
-	write("detectors: {dictionary: {threshold: 0}}\n")
-	td.d.reload()
-	if got := td.d.pipe.Detectors().Config().Dictionary.Threshold; got != 3 {
-		t.Errorf("threshold after bad reload = %d, want 3 kept", got)
-	}
-	if !strings.Contains(td.logs.String(), "reload failed") {
-		t.Error("bad reload not logged")
-	}
-}
-
 func TestDaemonSecondInstance(t *testing.T) {
 	cfg := newTestConfig(t)
 	startDaemon(t, cfg, "")
@@ -318,5 +276,3 @@ func TestDaemonSecondInstance(t *testing.T) {
 		t.Errorf("second daemon on the same state: %v", err)
 	}
 }
-
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

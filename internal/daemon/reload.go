@@ -10,7 +10,8 @@ import (
 )
 
 // reload re-reads the config file: detectors, allowlist and log_level take
-// effect at once; other changes are reported as needing a restart.
+// effect at once; other changes (dry_run too) are logged as needing a
+// restart, and the running values stay in force.
 func (d *Daemon) reload() {
 	old := d.cfg.Load()
 	cfg, err := config.Load(d.opts.ConfigPath)
@@ -18,7 +19,11 @@ func (d *Daemon) reload() {
 		d.log.Error("reload failed; keeping the running configuration", "err", err)
 		return
 	}
-	cfg.DryRun = old.DryRun // --dry-run survives a reload
+	fileDryRun := cfg.DryRun
+	cfg.DryRun = old.DryRun
+	if d.opts.DryRun && !fileDryRun {
+		d.log.Info("reload: dry_run is false in the file; --dry-run keeps the daemon in dry-run")
+	}
 	if !reflect.DeepEqual(cfg.Detectors, old.Detectors) {
 		det, err := detectors.New(cfg.Detectors, d.log)
 		if err != nil {
@@ -51,6 +56,8 @@ func (d *Daemon) reload() {
 		{"actions", old.Actions, cfg.Actions}, {"metrics_listen", old.MetricsListen, cfg.MetricsListen},
 		{"log_format", old.LogFormat, cfg.LogFormat}, {"tail", old.Tail, cfg.Tail},
 		{"guard", old.GuardConfig(), cfg.GuardConfig()},
+		// with --dry-run the flag decides, whatever the file says
+		{"dry_run", old.DryRun, fileDryRun || d.opts.DryRun},
 	} {
 		if !reflect.DeepEqual(k.a, k.b) {
 			restart = append(restart, k.key)
