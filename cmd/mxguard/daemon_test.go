@@ -1,18 +1,24 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/daemon"
+	"github.com/mxguard/mxguard/internal/netnstest"
 )
 
 // dictLine is an unknown-recipient reject from ip, stamped now (BSD).
@@ -188,5 +194,58 @@ func TestDaemonNotRunning(t *testing.T) {
 	os.WriteFile(cfgFile, []byte("control_sockett: "+sock+"\n"), 0o600)
 	if code, _, errOut := runCmd(t, "", "list", "--config", cfgFile); code != 2 || !strings.Contains(errOut, `unknown key "control_sockett"`) {
 		t.Errorf("list with bad config: exit %d, %q", code, errOut)
+	}
+}
+
+// `mxguard daemon --cleanup` removes the firewall chain when SIGTERM stops
+// it; without the flag the chain stays for the next start. Root only: the
+// real iptables runs in a network namespace of the test's own.
+func TestDaemonCleanupFlag(t *testing.T) {
+	netnstest.Require(t, "iptables", "ip6tables")
+	for _, cleanup := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cleanup=%v", cleanup), func(t *testing.T) {
+			ns := netnstest.New(t)
+			cfg := testConfig(t)
+			file := emptyConfig(t, fmt.Sprintf("logs: [%s]\nstate_dir: %s\ncontrol_socket: %s\n"+
+				"actions:\n  iptables: {enabled: true, iptables_path: %s, ip6tables_path: %s}\n",
+				cfg.Logs[0], cfg.StateDir, cfg.ControlSocket,
+				netnstest.Wrapper(t, ns, "iptables"), netnstest.Wrapper(t, ns, "ip6tables")))
+			args := []string{"daemon", "--config", file}
+			if cleanup {
+				args = append(args, "--cleanup")
+			}
+			// Should the daemon not handle SIGTERM, this keeps the test
+			// binary alive to report it.
+			safety := make(chan os.Signal, 1)
+			signal.Notify(safety, syscall.SIGTERM)
+			defer signal.Stop(safety)
+			var stderr bytes.Buffer
+			done := make(chan int, 1)
+			go func() { done <- run(&env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr}, args) }()
+			chain := func(prog string) bool {
+				out, _ := exec.Command("ip", "netns", "exec", ns, prog, "-S").CombinedOutput()
+				return strings.Contains(string(out), "-N MXGUARD\n")
+			}
+			waitFor(t, "the daemon to answer and make its chain", 10*time.Second, func() bool {
+				code, _, _ := runCmd(t, "", "status", "--socket", cfg.ControlSocket)
+				return code == 0 && chain("iptables") && chain("ip6tables")
+			})
+			if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Fatalf("daemon exit %d:\n%s", code, stderr.String())
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("SIGTERM did not stop the daemon within 10s")
+			}
+			for _, prog := range []string{"iptables", "ip6tables"} {
+				if chain(prog) == cleanup {
+					t.Errorf("%s: chain MXGUARD left after shutdown: %v, want %v\n%s", prog, chain(prog), !cleanup, stderr.String())
+				}
+			}
+		})
 	}
 }
