@@ -53,11 +53,11 @@ type Options struct {
 	Guard *smtpguard.Config
 	// LogOutput receives the daemon's log (nil: discarded).
 	LogOutput io.Writer
-	// Ready is called once everything is up.
+	// Ready is called once everything is up, on the daemon's goroutine:
+	// it must not block.
 	Ready func(*Daemon)
 
-	sweep       time.Duration // manager sweep interval (0 = default); tests
-	noHostAddrs bool          // do not allowlist the host's own addresses; tests
+	noHostAddrs bool // tests: do not allowlist the host's own addresses
 }
 
 // ConfigError is a configuration the daemon cannot run with (the command
@@ -179,7 +179,7 @@ func (d *Daemon) build(ctx context.Context) error {
 		sources = append(sources, ban.HostAddrs)
 	}
 	d.mgr, err = ban.NewManager(ban.ManagerConfig{
-		Ban: cfg.Ban, DryRun: cfg.DryRun, AllowSources: sources, SweepInterval: d.opts.sweep,
+		Ban: cfg.Ban, DryRun: cfg.DryRun, AllowSources: sources,
 	}, d.store, d.acts, d.log)
 	if err != nil {
 		return err
