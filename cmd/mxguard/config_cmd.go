@@ -26,9 +26,6 @@ func runConfig(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := guardConfig(cfg); err != nil {
-		return &configError{err}
-	}
 	if *quiet {
 		return nil
 	}

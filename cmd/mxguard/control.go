@@ -16,6 +16,7 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/daemon"
 	"github.com/mxguard/mxguard/internal/pipeline"
 )
 
@@ -65,7 +66,7 @@ func runBan(e *env, args []string) error {
 	if _, err := ban.ParsePrefix(pos[0]); err != nil {
 		return usagef("%v", err)
 	}
-	if _, err := parseBanDuration(*dur); err != nil {
+	if _, err := daemon.ParseBanDuration(*dur); err != nil {
 		return usagef("--for: %v", err)
 	}
 	var b ban.Ban
@@ -93,7 +94,7 @@ func runUnban(e *env, args []string) error {
 	if _, err := ban.ParsePrefix(pos[0]); err != nil {
 		return usagef("%v", err)
 	}
-	var r unbanResult
+	var r daemon.UnbanResult
 	if err := cf.call(control.Request{Cmd: control.CmdUnban, IP: pos[0]}, &r); err != nil {
 		return err
 	}
@@ -246,7 +247,7 @@ func runStatus(e *env, args []string) error {
 		}
 		return w.Flush()
 	}
-	var st daemonStatus
+	var st daemon.Status
 	if err := json.Unmarshal(raw, &st); err != nil {
 		return fmt.Errorf("status reply: %w", err)
 	}
@@ -254,7 +255,7 @@ func runStatus(e *env, args []string) error {
 	return w.Flush()
 }
 
-func writeStatus(w io.Writer, st daemonStatus) {
+func writeStatus(w io.Writer, st daemon.Status) {
 	cfg := st.Config
 	if cfg == "" {
 		cfg = "(built-in defaults)"

@@ -5,16 +5,20 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/netip"
+	"io"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/daemon"
+	"github.com/mxguard/mxguard/internal/netnstest"
 )
 
 // dictLine is an unknown-recipient reject from ip, stamped now (BSD).
@@ -23,112 +27,52 @@ func dictLine(ip string, i int) string {
 		time.Now().Format(time.Stamp), ip, i, i)
 }
 
-func appendLines(t testing.TB, path string, lines ...string) {
+// testConfig is a daemon config with its own log, state dir and socket.
+func testConfig(t *testing.T) *config.Config {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteString(strings.Join(lines, "\n") + "\n"); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-}
-
-// testDaemon is an in-process daemon with its own state dir, log and socket.
-type testDaemon struct {
-	cfg    *config.Config
-	log    string
-	sock   string
-	cancel context.CancelFunc
-	done   chan error
-	d      *daemon
-	logs   *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func newTestConfig(t testing.TB) *config.Config {
 	dir := t.TempDir()
 	cfg := config.Default()
 	cfg.Logs = []string{filepath.Join(dir, "mail.log")}
 	cfg.StateDir = filepath.Join(dir, "state")
 	cfg.ControlSocket = filepath.Join(dir, "run", "control.sock")
-	cfg.Tail.CheckpointInterval = 1e8 // 100ms
-	cfg.LogLevel = "debug"
-	if err := os.WriteFile(cfg.Logs[0], []byte("Nov 25 10:49:00 mx1 postfix/qmgr[1]: old line before start\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg.Logs[0], nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return cfg
 }
 
-func startDaemon(t testing.TB, cfg *config.Config, configPath string) *testDaemon {
+// startDaemon runs the daemon in-process for the control commands to talk
+// to, until the test ends.
+func startDaemon(t *testing.T, cfg *config.Config) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	td := &testDaemon{cfg: cfg, log: cfg.Logs[0], sock: cfg.ControlSocket, cancel: cancel,
-		done: make(chan error, 1), logs: &syncBuffer{}}
-	ready := make(chan *daemon, 1)
-	reload := make(chan struct{}, 1)
+	ready := make(chan struct{})
+	done := make(chan error, 1)
 	go func() {
-		td.done <- daemonMain(ctx, cfg, daemonOptions{configPath: configPath, logOut: td.logs, noHostAddr: true,
-			reload: reload, ready: func(d *daemon) { ready <- d }})
+		done <- daemon.Run(ctx, cfg, daemon.Options{Ready: func(*daemon.Daemon) { close(ready) }})
 	}()
 	select {
-	case td.d = <-ready:
-	case err := <-td.done:
-		t.Fatalf("daemon did not start: %v\n%s", err, td.logs)
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("daemon did not start: %v", err)
 	case <-time.After(10 * time.Second):
-		t.Fatalf("daemon not ready after 10s\n%s", td.logs)
+		t.Fatal("daemon not ready after 10s")
 	}
-	t.Cleanup(func() { td.stop(t) })
-	// With from_end the follower must have opened the log before a test
-	// appends to it.
-	waitFor(t, "the follower to open the log", 5*time.Second, func() bool {
-		fs := td.d.follower.Stats().Files
-		return len(fs) > 0 && fs[0].Inode != 0
-	}, td.logs)
-	return td
-}
-
-func (td *testDaemon) stop(t testing.TB) {
-	t.Helper()
-	if td.cancel == nil {
-		return
-	}
-	td.cancel()
-	td.cancel = nil
-	select {
-	case err := <-td.done:
-		if err != nil {
-			t.Errorf("daemon: %v\n%s", err, td.logs)
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("daemon: %v", err)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("daemon did not stop within 10s\n%s", td.logs)
-	}
+	})
 }
 
 // waitFor polls cond every 20ms until it is true or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool, logs ...fmt.Stringer) {
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s\n%s", d, what, logs)
+			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -160,84 +104,47 @@ func listJSON(t *testing.T, sock string) []ban.Ban {
 	return bans
 }
 
-func statusOf(t *testing.T, sock string) daemonStatus {
-	t.Helper()
-	code, out, errOut := runCmd(t, "", "status", "--socket", sock, "--format", "json")
-	if code != 0 {
-		t.Fatalf("status: exit %d: %s", code, errOut)
-	}
-	var st daemonStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("status json: %v\n%s", err, out)
-	}
-	return st
-}
-
-func hasBan(bans []ban.Ban, ip string) bool {
-	for _, b := range bans {
-		if b.Prefix.Addr().String() == ip {
-			return true
-		}
-	}
-	return false
-}
-
-func TestDaemonE2E(t *testing.T) {
-	cfg := newTestConfig(t)
-	td := startDaemon(t, cfg, "")
+// status, list and explain render what the daemon answers.
+func TestDaemonCommandsOutput(t *testing.T) {
+	cfg := testConfig(t)
+	startDaemon(t, cfg)
 	const bad = "203.0.113.45"
-
-	var lines []string
+	f, err := os.OpenFile(cfg.Logs[0], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// With from_end the follower must have opened the log before the
+	// test appends to it.
+	waitFor(t, "the follower to open the log", 5*time.Second, func() bool {
+		code, out, _ := runCmd(t, "", "status", "--socket", cfg.ControlSocket, "--format", "json")
+		var st daemon.Status
+		return code == 0 && json.Unmarshal([]byte(out), &st) == nil && len(st.Files) == 1 && st.Files[0].Inode != 0
+	})
 	for i := range 5 {
-		lines = append(lines, dictLine(bad, i))
+		fmt.Fprintln(f, dictLine(bad, i))
 	}
-	appendLines(t, td.log, lines...)
-	waitFor(t, "the dictionary attacker in `list`", 5*time.Second, func() bool {
-		return hasBan(listJSON(t, td.sock), bad)
-	}, td.logs)
-	bans := listJSON(t, td.sock)
-	if len(bans) != 1 || bans[0].Detector != "dictionary" || bans[0].Prefix.String() != bad+"/32" {
-		t.Fatalf("bans = %+v", bans)
-	}
-	st := statusOf(t, td.sock)
-	if st.Pipeline.Lines != 5 || st.Pipeline.Kinds["reject"] != 5 || st.Manager.ActiveBans != 1 || st.Pipeline.Decisions["dictionary"] != 1 {
-		t.Errorf("status = %+v", st.Pipeline)
-	}
-	if len(st.Files) != 1 || st.Files[0].Path != td.log {
-		t.Errorf("status files = %+v", st.Files)
-	}
-	code, out, _ := runCmd(t, "", "status", "--socket", td.sock)
-	if code != 0 || !strings.Contains(out, "active bans: 1") || !strings.Contains(out, "dictionary") || !strings.Contains(out, td.log) {
+	f.Close()
+	waitFor(t, "the ban in `list`", 5*time.Second, func() bool { return len(listJSON(t, cfg.ControlSocket)) == 1 })
+
+	code, out, _ := runCmd(t, "", "status", "--socket", cfg.ControlSocket)
+	if code != 0 || !strings.Contains(out, "active bans: 1") || !strings.Contains(out, "dictionary") || !strings.Contains(out, cfg.Logs[0]) {
 		t.Errorf("status text (exit %d):\n%s", code, out)
 	}
-	code, out, _ = runCmd(t, "", "list", "--socket", td.sock)
+	code, out, _ = runCmd(t, "", "list", "--socket", cfg.ControlSocket)
 	if code != 0 || !strings.Contains(out, bad+"/32") || !strings.Contains(out, "1 active ban") {
 		t.Errorf("list table (exit %d):\n%s", code, out)
 	}
-	code, out, _ = runCmd(t, "", "explain", "--socket", td.sock, bad)
+	code, out, _ = runCmd(t, "", "explain", "--socket", cfg.ControlSocket, bad)
 	if code != 0 || !strings.Contains(out, "BANNED") || !strings.Contains(out, "u4@example.com") {
 		t.Errorf("explain (exit %d):\n%s", code, out)
-	}
-
-	// Restart: the ban is still there and the log is not read again.
-	td.stop(t)
-	td2 := startDaemon(t, cfg, "")
-	if !hasBan(listJSON(t, td2.sock), bad) {
-		t.Fatal("ban lost across restart")
-	}
-	appendLines(t, td2.log, dictLine("198.51.100.7", 0))
-	waitFor(t, "the new line", 5*time.Second, func() bool { return statusOf(t, td2.sock).Pipeline.Lines >= 1 })
-	time.Sleep(300 * time.Millisecond) // a double read would show up by now
-	if st := statusOf(t, td2.sock); st.Pipeline.Lines != 1 || st.Pipeline.Kinds["reject"] != 1 {
-		t.Errorf("after restart: lines = %d, want 1 (the log position must continue)", st.Pipeline.Lines)
 	}
 }
 
 func TestDaemonControlCommands(t *testing.T) {
-	cfg := newTestConfig(t)
+	cfg := testConfig(t)
 	cfg.Allowlist = append(cfg.Allowlist, "192.0.2.0/24")
-	td := startDaemon(t, cfg, "")
-	s := td.sock
+	startDaemon(t, cfg)
+	s := cfg.ControlSocket
 
 	tests := []struct {
 		args     []string
@@ -290,54 +197,55 @@ func TestDaemonNotRunning(t *testing.T) {
 	}
 }
 
-func TestDaemonReload(t *testing.T) {
-	cfg := newTestConfig(t)
-	path := filepath.Join(t.TempDir(), "mxguard.yaml")
-	write := func(extra string) {
-		y := fmt.Sprintf("logs: [%s]\nstate_dir: %s\ncontrol_socket: %s\ntail: {checkpoint_interval: 100ms}\n%s",
-			cfg.Logs[0], cfg.StateDir, cfg.ControlSocket, extra)
-		if err := os.WriteFile(path, []byte(y), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write("")
-	c, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	td := startDaemon(t, c, path)
-	// Raise the threshold and allowlist the attacker's network.
-	write("detectors: {dictionary: {threshold: 3}}\nallowlist: [203.0.113.0/25]\nmetrics_listen: 127.0.0.1:0\n")
-	td.d.reload()
-	if got := td.d.pipe.Detectors().Config().Dictionary.Threshold; got != 3 {
-		t.Errorf("threshold after reload = %d", got)
-	}
-	if !td.d.mgr.Allowlist().Contains(mustPrefix("203.0.113.5/32")) {
-		t.Error("allowlist not reloaded")
-	}
-	if !strings.Contains(td.logs.String(), "need a restart") || !strings.Contains(td.logs.String(), "metrics_listen") {
-		t.Errorf("reload did not report keys needing a restart:\n%s", td.logs)
-	}
-	appendLines(t, td.log, dictLine("198.51.100.9", 0), dictLine("198.51.100.9", 1), dictLine("198.51.100.9", 2))
-	waitFor(t, "ban at the reloaded threshold of 3", 5*time.Second, func() bool { return hasBan(listJSON(t, td.sock), "198.51.100.9") })
-	// A broken config is refused and the running one kept.
-	write("detectors: {dictionary: {threshold: 0}}\n")
-	td.d.reload()
-	if got := td.d.pipe.Detectors().Config().Dictionary.Threshold; got != 3 {
-		t.Errorf("threshold after bad reload = %d, want 3 kept", got)
-	}
-	if !strings.Contains(td.logs.String(), "reload failed") {
-		t.Error("bad reload not logged")
+// `mxguard daemon --cleanup` removes the firewall chain when SIGTERM stops
+// it; without the flag the chain stays for the next start. Root only: the
+// real iptables runs in a network namespace of the test's own.
+func TestDaemonCleanupFlag(t *testing.T) {
+	netnstest.Require(t, "iptables", "ip6tables")
+	for _, cleanup := range []bool{true, false} {
+		t.Run(fmt.Sprintf("cleanup=%v", cleanup), func(t *testing.T) {
+			ns := netnstest.New(t)
+			cfg := testConfig(t)
+			file := emptyConfig(t, fmt.Sprintf("logs: [%s]\nstate_dir: %s\ncontrol_socket: %s\n"+
+				"actions:\n  iptables: {enabled: true, iptables_path: %s, ip6tables_path: %s}\n",
+				cfg.Logs[0], cfg.StateDir, cfg.ControlSocket,
+				netnstest.Wrapper(t, ns, "iptables"), netnstest.Wrapper(t, ns, "ip6tables")))
+			args := []string{"daemon", "--config", file}
+			if cleanup {
+				args = append(args, "--cleanup")
+			}
+			// Should the daemon not handle SIGTERM, this keeps the test
+			// binary alive to report it.
+			safety := make(chan os.Signal, 1)
+			signal.Notify(safety, syscall.SIGTERM)
+			defer signal.Stop(safety)
+			var stderr bytes.Buffer
+			done := make(chan int, 1)
+			go func() { done <- run(&env{stdin: strings.NewReader(""), stdout: io.Discard, stderr: &stderr}, args) }()
+			chain := func(prog string) bool {
+				out, _ := exec.Command("ip", "netns", "exec", ns, prog, "-S").CombinedOutput()
+				return strings.Contains(string(out), "-N MXGUARD\n")
+			}
+			waitFor(t, "the daemon to answer and make its chain", 10*time.Second, func() bool {
+				code, _, _ := runCmd(t, "", "status", "--socket", cfg.ControlSocket)
+				return code == 0 && chain("iptables") && chain("ip6tables")
+			})
+			if err := syscall.Kill(os.Getpid(), syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case code := <-done:
+				if code != 0 {
+					t.Fatalf("daemon exit %d:\n%s", code, stderr.String())
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("SIGTERM did not stop the daemon within 10s")
+			}
+			for _, prog := range []string{"iptables", "ip6tables"} {
+				if chain(prog) == cleanup {
+					t.Errorf("%s: chain MXGUARD left after shutdown: %v, want %v\n%s", prog, chain(prog), !cleanup, stderr.String())
+				}
+			}
+		})
 	}
 }
-
-func TestDaemonSecondInstance(t *testing.T) {
-	cfg := newTestConfig(t)
-	startDaemon(t, cfg, "")
-	err := daemonMain(context.Background(), cfg, daemonOptions{noHostAddr: true})
-	if err == nil || !strings.Contains(err.Error(), "another mxguard daemon") {
-		t.Errorf("second daemon on the same state: %v", err)
-	}
-}
-
-func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }

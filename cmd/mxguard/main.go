@@ -13,7 +13,8 @@ import (
 	"strings"
 )
 
-// Exit codes (DESIGN.md): 0 success, 1 runtime failure, 2 usage or config.
+// Exit codes, as the README documents them under Commands: 0 success,
+// 1 runtime failure, 2 usage or config.
 const (
 	exitOK      = 0
 	exitFailure = 1

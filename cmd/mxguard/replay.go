@@ -20,7 +20,7 @@ func runReplay(e *env, args []string) error {
 			"--format json prints one object per ban: ip, detector, reason, evidence, time, until, offence.")
 	cfgPath := fs.String("config", "", "config file (detectors, allowlist, ban); default "+config.DefaultPath+" if it exists")
 	format := fs.String("format", "table", "output format: table or json")
-	tz := fs.String("tz", "Local", "time zone of timestamps without one (BSD syslog): Local, UTC or an IANA name")
+	tz := fs.String("tz", "", "time zone of timestamps without one (BSD syslog): Local, UTC or an IANA name (default: the config's tail.tz)")
 	evidence := fs.Bool("evidence", false, "json: include the log lines behind each ban")
 	files, err := parseFlags(e, fs, args)
 	if err != nil {
@@ -29,13 +29,18 @@ func runReplay(e *env, args []string) error {
 	if err := oneOf("format", *format, "table", "json"); err != nil {
 		return err
 	}
-	loc, err := time.LoadLocation(*tz)
-	if err != nil {
-		return usagef("--tz %q: %v", *tz, err)
+	var loc *time.Location
+	if *tz != "" {
+		if loc, err = time.LoadLocation(*tz); err != nil {
+			return usagef("--tz %q: %v", *tz, err)
+		}
 	}
 	cfg, err := config.Load(config.Find(*cfgPath))
 	if err != nil {
 		return &configError{err}
+	}
+	if loc == nil {
+		loc = cfg.Tail.Location()
 	}
 	if len(files) == 0 {
 		files = cfg.Logs

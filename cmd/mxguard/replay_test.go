@@ -191,7 +191,70 @@ func TestConfigCheck(t *testing.T) {
 	if code != 2 || !strings.Contains(errOut, `log_level: "loud"`) || !strings.Contains(errOut, "tail.checkpoint_interval") {
 		t.Errorf("values: exit %d, %q", code, errOut)
 	}
+	// The guard section is printed with its effective defaults, not as
+	// written; its keys are checked as strictly as the others.
+	stateDir := t.TempDir()
+	code, out, errOut = runCmd(t, "", "config", "check", "--config",
+		emptyConfig(t, "state_dir: "+stateDir+"\nguard:\n  listen: 127.0.0.1:2525\n  greylist: {enabled: true}\n"))
+	for _, want := range []string{
+		"\nguard:\n", "  listen: 127.0.0.1:2525\n", "  upstream: 127.0.0.1:10025\n", "  handoff: xclient\n",
+		"  greet_pause: 1s\n", "    max_connections: 2000\n", "    connection_rate_window: 1m\n",
+		"    helo_required: reject\n", "    delay: 5m\n", "    db: " + filepath.Join(stateDir, "greylist.db") + "\n",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("guard defaults: exit %d %s, output lacks %q:\n%s", code, errOut, want, out)
+		}
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"guard:\n  limits:\n    max_conections: 5\n", `line 3: unknown key "max_conections" in guard.limits (did you mean "max_connections"?)`},
+		{"guard:\n  greet_pause: 10\n", `line 2: invalid duration "10"`},
+		{"guard:\n  checks: {relay: maybe}\n", `guard.checks.relay: want reject, warn or off, got "maybe"`},
+	} {
+		f := emptyConfig(t, tc.yaml)
+		code, out, errOut := runCmd(t, "", "config", "check", "--config", f)
+		if code != 2 || out != "" || !strings.Contains(errOut, "config "+f+": ") || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%q: exit %d, stdout %q, stderr %q; want 2 and %q", tc.yaml, code, out, errOut, tc.want)
+		}
+	}
 	if code, _, _ := runCmd(t, "", "config", "frobnicate"); code != 2 {
 		t.Errorf("config frobnicate: exit %d", code)
+	}
+}
+
+// Without --tz, replay reads stamps without a zone in the config's
+// tail.tz, as the daemon does; --tz overrides it.
+func TestReplayTZFromConfig(t *testing.T) {
+	const zone = "Pacific/Kiritimati" // UTC+14: never mistaken for Local or UTC
+	if _, err := time.LoadLocation(zone); err != nil {
+		t.Skipf("no zone data: %v", err)
+	}
+	if _, off := time.Now().Zone(); off == 14*3600 {
+		t.Skip("Local is UTC+14: cannot tell tail.tz from Local")
+	}
+	log := filepath.Join(t.TempDir(), "mail.log")
+	var lines []string
+	for i := range 5 {
+		lines = append(lines, dictLine("203.0.113.45", i))
+	}
+	os.WriteFile(log, []byte(strings.Join(lines, "\n")+"\n"), 0o600)
+	banTime := func(args ...string) time.Time {
+		t.Helper()
+		code, out, errOut := runCmd(t, "", append([]string{"replay", "--format", "json"}, args...)...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+		bans := parseReplayJSON(t, out)
+		if len(bans) != 1 {
+			t.Fatalf("%v: bans = %+v", args, bans)
+		}
+		return bans[0].Time
+	}
+	cfg := emptyConfig(t, "tail: {tz: "+zone+"}\n")
+	want := banTime("--config", emptyConfig(t, ""), "--tz", zone, log)
+	if got := banTime("--config", cfg, log); !got.Equal(want) {
+		t.Errorf("without --tz: ban at %s, want %s (stamps read in tail.tz %s)", got, want, zone)
+	}
+	if got := banTime("--config", cfg, "--tz", "UTC", log); got.Equal(want) {
+		t.Errorf("--tz UTC did not override tail.tz: ban at %s", got)
 	}
 }

@@ -27,6 +27,8 @@ func TestExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	unreadable := filepath.Join(dir, "dir")
 	os.Mkdir(unreadable, 0o755)
+	nothingToDo := filepath.Join(dir, "nothing.yaml")
+	os.WriteFile(nothingToDo, []byte("logs: []\nstate_dir: "+filepath.Join(dir, "state")+"\ncontrol_socket: "+filepath.Join(dir, "ctl.sock")+"\n"), 0o600)
 	tests := []struct {
 		name   string
 		args   []string
@@ -45,6 +47,16 @@ func TestExitCodes(t *testing.T) {
 		{"directory", []string{"report", unreadable}, 1, "is a directory"},
 		{"events missing file", []string{"events", filepath.Join(dir, "nope.log")}, 1, "nope.log"},
 		{"events bad kind", []string{"events", "--kind", "bogus"}, 2, `--kind "bogus"`},
+		{"daemon config it cannot run", []string{"daemon", "--config", nothingToDo}, 2, "nothing to do: logs is empty and the guard is off"},
+		// ban --for is checked before the daemon is asked, with the
+		// config's duration syntax and its maximum.
+		{"ban for above maximum", []string{"ban", "--socket", filepath.Join(dir, "none.sock"), "203.0.113.8", "--for", "213504d"}, 2,
+			`--for: duration "213504d" is too long (at most 106751d)`},
+		{"ban for far above maximum", []string{"ban", "--socket", filepath.Join(dir, "none.sock"), "203.0.113.8", "--for", "1000000d"}, 2,
+			`--for: duration "1000000d" is too long (at most 106751d)`},
+		{"ban for zero", []string{"ban", "--socket", filepath.Join(dir, "none.sock"), "203.0.113.8", "--for", "0"}, 2, `must be positive`},
+		{"ban for negative", []string{"ban", "--socket", filepath.Join(dir, "none.sock"), "203.0.113.8", "--for", "-2h"}, 2, `negative duration "-2h"`},
+		{"ban for bare number", []string{"ban", "--socket", filepath.Join(dir, "none.sock"), "203.0.113.8", "--for", "10"}, 2, `invalid duration "10"`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

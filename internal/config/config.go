@@ -23,6 +23,7 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/firewall"
 	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/smtpguard"
 )
 
 // DefaultPath is read when no --config is given, if it exists.
@@ -48,8 +49,9 @@ type Config struct {
 	Detectors detectors.Config `yaml:"detectors"`
 	// Actions: where bans are carried out besides the bbolt block list.
 	Actions Actions `yaml:"actions"`
-	// Guard is the inline SMTP guard's section, decoded by DecodeGuard.
-	Guard yaml.Node `yaml:"guard"`
+	// Guard is the inline SMTP guard's section (see smtpguard.Config);
+	// GuardConfig fills in what depends on other keys.
+	Guard smtpguard.Config `yaml:"guard"`
 	// MetricsListen is the Prometheus endpoint (host:port); empty = off.
 	MetricsListen string `yaml:"metrics_listen"`
 	// LogLevel: debug, info, warn or error.
@@ -113,7 +115,7 @@ func Default() *Config {
 			IPSet:         firewall.DefaultIPSetConfig(),
 			PostfixAccess: accessmap.DefaultConfig(),
 		},
-		Guard:     yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"},
+		Guard:     smtpguard.DefaultConfig(),
 		LogLevel:  "info",
 		LogFormat: "text",
 		Tail:      Tail{FromEnd: true, CheckpointInterval: detectors.Duration(5 * time.Second), TZ: "Local"},
@@ -183,9 +185,6 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, nameKeys(cleanYAMLError(err), root)
 	}
-	if c.Guard.Kind == 0 || c.Guard.Tag == "!!null" {
-		c.Guard = yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
-	}
 	return c, nil
 }
 
@@ -239,30 +238,14 @@ func nameKeys(err error, root *yaml.Node) error {
 	return errors.Join(out...)
 }
 
-// DecodeGuard strictly decodes the `guard:` section into v (a pointer to
-// the guard's config struct, pre-filled with its defaults).
-func (c *Config) DecodeGuard(v any) error {
-	if c.Guard.Kind == 0 || len(c.Guard.Content) == 0 {
-		return nil
+// GuardConfig is the guard's effective configuration: the greylist
+// database lives in state_dir unless guard.greylist.db names one.
+func (c *Config) GuardConfig() smtpguard.Config {
+	g := c.Guard
+	if g.Greylist.DB == "" {
+		g.Greylist.DB = filepath.Join(c.StateDir, "greylist.db")
 	}
-	t := reflect.TypeOf(v)
-	if t == nil || t.Kind() != reflect.Pointer {
-		return errors.New("config: DecodeGuard needs a pointer")
-	}
-	if errs := CheckKeys(&c.Guard, t.Elem(), "guard"); len(errs) > 0 {
-		return c.wrap(errors.Join(errs...))
-	}
-	if err := c.Guard.Decode(v); err != nil {
-		return c.wrap(cleanYAMLError(err))
-	}
-	return nil
-}
-
-func (c *Config) wrap(err error) error {
-	if c.Path == "" {
-		return fmt.Errorf("config: %w", err)
-	}
-	return fmt.Errorf("config %s: %w", c.Path, err)
+	return g
 }
 
 // DBPath is the bbolt database in StateDir.
@@ -277,12 +260,15 @@ func (c *Config) Level() slog.Level {
 	return l
 }
 
-// Marshal renders the effective configuration as YAML.
+// Marshal renders the effective configuration as YAML: every key, with
+// the defaults and the values derived from other keys filled in.
 func (c *Config) Marshal() ([]byte, error) {
+	eff := *c
+	eff.Guard = c.GuardConfig()
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
-	if err := enc.Encode(c); err != nil {
+	if err := enc.Encode(&eff); err != nil {
 		return nil, err
 	}
 	if err := enc.Close(); err != nil {
@@ -362,6 +348,7 @@ func (c *Config) Validate() error {
 	if c.Tail.CheckpointInterval <= 0 {
 		add("tail.checkpoint_interval: must be > 0, got %s", c.Tail.CheckpointInterval)
 	}
+	prefixed("guard", c.Guard.Validate())
 	return errors.Join(errs...)
 }
 

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/smtpguard"
 )
 
 func write(t *testing.T, content string) string {
@@ -39,6 +40,17 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`logs[0]: "relative.log": want an absolute path`, `log_format: "xml"`,
 				`detectors.dictionary.threshold: must be ≥ 1`, `allowlist[0]:`, `ban.factor must be >= 1`, `metrics_listen: "nohostport"`}},
 		{"bad duration", "detectors:\n  dictionary:\n    window: 10\n", []string{`line 3:`, `(key detectors.dictionary.window)`}},
+		{"duration above the maximum", "ban:\n  max: 213504d\n",
+			[]string{`line 2: duration "213504d" is too long (at most 106751d) (key ban.max)`}},
+		{"duration overflow", "tail:\n  checkpoint_interval: 2562048h\n",
+			[]string{`line 2: duration "2562048h" is too long (at most 106751d) (key tail.checkpoint_interval)`}},
+		{"duration beyond int64", "detectors:\n  dictionary:\n    window: 99999999999999999999d\n",
+			[]string{`line 3: duration "99999999999999999999d" is too long (at most 106751d) (key detectors.dictionary.window)`}},
+		{"unknown guard key", "guard:\n  limits:\n    max_conections: 5\n",
+			[]string{`line 3: unknown key "max_conections" in guard.limits (did you mean "max_connections"?)`}},
+		{"bad guard duration", "guard:\n  greylist:\n    delay: 5\n", []string{`line 3: invalid duration "5"`, `(key guard.greylist.delay)`}},
+		{"guard values", "guard:\n  handoff: smoke\n  limits: {max_line_length: 100}\n",
+			[]string{`guard.handoff: want xclient or proxy, got "smoke"`, `guard.limits.max_line_length: must be ≥ 512`}},
 		{"type error", "dry_run: maybe\n", []string{`line 1:`, `maybe`}},
 		{"not a mapping", "- a\n- b\n", []string{`want a mapping`}},
 		{"chain clash", "actions:\n  iptables: {enabled: true}\n  ipset: {enabled: true}\n", []string{`actions.ipset.chain: "MXGUARD" is also actions.iptables.chain`}},
@@ -83,17 +95,8 @@ func TestLoadOverDefaults(t *testing.T) {
 	if !c.Tail.FromEnd || c.Tail.CheckpointInterval.D() != time.Second {
 		t.Errorf("tail = %+v", c.Tail)
 	}
-	var g struct {
-		Listen string `yaml:"listen"`
-	}
-	if err := c.DecodeGuard(&g); err != nil || g.Listen != ":25" {
-		t.Errorf("DecodeGuard = %v, %+v", err, g)
-	}
-	var strict struct {
-		Upstream string `yaml:"upstream"`
-	}
-	if err := c.DecodeGuard(&strict); err == nil || !strings.Contains(err.Error(), `unknown key "listen" in guard`) {
-		t.Errorf("DecodeGuard strict: %v", err)
+	if c.Guard.Listen != ":25" || c.Guard.Upstream != smtpguard.DefaultConfig().Upstream || c.Guard.Limits.MaxConnections != 2000 {
+		t.Errorf("guard not decoded over its defaults: %+v", c.Guard)
 	}
 }
 
@@ -155,4 +158,34 @@ func TestExampleConfig(t *testing.T) {
 		}
 	}
 	_ = c
+}
+
+// The guard's greylist database follows state_dir unless it is named; an
+// empty guard section keeps every default.
+func TestGuardConfig(t *testing.T) {
+	tests := []struct {
+		yaml, db string
+	}{
+		{"state_dir: /srv/mxguard\n", "/srv/mxguard/greylist.db"},
+		{"state_dir: /srv/mxguard\nguard:\n", "/srv/mxguard/greylist.db"},
+		{"guard: {greylist: {db: /var/cache/grey.db}}\n", "/var/cache/grey.db"},
+		{"", "/var/lib/mxguard/greylist.db"},
+	}
+	for _, tc := range tests {
+		c, err := Load(write(t, tc.yaml))
+		if err != nil {
+			t.Fatalf("%q: %v", tc.yaml, err)
+		}
+		g := c.GuardConfig()
+		if g.Greylist.DB != tc.db {
+			t.Errorf("%q: greylist.db = %q, want %q", tc.yaml, g.Greylist.DB, tc.db)
+		}
+		if g.Listen != ":25" || g.GreetPause != smtpguard.DefaultConfig().GreetPause {
+			t.Errorf("%q: defaults lost: %+v", tc.yaml, g)
+		}
+		out, err := c.Marshal()
+		if err != nil || !strings.Contains(string(out), "    db: "+tc.db+"\n") {
+			t.Errorf("%q: config check output lacks the greylist db (%v):\n%s", tc.yaml, err, out)
+		}
+	}
 }

@@ -1,12 +1,14 @@
 // Package duration is the one duration type of mxguard's configuration:
 // a Go duration string ("90s", "10m", "1h30m") or whole days ("7d"). A
 // bare number other than 0 is an error (its unit would be a guess), and so
-// is a negative duration.
+// is a negative duration or one longer than Max.
 package duration
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -35,31 +37,61 @@ func (d Duration) String() string {
 // maxDays keeps n*24h inside time.Duration (about 292 years).
 const maxDays = int64(math.MaxInt64 / int64(24*time.Hour))
 
-// Parse reads a duration as the config writes it.
+// Max is the longest duration accepted, in any form: 106751d (about 292
+// years, the whole days a time.Duration holds). Anything longer would wrap
+// around, so it is refused with an error naming this maximum.
+const Max = Duration(maxDays * int64(24*time.Hour))
+
+// goDuration is the syntax of time.ParseDuration. A string of this form
+// that time.ParseDuration refuses overflowed time.Duration.
+var goDuration = regexp.MustCompile(`^[-+]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+$`)
+
+// Parse reads a duration as the config writes it: 0 to Max.
 func Parse(s string) (Duration, error) {
 	s = strings.TrimSpace(s)
 	if s == "0" {
 		return 0, nil
 	}
+	negative := strings.HasPrefix(s, "-")
+	tooLong := func() (Duration, error) {
+		if negative {
+			return 0, fmt.Errorf("negative duration %q", s)
+		}
+		return 0, fmt.Errorf("duration %q is too long (at most %dd)", s, maxDays)
+	}
 	var v time.Duration
-	var err error
 	if days, ok := strings.CutSuffix(s, "d"); ok {
-		var n int64
-		n, err = strconv.ParseInt(days, 10, 32)
-		if err == nil && (n > maxDays || n < -maxDays) {
-			return 0, fmt.Errorf("duration %q is too long (at most %dd)", s, maxDays)
+		n, err := strconv.ParseInt(days, 10, 64)
+		if errors.Is(err, strconv.ErrRange) {
+			return tooLong()
+		}
+		if err != nil {
+			return 0, invalid(s)
+		}
+		if n > maxDays || n < -maxDays {
+			return tooLong()
 		}
 		v = time.Duration(n) * 24 * time.Hour
 	} else {
-		v, err = time.ParseDuration(s)
-	}
-	if err != nil {
-		return 0, fmt.Errorf("invalid duration %q (use e.g. 90s, 30m, 1h, 7d)", s)
+		var err error
+		if v, err = time.ParseDuration(s); err != nil {
+			if goDuration.MatchString(s) {
+				return tooLong()
+			}
+			return 0, invalid(s)
+		}
 	}
 	if v < 0 {
 		return 0, fmt.Errorf("negative duration %q", s)
 	}
+	if v > time.Duration(Max) {
+		return tooLong()
+	}
 	return Duration(v), nil
+}
+
+func invalid(s string) error {
+	return fmt.Errorf("invalid duration %q (use e.g. 90s, 30m, 1h, 7d)", s)
 }
 
 // UnmarshalText implements encoding.TextUnmarshaler (JSON, flags).

@@ -27,6 +27,20 @@ func TestParse(t *testing.T) {
 		{"", 0, `invalid duration ""`},
 		{"300000d", 0, `too long`},
 		{"106751d", 106751 * 24 * time.Hour, ""},
+		// Above the maximum every form is an error naming the maximum,
+		// never a wrapped-around or "negative" value.
+		{"106752d", 0, `"106752d" is too long (at most 106751d)`},
+		{"213504d", 0, `"213504d" is too long (at most 106751d)`},
+		{"1000000d", 0, `"1000000d" is too long (at most 106751d)`},
+		{"9999999999d", 0, `"9999999999d" is too long (at most 106751d)`},
+		{"99999999999999999999d", 0, `is too long (at most 106751d)`},
+		{"2562024h", 106751 * 24 * time.Hour, ""},
+		{"2562025h", 0, `"2562025h" is too long (at most 106751d)`},
+		{"2562048h", 0, `"2562048h" is too long (at most 106751d)`},
+		{"9999999999999h", 0, `is too long (at most 106751d)`},
+		{"1e3h", 0, `invalid duration "1e3h"`},
+		{"-300000d", 0, `negative duration "-300000d"`},
+		{"-2562048h", 0, `negative duration "-2562048h"`},
 	}
 	for _, tc := range tests {
 		got, err := Parse(tc.in)

@@ -247,7 +247,8 @@ func (e Event) Clone() Event {
 	return e
 }
 
-// jsonEvent is the public JSON shape of `mxguard events` (DESIGN.md).
+// jsonEvent is the public JSON shape of `mxguard events` (see the README;
+// pinned by testdata/events/edge.golden.jsonl).
 type jsonEvent struct {
 	Time       string `json:"time,omitempty"`
 	Host       string `json:"host,omitempty"`

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 // tailer, bbolt store with fsync), the time from appending the 5th line of
 // a dictionary attack to the ban being decided and stored.
 //
-//	go test -run '^$' -bench DaemonLatency -benchtime 200x ./cmd/mxguard/
+//	go test -run '^$' -bench DaemonLatency -benchtime 200x ./internal/daemon/
 func BenchmarkDaemonLatency(b *testing.B) {
 	cfg := newTestConfig(b)
 	cfg.LogLevel = "warn"
@@ -58,7 +58,7 @@ func BenchmarkDaemonLatency(b *testing.B) {
 // stamps ending now, so bans are live and written to bbolt) to the followed
 // file and measures lines/s until the daemon has processed all of it.
 //
-//	go test -run '^$' -bench DaemonThroughput -benchtime 3x ./cmd/mxguard/
+//	go test -run '^$' -bench DaemonThroughput -benchtime 3x ./internal/daemon/
 //
 // The dry_run variant shows the pipeline without bbolt writes (one fsync
 // per ban dominates the other).

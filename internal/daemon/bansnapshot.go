@@ -1,117 +1,14 @@
-package main
+package daemon
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"net"
 	"net/netip"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
-	"github.com/mxguard/mxguard/internal/config"
-	"github.com/mxguard/mxguard/internal/event"
-	"github.com/mxguard/mxguard/smtpguard"
 )
-
-// runGuard is `mxguard guard`: the daemon with the inline SMTP guard
-// switched on, so the guard and the log tailer (when `logs` is not empty)
-// feed one set of detectors and one block list.
-func runGuard(e *env, args []string) error {
-	fs := newFlagSet(e, "guard", "",
-		"Run the inline SMTP guard in front of the MTA (and, when `logs` is set, the log tailer beside it).\n"+
-			"Good clients are handed to the upstream with XCLIENT or the PROXY protocol; the flags override the config.")
-	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
-	listen := fs.String("listen", "", "address to listen on (guard.listen)")
-	upstream := fs.String("upstream", "", "upstream MTA host:port (guard.upstream)")
-	dryRun := fs.Bool("dry-run", false, "log would-be bans; touch neither the block list nor the firewall")
-	if err := parseFlagsOnly(e, fs, args); err != nil {
-		return err
-	}
-	cfg, path, err := loadConfig(*cfgPath)
-	if err != nil {
-		return err
-	}
-	if *dryRun {
-		cfg.DryRun = true
-	}
-	gcfg, err := guardConfig(cfg)
-	if err != nil {
-		return &configError{err}
-	}
-	gcfg.Enabled = true
-	if *listen != "" {
-		gcfg.Listen = *listen
-	}
-	if *upstream != "" {
-		gcfg.Upstream = *upstream
-	}
-	if err := gcfg.Validate(); err != nil {
-		return &configError{err}
-	}
-	return runUntilSignal(cfg, daemonOptions{configPath: path, logOut: e.stderr, guard: &gcfg})
-}
-
-// guardConfig decodes and validates the `guard:` section over the defaults.
-// The greylist database lives in state_dir unless configured.
-func guardConfig(cfg *config.Config) (smtpguard.Config, error) {
-	g := smtpguard.DefaultConfig()
-	if err := cfg.DecodeGuard(&g); err != nil {
-		return g, err
-	}
-	if g.Greylist.Enabled && g.Greylist.DB == "" {
-		g.Greylist.DB = filepath.Join(cfg.StateDir, "greylist.db")
-	}
-	if err := g.Validate(); err != nil {
-		return g, err
-	}
-	return g, nil
-}
-
-// startGuard runs the guard until ctx is done; its events go through the
-// daemon's pipeline (the same detectors and ban manager as the log lines).
-func (d *daemon) startGuard(ctx context.Context, gcfg smtpguard.Config, bl *banSnapshot, wg *sync.WaitGroup) (*smtpguard.Guard, error) {
-	g, err := smtpguard.New(gcfg, smtpguard.Deps{
-		Logger:    d.log.With("component", "guard"),
-		Sink:      func(ev event.Event) { d.pipe.HandleEvent(ctx, ev) },
-		Blocklist: bl,
-		// With logs tailed, Postfix's own reject lines (real client via
-		// XCLIENT) are the evidence for its refusals; the guard's copies
-		// would count them twice.
-		UpstreamLogged: d.follower != nil,
-	})
-	if err != nil {
-		return nil, &configError{err}
-	}
-	// Listen here, not in the goroutine: a port in use must stop the start.
-	l, err := net.Listen("tcp", gcfg.Listen)
-	if err != nil {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = g.Shutdown(sctx) // closes the greylist database
-		return nil, fmt.Errorf("guard.listen %s: %w", gcfg.Listen, err)
-	}
-	d.guardErr = make(chan error, 1)
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := g.Serve(ctx, l); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("guard stopped", "err", err)
-			d.guardErr <- err
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = g.Shutdown(sctx)
-	}()
-	return g, nil
-}
 
 // banSnapshot answers the guard's per-connection block-list lookups from
 // memory: single addresses in a map, wider prefixes (escalation, manual

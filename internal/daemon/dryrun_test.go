@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"path/filepath"
@@ -29,7 +29,7 @@ func TestDaemonDryRunPrintsRules(t *testing.T) {
 	} {
 		waitFor(t, want, 5*time.Second, func() bool { return strings.Contains(td.logs.String(), want) }, td.logs)
 	}
-	if bans := listJSON(t, td.sock); len(bans) != 1 || !bans[0].DryRun {
+	if bans := list(t, td.sock); len(bans) != 1 || !bans[0].DryRun {
 		t.Errorf("list in dry-run: %+v", bans)
 	}
 	td.stop(t)

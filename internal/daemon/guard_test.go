@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bufio"
@@ -39,14 +39,14 @@ func TestGuardInDaemon(t *testing.T) {
 	g.Hostname = "mx.test.example"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ready := make(chan *daemon, 1)
+	ready := make(chan *Daemon, 1)
 	done := make(chan error, 1)
 	logs := &syncBuffer{}
 	go func() {
-		done <- daemonMain(ctx, cfg, daemonOptions{logOut: logs, noHostAddr: true, guard: &g,
-			ready: func(d *daemon) { ready <- d }})
+		done <- Run(ctx, cfg, Options{LogOutput: logs, noHostAddrs: true, Guard: &g,
+			Ready: func(d *Daemon) { ready <- d }})
 	}()
-	var d *daemon
+	var d *Daemon
 	select {
 	case d = <-ready:
 	case err := <-done:
@@ -77,7 +77,7 @@ func TestGuardInDaemon(t *testing.T) {
 	waitFor(t, "the pregreet decision", 5*time.Second, func() bool {
 		return d.pipe.Stats().Decisions["pregreet"] == 1
 	}, logs)
-	st, err := d.status()
+	st, err := d.Status()
 	if err != nil || st.Guard == nil || st.Guard.Accepted == 0 {
 		t.Errorf("status: %+v %v", st.Guard, err)
 	}
@@ -145,7 +145,7 @@ func TestGuardListenInUse(t *testing.T) {
 	g.Listen = busy.Addr().String()
 	g.Upstream = freeAddr(t)
 	g.Hostname = "mx.test.example"
-	err = daemonMain(context.Background(), cfg, daemonOptions{noHostAddr: true, guard: &g})
+	err = Run(context.Background(), cfg, Options{noHostAddrs: true, Guard: &g})
 	if err == nil || !strings.Contains(err.Error(), "guard.listen") {
 		t.Fatalf("err = %v", err)
 	}

@@ -1,0 +1,63 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/smtpguard"
+)
+
+// buildGuard makes the guard; its events go through the daemon's pipeline
+// (the same detectors and ban manager as the log lines).
+func (d *Daemon) buildGuard() error {
+	g, err := smtpguard.New(*d.guardCfg, smtpguard.Deps{
+		Logger: d.log.With("component", "guard"),
+		// Events arrive only once Serve runs, after start set runCtx.
+		Sink:      func(ev event.Event) { d.pipe.HandleEvent(d.runCtx, ev) },
+		Blocklist: d.snap,
+		// With logs tailed, Postfix's own reject lines (real client via
+		// XCLIENT) are the evidence for its refusals; the guard's copies
+		// would count them twice.
+		UpstreamLogged: d.follower != nil,
+	})
+	if err != nil {
+		return &ConfigError{err}
+	}
+	d.guard = g
+	return nil
+}
+
+// startGuard listens on guard.listen and serves until runCtx is done.
+func (d *Daemon) startGuard() error {
+	// Listen here, not in the goroutine: a port in use must stop the start.
+	l, err := net.Listen("tcp", d.guardCfg.Listen)
+	if err != nil {
+		return fmt.Errorf("guard.listen %s: %w", d.guardCfg.Listen, err)
+	}
+	d.guardServing = true
+	d.guardErr = make(chan error, 1)
+	d.wg.Add(3)
+	go func() {
+		defer d.wg.Done()
+		d.snap.run(d.runCtx)
+	}()
+	go func() {
+		defer d.wg.Done()
+		if err := d.guard.Serve(d.runCtx, l); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("guard stopped", "err", err)
+			d.guardErr <- err
+		}
+	}()
+	go func() {
+		defer d.wg.Done()
+		<-d.runCtx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_ = d.guard.Shutdown(sctx)
+	}()
+	return nil
+}
