@@ -672,10 +672,25 @@ func (fl *file) drainRotatedFrom(ctx context.Context, out chan<- Line, sp Positi
 		if !fl.isCheckpointFile(files[i], sp, copied) {
 			continue
 		}
+		// A plain file's mtime is its last write, so every file rotated
+		// after it was written later: one that was not is named like
+		// a newer file without being one (numbers that grow with age
+		// rather than logrotate's shifting) and was read before. A
+		// compressed file's mtime may be its compression time, so
+		// the names alone order the files after a compressed one.
+		var since time.Time
+		if fi, err := os.Stat(files[i].name); err == nil && files[i].ext == "" {
+			since = fi.ModTime()
+		}
 		if !fl.drainRotatedFile(ctx, out, files[i], sp.Offset, sp.Head) {
 			return false, &files[i]
 		}
 		for _, later := range files[i+1:] {
+			if fi, err := os.Stat(later.name); err == nil && fi.ModTime().Before(since) {
+				fl.log.Warn("tailer: rotated file named as newer than the checkpoint's but last written before it, not read",
+					"real", later.name, "checkpoint_file", files[i].name)
+				continue
+			}
 			if !fl.drainRotatedFile(ctx, out, later, 0, nil) {
 				return false, &files[i]
 			}

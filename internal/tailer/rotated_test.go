@@ -138,3 +138,36 @@ func TestRestartAfterRotations(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartRotatedNamesGrowWithAge: files named path.1, path.2, ... in
+// the order they were rotated (not logrotate's shifting). The name order
+// then says the older files come after the checkpoint's; their mtimes say
+// otherwise, so they are not read again.
+func TestRestartRotatedNamesGrowWithAge(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mail.log")
+	w := newLogWriter(t, path)
+	cp := newMemCP()
+	w.lines(1, 10)
+	h := start(t, Config{Paths: []string{path}, FromStart: true}, cp, 0)
+	h.waitCount(10, 5*time.Second)
+	for k := 1; k <= 2; k++ { // rotated and read while running
+		if err := os.Rename(path, fmt.Sprintf("%s.%d", path, k)); err != nil {
+			t.Fatal(err)
+		}
+		w.reopen()
+		w.lines(10*k+1, 10*k+10)
+		h.waitCount(10*k+10, 5*time.Second)
+	}
+	h.stop()
+	w.lines(31, 35)
+	if err := os.Rename(path, path+".3"); err != nil {
+		t.Fatal(err)
+	}
+	w.reopen()
+	w.lines(36, 40)
+	h2 := start(t, Config{Paths: []string{path}, FromStart: true}, cp, 0)
+	h2.waitCount(10, 5*time.Second)
+	time.Sleep(50 * time.Millisecond) // nothing more may come
+	h2.stop()
+	checkSeq(t, h2.lines(), 31, 10)
+}
