@@ -108,7 +108,7 @@ func BenchmarkIPTablesApply1k(b *testing.B) {
 }
 
 // loadRules loads n `-s ADDR -j DROP` rules at once with
-// iptables-restore (test setup only; the action adds them one by one).
+// iptables-restore (test setup that bypasses the action).
 func loadRules(b *testing.B, ns string, bans []ban.Ban) {
 	var sb strings.Builder
 	sb.WriteString("*filter\n")

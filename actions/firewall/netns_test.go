@@ -2,8 +2,12 @@ package firewall
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +23,8 @@ func chainConfig(tb testing.TB, ns, target string) IPTablesChainConfig {
 	c.Target = target
 	c.IPTablesPath = netnstest.Wrapper(tb, ns, "iptables")
 	c.IP6TablesPath = netnstest.Wrapper(tb, ns, "ip6tables")
+	c.IPTablesRestorePath = netnstest.Wrapper(tb, ns, "iptables-restore")
+	c.IP6TablesRestorePath = netnstest.Wrapper(tb, ns, "ip6tables-restore")
 	return c
 }
 
@@ -149,6 +155,81 @@ func packetCase(t *testing.T, server, client, target string, act ban.Action) {
 	}
 	netnstest.ExpectDial(t, client, "tcp4", "192.0.2.1:25", blocked)
 	if err := act.Sync(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	netnstest.ExpectDial(t, client, "tcp4", "192.0.2.1:25", "ok")
+}
+
+// countingWrapper is like netnstest.Wrapper and also appends a line to
+// log for every run.
+func countingWrapper(t *testing.T, ns, prog, log string) string {
+	t.Helper()
+	real, err := exec.LookPath(prog)
+	if err != nil {
+		t.Skipf("skipping: %s not installed", prog)
+	}
+	p := filepath.Join(t.TempDir(), prog)
+	script := fmt.Sprintf("#!/bin/sh\necho %s >>%s\nexec ip netns exec %s %s \"$@\"\n", prog, log, ns, real)
+	if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestNetnsIPTablesBulkRestore: Sync loads 1000 bans with one
+// iptables-restore run, exactly those rules exist, a foreign rule stays,
+// and a connection from a banned address is dropped.
+func TestNetnsIPTablesBulkRestore(t *testing.T) {
+	netnstest.Require(t, "iptables", "ip6tables", "iptables-restore", "ip6tables-restore")
+	server, client := netnstest.Pair(t)
+	netnstest.Listen(t, server, "tcp4", "192.0.2.1:25")
+	netnstest.Listen(t, server, "tcp6", "[2001:db8::1]:25")
+	netnstest.ExpectDial(t, client, "tcp4", "192.0.2.1:25", "ok")
+	log := filepath.Join(t.TempDir(), "runs")
+	cfg := DefaultIPTablesConfig()
+	cfg.IPTablesPath = countingWrapper(t, server, "iptables", log)
+	cfg.IP6TablesPath = countingWrapper(t, server, "ip6tables", log)
+	cfg.IPTablesRestorePath = countingWrapper(t, server, "iptables-restore", log)
+	cfg.IP6TablesRestorePath = countingWrapper(t, server, "ip6tables-restore", log)
+	a, err := NewIPTables(cfg, IPTablesOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bans, _ := bulkBans(999)
+	bans = append(bans, testBan("192.0.2.2/32", time.Hour)) // the client
+	// A rule an admin added by hand: kept, and the restore must not
+	// stumble over an existing chain.
+	netnstest.Run(t, "ip", "netns", "exec", server, "iptables", "-N", "MXGUARD")
+	netnstest.Run(t, "ip", "netns", "exec", server, "iptables", "-A", "MXGUARD", "-p", "udp", "-j", "ACCEPT")
+	if err := os.WriteFile(log, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sync(context.Background(), bans); err != nil {
+		t.Fatal(err)
+	}
+	runs, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(runs), "iptables-restore\n"); n != 1 || strings.Count(string(runs), "\n") > 8 {
+		t.Errorf("Sync of 1000 bans ran %d iptables-restore and %d programs in all, want 1 and at most 8:\n%s",
+			n, strings.Count(string(runs), "\n"), runs)
+	}
+	want := []string{"-N MXGUARD", "-A MXGUARD -p udp -j ACCEPT"}
+	for _, b := range bans {
+		want = append(want, "-A MXGUARD -s "+b.Prefix.String()+" -j DROP")
+	}
+	got := strings.Split(strings.TrimSpace(rules(t, server, "iptables", "MXGUARD")), "\n")
+	if !slices.Equal(got, want) {
+		t.Errorf("iptables -S MXGUARD: %d lines, want %d; first difference at %d", len(got), len(want), firstDiff(got, want))
+	}
+	if got := rules(t, server, "iptables", "INPUT"); strings.Count(got, "-j MXGUARD") != 1 {
+		t.Errorf("want one jump:\n%s", got)
+	}
+	netnstest.ExpectDial(t, client, "tcp4", "192.0.2.1:25", "timeout")
+	netnstest.ExpectDial(t, client, "tcp6", "[2001:db8::1]:25", "ok") // not banned
+	// Unbanned by the next Sync.
+	if err := a.Sync(context.Background(), bans[:999]); err != nil {
 		t.Fatal(err)
 	}
 	netnstest.ExpectDial(t, client, "tcp4", "192.0.2.1:25", "ok")

@@ -80,7 +80,7 @@ func BenchmarkThroughput(b *testing.B) {
 
 // BenchmarkLatency appends one timestamped line every interval and measures
 // the delay from before the write to the consumer receiving it. In inotify
-// mode the timer fallback is disabled, so this measures nxadm/tail's
+// mode the timer fallback is disabled, so this measures the inotify
 // notification path alone. Run with -benchtime=2000x.
 func BenchmarkLatency(b *testing.B) {
 	for _, tc := range []struct {

@@ -2,14 +2,19 @@ package tailer
 
 import (
 	"bytes"
+	"compress/bzip2"
+	"compress/gzip"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -27,6 +32,10 @@ type openFile struct {
 	head     []byte // first bytes of the file; replaced, never modified in place
 	skipping bool   // inside a line longer than the limit
 	buf      []byte // bytes [off, readPos) while not skipping
+	// stream, when set, is read instead of f: the decompressed content of
+	// a compressed rotated file, positioned at readPos. Offsets and head
+	// are then in decompressed bytes.
+	stream io.Reader
 }
 
 func (of *openFile) pos(off int64) Position {
@@ -222,12 +231,34 @@ func (fl *file) start(ctx context.Context, out chan<- Line) bool {
 					fl.log.Info("tailer: resuming", "real", of.name, "inode", of.ino, "offset", sp.Offset)
 					return fl.check(ctx, out)
 				}
-				fl.truncations++
-				fl.log.Warn("tailer: file was truncated while stopped, reading it from the start",
-					"offset", sp.Offset, "size", of.size)
-				if !fl.recoverCopy(ctx, out, sp.Head, sp.Offset, dev, ino) {
+				// Truncated (copytruncate), or the inode was freed by a
+				// rotation that compressed the file and reused for the
+				// new one. Either way the unread rest, if anywhere, is in
+				// a rotated file that starts like the checkpoint's: a
+				// plain one is a copy (copytruncate), a compressed one
+				// may be either.
+				ok, matched := fl.drainRotatedFrom(ctx, out, sp, true)
+				if !ok {
 					of.close()
 					return false
+				}
+				switch {
+				case matched != nil && matched.ext == "":
+					fl.truncations++
+					fl.log.Warn("tailer: file was truncated while stopped; read the rest from its copy, now reading it from the start",
+						"offset", sp.Offset, "size", of.size, "copy", matched.name)
+				case matched != nil:
+					fl.rotations++
+					fl.log.Info("tailer: file was rotated while stopped, following the new file from the start",
+						"real", of.name, "inode", of.ino)
+				default:
+					fl.truncations++
+					fl.log.Warn("tailer: file was truncated while stopped, reading it from the start",
+						"offset", sp.Offset, "size", of.size)
+					if !fl.recoverCopy(ctx, out, sp.Head, sp.Offset, dev, ino) {
+						of.close()
+						return false
+					}
 				}
 				fl.cur = of
 				return fl.check(ctx, out)
@@ -444,9 +475,171 @@ func (fl *file) openCandidate(name string, off int64) *openFile {
 	return of
 }
 
-// drainRotated reads the file of checkpoint sp, now under another name,
-// from sp.Offset to its end.
+// rotatedFile is a file next to the path whose name says it is an earlier
+// version of it: path.N or path-DATE (logrotate's dateext), either one
+// possibly compressed (path.2.gz, path-20260102.gz).
+type rotatedFile struct {
+	name string
+	ext  string // compression suffix such as ".gz"; "" for a plain file
+	num  int    // N of path.N; -1 for a dated name
+}
+
+var rotatedSuffix = regexp.MustCompile(`^[.-](\d[\d_.-]*?)(\.(?:gz|bz2|xz|zst|lz4|lzma|Z|zip))?$`)
+
+// rotatedFiles lists the rotated versions of the path, oldest first:
+// dated names in name order, then numbered ones from the highest number
+// down (logrotate shifts path.1 to path.2 and so on).
+func (fl *file) rotatedFiles() []rotatedFile {
+	base := fl.real
+	matches, _ := filepath.Glob(globEscape(base) + "*")
+	var out []rotatedFile
+	for _, m := range matches {
+		sm := rotatedSuffix.FindStringSubmatch(m[len(base):])
+		if sm == nil || m == fl.abs {
+			continue
+		}
+		rf := rotatedFile{name: m, ext: sm[2], num: -1}
+		if n, err := strconv.Atoi(sm[1]); err == nil && m[len(base)] == '.' {
+			rf.num = n
+		}
+		out = append(out, rf)
+	}
+	slices.SortFunc(out, func(a, b rotatedFile) int {
+		switch {
+		case a.num < 0 && b.num < 0:
+			return strings.Compare(a.name, b.name)
+		case a.num < 0:
+			return -1
+		case b.num < 0:
+			return 1
+		}
+		return b.num - a.num
+	})
+	return out
+}
+
+// decompress returns a reader of the decompressed content of f, for the
+// formats the standard library reads.
+func decompress(f io.Reader, ext string) (io.Reader, error) {
+	switch ext {
+	case ".gz":
+		return gzip.NewReader(f)
+	case ".bz2":
+		return bzip2.NewReader(f), nil
+	}
+	return nil, fmt.Errorf("cannot read %s files", ext)
+}
+
+// openRotated opens a rotated file and skips to off (decompressed bytes
+// for a compressed one). The head is that of the (decompressed) content.
+func (fl *file) openRotated(rf rotatedFile, off int64) (*openFile, error) {
+	if rf.ext == "" {
+		of := fl.openCandidate(rf.name, off)
+		if of == nil {
+			return nil, errors.New("not a readable regular file")
+		}
+		return of, nil
+	}
+	head, err := compressedHead(rf)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(rf.name)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	zr, err := decompress(f, rf.ext)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if n, err := io.CopyN(io.Discard, zr, off); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shorter (%d bytes) than the checkpoint offset %d: %w", n, off, err)
+	}
+	of := &openFile{f: f, stream: zr, name: rf.name, off: off, readPos: off, head: head}
+	of.dev, of.ino = fileID(fi)
+	return of, nil
+}
+
+// compressedHead returns the first headLen decompressed bytes of rf.
+func compressedHead(rf rotatedFile) ([]byte, error) {
+	f, err := os.Open(rf.name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	zr, err := decompress(f, rf.ext)
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, headLen)
+	n, err := io.ReadFull(zr, head)
+	if err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+		return nil, err
+	}
+	return head[:n], nil
+}
+
+// isCheckpointFile tells whether rf is the file checkpoint sp was taken
+// in (or a copy of it): a plain file by its inode (and device or head), a
+// compressed one, which has a new inode, by its decompressed head starting
+// with sp.Head. With copied set, plain files are matched by head too (the
+// copy logrotate's copytruncate makes has a new inode). An empty sp.Head
+// (the file was empty) identifies nothing by head.
+func (fl *file) isCheckpointFile(rf rotatedFile, sp Position, copied bool) bool {
+	if rf.ext == "" && copied {
+		f, err := os.Open(rf.name)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		return len(sp.Head) > 0 && bytes.HasPrefix(fl.readHead(f), sp.Head)
+	}
+	if rf.ext == "" {
+		// The head is checked even when device and inode match: a
+		// rotation that compresses and deletes the file frees its inode
+		// for the next new file.
+		fi, err := os.Stat(rf.name)
+		if err != nil || !fi.Mode().IsRegular() {
+			return false
+		}
+		if _, ino := fileID(fi); ino != sp.Inode {
+			return false
+		}
+		f, err := os.Open(rf.name)
+		if err != nil {
+			return false
+		}
+		defer f.Close()
+		return bytes.HasPrefix(fl.readHead(f), sp.Head)
+	}
+	if len(sp.Head) == 0 {
+		return false
+	}
+	head, err := compressedHead(rf)
+	if err != nil {
+		fl.log.Debug("tailer: cannot read the head of a compressed rotated file", "real", rf.name, "err", err)
+		return false
+	}
+	return bytes.HasPrefix(head, sp.Head)
+}
+
+// drainRotated reads what the follower missed while stopped when the file
+// of checkpoint sp is no longer at the path: that file from sp.Offset to
+// its end, wherever rotation put it (compressed included), then every file
+// rotated after it, oldest first. The caller then reads the live file.
 func (fl *file) drainRotated(ctx context.Context, out chan<- Line, sp Position) bool {
+	ok, matched := fl.drainRotatedFrom(ctx, out, sp, false)
+	if !ok || matched != nil {
+		return ok
+	}
+	// Not under a rotated name: any other uncompressed path* file.
 	for _, name := range fl.rotatedCandidates() {
 		of := fl.openCandidate(name, sp.Offset)
 		if of == nil {
@@ -468,6 +661,65 @@ func (fl *file) drainRotated(ctx context.Context, out chan<- Line, sp Position) 
 	fl.log.Warn("tailer: rotated file of the checkpoint not found, its unread lines are lost",
 		"inode", sp.Inode, "offset", sp.Offset)
 	return true
+}
+
+// drainRotatedFrom looks for the checkpoint's file among the rotated
+// files (see isCheckpointFile) and reads it from sp.Offset, then every
+// later one from 0. matched is the checkpoint's file, nil when none matched.
+func (fl *file) drainRotatedFrom(ctx context.Context, out chan<- Line, sp Position, copied bool) (ok bool, matched *rotatedFile) {
+	files := fl.rotatedFiles()
+	for i := len(files) - 1; i >= 0; i-- { // newest first: usually path.1
+		if !fl.isCheckpointFile(files[i], sp, copied) {
+			continue
+		}
+		// A plain file's mtime is its last write, so every file rotated
+		// after it was written later: one that was not is named like
+		// a newer file without being one (numbers that grow with age
+		// rather than logrotate's shifting) and was read before. A
+		// compressed file's mtime may be its compression time, so
+		// the names alone order the files after a compressed one.
+		var since time.Time
+		if fi, err := os.Stat(files[i].name); err == nil && files[i].ext == "" {
+			since = fi.ModTime()
+		}
+		if !fl.drainRotatedFile(ctx, out, files[i], sp.Offset, sp.Head) {
+			return false, &files[i]
+		}
+		for _, later := range files[i+1:] {
+			if fi, err := os.Stat(later.name); err == nil && fi.ModTime().Before(since) {
+				fl.log.Warn("tailer: rotated file named as newer than the checkpoint's but last written before it, not read",
+					"real", later.name, "checkpoint_file", files[i].name)
+				continue
+			}
+			if !fl.drainRotatedFile(ctx, out, later, 0, nil) {
+				return false, &files[i]
+			}
+		}
+		return true, &files[i]
+	}
+	return true, nil
+}
+
+// drainRotatedFile reads rf from off to its end. A file that cannot be
+// read is logged and skipped: its lines are lost, the others are not.
+func (fl *file) drainRotatedFile(ctx context.Context, out chan<- Line, rf rotatedFile, off int64, head []byte) bool {
+	of, err := fl.openRotated(rf, off)
+	if err != nil {
+		fl.log.Warn("tailer: cannot read a rotated file, its unread lines are lost", "real", rf.name, "offset", off, "err", err)
+		return true
+	}
+	if rf.ext == "" && (of.size < off || !bytes.HasPrefix(of.head, head)) {
+		fl.log.Warn("tailer: rotated file does not match the checkpoint, not read",
+			"real", rf.name, "offset", off, "size", of.size)
+		of.close()
+		return true
+	}
+	if off > 0 {
+		fl.log.Info("tailer: reading the rest of the rotated file", "real", rf.name, "offset", off)
+	} else {
+		fl.log.Info("tailer: reading a file rotated while stopped", "real", rf.name)
+	}
+	return fl.drain(ctx, out, of)
 }
 
 // recoverCopy reads, from off to its end, the copy of a truncated file: a
@@ -526,11 +778,18 @@ func (fl *file) scan(ctx context.Context, out chan<- Line, of *openFile) scanRes
 		} else {
 			dst = of.buf[len(of.buf):cap(of.buf)]
 		}
-		n, err := of.f.ReadAt(dst, of.readPos)
+		var n int
+		var err error
+		if of.stream != nil {
+			n, err = of.stream.Read(dst)
+		} else {
+			n, err = of.f.ReadAt(dst, of.readPos)
+		}
 		if n > 0 {
 			// Verify after reading: if the head still matches, what was
-			// read is old content, not a rewrite after a truncation.
-			if !fl.headOK(of) {
+			// read is old content, not a rewrite after a truncation. A
+			// compressed file is written once, never truncated.
+			if of.stream == nil && !fl.headOK(of) {
 				return scanTruncated
 			}
 			of.readPos += int64(n)

@@ -10,13 +10,15 @@
 // and a Line carries no file identity, so an offset cannot be tied to the
 // inode it belongs to. So this package reads the files itself, with pread on
 // its own *os.File, and keeps (dev, inode, offset, head fingerprint) for
-// every line. nxadm/tail is used for what it does well: noticing that a file
-// changed. Its watch package (the inotify or polling FileWatcher that
-// tail.TailFile uses internally) wakes the reader; see notify.go. That sits
-// behind the small notifier interface so it can be replaced. Notifications
-// are only a latency optimisation: every follower also rechecks its file on
-// a short timer, so a lost or late notification delays a line but never
-// loses it.
+// every line. Its FileWatchers (inotify or polling) are not used either:
+// they call os.Exit through util.Fatal when a stat of the path fails with
+// anything but "not exist" (a log directory at mode 000, a path component
+// that is not a directory). Change notification is an inotify watch on the
+// file's directory (fsnotify, see notify.go) behind the small notifier
+// interface; it never ends the process. Notifications are only a latency
+// optimisation: every follower also rechecks its file on a short timer (the
+// poll in Config.Poll mode), so a lost or late notification delays a line
+// but never loses it.
 //
 // # Semantics
 //
@@ -38,12 +40,20 @@
 //     between logrotate's copy and its truncate are lost by copytruncate
 //     itself and cannot be recovered by any reader; prefer "create".
 //   - Restart: with a checkpoint for the path, the follower continues at the
-//     saved offset if the file is the same (dev, inode, head) and not
-//     shorter. If the inode changed, the rotated file with that inode
-//     (path.1 first, then any path* file that is not compressed) is read from
-//     the saved offset first, then the new file from 0. A file truncated
-//     while we were down is read from 0, with a warning.
-//   - A file that disappears is waited for and read from 0 when it is back.
+//     saved offset if the file is the same (inode and head) and not shorter.
+//     Otherwise logrotate may have run, once or more, while it was stopped:
+//     it looks for the checkpoint's file among the rotated files (path.N or
+//     path-DATE, plain or compressed), reads it from the saved offset, then
+//     every file rotated after it, oldest first (path.2.gz, path.1), then
+//     the live file from 0. A plain rotated file is recognised by its inode
+//     and head; a compressed one has a new inode and is recognised by its
+//     decompressed head (.gz and .bz2; other formats cannot be read and
+//     their lines are lost, with a warning). If no rotated file matches,
+//     the file is taken as truncated while stopped: the rest is read from a
+//     copy whose head matches if there is one, then the file from 0.
+//   - A file that disappears, or cannot be opened or stat'ed (permission
+//     denied, a path component that is not a directory), is logged and
+//     retried on the recheck timer, and read from 0 when it is back.
 //     Without a checkpoint an existing file is read from its end (after its
 //     last complete line) unless Config.FromStart is set.
 //   - Checkpoints record the position just after the last line the consumer
@@ -51,11 +61,15 @@
 //     last processed line.
 //
 // Known limits: two rotations in a row faster than one recheck (250 ms) can
-// skip the middle file; a rotated file compressed before it was drained is
-// not read (use delaycompress); nxadm/tail's watchers call os.Exit through
-// util.Fatal when stat fails with anything but "not exist" (for example
-// permission denied during rotation), so run under a supervisor that
-// restarts; the durable checkpoint makes that restart lossless.
+// skip the middle file; a rotated file compressed before it was drained
+// while running is not read (use delaycompress). At restart, the order of
+// rotated files comes from their names (path.N: highest N oldest; dated:
+// name order), so one naming scheme per path is assumed; the checkpoint's
+// file is recognised by its first 256 bytes, so it is not found if it was
+// empty when the checkpoint was taken and has been compressed since, or
+// if it was deleted (rotate count reached): then its unread lines and
+// those of files rotated between it and the live file are lost, with a
+// warning, and reading continues with the live file.
 package tailer
 
 import (
@@ -183,7 +197,7 @@ func New(cfg Config, cp Checkpointer) (*Follower, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &Follower{cfg: cfg, cp: cp, log: log, acks: make(map[string]*ackState),
-		newNotifier: newNxadmNotifier}
+		newNotifier: newDirNotifier}
 	if !cfg.Poll && !inotifyAvailable() {
 		log.Warn("tailer: inotify unavailable, polling instead")
 		f.cfg.Poll = true

@@ -412,7 +412,7 @@ func TestRenameWriterLate(t *testing.T) {
 	}
 }
 
-// TestNotifyOnly runs without the timer fallback: nxadm/tail's inotify
+// TestNotifyOnly runs without the timer fallback: the directory inotify
 // watcher alone must wake the follower through appends, a rename rotation,
 // a copytruncate and a delete/recreate.
 func TestNotifyOnly(t *testing.T) {
