@@ -81,6 +81,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nxadm/tail/ratelimiter"
 )
 
 // Defaults for Config.
@@ -256,14 +258,24 @@ func (f *Follower) Run(ctx context.Context, out chan<- Line) error {
 	}
 	t := time.NewTicker(f.cfg.CheckpointEvery)
 	defer t.Stop()
+	// A checkpoint that keeps failing (a full disk) is logged once a
+	// minute, not at every tick.
+	warn := ratelimiter.NewLeakyBucket(1, time.Minute)
+	failed := 0
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
 		case <-t.C:
-			if err := f.Checkpoint(); err != nil {
-				f.log.Warn("tailer: checkpoint failed", "err", err)
+			err := f.Checkpoint()
+			if err == nil {
+				failed = 0
+				continue
+			}
+			failed++
+			if warn.Pour(1) {
+				f.log.Warn("tailer: checkpoint failed", "err", err, "failures", failed)
 			}
 		}
 	}
