@@ -18,11 +18,15 @@
 //	dnsbl            postscreen DNSBL rank ≥3, or ≥1 smtpd "blocked using" reject within 1h
 //	bad_helo         ≥2 HELO rejects within 1h
 //
-// Only events with Abuse set count. Forgiveness: a successful AUTH
-// (KindSASLLogin) resets the client's sasl_bruteforce, error_burst,
-// dictionary and relay_probe windows; an accepted message (KindReceived)
-// resets sasl_bruteforce and error_burst only, because a harvester also gets
-// messages accepted for the addresses it found.
+// Only events with Abuse set count. Forgiveness: a successful AUTH of the
+// same address (KindSASLLogin) resets its sasl_bruteforce, error_burst,
+// dictionary and relay_probe windows. An accepted message without AUTH
+// (KindReceived) only softens error_burst: it removes the oldest error from
+// the window, at most threshold/2 times within one window (sliding), so
+// threshold + threshold/2 errors within a window decide however much mail is
+// accepted in between. Accepted mail never touches sasl_bruteforce (a
+// guesser can always deliver to postmaster@), dictionary or relay_probe (a
+// harvester also gets messages accepted for the addresses it found).
 //
 // error_burst counts every abuse event except disconnect statistics (they
 // repeat failures already counted), postscreen DNSBL ranks (dnsbl's job) and
@@ -226,7 +230,7 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 		e.forgive(key, dSASL, dErrorBurst, dDictionary, dRelay)
 		return nil
 	case event.KindReceived:
-		e.forgive(key, dSASL, dErrorBurst)
+		e.soften(key, t)
 		return nil
 	case event.KindDisconnect:
 		// The statistics repeat failures already logged one by one; only
@@ -302,6 +306,27 @@ func (e *Engine) forgive(key netip.Prefix, ds ...detID) {
 			c.reset()
 		}
 	}
+}
+
+// soften removes the oldest error from key's error_burst window for an
+// accepted message, unless threshold/2 errors were already removed within
+// the last window: one accepted message per error must not hide an error
+// burst, while a busy sender's few errors are still taken back.
+func (e *Engine) soften(key netip.Prefix, t int64) {
+	r := &e.rules[dErrorBurst]
+	s := e.clients.lookup(key)
+	if s == nil || !r.enabled {
+		return
+	}
+	c := s.find(dErrorBurst)
+	if c == nil {
+		return
+	}
+	c.expire(t, r.window)
+	if len(c.ev) == 0 || !c.spendForgiveness(t, r.window, r.threshold/2) {
+		return
+	}
+	c.dropOldest()
 }
 
 // sasl counts n SASL failures for the address and, with per_prefix, for

@@ -167,14 +167,15 @@ func TestDetectors(t *testing.T) {
 			ev(0, ipA, event.KindReject, reason(event.ReasonClientAccess)),
 			ev(m, ipA, event.KindTooManyErrors, stage("RCPT"))),
 			want: []string{"1: error_burst 203.0.113.7/32 n=2"}},
-		{name: "error_burst/forgiven by an accepted message", events: cat(
+		{name: "error_burst/an accepted message takes back one error", events: cat(
 			every(5, 0, 10*time.Second, func(i int, at time.Duration) event.Event {
 				return ev(at, ipA, event.KindReject, reason(event.ReasonSenderAccess), stage("MAIL"))
 			}),
 			one(ev(time.Minute, ipA, event.KindReceived)),
-			every(5, 70*time.Second, 10*time.Second, func(i int, at time.Duration) event.Event {
+			every(2, 70*time.Second, 10*time.Second, func(i int, at time.Duration) event.Event {
 				return ev(at, ipA, event.KindReject, reason(event.ReasonSenderAccess), stage("MAIL"))
-			}))},
+			})),
+			want: []string{"7: error_burst 203.0.113.7/32 n=6"}},
 		{name: "error_burst/lost connection after RCPT counts", events: every(6, 0, 10*time.Second, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindLostConnection, stage("RCPT"))
 		}), want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
@@ -251,10 +252,11 @@ func TestDetectors(t *testing.T) {
 			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(4*m+30*time.Second, ipA, event.KindSASLLogin)),
 			every(4, 5*m, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
-		{name: "sasl/forgiven by accepted message", events: cat(
+		{name: "sasl/not forgiven by an accepted message", events: cat(
 			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(4*m+30*time.Second, ipA, event.KindReceived)),
-			every(4, 5*m, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
+			every(1, 5*m, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) })),
+			want: []string{"5: sasl_bruteforce 203.0.113.7/32 n=5"}},
 		{name: "sasl/forgiving another client does not help", events: cat(
 			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(4*m+30*time.Second, ipB, event.KindSASLLogin)),

@@ -12,9 +12,10 @@ type entry struct {
 // counter is one detector's window for one key. Entries are in time order
 // and there are never more than the detector's threshold of them.
 type counter struct {
-	det   detID
-	muted int64 // no decision from det for this key before this time
-	ev    []entry
+	det      detID
+	muted    int64 // no decision from det for this key before this time
+	ev       []entry
+	forgiven []int64 // times an entry was taken back by accepted mail, oldest first
 }
 
 // expire drops the entries that are window or more older than now.
@@ -54,6 +55,28 @@ func (c *counter) add(e entry, limit, keep int, distinct bool) {
 	if k := len(c.ev) - 1 - keep; k >= 0 {
 		c.ev[k].line = ""
 	}
+}
+
+// spendForgiveness records a forgiveness at now and reports true when fewer
+// than budget were recorded within the window before now.
+func (c *counter) spendForgiveness(now, window int64, budget int) bool {
+	i := 0
+	for i < len(c.forgiven) && now-c.forgiven[i] >= window {
+		i++
+	}
+	c.forgiven = c.forgiven[:copy(c.forgiven, c.forgiven[i:])]
+	if len(c.forgiven) >= budget {
+		return false
+	}
+	c.forgiven = append(c.forgiven, now)
+	return true
+}
+
+// dropOldest removes the oldest entry.
+func (c *counter) dropOldest() {
+	n := copy(c.ev, c.ev[1:])
+	clear(c.ev[n:])
+	c.ev = c.ev[:n]
 }
 
 // reset forgets the entries (not the mute).

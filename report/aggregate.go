@@ -4,6 +4,7 @@
 package report
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sort"
 	"strings"
@@ -18,12 +19,21 @@ type Options struct {
 	Top   int       // rows per section; <= 0 means 10
 	Since time.Time // zero: no lower bound
 	Until time.Time // zero: no upper bound (exclusive)
+	// Capacity is how many keys each top section (HELOs, clients,
+	// recipients, senders, other texts) tracks; <= 0 means
+	// DefaultCapacity. Counts are exact while a section has at most this
+	// many distinct keys, otherwise approximate with a printed bound.
+	Capacity int
 }
 
+// heloClients is how many distinct clients per HELO are counted exactly
+// (then estimated).
+const heloClients = 64
+
 // Aggregator accumulates one or more streams of parsed lines. Its memory
-// grows with the number of distinct keys (HELOs, clients, addresses, hours),
-// never with the number of lines. Not safe for concurrent use; Merge the
-// aggregators of parallel workers instead.
+// is bounded by Options.Capacity per top section (and grows with the
+// number of distinct hours), never with the number of lines. Not safe for
+// concurrent use; Merge the aggregators of parallel workers instead.
 type Aggregator struct {
 	opts Options
 
@@ -34,22 +44,21 @@ type Aggregator struct {
 	reasons                                                                   [64]int64
 	rejected, rejectedBenign, abuse                                           int64
 
-	helo       map[string]*heloStat
-	clients    map[netip.Addr]*clientStat
-	recipients counter
-	senders    counter
-	other      counter
-	hours      map[int64]*hourStat
+	helo          *topCounter[string, heloStat]
+	clients       *topCounter[netip.Addr, clientStat]
+	rejectClients distinctCounter // every rejected client, also those clients no longer tracks
+	recipients    *topCounter[string, struct{}]
+	senders       *topCounter[string, struct{}]
+	other         *topCounter[string, struct{}]
+	hours         map[int64]*hourStat
 }
 
 type heloStat struct {
-	rejects int64
-	clients map[netip.Addr]struct{}
+	clients distinctCounter
 }
 
 type clientStat struct {
 	name    string
-	rejects int64
 	reasons uint64 // bit set of event.Reason
 }
 
@@ -66,14 +75,24 @@ func NewAggregator(opts Options) *Aggregator {
 	if opts.Top <= 0 {
 		opts.Top = 10
 	}
+	if opts.Capacity <= 0 {
+		opts.Capacity = DefaultCapacity
+	}
+	c := opts.Capacity
 	return &Aggregator{
-		opts:       opts,
-		helo:       make(map[string]*heloStat),
-		clients:    make(map[netip.Addr]*clientStat),
-		recipients: make(counter),
-		senders:    make(counter),
-		other:      make(counter),
-		hours:      make(map[int64]*hourStat),
+		opts: opts,
+		helo: newTopCounter(c, strings.Clone, func(a, b *heloStat) { a.clients.mergeFrom(&b.clients) }),
+		clients: newTopCounter[netip.Addr](c, nil, func(a, b *clientStat) {
+			a.reasons |= b.reasons
+			if betterName(b.name, a.name) {
+				a.name = b.name
+			}
+		}),
+		rejectClients: distinctCounter{size: c},
+		recipients:    newTopCounter[string, struct{}](c, strings.Clone, nil),
+		senders:       newTopCounter[string, struct{}](c, strings.Clone, nil),
+		other:         newTopCounter[string, struct{}](c, strings.Clone, nil),
+		hours:         make(map[int64]*hourStat),
 	}
 }
 
@@ -135,28 +154,30 @@ func (a *Aggregator) addReject(ev *event.Event, h *hourStat) {
 	}
 	a.rejected++
 	h.rejected++
+	var clientHash uint64
+	if ev.Client.IsValid() {
+		clientHash = addrHash(ev.Client)
+	}
 	if ev.Helo != "" {
-		helo := clipKey(ev.Helo)
-		hs := a.helo[helo]
-		if hs == nil {
-			hs = &heloStat{clients: make(map[netip.Addr]struct{}, 1)}
-			a.helo[strings.Clone(helo)] = hs
-		}
-		hs.rejects++
-		if ev.Client.IsValid() {
-			hs.clients[ev.Client] = struct{}{}
+		if hs := a.helo.add(clipKey(ev.Helo)); hs != nil && ev.Client.IsValid() {
+			if hs.v.clients.size == 0 {
+				hs.v.clients.size = heloClients
+			}
+			hs.v.clients.add(clientHash)
 		}
 	}
 	if ev.Client.IsValid() {
-		cs := a.clients[ev.Client]
-		if cs == nil {
-			cs = &clientStat{name: clip(ev.ClientName)}
-			a.clients[ev.Client] = cs
-		} else if betterName(clipKey(ev.ClientName), cs.name) {
-			cs.name = clip(ev.ClientName)
+		cs := a.clients.add(ev.Client)
+		if cs == nil || cs.n == 1 {
+			// new to the summary: maybe never seen, maybe dropped before
+			a.rejectClients.add(clientHash)
 		}
-		cs.rejects++
-		cs.reasons |= 1 << ev.Reason
+		if cs != nil {
+			if cs.n == 1 || betterName(clipKey(ev.ClientName), cs.v.name) {
+				cs.v.name = clip(ev.ClientName)
+			}
+			cs.v.reasons |= 1 << ev.Reason
+		}
 	}
 	if ev.Reason == event.ReasonUnknownRecipient && ev.To != "" {
 		count(a.recipients, ev.To)
@@ -173,29 +194,21 @@ func (a *Aggregator) addReject(ev *event.Event, h *hourStat) {
 	}
 }
 
-// counter counts strings. Its values are pointers so that counting an
-// existing key never assigns to the map: an assignment replaces the stored
-// key with the caller's string, which may alias a reused line buffer.
-type counter map[string]*int64
+// count counts k (clipped) in t. The summary stores a copy only for a new
+// key and never assigns to an existing one, which would replace the stored
+// key with the caller's string, possibly aliasing a reused line buffer.
+func count(t *topCounter[string, struct{}], k string) { t.add(clipKey(k)) }
 
-// count increments m[k], cloning k only when it becomes a new key.
-func count(m counter, k string) {
-	k = clipKey(k)
-	if p := m[k]; p != nil {
-		*p++
-		return
-	}
-	n := int64(1)
-	m[strings.Clone(k)] = &n
-}
-
-// values returns the counts as plain numbers, for sorting.
-func (m counter) values() map[string]int64 {
-	out := make(map[string]int64, len(m))
-	for k, p := range m {
-		out[k] = *p
-	}
-	return out
+// addrHash is a well-mixed 64-bit hash of a (FNV-1a of its 16 bytes), the
+// same in every worker, for the distinct-client counters.
+func addrHash(a netip.Addr) uint64 {
+	b := a.As16()
+	h := uint64(14695981039346656037)
+	h ^= binary.LittleEndian.Uint64(b[:8])
+	h *= 1099511628211
+	h ^= binary.LittleEndian.Uint64(b[8:])
+	h *= 1099511628211
+	return mix64(h)
 }
 
 // clipKey bounds a key without copying it.
@@ -266,32 +279,12 @@ func (a *Aggregator) Merge(b *Aggregator) {
 		a.psShared[i] += b.psShared[i]
 		a.reasons[i] += b.reasons[i]
 	}
-	for k, hb := range b.helo {
-		ha := a.helo[k]
-		if ha == nil {
-			a.helo[k] = hb
-			continue
-		}
-		ha.rejects += hb.rejects
-		for c := range hb.clients {
-			ha.clients[c] = struct{}{}
-		}
-	}
-	for k, cb := range b.clients {
-		ca := a.clients[k]
-		if ca == nil {
-			a.clients[k] = cb
-			continue
-		}
-		ca.rejects += cb.rejects
-		ca.reasons |= cb.reasons
-		if betterName(cb.name, ca.name) {
-			ca.name = cb.name
-		}
-	}
-	mergeCounts(a.recipients, b.recipients)
-	mergeCounts(a.senders, b.senders)
-	mergeCounts(a.other, b.other)
+	a.helo.mergeFrom(b.helo)
+	a.clients.mergeFrom(b.clients)
+	a.rejectClients.mergeFrom(&b.rejectClients)
+	a.recipients.mergeFrom(b.recipients)
+	a.senders.mergeFrom(b.senders)
+	a.other.mergeFrom(b.other)
 	for k, hb := range b.hours {
 		ha := a.hours[k]
 		if ha == nil {
@@ -302,16 +295,6 @@ func (a *Aggregator) Merge(b *Aggregator) {
 		ha.accepted += hb.accepted
 		ha.rejected += hb.rejected
 		ha.abuse += hb.abuse
-	}
-}
-
-func mergeCounts(a, b counter) {
-	for k, pb := range b {
-		if pa := a[k]; pa != nil {
-			*pa += *pb
-		} else {
-			a[k] = pb
-		}
 	}
 }
 

@@ -42,6 +42,7 @@ type section struct {
 	title  string // table title
 	header []string
 	rows   [][]string
+	note   string // printed under the table (approximate counts)
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
@@ -70,7 +71,7 @@ func sections(r *Report, bars bool) []section {
 			{"messages accepted", itoa(s.Accepted)},
 			{"rejects", itoa(s.Rejected)},
 			{"benign rejects (postscreen 450 4.3.2)", itoa(s.RejectedBenign)},
-			{"rejected clients", itoa(int64(s.RejectClients))},
+			{"rejected clients", estimate(int64(s.RejectClients), s.RejectClientsEstimated)},
 			{"delivered", itoa(s.Delivered)},
 			{"deferred", itoa(s.Deferred)},
 			{"bounced", itoa(s.Bounced)},
@@ -79,7 +80,7 @@ func sections(r *Report, bars bool) []section {
 	}}
 	helo := section{name: "helo", title: "Top rejected HELO names", header: []string{"helo", "rejects", "clients"}}
 	for _, h := range r.Helo {
-		helo.rows = append(helo.rows, []string{h.Helo, itoa(h.Rejects), itoa(int64(h.Clients))})
+		helo.rows = append(helo.rows, []string{h.Helo, itoa(h.Rejects), estimate(int64(h.Clients), h.ClientsEstimated)})
 	}
 	clients := section{name: "clients", title: "Top rejected clients", header: []string{"ip", "name", "rejects", "reasons"}}
 	for _, c := range r.Clients {
@@ -92,7 +93,23 @@ func sections(r *Report, bars bool) []section {
 		countSection("senders", "Top rejected senders", "sender", r.Senders),
 		countSection("postscreen", "Postscreen outcomes", "outcome", r.Postscreen),
 		hourSection(r.Hourly, bars))
+	for _, a := range r.Approximate {
+		for i := range out {
+			if out[i].name == a.Section {
+				out[i].note = fmt.Sprintf("approximate: more than %d distinct keys; each count may be up to %d below the true count, and a key not listed occurred at most %d times",
+					a.Capacity, a.MaxUndercount, a.MaxUndercount)
+			}
+		}
+	}
 	return out
+}
+
+// estimate formats n, marked with "~" when it is an estimate.
+func estimate(n int64, estimated bool) string {
+	if estimated {
+		return "~" + itoa(n)
+	}
+	return itoa(n)
 }
 
 func countSection(name, title, key string, rows []CountRow) section {
@@ -196,6 +213,9 @@ func RenderTable(w io.Writer, r *Report) error {
 			if _, err := io.WriteString(w, "  (none)\n"); err != nil {
 				return err
 			}
+			if err := writeNote(w, s.note); err != nil {
+				return err
+			}
 			continue
 		}
 		t := tablewriter.NewTable(w,
@@ -216,16 +236,36 @@ func RenderTable(w io.Writer, r *Report) error {
 		if err := t.Render(); err != nil {
 			return err
 		}
+		if err := writeNote(w, s.note); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
+func writeNote(w io.Writer, note string) error {
+	if note == "" {
+		return nil
+	}
+	_, err := fmt.Fprintf(w, "  %s\n", note)
+	return err
+}
+
 // RenderCSV writes every section as a block of CSV records whose first
 // field is the section name, so `grep ^helo,` selects one; a header record
-// opens each block and an empty line separates blocks.
+// opens each block and an empty line separates blocks. When a section's
+// counts are approximate, a last block "approximate" gives its bound.
 func RenderCSV(w io.Writer, r *Report) error {
 	cw := csv.NewWriter(w)
-	for i, s := range sections(r, false) {
+	all := sections(r, false)
+	if len(r.Approximate) > 0 {
+		approx := section{name: "approximate", header: []string{"of_section", "capacity", "max_undercount"}}
+		for _, a := range r.Approximate {
+			approx.rows = append(approx.rows, []string{a.Section, strconv.Itoa(a.Capacity), itoa(a.MaxUndercount)})
+		}
+		all = append(all, approx)
+	}
+	for i, s := range all {
 		if i > 0 {
 			cw.Flush()
 			if _, err := io.WriteString(w, "\n"); err != nil {

@@ -21,6 +21,18 @@ type Report struct {
 	Senders    []CountRow  `json:"senders"`
 	Postscreen []CountRow  `json:"postscreen"`
 	Hourly     []HourRow   `json:"hourly"`
+	// Approximate lists the sections that saw more distinct keys than
+	// they track; their counts are lower bounds.
+	Approximate []Approximation `json:"approximate,omitempty"`
+}
+
+// Approximation says how far the counts of a section may be off: each
+// count is at most MaxUndercount below the true count, and a key left out
+// occurred at most MaxUndercount times.
+type Approximation struct {
+	Section       string `json:"section"`
+	Capacity      int    `json:"capacity"`
+	MaxUndercount int64  `json:"max_undercount"`
 }
 
 // Summary counts lines and outcomes.
@@ -42,6 +54,9 @@ type Summary struct {
 	Bounced        int64     `json:"bounced"`
 	AbuseEvents    int64     `json:"abuse_events"`
 	RejectClients  int       `json:"reject_clients"`
+	// RejectClientsEstimated: more distinct clients than the capacity, so
+	// RejectClients is an estimate (standard error about 1/sqrt(capacity)).
+	RejectClientsEstimated bool `json:"reject_clients_estimated,omitempty"`
 }
 
 // HeloRow is one rejected HELO name.
@@ -49,6 +64,10 @@ type HeloRow struct {
 	Helo    string `json:"helo"`
 	Rejects int64  `json:"rejects"`
 	Clients int    `json:"clients"`
+	// ClientsEstimated: more than 64 distinct clients, so Clients is an
+	// estimate (standard error about 13%).
+	ClientsEstimated bool  `json:"clients_estimated,omitempty"`
+	MaxUndercount    int64 `json:"max_undercount,omitempty"` // see Approximation
 }
 
 // ClientRow is one rejected client.
@@ -57,12 +76,16 @@ type ClientRow struct {
 	Name    string   `json:"name,omitempty"`
 	Rejects int64    `json:"rejects"`
 	Reasons []string `json:"reasons"`
+	// MaxUndercount: see Approximation; the reasons and name may then miss
+	// some lines too.
+	MaxUndercount int64 `json:"max_undercount,omitempty"`
 }
 
 // CountRow is a key and how often it was seen.
 type CountRow struct {
-	Key   string `json:"key"`
-	Count int64  `json:"count"`
+	Key           string `json:"key"`
+	Count         int64  `json:"count"`
+	MaxUndercount int64  `json:"max_undercount,omitempty"` // see Approximation
 }
 
 // HourRow is the activity of one hour.
@@ -87,30 +110,28 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 		Connections: k(event.KindConnect), Accepted: k(event.KindReceived) + k(event.KindSASLLogin),
 		Rejected: a.rejected, RejectedBenign: a.rejectedBenign,
 		Delivered: k(event.KindDelivered), Deferred: k(event.KindDeferred), Bounced: k(event.KindBounced),
-		AbuseEvents: a.abuse, RejectClients: len(a.clients),
+		AbuseEvents: a.abuse,
 	}}
+	rejectClients, estimated := a.rejectClients.count()
+	r.Summary.RejectClients, r.Summary.RejectClientsEstimated = int(rejectClients), estimated
 	if !a.first.IsZero() {
 		r.Summary.First, r.Summary.Last = a.first.In(loc), a.last.In(loc)
 	}
 	n := a.opts.Top
 
-	heloCounts := make(map[string]int64, len(a.helo))
-	for h, s := range a.helo {
-		heloCounts[h] = s.rejects
-	}
-	for _, h := range topKeys(heloCounts, n, strLess) {
-		r.Helo = append(r.Helo, HeloRow{Helo: h, Rejects: a.helo[h].rejects, Clients: len(a.helo[h].clients)})
+	for _, h := range topKeys(a.helo.counts(), n, strLess) {
+		s := a.helo.m[h]
+		row := HeloRow{Helo: h, Rejects: s.n, MaxUndercount: a.helo.under}
+		clients, estimated := s.v.clients.count()
+		row.Clients, row.ClientsEstimated = int(clients), estimated
+		r.Helo = append(r.Helo, row)
 	}
 
-	clientCounts := make(map[netip.Addr]int64, len(a.clients))
-	for c, s := range a.clients {
-		clientCounts[c] = s.rejects
-	}
-	for _, c := range topKeys(clientCounts, n, netip.Addr.Less) {
-		s := a.clients[c]
-		row := ClientRow{IP: c.String(), Name: s.name, Rejects: s.rejects, Reasons: []string{}}
+	for _, c := range topKeys(a.clients.counts(), n, netip.Addr.Less) {
+		s := a.clients.m[c]
+		row := ClientRow{IP: c.String(), Name: s.v.name, Rejects: s.n, Reasons: []string{}, MaxUndercount: a.clients.under}
 		for i := 0; i < 64; i++ {
-			if s.reasons&(1<<i) != 0 {
+			if s.v.reasons&(1<<i) != 0 {
 				row.Reasons = append(row.Reasons, event.Reason(i).String())
 			}
 		}
@@ -123,10 +144,19 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 			reasonCounts[event.Reason(i).String()] = c
 		}
 	}
-	r.Reasons = rows(reasonCounts, len(reasonCounts))
-	r.Other = rows(a.other.values(), n)
-	r.Recipients = rows(a.recipients.values(), n)
-	r.Senders = rows(a.senders.values(), n)
+	r.Reasons = rows(reasonCounts, len(reasonCounts), 0)
+	r.Other = rows(a.other.counts(), n, a.other.under)
+	r.Recipients = rows(a.recipients.counts(), n, a.recipients.under)
+	r.Senders = rows(a.senders.counts(), n, a.senders.under)
+	for _, s := range []struct {
+		name  string
+		under int64
+	}{{"helo", a.helo.under}, {"clients", a.clients.under}, {"other_reasons", a.other.under},
+		{"recipients", a.recipients.under}, {"senders", a.senders.under}} {
+		if s.under > 0 {
+			r.Approximate = append(r.Approximate, Approximation{Section: s.name, Capacity: a.opts.Capacity, MaxUndercount: s.under})
+		}
+	}
 
 	ps := map[string]int64{}
 	for _, kind := range []event.Kind{event.KindPSConnect, event.KindPSPass, event.KindPregreet,
@@ -144,7 +174,7 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 	if a.rejectedBenign > 0 {
 		ps["service_unavailable"] = a.rejectedBenign
 	}
-	r.Postscreen = rows(ps, len(ps))
+	r.Postscreen = rows(ps, len(ps), 0)
 
 	for _, hk := range sortedHours(a.hours) {
 		h := a.hours[hk]
@@ -156,10 +186,10 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 
 func strLess(a, b string) bool { return a < b }
 
-func rows(m map[string]int64, n int) []CountRow {
+func rows(m map[string]int64, n int, under int64) []CountRow {
 	out := []CountRow{}
 	for _, key := range topKeys(m, n, strLess) {
-		out = append(out, CountRow{Key: key, Count: m[key]})
+		out = append(out, CountRow{Key: key, Count: m[key], MaxUndercount: under})
 	}
 	return out
 }

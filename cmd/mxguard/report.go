@@ -23,6 +23,7 @@ func runReport(e *env, args []string) error {
 		"Aggregate Postfix logs into a report. FILE may be plain, rotated, gzip-compressed or - for stdin;\nno FILE reads stdin. Files are read in the order given.")
 	format := fs.String("format", "table", "output format: table, json or csv")
 	top := fs.Int("top", 10, "rows per section")
+	capacity := fs.Int("capacity", report.DefaultCapacity, "keys tracked per top section (HELOs, clients, recipients, senders, texts): exact up to this many distinct keys, then approximate with the bound printed; memory grows with it")
 	since := fs.String("since", "", "only lines at or after this time (RFC 3339, YYYY-MM-DD[ HH:MM], or a duration like 24h meaning that long ago)")
 	until := fs.String("until", "", "only lines before this time (same forms as --since)")
 	tz := fs.String("tz", "Local", "time zone of timestamps without one (BSD syslog): Local, UTC or an IANA name")
@@ -37,12 +38,15 @@ func runReport(e *env, args []string) error {
 	if *top < 1 {
 		return usagef("--top %d: must be at least 1", *top)
 	}
+	if *capacity < *top || *capacity < 2 {
+		return usagef("--capacity %d: must be at least --top (%d) and 2", *capacity, *top)
+	}
 	loc, err := time.LoadLocation(*tz)
 	if err != nil {
 		return usagef("--tz %q: %v", *tz, err)
 	}
 	now := time.Now()
-	opts := report.Options{Top: *top}
+	opts := report.Options{Top: *top, Capacity: *capacity}
 	if opts.Since, err = parseWhen("since", *since, now, loc); err != nil {
 		return err
 	}

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mxguard/mxguard/report"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -42,6 +44,7 @@ func TestExitCodes(t *testing.T) {
 		{"unknown flag", []string{"report", "--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{"bad format", []string{"report", "--format", "xml", "-"}, 2, `--format "xml": want one of table, json, csv`},
 		{"bad top", []string{"report", "--top", "0"}, 2, "--top 0"},
+		{"capacity below top", []string{"report", "--capacity", "5"}, 2, "--capacity 5: must be at least --top (10)"},
 		{"bad since", []string{"report", "--since", "yesterday"}, 2, `--since "yesterday"`},
 		{"missing file", []string{"report", filepath.Join(dir, "nope.log")}, 1, "nope.log: no such file or directory"},
 		{"directory", []string{"report", unreadable}, 1, "is a directory"},
@@ -162,6 +165,13 @@ func TestReportInputs(t *testing.T) {
 	code, out, stderr := runCmd(t, "", "report", "--format", "json", plain, bad)
 	if code != 1 || !strings.Contains(stderr, bad) || !strings.Contains(out, `"summary"`) {
 		t.Errorf("corrupt gz: exit %d stderr %q", code, stderr)
+	}
+	// A small --capacity makes the sections approximate and says so.
+	code, out, stderr = runCmd(t, "", "report", "--format", "json", "--top", "2", "--capacity", "2", plain)
+	var approx struct{ Approximate []report.Approximation }
+	if err := json.Unmarshal([]byte(out), &approx); code != 0 || err != nil || len(approx.Approximate) == 0 ||
+		approx.Approximate[0].Capacity != 2 || approx.Approximate[0].MaxUndercount < 1 {
+		t.Errorf("--capacity 2: exit %d %v %s, approximate %+v", code, err, stderr, approx.Approximate)
 	}
 	// Flags after the files work too.
 	code, out, _ = runCmd(t, "", "report", plain, "--format", "csv", "--top", "3")
