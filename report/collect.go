@@ -21,10 +21,16 @@ type chunk struct {
 	ref time.Time // year anchor of the file it came from
 }
 
+// maxWorkers caps the default number of parsing workers: each keeps its
+// own top-N summaries until the merge (up to ~37 MB each at the default
+// capacity with the longest keys), so memory stays bounded on a many-core
+// machine, and parsing is rarely the limit past four cores.
+const maxWorkers = 4
+
 // CollectOptions configures Collect.
 type CollectOptions struct {
 	Loc      *time.Location // zone of BSD stamps; nil: time.Local
-	Workers  int            // parsing goroutines; <= 0: GOMAXPROCS
+	Workers  int            // parsing goroutines; <= 0: GOMAXPROCS, at most maxWorkers
 	Progress func(n int64)  // called with raw bytes consumed so far
 }
 
@@ -35,7 +41,7 @@ type CollectOptions struct {
 func Collect(paths []string, stdin io.Reader, opts Options, co CollectOptions) (*Aggregator, error) {
 	workers := co.Workers
 	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
+		workers = min(runtime.GOMAXPROCS(0), maxWorkers)
 	}
 	pool := sync.Pool{New: func() any { b := make([]byte, 0, chunkSize+logparse.MaxLineLength); return &b }}
 	work := make(chan chunk, workers*2)
