@@ -12,6 +12,7 @@ import (
 	"hash/fnv"
 	"io"
 	"io/fs"
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -30,24 +31,30 @@ const Schema = 2
 // Bucket and key names. The layout (schema 2):
 //
 //	meta      schema_version → 8-byte big-endian uint64
-//	bans      prefix string ("203.0.113.7/32") → binary Record without its
-//	          Lines (see appendRecord): active or not yet swept
+//	records   expiry key → binary Record without its Lines (see appendRecord):
+//	          every stored ban, active or not yet swept, in order of Until,
+//	          so that Active and the sweep are one sequential walk
+//	prefixes  prefix string ("203.0.113.7/32") → 8-byte big-endian Until
+//	          (Unix ns), which with the prefix makes the ban's expiry key
 //	lines     prefix string → the ban's evidence lines (see appendLines);
-//	          no key when it has none. Kept apart so that reading every
-//	          ban (list, restore, Sync) does not read them.
-//	expiry    8-byte big-endian until (unix ns) || prefix string → "" (sweep index)
+//	          no key when it has none. Apart so that Active does not read them.
 //	history   prefix string → JSON History (survives expiry and unban)
 //	ledger    8-byte big-endian sequence → JSON LedgerEntry, Record with its
 //	          Lines (every ban, extension, unban, expiry)
 //	positions log path → tail checkpoint (owned by the tailer, which keeps its
 //	          read positions in the same file: see tailer.BoltCheckpoints)
 //
-// Schema 1 kept JSON Records with their lines in bans and had no lines bucket.
+// An expiry key is the 8-byte big-endian Until (Unix ns) followed by the
+// prefix string. Schema 1 kept JSON Records, lines included, in a bans
+// bucket (prefix → Record) and an expiry bucket (expiry key → "") as the
+// sweep index; records and prefixes replace both.
 var (
 	bucketMeta      = []byte("meta")
-	bucketBans      = []byte("bans")
+	bucketRecords   = []byte("records")
+	bucketPrefixes  = []byte("prefixes")
 	bucketLines     = []byte("lines")
-	bucketExpiry    = []byte("expiry")
+	bucketBansV1    = []byte("bans")
+	bucketExpiryV1  = []byte("expiry")
 	bucketHistory   = []byte("history")
 	bucketLedger    = []byte("ledger")
 	bucketPositions = []byte("positions")
@@ -121,13 +128,13 @@ var migrations = []func(tx *bolt.Tx) error{
 // migrate0to1: a version-0 file has no meta bucket and possibly a bans
 // bucket without the expiry index. Create every bucket and rebuild the index.
 func migrate0to1(tx *bolt.Tx) error {
-	for _, name := range [][]byte{bucketBans, bucketExpiry, bucketHistory,
+	for _, name := range [][]byte{bucketBansV1, bucketExpiryV1, bucketHistory,
 		bucketLedger, bucketPositions} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
 	}
-	bans, idx := tx.Bucket(bucketBans), tx.Bucket(bucketExpiry)
+	bans, idx := tx.Bucket(bucketBansV1), tx.Bucket(bucketExpiryV1)
 	return bans.ForEach(func(k, v []byte) error {
 		var r Record
 		if err := json.Unmarshal(v, &r); err != nil {
@@ -137,51 +144,49 @@ func migrate0to1(tx *bolt.Tx) error {
 	})
 }
 
-// migrate1to2 rewrites each JSON record of the bans bucket as a binary one
-// and moves its evidence lines to the lines bucket. The expiry index, the
-// history, the ledger and the tailer's positions stay as they are.
+// migrate1to2 moves each JSON record of the bans bucket, as a binary one,
+// to the records bucket under its expiry key, indexes it by prefix, moves
+// its evidence lines to the lines bucket, and drops the bans and expiry
+// buckets. The history, the ledger and the tailer's positions stay as they
+// are.
 func migrate1to2(tx *bolt.Tx) error {
-	linesBucket, err := tx.CreateBucketIfNotExists(bucketLines)
-	if err != nil {
-		return fmt.Errorf("create bucket %s: %w", bucketLines, err)
-	}
-	bans := tx.Bucket(bucketBans)
-	// A cursor must not walk a bucket while it is being written: convert in
-	// chunks, each read in full before it is written back.
-	const chunk = 1024
-	type ban struct {
-		key []byte
-		rec Record
-	}
-	var next []byte // the smallest key not converted yet
-	for {
-		var batch []ban
-		c := bans.Cursor()
-		for k, v := c.Seek(next); k != nil && len(batch) < chunk; k, v = c.Next() {
-			var r Record
-			if err := json.Unmarshal(v, &r); err != nil {
-				return fmt.Errorf("bans[%s]: %w", k, err)
-			}
-			batch = append(batch, ban{bytes.Clone(k), r})
+	var buckets [3]*bolt.Bucket
+	for i, name := range [][]byte{bucketRecords, bucketPrefixes, bucketLines} {
+		b, err := tx.CreateBucket(name)
+		if err != nil {
+			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
-		if len(batch) == 0 {
+		buckets[i] = b
+	}
+	records, prefixes, lines := buckets[0], buckets[1], buckets[2]
+	err := tx.Bucket(bucketBansV1).ForEach(func(k, v []byte) error {
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("bans[%s]: %w", k, err)
+		}
+		if !r.Prefix.IsValid() || !bytes.Equal(prefixKey(r.Prefix), k) {
+			return fmt.Errorf("bans[%s]: record for prefix %s", k, r.Prefix)
+		}
+		if err := records.Put(expiryKey(r.Until, k), appendRecord(nil, r)); err != nil {
+			return err
+		}
+		if err := prefixes.Put(k, untilValue(r.Until)); err != nil {
+			return err
+		}
+		if len(r.Lines) == 0 {
 			return nil
 		}
-		for _, b := range batch {
-			if !b.rec.Prefix.IsValid() {
-				return fmt.Errorf("bans[%s]: invalid prefix", b.key)
-			}
-			if err := bans.Put(b.key, appendRecord(nil, b.rec)); err != nil {
-				return err
-			}
-			if len(b.rec.Lines) > 0 {
-				if err := linesBucket.Put(b.key, appendLines(nil, b.rec.Lines)); err != nil {
-					return err
-				}
-			}
-		}
-		next = append(batch[len(batch)-1].key, 0)
+		return lines.Put(k, appendLines(nil, r.Lines))
+	})
+	if err != nil {
+		return err
 	}
+	for _, name := range [][]byte{bucketBansV1, bucketExpiryV1} {
+		if err := tx.DeleteBucket(name); err != nil {
+			return fmt.Errorf("delete bucket %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // Open opens (creating if needed, with mode 0600, and its directory
@@ -309,13 +314,27 @@ func (s *Store) storeRecover(err *error) {
 
 func prefixKey(p netip.Prefix) []byte { return []byte(p.String()) }
 
-func expiryKey(until time.Time, key []byte) []byte {
+// untilValue is the 8-byte big-endian Unix ns of until that starts its
+// expiry key, clamped to what fits (UnixNano is undefined outside 1678-2262).
+func untilValue(until time.Time) []byte {
 	var ns uint64
-	if n := until.UnixNano(); n > 0 {
-		ns = uint64(n)
+	switch {
+	case until.Before(time.Unix(0, 0)):
+	case until.After(time.Unix(0, math.MaxInt64)):
+		ns = math.MaxInt64
+	default:
+		ns = uint64(until.UnixNano())
 	}
-	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(key)), ns), key...)
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8+len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")), ns)
 }
+
+// expiryKey is until's untilValue followed by the prefix key.
+func expiryKey(until time.Time, key []byte) []byte {
+	return append(untilValue(until), key...)
+}
+
+// activeFrom is the first expiry key of a ban still in force at now.
+func activeFrom(now time.Time) []byte { return untilValue(now.Add(time.Nanosecond)) }
 
 func ledgerAppend(tx *bolt.Tx, event string, at time.Time, r Record) error {
 	b := tx.Bucket(bucketLedger)
@@ -330,50 +349,69 @@ func ledgerAppend(tx *bolt.Tx, event string, at time.Time, r Record) error {
 	return b.Put(binary.BigEndian.AppendUint64(nil, seq), v)
 }
 
-// getRecord reads a record without its lines.
-func getRecord(tx *bolt.Tx, key []byte) (Record, bool, error) {
-	v := tx.Bucket(bucketBans).Get(key)
+// storedKey returns the expiry key under which the ban for the prefix key
+// is stored, or nil.
+func storedKey(tx *bolt.Tx, key []byte) ([]byte, error) {
+	until := tx.Bucket(bucketPrefixes).Get(key)
+	if until == nil {
+		return nil, nil
+	}
+	if len(until) != 8 {
+		return nil, fmt.Errorf("prefixes[%s]: %w: %d bytes", key, errMalformed, len(until))
+	}
+	return append(bytes.Clone(until), key...), nil
+}
+
+// getRecord reads the ban for the prefix key without its lines, and
+// returns its expiry key.
+func getRecord(tx *bolt.Tx, key []byte) (Record, []byte, error) {
+	ek, err := storedKey(tx, key)
+	if err != nil || ek == nil {
+		return Record{}, nil, err
+	}
+	v := tx.Bucket(bucketRecords).Get(ek)
 	if v == nil {
-		return Record{}, false, nil
+		return Record{}, nil, fmt.Errorf("prefixes[%s]: no record under its expiry key", key)
 	}
 	var r Record
 	if err := decodeRecord(v, &r); err != nil { // decodeRecord copies: safe after the tx
-		return Record{}, false, fmt.Errorf("bans[%s]: %w", key, err)
+		return Record{}, nil, fmt.Errorf("records[%x]: %w", ek, err)
 	}
-	return r, true, nil
+	return r, ek, nil
 }
 
-// getFullRecord reads a record with its lines.
-func getFullRecord(tx *bolt.Tx, key []byte) (Record, bool, error) {
-	r, ok, err := getRecord(tx, key)
-	if err != nil || !ok {
-		return r, ok, err
+// addLines fills r.Lines from the lines bucket.
+func addLines(tx *bolt.Tx, key []byte, r *Record) error {
+	v := tx.Bucket(bucketLines).Get(key)
+	if v == nil {
+		return nil
 	}
-	if v := tx.Bucket(bucketLines).Get(key); v != nil {
-		if r.Lines, err = decodeLines(v); err != nil {
-			return Record{}, false, fmt.Errorf("lines[%s]: %w", key, err)
-		}
+	lines, err := decodeLines(v)
+	if err != nil {
+		return fmt.Errorf("lines[%s]: %w", key, err)
 	}
-	return r, true, nil
+	r.Lines = lines
+	return nil
 }
 
-// deleteRecord removes a record, its lines and its expiry index entry.
-func deleteRecord(tx *bolt.Tx, key []byte, until time.Time) error {
-	if err := tx.Bucket(bucketExpiry).Delete(expiryKey(until, key)); err != nil {
+// deleteRecord removes the ban stored under the expiry key ek, its prefix
+// entry and its lines.
+func deleteRecord(tx *bolt.Tx, ek []byte) error {
+	key := ek[8:]
+	if err := tx.Bucket(bucketRecords).Delete(ek); err != nil {
 		return err
 	}
 	if err := tx.Bucket(bucketLines).Delete(key); err != nil {
 		return err
 	}
-	return tx.Bucket(bucketBans).Delete(key)
+	return tx.Bucket(bucketPrefixes).Delete(key)
 }
 
 // Put stores r (keyed by its prefix) with its Lines, which replace the
-// stored ones, keeps the expiry index in step and appends to the ledger. It
-// is a new offence - history counted, ledger event "ban" - unless a record
-// for the prefix with the same Since and Offence already exists, in which
-// case it is an extension ("extend"). Lines beyond MaxLines are dropped
-// (the last ones are kept).
+// stored ones, and appends to the ledger. It is a new offence - history
+// counted, ledger event "ban" - unless a record for the prefix with the
+// same Since and Offence already exists, in which case it is an extension
+// ("extend"). Lines beyond MaxLines are dropped (the last ones are kept).
 func (s *Store) Put(r Record) error {
 	if !r.Prefix.IsValid() {
 		return fmt.Errorf("store %s: put: invalid prefix", s.path)
@@ -389,17 +427,21 @@ func (s *Store) Put(r Record) error {
 
 func putRecord(tx *bolt.Tx, r Record) error {
 	key := prefixKey(r.Prefix)
-	old, exists, err := getRecord(tx, key)
+	old, oldKey, err := getRecord(tx, key)
 	if err != nil {
 		return err
 	}
-	idx := tx.Bucket(bucketExpiry)
-	if exists {
-		if err := idx.Delete(expiryKey(old.Until, key)); err != nil {
+	records := tx.Bucket(bucketRecords)
+	if oldKey != nil {
+		if err := records.Delete(oldKey); err != nil {
 			return err
 		}
 	}
-	if err := tx.Bucket(bucketBans).Put(key, appendRecord(nil, r)); err != nil {
+	ek := expiryKey(r.Until, key)
+	if err := records.Put(ek, appendRecord(nil, r)); err != nil {
+		return err
+	}
+	if err := tx.Bucket(bucketPrefixes).Put(key, ek[:8]); err != nil {
 		return err
 	}
 	lines := tx.Bucket(bucketLines)
@@ -411,11 +453,8 @@ func putRecord(tx *bolt.Tx, r Record) error {
 	if err != nil {
 		return err
 	}
-	if err := idx.Put(expiryKey(r.Until, key), []byte{}); err != nil {
-		return err
-	}
 	event := "extend"
-	if !exists || !old.Since.Equal(r.Since) || old.Offence != r.Offence {
+	if oldKey == nil || !old.Since.Equal(r.Since) || old.Offence != r.Offence {
 		event = "ban"
 		if err := addOffence(tx, r.Prefix, r.Since); err != nil {
 			return err
@@ -457,9 +496,14 @@ func (s *Store) Get(p netip.Prefix) (Record, bool, error) {
 		ok bool
 	)
 	err := s.view(func(tx *bolt.Tx) error {
+		key := prefixKey(p)
+		var ek []byte
 		var err error
-		r, ok, err = getFullRecord(tx, prefixKey(p))
-		return err
+		if r, ek, err = getRecord(tx, key); err != nil || ek == nil {
+			return err
+		}
+		ok = true
+		return addLines(tx, key, &r)
 	})
 	if err != nil {
 		return Record{}, false, fmt.Errorf("store %s: get %s: %w", s.path, p, err)
@@ -473,12 +517,15 @@ func (s *Store) Delete(p netip.Prefix, now time.Time) (bool, error) {
 	var found bool
 	err := s.update(func(tx *bolt.Tx) error {
 		key := prefixKey(p)
-		r, ok, err := getFullRecord(tx, key)
-		if err != nil || !ok {
+		r, ek, err := getRecord(tx, key)
+		if err != nil || ek == nil {
 			return err
 		}
 		found = true
-		if err := deleteRecord(tx, key, r.Until); err != nil {
+		if err := addLines(tx, key, &r); err != nil {
+			return err
+		}
+		if err := deleteRecord(tx, ek); err != nil {
 			return err
 		}
 		return ledgerAppend(tx, "unban", now, r)
@@ -491,32 +538,24 @@ func (s *Store) Delete(p netip.Prefix, now time.Time) (bool, error) {
 
 // Active returns the records with Until after now, in order of Until,
 // without their Lines (Get has them): this is the bulk read behind list,
-// restore and every backend Sync.
+// restore and every backend Sync, one sequential walk of the records.
 func (s *Store) Active(now time.Time) ([]Record, error) {
 	var out []Record
-	bound := expiryKey(now.Add(time.Nanosecond), nil) // first key with until > now
+	from := activeFrom(now)
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketExpiry).Cursor()
+		c := tx.Bucket(bucketRecords).Cursor()
 		n := 0
-		for k, _ := c.Seek(bound); k != nil; k, _ = c.Next() {
+		for k, _ := c.Seek(from); k != nil; k, _ = c.Next() {
 			n++
 		}
-		out = make([]Record, 0, n)
-		// One cursor for every lookup: Bucket.Get makes a new one each time.
-		bans := tx.Bucket(bucketBans).Cursor()
+		out = make([]Record, n)
 		var dec recordDecoder
-		for k, _ := c.Seek(bound); k != nil; k, _ = c.Next() {
-			if len(k) <= 8 {
-				continue
+		i := 0
+		for k, v := c.Seek(from); k != nil && i < n; k, v = c.Next() {
+			if err := dec.decode(v, &out[i]); err != nil {
+				return fmt.Errorf("records[%x]: %w", k, err)
 			}
-			bk, v := bans.Seek(k[8:])
-			if !bytes.Equal(bk, k[8:]) { // stale index entry
-				continue
-			}
-			out = append(out, Record{})
-			if err := dec.decode(v, &out[len(out)-1]); err != nil {
-				return fmt.Errorf("bans[%s]: %w", k[8:], err)
-			}
+			i++
 		}
 		return nil
 	})
@@ -530,8 +569,8 @@ func (s *Store) Active(now time.Time) ([]Record, error) {
 func (s *Store) CountActive(now time.Time) (int, error) {
 	n := 0
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketExpiry).Cursor()
-		for k, _ := c.Seek(expiryKey(now.Add(time.Nanosecond), nil)); k != nil; k, _ = c.Next() {
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, _ := c.Seek(activeFrom(now)); k != nil; k, _ = c.Next() {
 			n++
 		}
 		return nil
@@ -542,20 +581,18 @@ func (s *Store) CountActive(now time.Time) (int, error) {
 	return n, nil
 }
 
-// ActivePrefixes lists the prefixes of the bans in force at now from the
-// expiry index alone, without reading the records: cheap enough to run over
+// ActivePrefixes lists the prefixes of the bans in force at now, in order
+// of Until, decoding nothing else of the records: cheap enough to run over
 // 100k bans at every reload.
 func (s *Store) ActivePrefixes(now time.Time) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketExpiry).Cursor()
-		for k, _ := c.Seek(expiryKey(now.Add(time.Nanosecond), nil)); k != nil; k, _ = c.Next() {
-			if len(k) <= 8 {
-				continue
-			}
-			p, err := netip.ParsePrefix(string(k[8:]))
-			if err != nil {
-				return fmt.Errorf("expiry index key %q: %w", k[8:], err)
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.Seek(activeFrom(now)); k != nil; k, v = c.Next() {
+			in := reader{b: v}
+			var p netip.Prefix
+			if err := p.UnmarshalBinary(in.bytes()); in.err != nil || err != nil {
+				return fmt.Errorf("records[%x]: %w: prefix", k, errMalformed)
 			}
 			out = append(out, p)
 		}
@@ -572,35 +609,36 @@ func (s *Store) ActivePrefixes(now time.Time) ([]netip.Prefix, error) {
 // Lines, in order of Until (history is kept).
 func (s *Store) DeleteExpired(now time.Time) ([]Record, error) {
 	var out []Record
-	bound := expiryKey(now.Add(time.Nanosecond), nil)
+	bound := activeFrom(now)
 	err := s.update(func(tx *bolt.Tx) error {
 		out = out[:0] // the function may not run twice, but keep it idempotent anyway
-		c := tx.Bucket(bucketExpiry).Cursor()
-		var dead [][]byte
-		for k, _ := c.First(); k != nil && bytes.Compare(k, bound) < 0; k, _ = c.Next() {
-			dead = append(dead, bytes.Clone(k))
+		type ban struct {
+			key []byte
+			rec Record
 		}
-		for _, k := range dead {
-			if err := tx.Bucket(bucketExpiry).Delete(k); err != nil {
+		var dead []ban
+		c := tx.Bucket(bucketRecords).Cursor()
+		for k, v := c.First(); k != nil && bytes.Compare(k, bound) < 0; k, v = c.Next() {
+			b := ban{key: bytes.Clone(k)}
+			if len(k) <= 8 {
+				return fmt.Errorf("records[%x]: %w: key", k, errMalformed)
+			}
+			if err := decodeRecord(v, &b.rec); err != nil {
+				return fmt.Errorf("records[%x]: %w", k, err)
+			}
+			dead = append(dead, b)
+		}
+		for _, b := range dead {
+			if err := addLines(tx, b.key[8:], &b.rec); err != nil {
 				return err
 			}
-			if len(k) < 8 {
-				continue
-			}
-			r, ok, err := getFullRecord(tx, k[8:])
-			if err != nil {
+			if err := deleteRecord(tx, b.key); err != nil {
 				return err
 			}
-			if !ok || r.Until.After(now) { // stale index entry
-				continue
-			}
-			if err := deleteRecord(tx, k[8:], r.Until); err != nil {
+			if err := ledgerAppend(tx, "expire", now, b.rec); err != nil {
 				return err
 			}
-			if err := ledgerAppend(tx, "expire", now, r); err != nil {
-				return err
-			}
-			out = append(out, r)
+			out = append(out, b.rec)
 		}
 		return nil
 	})
@@ -638,14 +676,14 @@ func (s *Store) Prune(before time.Time, limit int) (ledger, history int, err err
 		}
 		ledger = len(dead)
 		dead = dead[:0]
-		bans := tx.Bucket(bucketBans)
+		prefixes := tx.Bucket(bucketPrefixes)
 		c = tx.Bucket(bucketHistory).Cursor()
 		for k, v := c.First(); k != nil && (limit <= 0 || len(dead) < limit); k, v = c.Next() {
 			var h History
 			if err := json.Unmarshal(v, &h); err != nil {
 				return fmt.Errorf("history[%s]: %w", k, err)
 			}
-			if h.LastBan.Before(before) && bans.Get(k) == nil {
+			if h.LastBan.Before(before) && prefixes.Get(k) == nil {
 				dead = append(dead, bytes.Clone(k))
 			}
 		}
