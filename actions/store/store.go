@@ -588,7 +588,12 @@ func (s *Store) ActivePrefixes(now time.Time) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRecords).Cursor()
-		for k, v := c.Seek(activeFrom(now)); k != nil; k, v = c.Next() {
+		from, n := activeFrom(now), 0
+		for k, _ := c.Seek(from); k != nil; k, _ = c.Next() {
+			n++
+		}
+		out = make([]netip.Prefix, 0, n)
+		for k, v := c.Seek(from); k != nil; k, v = c.Next() {
 			in := reader{b: v}
 			var p netip.Prefix
 			if err := p.UnmarshalBinary(in.bytes()); in.err != nil || err != nil {

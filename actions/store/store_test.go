@@ -884,6 +884,19 @@ func BenchmarkActive100k(b *testing.B) {
 	}
 }
 
+// BenchmarkActivePrefixes100k is the read behind every reload.
+func BenchmarkActivePrefixes100k(b *testing.B) {
+	const n = 100000
+	s := benchStore(b, n)
+	b.ReportAllocs()
+	for b.Loop() {
+		ps, err := s.ActivePrefixes(t0)
+		if err != nil || len(ps) != n {
+			b.Fatalf("ActivePrefixes = %d prefixes, %v", len(ps), err)
+		}
+	}
+}
+
 // BenchmarkGet reads one ban with its lines out of 100k.
 func BenchmarkGet(b *testing.B) {
 	const n = 100000
