@@ -568,22 +568,26 @@ func (m *Manager) Restore(ctx context.Context) error {
 	if _, err := m.Recheck(ctx); err != nil {
 		return err
 	}
-	for _, w := range m.workers {
-		w.mu.Lock()
-		w.syncPending, w.syncFresh, w.syncErr = true, true, nil
-		w.mu.Unlock()
-		w.poke()
+	// Each worker answers this call with the result of the first sync
+	// attempt made after the request: a retry that succeeds before we look
+	// must not hide that the first attempt failed.
+	results := make([]<-chan error, len(m.workers))
+	for i, w := range m.workers {
+		results[i] = w.requestSync()
 	}
 	if err := m.Flush(ctx); err != nil {
 		return err
 	}
 	var errs []error
-	for _, w := range m.workers {
-		w.mu.Lock()
-		if w.syncErr != nil {
-			errs = append(errs, fmt.Errorf("sync %s: %w", w.act.Name(), w.syncErr))
+	for i, w := range m.workers {
+		select {
+		case err := <-results[i]:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("sync %s: %w", w.act.Name(), err))
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		w.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
@@ -697,10 +701,11 @@ type worker struct {
 	mu          sync.Mutex
 	pending     map[netip.Prefix]*pendingOp
 	syncPending bool
-	syncFresh   bool // sync not yet attempted since requested
+	syncFresh   bool         // sync not yet attempted since requested
+	syncGen     uint64       // bumped by every request
+	syncWaiters []chan error // told the result of the next attempt
 	syncTries   int
 	syncNext    time.Time
-	syncErr     error
 	applied     uint64
 	revoked     uint64
 	failures    uint64
@@ -721,6 +726,20 @@ func (w *worker) enqueue(op *pendingOp) {
 	w.pending[op.ban.Prefix] = op
 	w.mu.Unlock()
 	w.poke()
+}
+
+// requestSync asks for a Sync of every active ban; the returned channel
+// receives the result of the first attempt that starts after the request.
+func (w *worker) requestSync() <-chan error {
+	ch := make(chan error, 1)
+	w.mu.Lock()
+	w.syncPending, w.syncFresh = true, true
+	w.syncGen++
+	w.syncNext = time.Time{}
+	w.syncWaiters = append(w.syncWaiters, ch)
+	w.mu.Unlock()
+	w.poke()
+	return ch
 }
 
 func (w *worker) fresh() bool {
@@ -789,6 +808,11 @@ func (w *worker) runDue(ctx context.Context) time.Time {
 	// Sync first: it covers every active ban.
 	w.mu.Lock()
 	doSync := w.syncPending && !time.Now().Before(w.syncNext)
+	var waiters []chan error
+	gen := w.syncGen
+	if doSync {
+		waiters, w.syncWaiters = w.syncWaiters, nil
+	}
 	w.mu.Unlock()
 	if doSync {
 		active, err := w.m.store.Active(w.m.cfg.Now())
@@ -805,16 +829,26 @@ func (w *worker) runDue(ctx context.Context) time.Time {
 			}
 		}
 		w.mu.Lock()
-		w.syncFresh = false
-		w.syncErr = err
+		for _, ch := range waiters {
+			ch <- err
+		}
+		// A request made during the attempt needs an attempt of its own.
+		renewed := w.syncGen != gen
+		if !renewed {
+			w.syncFresh = false
+		}
 		if err != nil {
 			w.syncTries++
 			w.syncNext = time.Now().Add(w.backoff(w.syncTries))
 			w.noteErr(fmt.Errorf("sync: %w", err))
 			log.Warn("action sync failed", "action", name, "err", err, "retry_in", time.Until(w.syncNext).Round(time.Millisecond))
 		} else {
-			w.syncPending, w.syncTries = false, 0
+			w.syncTries = 0
+			w.syncPending = renewed
 			w.lastOK = time.Now()
+		}
+		if renewed {
+			w.syncNext = time.Time{}
 		}
 		w.mu.Unlock()
 	}

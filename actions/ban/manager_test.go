@@ -832,3 +832,18 @@ func rec(p string, since time.Time, d time.Duration) store.Record {
 	return store.Record{Prefix: netip.MustParsePrefix(p), Detector: "dictionary", Reason: "test",
 		Evidence: 3, FirstSeen: since, LastSeen: since, Since: since, Until: since.Add(d), Offence: 1}
 }
+
+// Restore reports a failed first sync even when the retry has already
+// succeeded by the time it looks (a retry backoff shorter than Flush's poll).
+func TestManagerRestoreReportsFailedFirstSync(t *testing.T) {
+	f := &managerFake{name: "b", failSync: 1}
+	env := managerNew(t, ManagerConfig{RetryBase: time.Nanosecond, RetryMax: time.Nanosecond}, f)
+	if err := env.store.Put(rec("192.0.2.1/32", t0.Add(-time.Hour), 3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	err := env.m.Restore(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "sync b: ipset missing") {
+		t.Errorf("Restore error = %v, want the failing first sync of b", err)
+	}
+	managerWait(t, "b's sync retried", func() bool { _, _, s := f.calls(); return len(s) == 1 })
+}
