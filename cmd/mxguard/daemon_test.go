@@ -312,7 +312,7 @@ func TestDaemonReload(t *testing.T) {
 	if got := td.d.pipe.Detectors().Config().Dictionary.Threshold; got != 3 {
 		t.Errorf("threshold after reload = %d", got)
 	}
-	if !td.d.mgr.Allowlist().Contains(mustPrefix("203.0.113.5/32")) {
+	if ex, err := td.d.mgr.Explain(mustPrefix("203.0.113.5/32")); err != nil || !ex.Allowed {
 		t.Error("allowlist not reloaded")
 	}
 	if !strings.Contains(td.logs.String(), "need a restart") || !strings.Contains(td.logs.String(), "metrics_listen") {
