@@ -846,3 +846,69 @@ func TestManagerRestoreReportsFailedFirstSync(t *testing.T) {
 	}
 	managerWait(t, "b's sync retried", func() bool { _, _, s := f.calls(); return len(s) == 1 })
 }
+
+// A dry run starts from the real block list: a real active ban is extended
+// (not banned again), a real history escalates, and the real store is
+// never written.
+func TestManagerDryRunStartsFromRealStore(t *testing.T) {
+	st := openStore(t, "")
+	active := rec("192.0.2.1/32", t0.Add(-30*time.Minute), time.Hour)
+	active.Lines = []string{"real evidence"}
+	past := rec("192.0.2.2/32", t0.Add(-3*time.Hour), time.Hour)
+	for _, r := range []store.Record{active, past} {
+		if err := st.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.DeleteExpired(t0); err != nil {
+		t.Fatal(err)
+	}
+	ledgerBefore, _ := st.Ledger(active.Prefix, 0)
+	f := &managerFake{name: "printer"}
+	m, err := NewManager(ManagerConfig{DryRun: true, Now: func() time.Time { return t0 },
+		AllowSources: []func() ([]netip.Prefix, error){}}, st, []Action{f}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	if l, _ := m.List(t0); len(l) != 1 || l[0].Prefix != active.Prefix || l[0].DryRun {
+		t.Errorf("dry run did not start from the real active ban: %+v", l)
+	}
+	b1, ok, err := m.Decide(ctx, managerDec("192.0.2.1", t0))
+	if err != nil || !ok || b1.Offence != 1 || !b1.Since.Equal(active.Since) || b1.Evidence != 8 ||
+		!b1.Until.Equal(t0.Add(time.Hour)) || !b1.DryRun {
+		t.Errorf("decision on a real active ban = %+v %v %v, want an extension", b1, ok, err)
+	}
+	b2, _, _ := m.Decide(ctx, managerDec("192.0.2.2", t0))
+	if b2.Offence != 2 || b2.Until.Sub(b2.Since) != 2*time.Hour {
+		t.Errorf("real history not used: %+v", b2)
+	}
+	ex, err := m.Explain(active.Prefix)
+	if err != nil || ex.Record == nil || len(ex.Record.Lines) != 2 || ex.Record.Lines[0] != "real evidence" || ex.DryRun == nil {
+		t.Errorf("Explain in dry-run = %+v %v", ex, err)
+	}
+	s, _ := m.Status()
+	if s.ActiveBans != 0 || s.DryRunBans != 2 {
+		t.Errorf("Status = %d real, %d dry-run; want 0 and 2", s.ActiveBans, s.DryRunBans)
+	}
+	if found, err := m.Unban(ctx, active.Prefix); !found || err != nil {
+		t.Errorf("dry-run Unban = %v %v", found, err)
+	}
+	if _, ok := m.Lookup(active.Prefix.Addr(), t0); ok {
+		t.Error("dry-run unban still found by Lookup")
+	}
+	// The real store is as it was.
+	if r, ok, _ := st.Get(active.Prefix); !ok || r.Evidence != 3 || !r.Until.Equal(active.Until) {
+		t.Errorf("real record changed: %+v %v", r, ok)
+	}
+	if h, _, _ := st.History(past.Prefix); h.Offences != 1 {
+		t.Errorf("real history changed: %+v", h)
+	}
+	if _, ok, _ := st.Get(past.Prefix); ok {
+		t.Error("dry-run ban written to the real store")
+	}
+	if l, _ := st.Ledger(active.Prefix, 0); len(l) != len(ledgerBefore) {
+		t.Errorf("real ledger grew from %d to %d entries", len(ledgerBefore), len(l))
+	}
+}
