@@ -100,7 +100,7 @@ func TestIndexLookupDoesNotAllocate(t *testing.T) {
 }
 
 // The index follows every change of the bans: load at start, ban,
-// extension, unban, expiry, Recheck, and Restore's reload from the store.
+// extension, unban, expiry, Recheck; Restore syncs from it.
 func TestManagerIndexFollowsBans(t *testing.T) {
 	ctx := context.Background()
 	f := &managerFake{name: "fake"}
@@ -157,15 +157,13 @@ func TestManagerIndexFollowsBans(t *testing.T) {
 	if _, ok := lookup("192.0.2.9"); ok {
 		t.Error("ban lifted by Recheck still found")
 	}
-	// Restore reloads from the store (here: written behind the Manager's back).
-	if err := st.Put(rec("2001:db8::/48", t0, 3*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	// Restore syncs what the index holds.
+	m.Ban(ctx, netip.MustParsePrefix("2001:db8::/48"), 3*time.Hour, "")
 	if err := m.Restore(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if b, ok := lookup("2001:db8::5"); !ok || b.Prefix.String() != "2001:db8::/48" {
-		t.Errorf("Restore did not load the store: %+v %v", b, ok)
+	if b, ok := lookup("2001:db8::5"); !ok || b.Prefix.String() != "2001:db8::/48" || b.Detector != DetectorManual {
+		t.Errorf("manual ban: %+v %v", b, ok)
 	}
 	l, _ := m.List(clock.Now())
 	if len(l) != 1 || l[0].Prefix.String() != "2001:db8::/48" {

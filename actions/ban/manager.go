@@ -539,20 +539,15 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // Restore brings every action in line with the active bans (Sync) at
-// start: it reloads the index from the store, sweeps expired bans, lifts
-// those no longer allowed (Recheck) and syncs. It waits for each action's
+// start: it sweeps expired bans, lifts those no longer allowed (Recheck)
+// and syncs the bans of the index (loaded from the store by NewManager;
+// the Manager is the only writer of its store). It waits for each action's
 // first sync attempt (or ctx) and returns their errors joined; failed
 // syncs keep being retried in the background. In dry-run it does nothing:
 // the actions are printers and there is nothing of the dry run's to sync.
 func (m *Manager) Restore(ctx context.Context) error {
 	if m.cfg.DryRun {
 		return nil
-	}
-	m.mu.Lock()
-	err := m.loadIndex(m.cfg.Now())
-	m.mu.Unlock()
-	if err != nil {
-		return err
 	}
 	if _, err := m.Expire(ctx, m.cfg.Now()); err != nil {
 		return err
@@ -594,19 +589,20 @@ func (m *Manager) Recheck(ctx context.Context) (int, error) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	n := 0
-	for _, b := range m.index.active(m.cfg.Now()) {
-		why := m.check(b.Prefix)
-		if why == nil {
-			continue
+	var lift []netip.Prefix
+	var why []error
+	m.index.each(func(p netip.Prefix, _ *indexEntry) {
+		if err := m.check(p); err != nil {
+			lift, why = append(lift, p), append(why, err)
 		}
-		m.log.Warn("unban: no longer allowed", "ip", b.Prefix, "why", why.Error())
-		if _, err := m.unbanLocked(b.Prefix); err != nil {
-			return n, err
+	})
+	for i, p := range lift {
+		m.log.Warn("unban: no longer allowed", "ip", p, "why", why[i].Error())
+		if _, err := m.unbanLocked(p); err != nil {
+			return i, err
 		}
-		n++
 	}
-	return n, nil
+	return len(lift), nil
 }
 
 // Flush waits until every queued action call has been attempted at least

@@ -111,7 +111,19 @@ type managerEnv struct {
 
 func managerNew(t *testing.T, cfg ManagerConfig, fakes ...*managerFake) *managerEnv {
 	t.Helper()
+	return managerNewSeeded(t, cfg, nil, fakes...)
+}
+
+// managerNewSeeded starts the Manager over a store that already holds
+// seed (the state left by a previous run).
+func managerNewSeeded(t *testing.T, cfg ManagerConfig, seed []store.Record, fakes ...*managerFake) *managerEnv {
+	t.Helper()
 	env := &managerEnv{store: openStore(t, ""), clock: &managerClock{t: t0}, fakes: fakes, logs: &bytes.Buffer{}}
+	for _, r := range seed {
+		if err := env.store.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.Now = env.clock.Now
 	if cfg.AllowSources == nil {
 		cfg.AllowSources = []func() ([]netip.Prefix, error){}
@@ -578,17 +590,12 @@ func TestManagerExpiryRevokes(t *testing.T) {
 
 func TestManagerRestoreSyncsActive(t *testing.T) {
 	f1, f2 := &managerFake{name: "a"}, &managerFake{name: "b", failSync: 1}
-	env := managerNew(t, ManagerConfig{}, f1, f2)
 	// State left by a previous run: two active, one expired.
-	for _, r := range []store.Record{
+	env := managerNewSeeded(t, ManagerConfig{}, []store.Record{
 		rec("192.0.2.1/32", t0.Add(-time.Hour), 3*time.Hour),
 		rec("2001:db8::/64", t0.Add(-time.Hour), 2*time.Hour),
 		rec("192.0.2.3/32", t0.Add(-2*time.Hour), time.Hour),
-	} {
-		if err := env.store.Put(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}, f1, f2)
 	err := env.m.Restore(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "sync b: ipset missing") {
 		t.Errorf("Restore error = %v, want the failing sync of b", err)
@@ -789,16 +796,11 @@ func BenchmarkDecide(b *testing.B) {
 // narrowed) is lifted at restore instead of going back into the firewall.
 func TestManagerRestoreDropsDisallowed(t *testing.T) {
 	f := &managerFake{name: "a"}
-	env := managerNew(t, ManagerConfig{Allowlist: []string{"192.0.2.5"}, Ban: Config{MaxPrefixV4: 32}}, f)
-	for _, r := range []store.Record{
+	env := managerNewSeeded(t, ManagerConfig{Allowlist: []string{"192.0.2.5"}, Ban: Config{MaxPrefixV4: 32}}, []store.Record{
 		rec("192.0.2.5/32", t0.Add(-time.Hour), 3*time.Hour),    // now allowlisted
 		rec("198.51.100.0/24", t0.Add(-time.Hour), 3*time.Hour), // now too broad
 		rec("203.0.113.7/32", t0.Add(-time.Hour), 3*time.Hour),  // still banned
-	} {
-		if err := env.store.Put(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}, f)
 	if err := env.m.Restore(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -836,10 +838,8 @@ func rec(p string, since time.Time, d time.Duration) store.Record {
 // succeeded by the time it looks (a retry backoff shorter than Flush's poll).
 func TestManagerRestoreReportsFailedFirstSync(t *testing.T) {
 	f := &managerFake{name: "b", failSync: 1}
-	env := managerNew(t, ManagerConfig{RetryBase: time.Nanosecond, RetryMax: time.Nanosecond}, f)
-	if err := env.store.Put(rec("192.0.2.1/32", t0.Add(-time.Hour), 3*time.Hour)); err != nil {
-		t.Fatal(err)
-	}
+	env := managerNewSeeded(t, ManagerConfig{RetryBase: time.Nanosecond, RetryMax: time.Nanosecond},
+		[]store.Record{rec("192.0.2.1/32", t0.Add(-time.Hour), 3*time.Hour)}, f)
 	err := env.m.Restore(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "sync b: ipset missing") {
 		t.Errorf("Restore error = %v, want the failing first sync of b", err)
