@@ -23,8 +23,9 @@ type ReplayOptions struct {
 	Stdin     io.Reader      // for "-"
 }
 
-// ReplayBan is one ban replay would have made (the `replay --format json`
-// contract: ip, detector, reason, evidence, time).
+// ReplayBan is one ban replay would have made, in its final state after
+// its extensions (the `replay --format json` contract: ip, detector,
+// reason, evidence, time, until, offence, lines).
 type ReplayBan struct {
 	IP       netip.Prefix `json:"ip"`
 	Detector string       `json:"detector"`
