@@ -312,8 +312,8 @@ func (x *banIndex) each(fn func(netip.Prefix, *indexEntry)) {
 	}
 }
 
-// active returns the bans in force at now in order of Until, then prefix
-// (the order the store's expiry index gives).
+// active returns the bans in force at now in order of Until (as the
+// store's Active does), then of prefix.
 func (x *banIndex) active(now time.Time) []Ban {
 	var out []Ban
 	x.each(func(p netip.Prefix, e *indexEntry) {
