@@ -112,28 +112,29 @@ func (c Config) Duration(offence int) time.Duration {
 	return time.Duration(d)
 }
 
-// ManagerConfig configures a Manager. The YAML-tagged fields map to the
-// top-level config keys `allowlist`, `ban` and `dry_run`; the others are
+// ManagerConfig configures a Manager: Allowlist, Ban and DryRun come from
+// the config file's top-level keys (see internal/config); the others are
 // wiring and tuning (zero = default).
 type ManagerConfig struct {
-	Allowlist []string `yaml:"allowlist" json:"allowlist"`
-	Ban       Config   `yaml:"ban" json:"ban"`
-	DryRun    bool     `yaml:"dry_run" json:"dry_run"`
+	Allowlist []string
+	Ban       Config
+	DryRun    bool
 
-	// Now is the wall clock (default time.Now).
-	Now func() time.Time `yaml:"-" json:"-"`
+	// Now is the clock decisions and expiry are made by (default
+	// time.Now). Replay sets it to the log time of each decision.
+	Now func() time.Time
 	// AllowSources add dynamic allowlist entries; default is
 	// [HostAddrs]. Set to a non-nil empty slice to skip host addresses.
-	AllowSources []func() ([]netip.Prefix, error) `yaml:"-" json:"-"`
+	AllowSources []func() ([]netip.Prefix, error)
 	// SweepInterval: how often Run expires bans and refreshes the host
 	// addresses (the ledger is pruned at most hourly). Default 30s.
-	SweepInterval time.Duration `yaml:"-" json:"-"`
+	SweepInterval time.Duration
 	// ActionTimeout bounds one Apply/Revoke/Sync call. Default 30s.
-	ActionTimeout time.Duration `yaml:"-" json:"-"`
+	ActionTimeout time.Duration
 	// RetryBase and RetryMax bound the per-action retry backoff of failed
 	// calls. Defaults 1s and 5m.
-	RetryBase time.Duration `yaml:"-" json:"-"`
-	RetryMax  time.Duration `yaml:"-" json:"-"`
+	RetryBase time.Duration
+	RetryMax  time.Duration
 }
 
 func (c ManagerConfig) withDefaults() ManagerConfig {

@@ -24,20 +24,37 @@ var (
 // DetectorManual is the detector name of bans made with Manager.Ban.
 const DetectorManual = "manual"
 
+// Store is the block list the Manager decides over: the bbolt
+// *store.Store in the daemon, a *store.Memory in replay (and, seeded from
+// the real one, in dry-run). Active returns records without their evidence
+// lines; Get fills them.
+type Store interface {
+	Get(p netip.Prefix) (store.Record, bool, error)
+	// Put records a new offence, or an extension when a record with the
+	// same Since and Offence exists.
+	Put(r store.Record) error
+	Delete(p netip.Prefix, now time.Time) (bool, error)
+	Active(now time.Time) ([]store.Record, error)
+	DeleteExpired(now time.Time) ([]store.Record, error)
+	History(p netip.Prefix) (store.History, bool, error)
+	Ledger(p netip.Prefix, limit int) ([]store.LedgerEntry, error)
+	Prune(before time.Time, limit int) (ledger, history int, err error)
+}
+
 // Manager turns decisions into bans: validate, allowlist, escalate, record
 // in the store first, then apply to every action. Each action has its own
 // worker goroutine and retry queue, so a failing or slow action never holds
-// up the others or the caller. Safe for concurrent use.
+// up the others or the caller. An in-memory index of the bans in force
+// answers Lookup, Banned and List. Safe for concurrent use.
 type Manager struct {
 	cfg     ManagerConfig
-	store   *store.Store
+	store   Store // in dry-run a memory copy: the real store is only read
 	allow   *Allowlist
 	log     *slog.Logger
+	index   *banIndex
 	workers []*worker
 
-	mu       sync.Mutex // serialises decisions: history read → store write
-	dry      map[netip.Prefix]Ban
-	dryHist  map[netip.Prefix][]time.Time
+	mu       sync.Mutex // serialises decisions: history read → store write → index
 	perDet   map[string]*DetectorStats
 	stopOnce sync.Once
 	cancel   context.CancelFunc
@@ -70,8 +87,8 @@ type ActionStatus struct {
 // ManagerStatus is a snapshot for `mxguard status`.
 type ManagerStatus struct {
 	DryRun     bool                     `json:"dry_run"`
-	ActiveBans int                      `json:"active_bans"`
-	DryRunBans int                      `json:"dry_run_bans,omitempty"`
+	ActiveBans int                      `json:"active_bans"`            // real bans in force
+	DryRunBans int                      `json:"dry_run_bans,omitempty"` // would-be bans (and extensions) in force
 	Actions    []ActionStatus           `json:"actions"`
 	Detectors  map[string]DetectorStats `json:"detectors"`
 }
@@ -87,11 +104,12 @@ type Explanation struct {
 	Allowed bool                `json:"allowlisted"`
 }
 
-// NewManager builds a Manager and starts one worker goroutine per action.
-// store must be open (it is not closed by the Manager); logger nil means
-// discard. Call Restore once at start, Run for periodic expiry, and Close
-// at the end.
-func NewManager(cfg ManagerConfig, st *store.Store, actions []Action, logger *slog.Logger) (*Manager, error) {
+// NewManager builds a Manager over st, loads the bans in force into its
+// index and starts one worker goroutine per action. st must be open (it is
+// not closed by the Manager); in dry-run it is only read: the Manager
+// decides over a memory copy of it. logger nil means discard. Call Restore
+// once at start, Run for periodic expiry, and Close at the end.
+func NewManager(cfg ManagerConfig, st Store, actions []Action, logger *slog.Logger) (*Manager, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Ban.Validate(); err != nil {
 		return nil, err
@@ -109,11 +127,15 @@ func NewManager(cfg ManagerConfig, st *store.Store, actions []Action, logger *sl
 		}
 		logger.Warn("allowlist source failed", "err", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &Manager{
-		cfg: cfg, store: st, allow: allow, log: logger,
-		dry: map[netip.Prefix]Ban{}, dryHist: map[netip.Prefix][]time.Time{},
-		perDet: map[string]*DetectorStats{}, cancel: cancel,
+	if cfg.DryRun {
+		if st, err = newDryRunStore(st, cfg.Now()); err != nil {
+			return nil, err
+		}
+	}
+	m := &Manager{cfg: cfg, store: st, allow: allow, log: logger, index: newBanIndex(),
+		perDet: map[string]*DetectorStats{}}
+	if err := m.loadIndex(cfg.Now()); err != nil {
+		return nil, err
 	}
 	seen := map[string]bool{}
 	for _, a := range actions {
@@ -121,13 +143,14 @@ func NewManager(cfg ManagerConfig, st *store.Store, actions []Action, logger *sl
 			continue
 		}
 		if seen[a.Name()] {
-			cancel()
 			return nil, fmt.Errorf("actions: two actions named %q", a.Name())
 		}
 		seen[a.Name()] = true
 		w := &worker{m: m, act: a, pending: map[netip.Prefix]*pendingOp{}, wake: make(chan struct{}, 1)}
 		m.workers = append(m.workers, w)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
 	for _, w := range m.workers {
 		m.wg.Add(1)
 		go func() {
@@ -138,8 +161,19 @@ func NewManager(cfg ManagerConfig, st *store.Store, actions []Action, logger *sl
 	return m, nil
 }
 
-// Allowlist returns the manager's allowlist (the guard uses it too).
-func (m *Manager) Allowlist() *Allowlist { return m.allow }
+// loadIndex fills the index with the store's bans in force at now.
+func (m *Manager) loadIndex(now time.Time) error {
+	recs, err := m.store.Active(now)
+	if err != nil {
+		return fmt.Errorf("load active bans: %w", err)
+	}
+	bans := make([]Ban, len(recs))
+	for i, r := range recs {
+		bans[i] = FromRecord(r) // seeded or real: not the dry run's own
+	}
+	m.index.replace(bans)
+	return nil
+}
 
 // Close stops the workers (pending retries are dropped: Restore at the next
 // start reconciles) and closes every action. The store stays open.
@@ -209,12 +243,22 @@ func (m *Manager) check(p netip.Prefix) error {
 	return nil
 }
 
+// logDecision logs what decide, Unban and Expire did; in dry-run the
+// message says "would" and the line is marked dry_run.
+func (m *Manager) logDecision(msg, dryMsg string, args ...any) {
+	if m.cfg.DryRun {
+		m.log.Info(dryMsg, append(args, "dry_run", true)...)
+		return
+	}
+	m.log.Info(msg, args...)
+}
+
 // Decide acts on a detector decision. It returns the ban in force for the
 // prefix and true when the prefix is (now) banned - a new ban or an
 // extension - and false when the decision was refused (allowlisted, too
-// broad), is warn-only, or invalid (with an error). In dry-run it returns
-// the would-be ban with DryRun set and touches no store; the actions it
-// was given are expected to be dry-run printers (see the daemon).
+// broad), is warn-only, or invalid (with an error). In dry-run the ban is
+// marked DryRun and recorded only in the dry run's memory store; the
+// actions it was given are expected to be dry-run printers (see the daemon).
 func (m *Manager) Decide(ctx context.Context, d detectors.Decision) (Ban, bool, error) {
 	return m.decide(ctx, d, 0, false)
 }
@@ -234,6 +278,7 @@ func (m *Manager) Ban(ctx context.Context, prefix netip.Prefix, duration time.Du
 	return b, err
 }
 
+// decide is the one ban decision of the daemon, its dry-run and replay.
 func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Duration, manual bool) (Ban, bool, error) {
 	p, err := canon(d.Prefix)
 	if err != nil {
@@ -262,9 +307,6 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		m.log.Info("warn", "ip", p, "detector", d.Detector, "reason", d.Reason, "evidence", d.Evidence)
 		return Ban{}, false, nil
 	}
-	if m.cfg.DryRun {
-		return m.decideDry(p, d, t, now, fixed, st), true, nil
-	}
 
 	old, exists, err := m.store.Get(p)
 	if err != nil {
@@ -286,8 +328,9 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 			return Ban{}, false, err
 		}
 		st.Extended++
-		b := FromRecord(rec)
-		m.log.Info("ban extended", "ip", p, "detector", d.Detector, "reason", d.Reason,
+		b := m.banOf(rec)
+		m.index.set(b)
+		m.logDecision("ban extended", "would extend ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 			"evidence", rec.Evidence, "offence", rec.Offence, "until", rec.Until)
 		if rec.Until.After(old.Until) { // let backends with timeouts follow
 			m.enqueueApply(b)
@@ -295,7 +338,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		return b, true, nil
 	}
 
-	offence, err := m.offence(p, t, nil)
+	offence, err := m.offence(p, t)
 	if err != nil {
 		return Ban{}, false, err
 	}
@@ -308,13 +351,21 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		return Ban{}, false, err
 	}
 	st.Bans++
-	b := FromRecord(rec)
-	m.log.Info("ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
+	b := m.banOf(rec)
+	m.index.set(b)
+	m.logDecision("ban", "would ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 		"evidence", rec.Evidence, "offence", offence, "until", rec.Until)
 	if rec.Until.After(now) { // a decision from an old log line may be over already
 		m.enqueueApply(b)
 	}
 	return b, true, nil
+}
+
+// banOf is the ban a record written by decide stands for.
+func (m *Manager) banOf(r store.Record) Ban {
+	b := FromRecord(r)
+	b.DryRun = m.cfg.DryRun
+	return b
 }
 
 func (m *Manager) durationFor(offence int, fixed time.Duration) time.Duration {
@@ -324,55 +375,21 @@ func (m *Manager) durationFor(offence int, fixed time.Duration) time.Duration {
 	return m.cfg.Ban.Duration(offence)
 }
 
-// offence is 1 + the offences of p within forget_after before t (from the
-// store's history plus extra, the dry-run history).
-func (m *Manager) offence(p netip.Prefix, t time.Time, extra []time.Time) (int, error) {
+// offence is 1 + the offences of p in (t - forget_after, t]: offences
+// recorded after t (an old log line read late) do not count.
+func (m *Manager) offence(p netip.Prefix, t time.Time) (int, error) {
 	h, _, err := m.store.History(p)
 	if err != nil {
 		return 0, err
 	}
 	cut := t.Add(-time.Duration(m.cfg.Ban.ForgetAfter))
 	n := 1
-	for _, times := range [][]time.Time{h.Times, extra} {
-		for _, at := range times {
-			if at.After(cut) && !at.After(t) {
-				n++
-			}
+	for _, at := range h.Times {
+		if at.After(cut) && !at.After(t) {
+			n++
 		}
 	}
 	return n, nil
-}
-
-func (m *Manager) decideDry(p netip.Prefix, d detectors.Decision, t, now time.Time, fixed time.Duration, st *DetectorStats) Ban {
-	if old, ok := m.dry[p]; ok && old.Until.After(t) {
-		until := t.Add(m.durationFor(old.Offence, fixed))
-		if until.After(old.Until) {
-			old.Until = until
-		}
-		old.Evidence += d.Evidence
-		m.dry[p] = old
-		st.Extended++
-		m.log.Info("would extend ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
-			"evidence", old.Evidence, "offence", old.Offence, "until", old.Until, "dry_run", true)
-		m.enqueueApply(old)
-		return old
-	}
-	offence, err := m.offence(p, t, m.dryHist[p])
-	if err != nil { // read-only history lookup failed: still report, as a first offence
-		m.log.Warn("dry-run: history lookup failed", "ip", p, "err", err)
-		offence = 1
-	}
-	b := Ban{Prefix: p, Detector: d.Detector, Reason: d.Reason, Evidence: d.Evidence,
-		Since: t, Until: t.Add(m.durationFor(offence, fixed)), Offence: offence, DryRun: true}
-	m.dry[p] = b
-	m.dryHist[p] = append(m.dryHist[p], t)
-	st.Bans++
-	m.log.Info("would ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
-		"evidence", b.Evidence, "offence", offence, "until", b.Until, "dry_run", true)
-	// In dry-run the actions, if any, are printers that show the exact
-	// rules and map lines a real run would apply.
-	m.enqueueApply(b)
-	return b
 }
 
 func keepLines(old, add []string) []string {
@@ -397,62 +414,39 @@ func (m *Manager) Unban(ctx context.Context, prefix netip.Prefix) (bool, error) 
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	_, wasDry := m.dry[p]
-	delete(m.dry, p)
-	if m.cfg.DryRun {
-		m.log.Info("would unban", "ip", p, "dry_run", true)
-		if wasDry {
-			m.enqueueRevoke(p)
-		}
-		return wasDry, nil
-	}
+	return m.unbanLocked(p)
+}
+
+func (m *Manager) unbanLocked(p netip.Prefix) (bool, error) {
 	found, err := m.store.Delete(p, m.cfg.Now())
 	if err != nil {
 		return false, err
 	}
-	m.log.Info("unban", "ip", p, "found", found)
+	m.index.remove(p)
+	m.logDecision("unban", "would unban", "ip", p, "found", found)
 	m.enqueueRevoke(p)
 	return found, nil
 }
 
-// List returns the bans active at now (stored ones, then dry-run ones
-// marked DryRun), sorted by prefix.
-func (m *Manager) List(now time.Time) ([]Ban, error) {
-	recs, err := m.store.Active(now)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Ban, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, FromRecord(r))
-	}
-	m.mu.Lock()
-	for _, b := range m.dry {
-		if b.Active(now) {
-			out = append(out, b)
-		}
-	}
-	m.mu.Unlock()
-	sortBans(out)
-	return out, nil
+// Lookup returns the ban in force at now of the longest banned prefix
+// that contains a. It allocates nothing.
+func (m *Manager) Lookup(a netip.Addr, now time.Time) (Ban, bool) {
+	return m.index.lookup(a, now)
 }
 
-// Planned returns every dry-run ban decided so far, active or not, in order
-// of Since (replay prints these).
-func (m *Manager) Planned() []Ban {
-	m.mu.Lock()
-	out := make([]Ban, 0, len(m.dry))
-	for _, b := range m.dry {
-		out = append(out, b)
-	}
-	m.mu.Unlock()
-	slices.SortFunc(out, func(a, b Ban) int {
-		if c := a.Since.Compare(b.Since); c != 0 {
-			return c
-		}
-		return a.Prefix.Addr().Compare(b.Prefix.Addr())
-	})
-	return out
+// Banned reports whether a is banned now, and why (the guard's block list).
+func (m *Manager) Banned(a netip.Addr) (reason string, ok bool) {
+	b, ok := m.index.lookup(a, m.cfg.Now())
+	return b.Reason, ok
+}
+
+// List returns the bans active at now, sorted by prefix. In dry-run these
+// are the dry run's: the real bans it started from plus its would-be bans
+// (marked DryRun).
+func (m *Manager) List(now time.Time) ([]Ban, error) {
+	out := m.index.active(now)
+	sortBans(out)
+	return out, nil
 }
 
 func sortBans(bs []Ban) {
@@ -465,7 +459,7 @@ func sortBans(bs []Ban) {
 }
 
 // Explain returns the record (with evidence lines), offence history and the
-// recent ledger entries of prefix.
+// recent ledger entries of prefix (in dry-run: as the dry run sees them).
 func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
 	p, err := canon(prefix)
 	if err != nil {
@@ -489,11 +483,9 @@ func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
 	if ex.Ledger, err = m.store.Ledger(p, 20); err != nil {
 		return Explanation{}, err
 	}
-	m.mu.Lock()
-	if b, ok := m.dry[p]; ok {
+	if b, ok := m.index.get(p); ok && b.DryRun {
 		ex.DryRun = &b
 	}
-	m.mu.Unlock()
 	return ex, nil
 }
 
@@ -503,21 +495,13 @@ func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
 func (m *Manager) Expire(ctx context.Context, now time.Time) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for p, b := range m.dry {
-		if !b.Active(now) {
-			delete(m.dry, p)
-			m.enqueueRevoke(p)
-		}
-	}
-	if m.cfg.DryRun {
-		return 0, nil
-	}
 	recs, err := m.store.DeleteExpired(now)
 	if err != nil {
 		return 0, err
 	}
 	for _, r := range recs {
-		m.log.Info("ban expired", "ip", r.Prefix, "detector", r.Detector, "until", r.Until)
+		m.index.remove(r.Prefix)
+		m.logDecision("ban expired", "dry-run ban expired", "ip", r.Prefix, "detector", r.Detector, "until", r.Until)
 		m.enqueueRevoke(r.Prefix)
 	}
 	return len(recs), nil
@@ -541,7 +525,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			if _, err := m.Expire(ctx, now); err != nil {
 				m.log.Error("expire bans", "err", err)
 			}
-			if now.Sub(lastPrune) >= time.Hour && !m.cfg.DryRun {
+			if now.Sub(lastPrune) >= time.Hour {
 				lastPrune = now
 				l, h, err := m.store.Prune(now.Add(-time.Duration(m.cfg.Ban.LedgerRetention)), 10000)
 				if err != nil {
@@ -555,9 +539,12 @@ func (m *Manager) Run(ctx context.Context) error {
 }
 
 // Restore brings every action in line with the active bans (Sync) at
-// start. It waits for each action's first attempt (or ctx) and returns
-// their errors joined; failed syncs keep being retried in the background.
-// In dry-run it does nothing.
+// start: it sweeps expired bans, lifts those no longer allowed (Recheck)
+// and syncs the bans of the index (loaded from the store by NewManager;
+// the Manager is the only writer of its store). It waits for each action's
+// first sync attempt (or ctx) and returns their errors joined; failed
+// syncs keep being retried in the background. In dry-run it does nothing:
+// the actions are printers and there is nothing of the dry run's to sync.
 func (m *Manager) Restore(ctx context.Context) error {
 	if m.cfg.DryRun {
 		return nil
@@ -568,22 +555,26 @@ func (m *Manager) Restore(ctx context.Context) error {
 	if _, err := m.Recheck(ctx); err != nil {
 		return err
 	}
-	for _, w := range m.workers {
-		w.mu.Lock()
-		w.syncPending, w.syncFresh, w.syncErr = true, true, nil
-		w.mu.Unlock()
-		w.poke()
+	// Each worker answers this call with the result of the first sync
+	// attempt made after the request: a retry that succeeds before we look
+	// must not hide that the first attempt failed.
+	results := make([]<-chan error, len(m.workers))
+	for i, w := range m.workers {
+		results[i] = w.requestSync()
 	}
 	if err := m.Flush(ctx); err != nil {
 		return err
 	}
 	var errs []error
-	for _, w := range m.workers {
-		w.mu.Lock()
-		if w.syncErr != nil {
-			errs = append(errs, fmt.Errorf("sync %s: %w", w.act.Name(), w.syncErr))
+	for i, w := range m.workers {
+		select {
+		case err := <-results[i]:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("sync %s: %w", w.act.Name(), err))
+			}
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		w.mu.Unlock()
 	}
 	return errors.Join(errs...)
 }
@@ -593,29 +584,25 @@ func (m *Manager) Restore(ctx context.Context) error {
 // max_prefix narrowed), so that neither a restart nor a reload puts them
 // back into the firewall. It returns how many it lifted.
 func (m *Manager) Recheck(ctx context.Context) (int, error) {
-	if m.cfg.DryRun {
-		return 0, nil
-	}
 	if err := m.allow.Refresh(); err != nil {
 		m.log.Warn("allowlist refresh failed", "err", err)
 	}
-	prefixes, err := m.store.ActivePrefixes(m.cfg.Now())
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, p := range prefixes {
-		why := m.check(p)
-		if why == nil {
-			continue
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var lift []netip.Prefix
+	var why []error
+	m.index.each(func(p netip.Prefix, _ *indexEntry) {
+		if err := m.check(p); err != nil {
+			lift, why = append(lift, p), append(why, err)
 		}
-		m.log.Warn("unban: no longer allowed", "ip", p, "why", why.Error())
-		if _, err := m.Unban(ctx, p); err != nil {
-			return n, err
+	})
+	for i, p := range lift {
+		m.log.Warn("unban: no longer allowed", "ip", p, "why", why[i].Error())
+		if _, err := m.unbanLocked(p); err != nil {
+			return i, err
 		}
-		n++
 	}
-	return n, nil
+	return len(lift), nil
 }
 
 // Flush waits until every queued action call has been attempted at least
@@ -644,18 +631,9 @@ func (m *Manager) Flush(ctx context.Context) error {
 
 // Status reports active bans, per-action health and per-detector counts.
 func (m *Manager) Status() (ManagerStatus, error) {
-	now := m.cfg.Now()
-	n, err := m.store.CountActive(now)
-	if err != nil {
-		return ManagerStatus{}, err
-	}
-	st := ManagerStatus{DryRun: m.cfg.DryRun, ActiveBans: n, Detectors: map[string]DetectorStats{}}
+	st := ManagerStatus{DryRun: m.cfg.DryRun, Detectors: map[string]DetectorStats{}}
+	st.ActiveBans, st.DryRunBans = m.index.count(m.cfg.Now())
 	m.mu.Lock()
-	for _, b := range m.dry {
-		if b.Active(now) {
-			st.DryRunBans++
-		}
-	}
 	for k, v := range m.perDet {
 		st.Detectors[k] = *v
 	}
@@ -697,10 +675,11 @@ type worker struct {
 	mu          sync.Mutex
 	pending     map[netip.Prefix]*pendingOp
 	syncPending bool
-	syncFresh   bool // sync not yet attempted since requested
+	syncFresh   bool         // sync not yet attempted since requested
+	syncGen     uint64       // bumped by every request
+	syncWaiters []chan error // told the result of the next attempt
 	syncTries   int
 	syncNext    time.Time
-	syncErr     error
 	applied     uint64
 	revoked     uint64
 	failures    uint64
@@ -721,6 +700,20 @@ func (w *worker) enqueue(op *pendingOp) {
 	w.pending[op.ban.Prefix] = op
 	w.mu.Unlock()
 	w.poke()
+}
+
+// requestSync asks for a Sync of every active ban; the returned channel
+// receives the result of the first attempt that starts after the request.
+func (w *worker) requestSync() <-chan error {
+	ch := make(chan error, 1)
+	w.mu.Lock()
+	w.syncPending, w.syncFresh = true, true
+	w.syncGen++
+	w.syncNext = time.Time{}
+	w.syncWaiters = append(w.syncWaiters, ch)
+	w.mu.Unlock()
+	w.poke()
+	return ch
 }
 
 func (w *worker) fresh() bool {
@@ -789,32 +782,41 @@ func (w *worker) runDue(ctx context.Context) time.Time {
 	// Sync first: it covers every active ban.
 	w.mu.Lock()
 	doSync := w.syncPending && !time.Now().Before(w.syncNext)
+	var waiters []chan error
+	gen := w.syncGen
+	if doSync {
+		waiters, w.syncWaiters = w.syncWaiters, nil
+	}
 	w.mu.Unlock()
 	if doSync {
-		active, err := w.m.store.Active(w.m.cfg.Now())
+		bans := w.m.index.active(w.m.cfg.Now())
+		cctx, cancel := context.WithTimeout(ctx, w.m.cfg.ActionTimeout)
+		err := w.act.Sync(cctx, bans)
+		cancel()
 		if err == nil {
-			bans := make([]Ban, len(active))
-			for i, r := range active {
-				bans[i] = FromRecord(r)
-			}
-			cctx, cancel := context.WithTimeout(ctx, w.m.cfg.ActionTimeout)
-			err = w.act.Sync(cctx, bans)
-			cancel()
-			if err == nil {
-				log.Info("action synced", "action", name, "bans", len(bans))
-			}
+			log.Info("action synced", "action", name, "bans", len(bans))
 		}
 		w.mu.Lock()
-		w.syncFresh = false
-		w.syncErr = err
+		for _, ch := range waiters {
+			ch <- err
+		}
+		// A request made during the attempt needs an attempt of its own.
+		renewed := w.syncGen != gen
+		if !renewed {
+			w.syncFresh = false
+		}
 		if err != nil {
 			w.syncTries++
 			w.syncNext = time.Now().Add(w.backoff(w.syncTries))
 			w.noteErr(fmt.Errorf("sync: %w", err))
 			log.Warn("action sync failed", "action", name, "err", err, "retry_in", time.Until(w.syncNext).Round(time.Millisecond))
 		} else {
-			w.syncPending, w.syncTries = false, 0
+			w.syncTries = 0
+			w.syncPending = renewed
 			w.lastOK = time.Now()
+		}
+		if renewed {
+			w.syncNext = time.Time{}
 		}
 		w.mu.Unlock()
 	}

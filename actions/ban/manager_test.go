@@ -111,7 +111,19 @@ type managerEnv struct {
 
 func managerNew(t *testing.T, cfg ManagerConfig, fakes ...*managerFake) *managerEnv {
 	t.Helper()
+	return managerNewSeeded(t, cfg, nil, fakes...)
+}
+
+// managerNewSeeded starts the Manager over a store that already holds
+// seed (the state left by a previous run).
+func managerNewSeeded(t *testing.T, cfg ManagerConfig, seed []store.Record, fakes ...*managerFake) *managerEnv {
+	t.Helper()
 	env := &managerEnv{store: openStore(t, ""), clock: &managerClock{t: t0}, fakes: fakes, logs: &bytes.Buffer{}}
+	for _, r := range seed {
+		if err := env.store.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfg.Now = env.clock.Now
 	if cfg.AllowSources == nil {
 		cfg.AllowSources = []func() ([]netip.Prefix, error){}
@@ -427,9 +439,6 @@ func TestManagerDryRun(t *testing.T) {
 	if len(l) != 1 || !l[0].DryRun || l[0].Prefix.String() != "192.0.2.1/32" {
 		t.Errorf("List in dry-run = %+v", l)
 	}
-	if p := env.m.Planned(); len(p) != 1 {
-		t.Errorf("Planned = %+v", p)
-	}
 	if !strings.Contains(env.logs.String(), `"msg":"would ban","ip":"192.0.2.1/32","detector":"dictionary"`) {
 		t.Errorf("would-ban line missing:\n%s", env.logs)
 	}
@@ -581,17 +590,12 @@ func TestManagerExpiryRevokes(t *testing.T) {
 
 func TestManagerRestoreSyncsActive(t *testing.T) {
 	f1, f2 := &managerFake{name: "a"}, &managerFake{name: "b", failSync: 1}
-	env := managerNew(t, ManagerConfig{}, f1, f2)
 	// State left by a previous run: two active, one expired.
-	for _, r := range []store.Record{
+	env := managerNewSeeded(t, ManagerConfig{}, []store.Record{
 		rec("192.0.2.1/32", t0.Add(-time.Hour), 3*time.Hour),
 		rec("2001:db8::/64", t0.Add(-time.Hour), 2*time.Hour),
 		rec("192.0.2.3/32", t0.Add(-2*time.Hour), time.Hour),
-	} {
-		if err := env.store.Put(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}, f1, f2)
 	err := env.m.Restore(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "sync b: ipset missing") {
 		t.Errorf("Restore error = %v, want the failing sync of b", err)
@@ -693,7 +697,7 @@ func TestManagerRun(t *testing.T) {
 	}
 }
 
-func TestManagerConfigYAML(t *testing.T) {
+func TestBanConfigYAML(t *testing.T) {
 	tests := []struct {
 		name, in string
 		want     Config
@@ -703,13 +707,15 @@ func TestManagerConfigYAML(t *testing.T) {
 			Config{Base: Duration(30 * time.Minute), Factor: 3, Max: Duration(48 * time.Hour),
 				ForgetAfter: Duration(240 * time.Hour), LedgerRetention: Duration(2160 * time.Hour),
 				MaxPrefixV4: 32, MaxPrefixV6: 64}, ""},
-		{"defaults", "dry_run: true\n", DefaultConfig(), ""},
+		{"defaults", "ban: {}\n", DefaultConfig(), ""},
 		{"bad duration", "ban: {base: 1x}\n", Config{}, `invalid duration "1x"`},
 		{"no unit", "ban: {base: 3600}\n", Config{}, `invalid duration "3600"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var c ManagerConfig
+			var c struct {
+				Ban Config `yaml:"ban"`
+			}
 			err := yaml.Unmarshal([]byte(tt.in), &c)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -790,16 +796,11 @@ func BenchmarkDecide(b *testing.B) {
 // narrowed) is lifted at restore instead of going back into the firewall.
 func TestManagerRestoreDropsDisallowed(t *testing.T) {
 	f := &managerFake{name: "a"}
-	env := managerNew(t, ManagerConfig{Allowlist: []string{"192.0.2.5"}, Ban: Config{MaxPrefixV4: 32}}, f)
-	for _, r := range []store.Record{
+	env := managerNewSeeded(t, ManagerConfig{Allowlist: []string{"192.0.2.5"}, Ban: Config{MaxPrefixV4: 32}}, []store.Record{
 		rec("192.0.2.5/32", t0.Add(-time.Hour), 3*time.Hour),    // now allowlisted
 		rec("198.51.100.0/24", t0.Add(-time.Hour), 3*time.Hour), // now too broad
 		rec("203.0.113.7/32", t0.Add(-time.Hour), 3*time.Hour),  // still banned
-	} {
-		if err := env.store.Put(r); err != nil {
-			t.Fatal(err)
-		}
-	}
+	}, f)
 	if err := env.m.Restore(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -831,4 +832,83 @@ func openStore(t *testing.T, path string) *store.Store {
 func rec(p string, since time.Time, d time.Duration) store.Record {
 	return store.Record{Prefix: netip.MustParsePrefix(p), Detector: "dictionary", Reason: "test",
 		Evidence: 3, FirstSeen: since, LastSeen: since, Since: since, Until: since.Add(d), Offence: 1}
+}
+
+// Restore reports a failed first sync even when the retry has already
+// succeeded by the time it looks (a retry backoff shorter than Flush's poll).
+func TestManagerRestoreReportsFailedFirstSync(t *testing.T) {
+	f := &managerFake{name: "b", failSync: 1}
+	env := managerNewSeeded(t, ManagerConfig{RetryBase: time.Nanosecond, RetryMax: time.Nanosecond},
+		[]store.Record{rec("192.0.2.1/32", t0.Add(-time.Hour), 3*time.Hour)}, f)
+	err := env.m.Restore(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "sync b: ipset missing") {
+		t.Errorf("Restore error = %v, want the failing first sync of b", err)
+	}
+	managerWait(t, "b's sync retried", func() bool { _, _, s := f.calls(); return len(s) == 1 })
+}
+
+// A dry run starts from the real block list: a real active ban is extended
+// (not banned again), a real history escalates, and the real store is
+// never written.
+func TestManagerDryRunStartsFromRealStore(t *testing.T) {
+	st := openStore(t, "")
+	active := rec("192.0.2.1/32", t0.Add(-30*time.Minute), time.Hour)
+	active.Lines = []string{"real evidence"}
+	past := rec("192.0.2.2/32", t0.Add(-3*time.Hour), time.Hour)
+	for _, r := range []store.Record{active, past} {
+		if err := st.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.DeleteExpired(t0); err != nil {
+		t.Fatal(err)
+	}
+	ledgerBefore, _ := st.Ledger(active.Prefix, 0)
+	f := &managerFake{name: "printer"}
+	m, err := NewManager(ManagerConfig{DryRun: true, Now: func() time.Time { return t0 },
+		AllowSources: []func() ([]netip.Prefix, error){}}, st, []Action{f}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	if l, _ := m.List(t0); len(l) != 1 || l[0].Prefix != active.Prefix || l[0].DryRun {
+		t.Errorf("dry run did not start from the real active ban: %+v", l)
+	}
+	b1, ok, err := m.Decide(ctx, managerDec("192.0.2.1", t0))
+	if err != nil || !ok || b1.Offence != 1 || !b1.Since.Equal(active.Since) || b1.Evidence != 8 ||
+		!b1.Until.Equal(t0.Add(time.Hour)) || !b1.DryRun {
+		t.Errorf("decision on a real active ban = %+v %v %v, want an extension", b1, ok, err)
+	}
+	b2, _, _ := m.Decide(ctx, managerDec("192.0.2.2", t0))
+	if b2.Offence != 2 || b2.Until.Sub(b2.Since) != 2*time.Hour {
+		t.Errorf("real history not used: %+v", b2)
+	}
+	ex, err := m.Explain(active.Prefix)
+	if err != nil || ex.Record == nil || len(ex.Record.Lines) != 2 || ex.Record.Lines[0] != "real evidence" || ex.DryRun == nil {
+		t.Errorf("Explain in dry-run = %+v %v", ex, err)
+	}
+	s, _ := m.Status()
+	if s.ActiveBans != 0 || s.DryRunBans != 2 {
+		t.Errorf("Status = %d real, %d dry-run; want 0 and 2", s.ActiveBans, s.DryRunBans)
+	}
+	if found, err := m.Unban(ctx, active.Prefix); !found || err != nil {
+		t.Errorf("dry-run Unban = %v %v", found, err)
+	}
+	if _, ok := m.Lookup(active.Prefix.Addr(), t0); ok {
+		t.Error("dry-run unban still found by Lookup")
+	}
+	// The real store is as it was.
+	if r, ok, _ := st.Get(active.Prefix); !ok || r.Evidence != 3 || !r.Until.Equal(active.Until) {
+		t.Errorf("real record changed: %+v %v", r, ok)
+	}
+	if h, _, _ := st.History(past.Prefix); h.Offences != 1 {
+		t.Errorf("real history changed: %+v", h)
+	}
+	if _, ok, _ := st.Get(past.Prefix); ok {
+		t.Error("dry-run ban written to the real store")
+	}
+	if l, _ := st.Ledger(active.Prefix, 0); len(l) != len(ledgerBefore) {
+		t.Errorf("real ledger grew from %d to %d entries", len(ledgerBefore), len(l))
+	}
 }

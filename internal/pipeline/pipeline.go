@@ -1,4 +1,4 @@
-// Package engine is the shared pipeline of the daemon, the replay command
+// Package pipeline is the shared pipeline of the daemon, the replay command
 // and the inline guard: log line → event.Event → detectors → ban
 // manager, with the counters that `mxguard status` and the metrics
 // endpoint report.
@@ -19,8 +19,8 @@ import (
 	"github.com/mxguard/mxguard/logparse"
 )
 
-// Decider turns a detector decision into a ban (ban.Manager in the
-// daemon, a simulator in replay).
+// Decider turns a detector decision into a ban: a ban.Manager, over the
+// bbolt store in the daemon and over a memory store in replay.
 type Decider interface {
 	Decide(ctx context.Context, d detectors.Decision) (ban.Ban, bool, error)
 }

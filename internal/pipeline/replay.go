@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/logparse"
 )
@@ -22,8 +23,9 @@ type ReplayOptions struct {
 	Stdin     io.Reader      // for "-"
 }
 
-// ReplayBan is one ban replay would have made (the `replay --format json`
-// contract: ip, detector, reason, evidence, time).
+// ReplayBan is one ban replay would have made, in its final state after
+// its extensions (the `replay --format json` contract: ip, detector,
+// reason, evidence, time, until, offence, lines).
 type ReplayBan struct {
 	IP       netip.Prefix `json:"ip"`
 	Detector string       `json:"detector"`
@@ -53,19 +55,22 @@ type ReplayResult struct {
 }
 
 // Replay runs the detectors over old logs, in the order given ("-" is
-// stdin; plain or gzip), and simulates the ban manager: allowlist, maximum
-// prefix length, extension of active bans and escalation of repeat
-// offenders, all in log time. No store, no action, no side effect.
+// stdin; plain or gzip), and decides over a ban Manager with an empty
+// memory store and no actions whose clock is the log time of each decision:
+// the daemon's decision (allowlist, maximum prefix length, extension of
+// active bans, escalation of repeat offenders) without store, firewall or
+// side effect.
 func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayResult, error) {
 	det, err := detectors.New(opts.Detectors, nil)
 	if err != nil {
 		return ReplayResult{}, err
 	}
-	sim, err := newSimulator(opts.Allowlist, opts.Ban)
+	rd, err := newReplayDecider(opts.Allowlist, opts.Ban)
 	if err != nil {
 		return ReplayResult{}, err
 	}
-	p := New(det, sim, nil)
+	defer rd.m.Close()
+	p := New(det, rd, nil)
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return ReplayResult{}, err
@@ -86,101 +91,72 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayResu
 			return ReplayResult{}, fmt.Errorf("%s: %w", f, err)
 		}
 	}
-	res := ReplayResult{Bans: sim.bans, Stats: p.Stats()}
-	order := append(detectors.Names(), detectors.PrefixEscalation)
-	for _, n := range order {
-		s := sim.sum[n]
-		if s == nil {
-			s = &DetectorSummary{}
-		}
-		s.Detector = n
-		res.Summary = append(res.Summary, *s)
+	ms, err := rd.m.Status()
+	if err != nil {
+		return ReplayResult{}, err
 	}
+	res := ReplayResult{Bans: rd.bans, Stats: p.Stats()}
+	order := append(detectors.Names(), detectors.PrefixEscalation)
 	var other []string
-	for n := range sim.sum {
+	for n := range ms.Detectors {
 		if !slices.Contains(order, n) {
 			other = append(other, n)
 		}
 	}
 	slices.Sort(other)
-	for _, n := range other {
-		res.Summary = append(res.Summary, *sim.sum[n])
+	for _, n := range append(order, other...) {
+		s := ms.Detectors[n]
+		res.Summary = append(res.Summary, DetectorSummary{Detector: n, Decisions: int(s.Decisions),
+			Bans: int(s.Bans), Extended: int(s.Extended), Refused: int(s.Refused), Warned: int(s.Warned)})
 	}
 	return res, nil
 }
 
-// simulator is the ban manager's logic without store or actions.
-type simulator struct {
-	allow  *ban.Allowlist
-	ban    ban.Config
-	active map[netip.Prefix]int         // index into bans of the prefix's last ban
-	times  map[netip.Prefix][]time.Time // offence times
-	bans   []ReplayBan
-	sum    map[string]*DetectorSummary
+// replayDecider decides through a Manager whose clock it sets to each
+// decision's log time, and keeps one ReplayBan per ban (new offence),
+// updated by the ban's extensions.
+type replayDecider struct {
+	m     *ban.Manager
+	mem   *store.Memory
+	clock time.Time // log time of the decision being decided
+	last  map[netip.Prefix]int
+	bans  []ReplayBan
 }
 
-func newSimulator(allow []string, bc ban.Config) (*simulator, error) {
-	bc = bc.WithDefaults()
-	if err := bc.Validate(); err != nil {
+func newReplayDecider(allow []string, bc ban.Config) (*replayDecider, error) {
+	rd := &replayDecider{mem: store.NewMemory(), last: map[netip.Prefix]int{}}
+	m, err := ban.NewManager(ban.ManagerConfig{
+		Allowlist: allow, Ban: bc, Now: func() time.Time { return rd.clock },
+		// no host addresses: replay gives the same answer on every machine
+		AllowSources: []func() ([]netip.Prefix, error){},
+	}, rd.mem, nil, nil)
+	if err != nil {
 		return nil, err
 	}
-	al, err := ban.NewAllowlist(allow)
+	rd.m = m
+	return rd, nil
+}
+
+func (rd *replayDecider) Decide(ctx context.Context, d detectors.Decision) (ban.Ban, bool, error) {
+	if !d.Time.IsZero() {
+		rd.clock = d.Time
+	}
+	b, ok, err := rd.m.Decide(ctx, d)
+	if !ok || err != nil {
+		return b, ok, err
+	}
+	i, seen := rd.last[b.Prefix]
+	if !seen || !rd.bans[i].Time.Equal(b.Since) || rd.bans[i].Offence != b.Offence {
+		i = len(rd.bans)
+		rd.last[b.Prefix] = i
+		rd.bans = append(rd.bans, ReplayBan{IP: b.Prefix, Detector: b.Detector, Reason: b.Reason,
+			Time: b.Since, Offence: b.Offence})
+	}
+	rec, _, err := rd.mem.Get(b.Prefix)
 	if err != nil {
-		return nil, fmt.Errorf("allowlist: %w", err)
+		return b, ok, err
 	}
-	return &simulator{allow: al, ban: bc, active: map[netip.Prefix]int{},
-		times: map[netip.Prefix][]time.Time{}, sum: map[string]*DetectorSummary{}}, nil
-}
-
-func (s *simulator) Decide(_ context.Context, d detectors.Decision) (ban.Ban, bool, error) {
-	sum := s.sum[d.Detector]
-	if sum == nil {
-		sum = &DetectorSummary{Detector: d.Detector}
-		s.sum[d.Detector] = sum
-	}
-	sum.Decisions++
-	p := d.Prefix.Masked()
-	switch {
-	case d.Warn:
-		sum.Warned++
-		return ban.Ban{}, false, nil
-	case s.allow.Contains(p), tooBroad(p, s.ban):
-		sum.Refused++
-		return ban.Ban{}, false, nil
-	}
-	if i, ok := s.active[p]; ok && s.bans[i].Until.After(d.Time) {
-		b := &s.bans[i]
-		if u := d.Time.Add(s.ban.Duration(b.Offence)); u.After(b.Until) {
-			b.Until = u
-		}
-		sum.Extended++
-		return replayToBan(*b), true, nil
-	}
-	// Offences within forget_after before this one count towards escalation.
-	var recent []time.Time
-	for _, t := range s.times[p] {
-		if d.Time.Sub(t) < time.Duration(s.ban.ForgetAfter) {
-			recent = append(recent, t)
-		}
-	}
-	offence := len(recent) + 1
-	s.times[p] = append(recent, d.Time)
-	b := ReplayBan{IP: p, Detector: d.Detector, Reason: d.Reason, Evidence: d.Evidence, Time: d.Time,
-		Until: d.Time.Add(s.ban.Duration(offence)), Offence: offence, Lines: d.Lines}
-	s.active[p] = len(s.bans)
-	s.bans = append(s.bans, b)
-	sum.Bans++
-	return replayToBan(b), true, nil
-}
-
-func replayToBan(b ReplayBan) ban.Ban {
-	return ban.Ban{Prefix: b.IP, Detector: b.Detector, Reason: b.Reason, Evidence: b.Evidence,
-		Since: b.Time, Until: b.Until, Offence: b.Offence, DryRun: true}
-}
-
-func tooBroad(p netip.Prefix, c ban.Config) bool {
-	if p.Addr().Is4() {
-		return p.Bits() < c.MaxPrefixV4
-	}
-	return p.Bits() < c.MaxPrefixV6
+	rb := &rd.bans[i]
+	rb.Evidence, rb.Until, rb.Lines = b.Evidence, b.Until, rec.Lines
+	return b, ok, nil
 }

@@ -59,8 +59,12 @@ func TestReplay(t *testing.T) {
 		t.Fatalf("bans = %+v, want 2", res.Bans)
 	}
 	b0, b1 := res.Bans[0], res.Bans[1]
-	if b0.IP.String() != "203.0.113.5/32" || b0.Detector != "dictionary" || b0.Offence != 1 || b0.Evidence != 5 {
+	// The extension adds its evidence and lines, as in the daemon.
+	if b0.IP.String() != "203.0.113.5/32" || b0.Detector != "dictionary" || b0.Offence != 1 || b0.Evidence != 10 {
 		t.Errorf("first ban %+v", b0)
+	}
+	if len(b0.Lines) != 5 || !strings.HasPrefix(b0.Lines[0], "Nov 25 10:20:00 ") {
+		t.Errorf("first ban keeps lines %q, want the extension's five", b0.Lines)
 	}
 	if want := start.Add(20*time.Minute + 4*time.Second + time.Hour); !b0.Until.Equal(want) {
 		t.Errorf("first ban until %v, want %v (extended)", b0.Until, want)
