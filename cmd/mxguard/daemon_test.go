@@ -207,9 +207,11 @@ func TestDaemonCleanupFlag(t *testing.T) {
 			ns := netnstest.New(t)
 			cfg := testConfig(t)
 			file := emptyConfig(t, fmt.Sprintf("logs: [%s]\nstate_dir: %s\ncontrol_socket: %s\n"+
-				"actions:\n  iptables: {enabled: true, iptables_path: %s, ip6tables_path: %s}\n",
+				"actions:\n  iptables: {enabled: true, iptables_path: %s, ip6tables_path: %s,\n"+
+				"    iptables_restore_path: %s, ip6tables_restore_path: %s}\n",
 				cfg.Logs[0], cfg.StateDir, cfg.ControlSocket,
-				netnstest.Wrapper(t, ns, "iptables"), netnstest.Wrapper(t, ns, "ip6tables")))
+				netnstest.Wrapper(t, ns, "iptables"), netnstest.Wrapper(t, ns, "ip6tables"),
+				netnstest.Wrapper(t, ns, "iptables-restore"), netnstest.Wrapper(t, ns, "ip6tables-restore")))
 			args := []string{"daemon", "--config", file}
 			if cleanup {
 				args = append(args, "--cleanup")

@@ -53,6 +53,8 @@ func TestCleanupNetns(t *testing.T) {
 			cfg.Actions.IPTables.Enabled = true
 			cfg.Actions.IPTables.IPTablesPath = netnstest.Wrapper(t, ns, "iptables")
 			cfg.Actions.IPTables.IP6TablesPath = netnstest.Wrapper(t, ns, "ip6tables")
+			cfg.Actions.IPTables.IPTablesRestorePath = netnstest.Wrapper(t, ns, "iptables-restore")
+			cfg.Actions.IPTables.IP6TablesRestorePath = netnstest.Wrapper(t, ns, "ip6tables-restore")
 			td := startDaemonWith(t, cfg, Options{Cleanup: cleanup})
 			if err := call(t, td.sock, control.Request{Cmd: control.CmdBan, IP: "203.0.113.7", For: "1h"}, nil); err != nil {
 				t.Fatal(err)

@@ -51,11 +51,7 @@ func (d *Daemon) handle(ctx context.Context, req control.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		b, err := d.mgr.Ban(ctx, p, dur, req.Reason)
-		if err == nil && d.snap != nil {
-			d.snap.add(b)
-		}
-		return b, err
+		return d.mgr.Ban(ctx, p, dur, req.Reason)
 	case control.CmdUnban:
 		p, err := ban.ParsePrefix(req.IP)
 		if err != nil {
@@ -65,12 +61,22 @@ func (d *Daemon) handle(ctx context.Context, req control.Request) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		if d.snap != nil {
-			d.snap.remove(p)
-		}
 		return UnbanResult{IP: p, Removed: found}, nil
 	case control.CmdList:
-		return d.mgr.List(time.Now())
+		// Streamed: the list is taken only when this request's turn to
+		// write comes, and encoded ban by ban.
+		return control.Stream(func(yield func(any) bool) {
+			bans, err := d.mgr.List(time.Now())
+			if err != nil {
+				d.log.Error("control: list", "err", err)
+				return
+			}
+			for _, b := range bans {
+				if !yield(b) {
+					return
+				}
+			}
+		}), nil
 	case control.CmdExplain:
 		p, err := ban.ParsePrefix(req.IP)
 		if err != nil {

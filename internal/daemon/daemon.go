@@ -85,7 +85,6 @@ type Daemon struct {
 	follower *tailer.Follower  // nil when no logs are followed (guard only)
 	guardCfg *smtpguard.Config // nil when the guard is off
 	guard    *smtpguard.Guard  // nil when the guard is off
-	snap     *banSnapshot      // the guard's view of the bans; nil when the guard is off
 	ctl      *control.Server
 	met      *metrics.Server
 
@@ -198,12 +197,7 @@ func (d *Daemon) build(ctx context.Context) error {
 	if g := cfg.GuardConfig(); d.guardCfg == nil && g.Enabled {
 		d.guardCfg = &g
 	}
-	var dec pipeline.Decider = d.mgr
-	if d.guardCfg != nil {
-		d.snap = newBanSnapshot(d.mgr)
-		dec = refreshingDecider{Manager: d.mgr, snap: d.snap}
-	}
-	d.pipe = pipeline.New(det, dec, d.log)
+	d.pipe = pipeline.New(det, d.mgr, d.log)
 
 	if len(cfg.Logs) > 0 {
 		cp, err := tailer.NewBoltCheckpoints(d.store.DB())

@@ -17,8 +17,10 @@ func (d *Daemon) buildGuard() error {
 	g, err := smtpguard.New(*d.guardCfg, smtpguard.Deps{
 		Logger: d.log.With("component", "guard"),
 		// Events arrive only once Serve runs, after start set runCtx.
-		Sink:      func(ev event.Event) { d.pipe.HandleEvent(d.runCtx, ev) },
-		Blocklist: d.snap,
+		Sink: func(ev event.Event) { d.pipe.HandleEvent(d.runCtx, ev) },
+		// The Manager's ban index: every ban, unban and expiry is seen
+		// at the client's next connection.
+		Blocklist: d.mgr,
 		// With logs tailed, Postfix's own reject lines (real client via
 		// XCLIENT) are the evidence for its refusals; the guard's copies
 		// would count them twice.
@@ -40,11 +42,7 @@ func (d *Daemon) startGuard() error {
 	}
 	d.guardServing = true
 	d.guardErr = make(chan error, 1)
-	d.wg.Add(3)
-	go func() {
-		defer d.wg.Done()
-		d.snap.run(d.runCtx)
-	}()
+	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
 		if err := d.guard.Serve(d.runCtx, l); err != nil && !errors.Is(err, context.Canceled) {

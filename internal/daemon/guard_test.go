@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"context"
 	"net"
-	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/actions/ban"
-	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -84,51 +81,6 @@ func TestGuardInDaemon(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("daemon: %v\n%s", err, logs)
-	}
-}
-
-// The guard's block list answers from a snapshot of the manager's bans,
-// single addresses and wider prefixes alike.
-func TestBanSnapshot(t *testing.T) {
-	store, err := store.Open(t.TempDir()+"/mxguard.db", store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	mgr, err := ban.NewManager(ban.ManagerConfig{Ban: ban.DefaultConfig(), AllowSources: []func() ([]netip.Prefix, error){}}, store, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mgr.Close()
-	ctx := context.Background()
-	if _, err := mgr.Ban(ctx, netip.MustParsePrefix("203.0.113.7/32"), time.Hour, "test one"); err != nil {
-		t.Fatal(err)
-	}
-	snap := newBanSnapshot(mgr)
-	if _, err := mgr.Ban(ctx, netip.MustParsePrefix("198.51.100.0/24"), time.Hour, "test net"); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := snap.Banned(netip.MustParseAddr("198.51.100.9")); ok {
-		t.Error("snapshot saw a ban before refresh")
-	}
-	snap.refresh()
-	added, err := mgr.Ban(ctx, netip.MustParsePrefix("192.0.2.77/32"), time.Hour, "added")
-	if err != nil {
-		t.Fatal(err)
-	}
-	snap.add(added)
-	if r, ok := snap.Banned(netip.MustParseAddr("192.0.2.77")); !ok || r != "added" {
-		t.Errorf("added ban not seen: %q %v", r, ok)
-	}
-	snap.remove(added.Prefix)
-	if _, ok := snap.Banned(netip.MustParseAddr("192.0.2.77")); ok {
-		t.Error("removed ban still seen")
-	}
-	for addr, want := range map[string]string{"203.0.113.7": "test one", "198.51.100.9": "test net", "::ffff:203.0.113.7": "test one", "203.0.113.8": ""} {
-		r, ok := snap.Banned(netip.MustParseAddr(addr))
-		if ok != (want != "") || r != want {
-			t.Errorf("Banned(%s) = %q %v, want %q", addr, r, ok, want)
-		}
 	}
 }
 

@@ -40,9 +40,6 @@ func (d *Daemon) reload() {
 		d.log.Warn("reload: recheck of active bans", "err", err)
 	} else if n > 0 {
 		d.log.Info("reload: lifted bans the new allowlist or prefix limits no longer allow", "count", n)
-		if d.snap != nil {
-			d.snap.refresh()
-		}
 	}
 	cancel()
 	d.level.Set(cfg.Level())
