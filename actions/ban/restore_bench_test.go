@@ -2,7 +2,6 @@ package ban
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -50,7 +49,7 @@ func BenchmarkRestore100k(b *testing.B) {
 		b.ReportMetric(time.Since(start).Seconds(), "s/restore")
 		_, _, synced := f.calls()
 		if len(synced) != 1 || len(synced[0]) != n {
-			b.Fatal(fmt.Sprintf("synced %d lists", len(synced)))
+			b.Fatalf("synced %d lists", len(synced))
 		}
 		m.Close()
 		s.Close()

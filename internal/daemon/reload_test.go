@@ -18,10 +18,9 @@ import (
 // configFile is a config file for a test daemon: its own log, state and
 // socket, plus extra YAML. write replaces the file's extra part.
 type configFile struct {
-	t     *testing.T
-	path  string
-	base  *config.Config
-	extra string
+	t    *testing.T
+	path string
+	base *config.Config
 }
 
 func newConfigFile(t *testing.T, extra string) *configFile {
