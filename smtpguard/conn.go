@@ -343,7 +343,12 @@ func (c *guardConn) nextCommand() ([]byte, error) {
 		return nil, c.closeWith("221 2.7.0 Error: I can break rules, too. Goodbye.", "non-SMTP command")
 	}
 	if pipelined && (!cs.esmtp || verb == "EHLO" || verb == "HELO" || verb == "DATA" || verb == "STARTTLS") {
-		return nil, c.improperPipelining(verb, string(c.in[c.r:c.w]))
+		// The verb is the client's: only a known one may name the stage.
+		after := "UNKNOWN"
+		if knownVerbs[verb] {
+			after = verb
+		}
+		return nil, c.improperPipelining(after, string(c.in[c.r:c.w]))
 	}
 	if knownVerbs[verb] {
 		cs.stage = verb

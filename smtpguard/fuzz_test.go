@@ -87,6 +87,7 @@ func FuzzGuardConn(f *testing.F) {
 	f.Add(j(strings.Split(strings.Repeat("FOO\r\n,", 14), ",")...), false)
 	f.Add(j("ehlo a.example\r\n", "mail from:<>\r\n", "rcpt to:<alice@example.com>\r\n",
 		"rcpt to:<bob@example.com>\r\n", "data\r\n"), false)
+	f.Add(j("HELO a.example\r\n", "E\rT\r\nNOOP\r\n"), false) // a pipelined unknown verb must not name the stage
 	f.Add(j("EHLO a\rb.example\r\n", "HELO [IPv6:::1]\r\n", "MAIL FROM:<a\x01@b.example>\r\n",
 		"MAIL FROM:<a@b.example>\r\n", "RCPT TO:<x\r@example.com>\r\n", "RCPT TO:<nobody@example.com>\r\n"), false)
 
