@@ -297,17 +297,19 @@ func (x *banIndex) lookup(a netip.Addr, now time.Time) (Ban, bool) {
 }
 
 // each calls fn for every entry (in force or not) under the read lock.
-func (x *banIndex) each(fn func(netip.Prefix, *indexEntry)) {
+// The entry is passed by value: a pointer to the loop variable would move
+// every entry to the heap.
+func (x *banIndex) each(fn func(netip.Prefix, indexEntry)) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	for l, m := range x.v4 {
 		for k, e := range m {
-			fn(v4Prefix(k, l), &e)
+			fn(v4Prefix(k, l), e)
 		}
 	}
 	for l, m := range x.v6 {
 		for k, e := range m {
-			fn(v6Prefix(k, l), &e)
+			fn(v6Prefix(k, l), e)
 		}
 	}
 }
@@ -315,8 +317,10 @@ func (x *banIndex) each(fn func(netip.Prefix, *indexEntry)) {
 // active returns the bans in force at now in order of Until (as the
 // store's Active does), then of prefix.
 func (x *banIndex) active(now time.Time) []Ban {
-	var out []Ban
-	x.each(func(p netip.Prefix, e *indexEntry) {
+	x.mu.RLock()
+	out := make([]Ban, 0, x.live)
+	x.mu.RUnlock()
+	x.each(func(p netip.Prefix, e indexEntry) {
 		if e.until.After(now) {
 			out = append(out, e.ban(p))
 		}
@@ -335,7 +339,7 @@ func (x *banIndex) active(now time.Time) []Ban {
 
 // count returns how many bans are in force at now, real and dry-run.
 func (x *banIndex) count(now time.Time) (real, dry int) {
-	x.each(func(_ netip.Prefix, e *indexEntry) {
+	x.each(func(_ netip.Prefix, e indexEntry) {
 		switch {
 		case !e.until.After(now):
 		case e.dryRun:

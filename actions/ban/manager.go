@@ -591,7 +591,7 @@ func (m *Manager) Recheck(ctx context.Context) (int, error) {
 	defer m.mu.Unlock()
 	var lift []netip.Prefix
 	var why []error
-	m.index.each(func(p netip.Prefix, _ *indexEntry) {
+	m.index.each(func(p netip.Prefix, _ indexEntry) {
 		if err := m.check(p); err != nil {
 			lift, why = append(lift, p), append(why, err)
 		}

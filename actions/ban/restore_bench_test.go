@@ -55,3 +55,39 @@ func BenchmarkRestore100k(b *testing.B) {
 		s.Close()
 	}
 }
+
+// BenchmarkList100k is the daemon's side of `mxguard list` at 100k bans:
+// the sorted list from the ban index, then encoded to JSON ban by ban as
+// the control socket streams it (AppendJSON).
+//
+//	go test -run '^$' -bench List100k ./actions/ban/
+func BenchmarkList100k(b *testing.B) {
+	m, err := NewManager(ManagerConfig{AllowSources: []func() ([]netip.Prefix, error){}}, store.NewMemory(), nil, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	ctx := context.Background()
+	for i := range 100000 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}), 32)
+		if _, err := m.Ban(ctx, p, 24*time.Hour, "5 unknown recipients within 10m"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, encode := range []bool{false, true} {
+		b.Run(map[bool]string{false: "list", true: "list+json"}[encode], func(b *testing.B) {
+			var buf []byte
+			for range b.N {
+				bans, err := m.List(time.Now())
+				if err != nil || len(bans) != 100000 {
+					b.Fatal(len(bans), err)
+				}
+				if encode {
+					for _, x := range bans {
+						buf = x.AppendJSON(buf[:0])
+					}
+				}
+			}
+		})
+	}
+}
