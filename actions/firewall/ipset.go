@@ -47,16 +47,16 @@ func DefaultIPSetConfig() IPSetConfig {
 	}
 }
 
-// ipsetXMaxTimeout is the largest per-entry timeout the kernel accepts
+// ipsetMaxTimeout is the largest per-entry timeout the kernel accepts
 // (UINT_MAX/1000 seconds, about 24.8 days).
-const ipsetXMaxTimeout = 2147483
+const ipsetMaxTimeout = 2147483
 
-var ipsetXName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,24}$`)
+var ipsetName = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,24}$`)
 
 // Validate reports every problem in the configuration.
 func (c IPSetConfig) Validate() error {
 	var errs []error
-	if !ipsetXName.MatchString(c.SetName) {
+	if !ipsetName.MatchString(c.SetName) {
 		errs = append(errs, fmt.Errorf("set_name %q: want 1-24 letters, digits, '_', '.' or '-'", c.SetName))
 	}
 	if c.MaxElem < 1 {
@@ -86,23 +86,23 @@ type IPSetOptions struct {
 }
 
 // IPSet bans prefixes by adding them to a hash:net set with a timeout of
-// Until-now (capped at ipsetXMaxTimeout), so the kernel drops expired
+// Until-now (capped at ipsetMaxTimeout), so the kernel drops expired
 // entries even if the daemon is down. Single addresses are stored as /32
 // or /128 entries of the same hash:net set: one set and one rule per
 // family, and a lookup cost that grows with the number of distinct
 // prefix lengths (typically 1-3), not with the number of bans.
 type IPSet struct {
 	cfg  IPSetConfig
-	c    *iptablesXChain
+	c    *iptablesChain
 	run  command.Runner
 	log  *slog.Logger
 	now  func() time.Time
-	sets map[bool]*ipsetXSet // key: is IPv4
+	sets map[bool]*ipsetSet // key: is IPv4
 }
 
-type ipsetXSet struct {
+type ipsetSet struct {
 	name, tmp, family string
-	fam               *iptablesXFamily
+	fam               *iptablesFamily
 	ready             bool // set created and rule in place (guarded by c.mu)
 }
 
@@ -130,9 +130,9 @@ func NewIPSet(cfg IPSetConfig, opts IPSetOptions) (*IPSet, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
-	a.sets = map[bool]*ipsetXSet{true: {name: cfg.SetName + "-v4", tmp: cfg.SetName + "-v4-new", family: "inet", fam: c.v4}}
+	a.sets = map[bool]*ipsetSet{true: {name: cfg.SetName + "-v4", tmp: cfg.SetName + "-v4-new", family: "inet", fam: c.v4}}
 	if c.v6 != nil {
-		a.sets[false] = &ipsetXSet{name: cfg.SetName + "-v6", tmp: cfg.SetName + "-v6-new", family: "inet6", fam: c.v6}
+		a.sets[false] = &ipsetSet{name: cfg.SetName + "-v6", tmp: cfg.SetName + "-v6-new", family: "inet6", fam: c.v6}
 	}
 	return a, nil
 }
@@ -154,7 +154,7 @@ func (a *IPSet) createArgs(name, family string) []string {
 		"hashsize", strconv.Itoa(a.cfg.HashSize), "maxelem", strconv.Itoa(a.cfg.MaxElem), "timeout", "0"}
 }
 
-func (a *IPSet) ruleSpec(s *ipsetXSet) []string {
+func (a *IPSet) ruleSpec(s *ipsetSet) []string {
 	return a.c.ruleSpec("", "-m", "set", "--match-set", s.name, "src")
 }
 
@@ -164,7 +164,7 @@ func (a *IPSet) ipset(ctx context.Context, stdin []byte, args ...string) error {
 }
 
 // ensureLocked creates the set and its rule once.
-func (a *IPSet) ensureLocked(ctx context.Context, s *ipsetXSet) error {
+func (a *IPSet) ensureLocked(ctx context.Context, s *ipsetSet) error {
 	if s.ready {
 		return nil
 	}
@@ -192,13 +192,13 @@ func (a *IPSet) timeout(b ban.Ban, now time.Time) (secs int64, ok bool) {
 		return 0, false
 	}
 	secs = int64((d + time.Second - 1) / time.Second)
-	if secs > ipsetXMaxTimeout {
+	if secs > ipsetMaxTimeout {
 		return 0, true
 	}
 	return secs, true
 }
 
-func (a *IPSet) set(p netip.Prefix) (*ipsetXSet, error) {
+func (a *IPSet) set(p netip.Prefix) (*ipsetSet, error) {
 	s := a.sets[p.Addr().Is4()]
 	if s == nil {
 		return nil, fmt.Errorf("%s: IPv6 is disabled (ipv6: false)", p)
@@ -273,7 +273,7 @@ func (a *IPSet) Sync(ctx context.Context, active []ban.Ban) error {
 	var errs []error
 	var script bytes.Buffer
 	type famScript struct {
-		s       *ipsetXSet
+		s       *ipsetSet
 		entries []string
 	}
 	fams := []*famScript{{s: a.sets[true]}}

@@ -80,15 +80,15 @@ func DefaultIPTablesConfig() IPTablesConfig {
 	return IPTablesConfig{IPTablesChainConfig: DefaultIPTablesChainConfig()}
 }
 
-var iptablesXChainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,28}$`)
+var iptablesChainName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,28}$`)
 
 // Validate reports every problem in the chain configuration.
 func (c IPTablesChainConfig) Validate() error {
 	var errs []error
-	if !iptablesXChainName.MatchString(c.Chain) {
+	if !iptablesChainName.MatchString(c.Chain) {
 		errs = append(errs, fmt.Errorf("chain %q: want 1-28 letters, digits, '_' or '-'", c.Chain))
 	}
-	if !iptablesXChainName.MatchString(c.Parent) {
+	if !iptablesChainName.MatchString(c.Parent) {
 		errs = append(errs, fmt.Errorf("parent %q: want 1-28 letters, digits, '_' or '-'", c.Parent))
 	}
 	if c.Chain == c.Parent {
@@ -113,9 +113,9 @@ func (c IPTablesChainConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// iptablesXBackend is the subset of *iptables.IPTables we use, so that
-// dry-run and unit tests can swap in iptablesXMemory.
-type iptablesXBackend interface {
+// iptablesBackend is the subset of *iptables.IPTables we use, so that
+// dry-run and unit tests can swap in iptablesMemory.
+type iptablesBackend interface {
 	Exists(table, chain string, rulespec ...string) (bool, error)
 	Insert(table, chain string, pos int, rulespec ...string) error
 	Append(table, chain string, rulespec ...string) error
@@ -126,9 +126,9 @@ type iptablesXBackend interface {
 	ClearAndDeleteChain(table, chain string) error
 }
 
-// iptablesXRestorer loads an iptables-restore input in one run of the
+// iptablesRestorer loads an iptables-restore input in one run of the
 // program (with --noflush: only the chains the input names change).
-type iptablesXRestorer interface {
+type iptablesRestorer interface {
 	Restore(ctx context.Context, input []byte) error
 }
 
@@ -145,43 +145,43 @@ func (r execRestorer) Restore(ctx context.Context, input []byte) error {
 	return err
 }
 
-const iptablesXTable = "filter"
+const iptablesTable = "filter"
 
-type iptablesXFamily struct {
+type iptablesFamily struct {
 	prog    string // "iptables" or "ip6tables", for messages
-	be      iptablesXBackend
-	restore iptablesXRestorer
+	be      iptablesBackend
+	restore iptablesRestorer
 	// ready is set once chain and jump were seen or made; a failed Append
 	// clears it so the next call re-checks.
 	ready bool
 }
 
-// iptablesXChain owns our chain in both families. Every firewall call goes
+// iptablesChain owns our chain in both families. Every firewall call goes
 // through mu: go-iptables forks one process per call and check-then-add is
 // not atomic.
-type iptablesXChain struct {
+type iptablesChain struct {
 	cfg IPTablesChainConfig
 	log *slog.Logger
 	mu  sync.Mutex
-	v4  *iptablesXFamily
-	v6  *iptablesXFamily // nil when IPv6 is off
+	v4  *iptablesFamily
+	v6  *iptablesFamily // nil when IPv6 is off
 }
 
 // newIPTablesXChain builds the per-family backends. With dryRun set no
 // program is run: commands are printed to dryRun and kept in memory.
-func newIPTablesXChain(cfg IPTablesChainConfig, log *slog.Logger, dryRun io.Writer) (*iptablesXChain, error) {
+func newIPTablesXChain(cfg IPTablesChainConfig, log *slog.Logger, dryRun io.Writer) (*iptablesChain, error) {
 	cfg.Target = strings.ToUpper(cfg.Target)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("iptables config: %w", err)
 	}
-	c := &iptablesXChain{cfg: cfg, log: log}
+	c := &iptablesChain{cfg: cfg, log: log}
 	// --wait=N, not "-w N": the optional argument must be attached.
 	wait := "--wait"
 	if cfg.WaitSeconds > 0 {
 		wait += "=" + strconv.Itoa(cfg.WaitSeconds)
 	}
 	restoreArgs := []string{"--noflush", wait}
-	mk := func(proto iptables.Protocol, prog, path, restorePath string) (*iptablesXFamily, error) {
+	mk := func(proto iptables.Protocol, prog, path, restorePath string) (*iptablesFamily, error) {
 		if restorePath == "" {
 			restorePath = prog + "-restore"
 			if path != "" {
@@ -190,7 +190,7 @@ func newIPTablesXChain(cfg IPTablesChainConfig, log *slog.Logger, dryRun io.Writ
 		}
 		if dryRun != nil {
 			m := newIPTablesXMemory(prog, dryRun, append([]string{restorePath}, restoreArgs...))
-			return &iptablesXFamily{prog: prog, be: m, restore: m}, nil
+			return &iptablesFamily{prog: prog, be: m, restore: m}, nil
 		}
 		if _, err := exec.LookPath(restorePath); err != nil {
 			return nil, fmt.Errorf("%s: bulk loader: %w", prog, err)
@@ -217,7 +217,7 @@ func newIPTablesXChain(cfg IPTablesChainConfig, log *slog.Logger, dryRun io.Writ
 			}
 			log.Info("firewall backend", "program", prog, "path", path, "version", v, "mode", mode)
 		}
-		return &iptablesXFamily{prog: prog, be: ipt, restore: restore}, nil
+		return &iptablesFamily{prog: prog, be: ipt, restore: restore}, nil
 	}
 	var err error
 	if c.v4, err = mk(iptables.ProtocolIPv4, "iptables", cfg.IPTablesPath, cfg.IPTablesRestorePath); err != nil {
@@ -232,7 +232,7 @@ func newIPTablesXChain(cfg IPTablesChainConfig, log *slog.Logger, dryRun io.Writ
 }
 
 // family picks the family for a prefix.
-func (c *iptablesXChain) family(p netip.Prefix) (*iptablesXFamily, error) {
+func (c *iptablesChain) family(p netip.Prefix) (*iptablesFamily, error) {
 	if p.Addr().Is4() {
 		return c.v4, nil
 	}
@@ -242,15 +242,15 @@ func (c *iptablesXChain) family(p netip.Prefix) (*iptablesXFamily, error) {
 	return c.v6, nil
 }
 
-func (c *iptablesXChain) families() []*iptablesXFamily {
+func (c *iptablesChain) families() []*iptablesFamily {
 	if c.v6 == nil {
-		return []*iptablesXFamily{c.v4}
+		return []*iptablesFamily{c.v4}
 	}
-	return []*iptablesXFamily{c.v4, c.v6}
+	return []*iptablesFamily{c.v4, c.v6}
 }
 
 // jumpSpec is the rule in Parent that sends SMTP traffic to our chain.
-func (c *iptablesXChain) jumpSpec() []string {
+func (c *iptablesChain) jumpSpec() []string {
 	if len(c.cfg.Ports) == 0 {
 		return []string{"-p", "tcp", "-j", c.cfg.Chain}
 	}
@@ -264,7 +264,7 @@ func (c *iptablesXChain) jumpSpec() []string {
 // ruleSpec builds a rule in the canonical order `iptables -S` prints it
 // (source, protocol, matches, target), so Sync can compare listed rules
 // as strings. match is "-s PREFIX" or "-m set --match-set NAME src".
-func (c *iptablesXChain) ruleSpec(src string, match ...string) []string {
+func (c *iptablesChain) ruleSpec(src string, match ...string) []string {
 	var spec []string
 	if src != "" {
 		spec = append(spec, "-s", src)
@@ -279,20 +279,20 @@ func (c *iptablesXChain) ruleSpec(src string, match ...string) []string {
 	return append(spec, "-j", "DROP")
 }
 
-func (c *iptablesXChain) describe(f *iptablesXFamily, op, chain string, spec []string) string {
-	return f.prog + " -t " + iptablesXTable + " " + op + " " + chain + " " + strings.Join(spec, " ")
+func (c *iptablesChain) describe(f *iptablesFamily, op, chain string, spec []string) string {
+	return f.prog + " -t " + iptablesTable + " " + op + " " + chain + " " + strings.Join(spec, " ")
 }
 
 // ensureLocked creates the chain and the jump when missing.
-func (c *iptablesXChain) ensureLocked(f *iptablesXFamily) error {
-	ok, err := f.be.ChainExists(iptablesXTable, c.cfg.Chain)
+func (c *iptablesChain) ensureLocked(f *iptablesFamily) error {
+	ok, err := f.be.ChainExists(iptablesTable, c.cfg.Chain)
 	if err != nil {
 		return fmt.Errorf("%s: check chain %s: %w", f.prog, c.cfg.Chain, err)
 	}
 	if !ok {
-		if err := f.be.NewChain(iptablesXTable, c.cfg.Chain); err != nil {
+		if err := f.be.NewChain(iptablesTable, c.cfg.Chain); err != nil {
 			// Another process (or our ipset action) may have won the race.
-			if ok, err2 := f.be.ChainExists(iptablesXTable, c.cfg.Chain); err2 != nil || !ok {
+			if ok, err2 := f.be.ChainExists(iptablesTable, c.cfg.Chain); err2 != nil || !ok {
 				return fmt.Errorf("%s: create chain %s: %w", f.prog, c.cfg.Chain, err)
 			}
 		} else {
@@ -300,12 +300,12 @@ func (c *iptablesXChain) ensureLocked(f *iptablesXFamily) error {
 		}
 	}
 	jump := c.jumpSpec()
-	ok, err = f.be.Exists(iptablesXTable, c.cfg.Parent, jump...)
+	ok, err = f.be.Exists(iptablesTable, c.cfg.Parent, jump...)
 	if err != nil {
 		return fmt.Errorf("%s: check jump (%s): %w", f.prog, c.describe(f, "-C", c.cfg.Parent, jump), err)
 	}
 	if !ok {
-		if err := f.be.Insert(iptablesXTable, c.cfg.Parent, 1, jump...); err != nil {
+		if err := f.be.Insert(iptablesTable, c.cfg.Parent, 1, jump...); err != nil {
 			return fmt.Errorf("%s: %w", c.describe(f, "-I", c.cfg.Parent, jump), err)
 		}
 		c.log.Info("added jump", "program", f.prog, "parent", c.cfg.Parent, "chain", c.cfg.Chain)
@@ -315,23 +315,23 @@ func (c *iptablesXChain) ensureLocked(f *iptablesXFamily) error {
 }
 
 // addLocked appends spec to our chain unless it is there already.
-func (c *iptablesXChain) addLocked(f *iptablesXFamily, spec []string) error {
+func (c *iptablesChain) addLocked(f *iptablesFamily, spec []string) error {
 	if !f.ready {
 		if err := c.ensureLocked(f); err != nil {
 			return err
 		}
 	}
-	ok, err := f.be.Exists(iptablesXTable, c.cfg.Chain, spec...)
+	ok, err := f.be.Exists(iptablesTable, c.cfg.Chain, spec...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.describe(f, "-C", c.cfg.Chain, spec), err)
 	}
 	if ok {
 		return nil
 	}
-	if err := f.be.Append(iptablesXTable, c.cfg.Chain, spec...); err != nil {
+	if err := f.be.Append(iptablesTable, c.cfg.Chain, spec...); err != nil {
 		// The chain may have been deleted behind our back: heal once.
 		if err2 := c.ensureLocked(f); err2 == nil {
-			err = f.be.Append(iptablesXTable, c.cfg.Chain, spec...)
+			err = f.be.Append(iptablesTable, c.cfg.Chain, spec...)
 		}
 		if err != nil {
 			f.ready = false
@@ -342,16 +342,16 @@ func (c *iptablesXChain) addLocked(f *iptablesXFamily, spec []string) error {
 }
 
 // delLocked deletes every copy of spec from our chain (bounded).
-func (c *iptablesXChain) delLocked(f *iptablesXFamily, spec []string) error {
+func (c *iptablesChain) delLocked(f *iptablesFamily, spec []string) error {
 	for range 8 {
-		ok, err := f.be.Exists(iptablesXTable, c.cfg.Chain, spec...)
+		ok, err := f.be.Exists(iptablesTable, c.cfg.Chain, spec...)
 		if err != nil {
 			return fmt.Errorf("%s: %w", c.describe(f, "-C", c.cfg.Chain, spec), err)
 		}
 		if !ok {
 			return nil
 		}
-		if err := f.be.Delete(iptablesXTable, c.cfg.Chain, spec...); err != nil {
+		if err := f.be.Delete(iptablesTable, c.cfg.Chain, spec...); err != nil {
 			return fmt.Errorf("%s: %w", c.describe(f, "-D", c.cfg.Chain, spec), err)
 		}
 	}
@@ -364,11 +364,11 @@ func (c *iptablesXChain) delLocked(f *iptablesXFamily, spec []string) error {
 // left alone. Lines of
 // `iptables -S` that are not "-A CHAIN ..." (warnings, -N) are ignored;
 // we never parse List headers.
-func (c *iptablesXChain) reconcileLocked(ctx context.Context, f *iptablesXFamily, owned func(rule string) bool, want []string) (added, deleted int, err error) {
+func (c *iptablesChain) reconcileLocked(ctx context.Context, f *iptablesFamily, owned func(rule string) bool, want []string) (added, deleted int, err error) {
 	if err := c.ensureLocked(f); err != nil {
 		return 0, 0, err
 	}
-	lines, err := f.be.List(iptablesXTable, c.cfg.Chain)
+	lines, err := f.be.List(iptablesTable, c.cfg.Chain)
 	if err != nil {
 		return 0, 0, fmt.Errorf("%s -S %s: %w", f.prog, c.cfg.Chain, err)
 	}
@@ -391,7 +391,7 @@ func (c *iptablesXChain) reconcileLocked(ctx context.Context, f *iptablesXFamily
 			return added, deleted, err
 		}
 		// Stale or duplicate: delete this one copy.
-		if err := f.be.Delete(iptablesXTable, c.cfg.Chain, strings.Fields(rule)...); err != nil {
+		if err := f.be.Delete(iptablesTable, c.cfg.Chain, strings.Fields(rule)...); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", c.describe(f, "-D", c.cfg.Chain, strings.Fields(rule)), err))
 			continue
 		}
@@ -405,7 +405,7 @@ func (c *iptablesXChain) reconcileLocked(ctx context.Context, f *iptablesXFamily
 			return added, deleted, err
 		}
 		spec := strings.Fields(w)
-		if err := f.be.Append(iptablesXTable, c.cfg.Chain, spec...); err != nil {
+		if err := f.be.Append(iptablesTable, c.cfg.Chain, spec...); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", c.describe(f, "-A", c.cfg.Chain, spec), err))
 			continue
 		}
@@ -471,10 +471,10 @@ func planChain(chain string, lines []string, owned func(rule string) bool, want 
 // rewrite, ":CHAIN" flushes our chain and it is refilled in one
 // transaction; otherwise stale rules are deleted one by one and
 // missing ones appended, so a rule someone adds meanwhile survives.
-func (c *iptablesXChain) restoreInput(p chainPlan, chainExists, jumpExists, rewrite bool) []byte {
+func (c *iptablesChain) restoreInput(p chainPlan, chainExists, jumpExists, rewrite bool) []byte {
 	chain := c.cfg.Chain
 	var b bytes.Buffer
-	b.WriteString("*" + iptablesXTable + "\n")
+	b.WriteString("*" + iptablesTable + "\n")
 	switch {
 	case !chainExists:
 		b.WriteString("-N " + chain + "\n")
@@ -502,9 +502,9 @@ func (c *iptablesXChain) restoreInput(p chainPlan, chainExists, jumpExists, rewr
 // cheap, and asks `iptables -C` only when the listing does not show it
 // in our canonical form: with nf_tables -C loads the whole table, seconds
 // when our chain holds 100k rules.
-func (c *iptablesXChain) jumpExistsLocked(f *iptablesXFamily) (bool, error) {
+func (c *iptablesChain) jumpExistsLocked(f *iptablesFamily) (bool, error) {
 	jump := c.jumpSpec()
-	if lines, err := f.be.List(iptablesXTable, c.cfg.Parent); err == nil {
+	if lines, err := f.be.List(iptablesTable, c.cfg.Parent); err == nil {
 		want := "-A " + c.cfg.Parent + " " + strings.Join(jump, " ")
 		for _, l := range lines {
 			if strings.TrimSpace(l) == want {
@@ -512,7 +512,7 @@ func (c *iptablesXChain) jumpExistsLocked(f *iptablesXFamily) (bool, error) {
 			}
 		}
 	}
-	ok, err := f.be.Exists(iptablesXTable, c.cfg.Parent, jump...)
+	ok, err := f.be.Exists(iptablesTable, c.cfg.Parent, jump...)
 	if err != nil {
 		return false, fmt.Errorf("%s: check jump (%s): %w", f.prog, c.describe(f, "-C", c.cfg.Parent, jump), err)
 	}
@@ -526,15 +526,15 @@ func (c *iptablesXChain) jumpExistsLocked(f *iptablesXFamily) (bool, error) {
 // not own are kept. Nothing is loaded when nothing differs. A failed
 // load is retried once from a fresh listing (the chain may have been
 // created or changed meanwhile).
-func (c *iptablesXChain) bulkSyncLocked(ctx context.Context, f *iptablesXFamily, owned func(rule string) bool, want []string) (added, deleted int, err error) {
+func (c *iptablesChain) bulkSyncLocked(ctx context.Context, f *iptablesFamily, owned func(rule string) bool, want []string) (added, deleted int, err error) {
 	for attempt := 0; ; attempt++ {
 		if err := ctx.Err(); err != nil {
 			return 0, 0, err
 		}
 		chainExists := true
-		lines, err := f.be.List(iptablesXTable, c.cfg.Chain)
+		lines, err := f.be.List(iptablesTable, c.cfg.Chain)
 		if err != nil {
-			ok, err2 := f.be.ChainExists(iptablesXTable, c.cfg.Chain)
+			ok, err2 := f.be.ChainExists(iptablesTable, c.cfg.Chain)
 			if err2 != nil || ok {
 				return 0, 0, fmt.Errorf("%s -S %s: %w", f.prog, c.cfg.Chain, err)
 			}
@@ -592,7 +592,7 @@ func failedLine(err error, input []byte) string {
 }
 
 // cleanup removes every jump to our chain from Parent, then the chain.
-func (c *iptablesXChain) cleanup() error {
+func (c *iptablesChain) cleanup() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
@@ -602,20 +602,20 @@ func (c *iptablesXChain) cleanup() error {
 		if err := c.delJumpLocked(f, jump); err != nil {
 			errs = append(errs, err)
 		}
-		if err := f.be.ClearAndDeleteChain(iptablesXTable, c.cfg.Chain); err != nil {
+		if err := f.be.ClearAndDeleteChain(iptablesTable, c.cfg.Chain); err != nil {
 			errs = append(errs, fmt.Errorf("%s -F/-X %s: %w", f.prog, c.cfg.Chain, err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (c *iptablesXChain) delJumpLocked(f *iptablesXFamily, jump []string) error {
+func (c *iptablesChain) delJumpLocked(f *iptablesFamily, jump []string) error {
 	for range 8 {
-		ok, err := f.be.Exists(iptablesXTable, c.cfg.Parent, jump...)
+		ok, err := f.be.Exists(iptablesTable, c.cfg.Parent, jump...)
 		if err != nil || !ok {
 			return err
 		}
-		if err := f.be.Delete(iptablesXTable, c.cfg.Parent, jump...); err != nil {
+		if err := f.be.Delete(iptablesTable, c.cfg.Parent, jump...); err != nil {
 			return fmt.Errorf("%s: %w", c.describe(f, "-D", c.cfg.Parent, jump), err)
 		}
 	}
@@ -636,7 +636,7 @@ type IPTablesOptions struct {
 // Close leaves the rules in place (the kernel keeps protecting while the
 // daemon restarts); Cleanup removes jump and chain.
 type IPTables struct {
-	c   *iptablesXChain
+	c   *iptablesChain
 	log *slog.Logger
 	now func() time.Time
 }
@@ -740,7 +740,7 @@ func (a *IPTables) Sync(ctx context.Context, active []ban.Ban) error {
 	a.c.mu.Lock()
 	defer a.c.mu.Unlock()
 	for _, fw := range []struct {
-		f    *iptablesXFamily
+		f    *iptablesFamily
 		want []string
 	}{{a.c.v4, want4}, {a.c.v6, want6}} {
 		if fw.f == nil {

@@ -15,10 +15,10 @@ import (
 	"github.com/mxguard/mxguard/actions/command"
 )
 
-// iptablesXMemory is an in-memory firewall with the iptablesXBackend
+// iptablesMemory is an in-memory firewall with the iptablesBackend
 // methods. It serves --dry-run (every change is printed as the iptables
 // command that would have run) and unit tests that need no root.
-type iptablesXMemory struct {
+type iptablesMemory struct {
 	mu     sync.Mutex
 	prog   string
 	w      io.Writer // nil: print nothing
@@ -34,33 +34,33 @@ type iptablesXMemory struct {
 	fail func(op string, chain string, spec []string) error
 }
 
-func newIPTablesXMemory(prog string, w io.Writer, restoreCmd []string) *iptablesXMemory {
-	return &iptablesXMemory{prog: prog, w: w, restoreCmd: restoreCmd, chains: map[string][]string{
+func newIPTablesXMemory(prog string, w io.Writer, restoreCmd []string) *iptablesMemory {
+	return &iptablesMemory{prog: prog, w: w, restoreCmd: restoreCmd, chains: map[string][]string{
 		"filter/INPUT": nil, "filter/FORWARD": nil, "filter/OUTPUT": nil,
 	}}
 }
 
-func (m *iptablesXMemory) print(args ...string) {
+func (m *iptablesMemory) print(args ...string) {
 	if m.w != nil {
 		fmt.Fprintln(m.w, command.Quote(m.prog, args))
 	}
 }
 
-func (m *iptablesXMemory) check(op, chain string, spec []string) error {
+func (m *iptablesMemory) check(op, chain string, spec []string) error {
 	if m.fail != nil {
 		return m.fail(op, chain, spec)
 	}
 	return nil
 }
 
-func (m *iptablesXMemory) Exists(table, chain string, spec ...string) (bool, error) {
+func (m *iptablesMemory) Exists(table, chain string, spec ...string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
 	return slices.Contains(m.chains[table+"/"+chain], strings.Join(spec, " ")), nil
 }
 
-func (m *iptablesXMemory) Insert(table, chain string, pos int, spec ...string) error {
+func (m *iptablesMemory) Insert(table, chain string, pos int, spec ...string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -79,7 +79,7 @@ func (m *iptablesXMemory) Insert(table, chain string, pos int, spec ...string) e
 	return nil
 }
 
-func (m *iptablesXMemory) Append(table, chain string, spec ...string) error {
+func (m *iptablesMemory) Append(table, chain string, spec ...string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -96,7 +96,7 @@ func (m *iptablesXMemory) Append(table, chain string, spec ...string) error {
 	return nil
 }
 
-func (m *iptablesXMemory) Delete(table, chain string, spec ...string) error {
+func (m *iptablesMemory) Delete(table, chain string, spec ...string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -114,7 +114,7 @@ func (m *iptablesXMemory) Delete(table, chain string, spec ...string) error {
 	return nil
 }
 
-func (m *iptablesXMemory) List(table, chain string) ([]string, error) {
+func (m *iptablesMemory) List(table, chain string) ([]string, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -131,7 +131,7 @@ func (m *iptablesXMemory) List(table, chain string) ([]string, error) {
 	return out, nil
 }
 
-func (m *iptablesXMemory) ChainExists(table, chain string) (bool, error) {
+func (m *iptablesMemory) ChainExists(table, chain string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -139,7 +139,7 @@ func (m *iptablesXMemory) ChainExists(table, chain string) (bool, error) {
 	return ok, nil
 }
 
-func (m *iptablesXMemory) NewChain(table, chain string) error {
+func (m *iptablesMemory) NewChain(table, chain string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -152,7 +152,7 @@ func (m *iptablesXMemory) NewChain(table, chain string) error {
 	return nil
 }
 
-func (m *iptablesXMemory) ClearAndDeleteChain(table, chain string) error {
+func (m *iptablesMemory) ClearAndDeleteChain(table, chain string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -174,7 +174,7 @@ var builtinChains = []string{"INPUT", "FORWARD", "OUTPUT"}
 // program does, all or nothing: ":CHAIN" creates a user chain or flushes
 // it if it exists, "-N" creates one (failing if it exists), "-A", "-I"
 // and "-D" change rules, "COMMIT" ends the table. Other lines fail.
-func (m *iptablesXMemory) Restore(ctx context.Context, input []byte) error {
+func (m *iptablesMemory) Restore(ctx context.Context, input []byte) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.calls++
@@ -256,7 +256,7 @@ func (m *iptablesXMemory) Restore(ctx context.Context, input []byte) error {
 }
 
 // rules returns a copy of a chain (tests).
-func (m *iptablesXMemory) rules(table, chain string) []string {
+func (m *iptablesMemory) rules(table, chain string) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return slices.Clone(m.chains[table+"/"+chain])

@@ -13,8 +13,8 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 )
 
-// iptablesXTestAction builds an IPTables action on the in-memory backend.
-func iptablesXTestAction(t *testing.T, target string, w *bytes.Buffer) (*IPTables, *iptablesXMemory, *iptablesXMemory) {
+// iptablesTestAction builds an IPTables action on the in-memory backend.
+func iptablesTestAction(t *testing.T, target string, w *bytes.Buffer) (*IPTables, *iptablesMemory, *iptablesMemory) {
 	t.Helper()
 	cfg := DefaultIPTablesConfig()
 	cfg.Target = target
@@ -25,7 +25,7 @@ func iptablesXTestAction(t *testing.T, target string, w *bytes.Buffer) (*IPTable
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a, a.c.v4.be.(*iptablesXMemory), a.c.v6.be.(*iptablesXMemory)
+	return a, a.c.v4.be.(*iptablesMemory), a.c.v6.be.(*iptablesMemory)
 }
 
 func TestIPTablesConfigValidate(t *testing.T) {
@@ -59,7 +59,7 @@ func TestIPTablesRuleSpec(t *testing.T) {
 		{"REJECT", "2001:db8::/48", "-s 2001:db8::/48 -p tcp -j REJECT --reject-with tcp-reset"},
 	}
 	for _, c := range cases {
-		a, _, _ := iptablesXTestAction(t, c.target, nil)
+		a, _, _ := iptablesTestAction(t, c.target, nil)
 		if got := strings.Join(a.c.ruleSpec(c.prefix), " "); got != c.want {
 			t.Errorf("%s %s: %q, want %q", c.target, c.prefix, got, c.want)
 		}
@@ -69,7 +69,7 @@ func TestIPTablesRuleSpec(t *testing.T) {
 func TestIPTablesMemory(t *testing.T) {
 	ctx := context.Background()
 	var out bytes.Buffer
-	a, m4, m6 := iptablesXTestAction(t, "DROP", &out)
+	a, m4, m6 := iptablesTestAction(t, "DROP", &out)
 	if err := a.Apply(ctx, testBan("192.0.2.1/32", time.Hour)); err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestIPTablesMemory(t *testing.T) {
 
 func TestIPTablesErrors(t *testing.T) {
 	ctx := context.Background()
-	a, m4, _ := iptablesXTestAction(t, "DROP", nil)
+	a, m4, _ := iptablesTestAction(t, "DROP", nil)
 	for _, p := range []netip.Prefix{{}, netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("::/0"), netip.MustParsePrefix("::ffff:1.2.3.4/128")} {
 		if err := a.Apply(ctx, ban.Ban{Prefix: p, Until: time.Now().Add(time.Hour)}); !errors.Is(err, ban.ErrInvalidPrefix) {
 			t.Errorf("Apply(%v) = %v, want invalid prefix", p, err)

@@ -69,7 +69,7 @@ func TestIPTablesSyncBulk(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			var out bytes.Buffer
-			a, m4, m6 := iptablesXTestAction(t, "DROP", &out)
+			a, m4, m6 := iptablesTestAction(t, "DROP", &out)
 			if c.chain != nil {
 				m4.chains["filter/MXGUARD"] = slices.Clone(c.chain)
 			}
@@ -130,7 +130,7 @@ func firstDiff(a, b []string) int {
 func TestIPTablesSyncBulkRetry(t *testing.T) {
 	for _, failures := range []int{1, 2} {
 		t.Run(fmt.Sprint(failures), func(t *testing.T) {
-			a, m4, _ := iptablesXTestAction(t, "DROP", nil)
+			a, m4, _ := iptablesTestAction(t, "DROP", nil)
 			left := failures
 			m4.fail = func(op, chain string, spec []string) error {
 				if op == "-A" && left > 0 {
