@@ -13,9 +13,10 @@ import (
 // the real store that starts with its bans in force. The offence history
 // (and the evidence lines of a copied ban) of a prefix are copied from the
 // real store the first time the prefix is touched, so escalation is what
-// the daemon's would be. The real store is only read; nothing else writes
-// it meanwhile (the daemon holds its lock), so copying on first touch is
-// the same as copying everything at start.
+// the daemon's would be. The real store is only read, and nothing else
+// writes it meanwhile (the daemon gives a dry run a private copy of the
+// file, store.OpenCopy), so copying on first touch is the same as copying
+// everything at start.
 type dryRunStore struct {
 	*store.Memory
 	real Store

@@ -84,6 +84,7 @@ type Options struct {
 type Store struct {
 	db   *bolt.DB
 	path string
+	temp bool // a private copy in a directory of its own (OpenCopy): removed by Close
 }
 
 // Record is one ban. Active returns it without Lines; Get fills them.
@@ -234,6 +235,63 @@ func Open(path string, opts Options) (s *Store, err error) {
 	return s, nil
 }
 
+// OpenCopy opens a private copy of the block list at path, made in dir
+// (os.TempDir() when empty): a consistent snapshot taken under bbolt's
+// shared lock, then opened (and migrated) like any file. A dry run works
+// on it, so that neither a schema migration nor the tailer's read
+// positions ever reach the real file. A missing file gives an empty copy.
+// Close removes the copy.
+func OpenCopy(path, dir string, opts Options) (*Store, error) {
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	tmp, err := os.MkdirTemp(dir, "mxguard-copy-*")
+	if err != nil {
+		return nil, fmt.Errorf("store %s: copy: %w", path, err)
+	}
+	copyPath := filepath.Join(tmp, filepath.Base(path))
+	if err := snapshot(path, copyPath, timeout); err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	s, err := Open(copyPath, opts)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	s.temp = true
+	return s, nil
+}
+
+// snapshot writes a consistent copy of the database at path to dst;
+// nothing when there is no file at path.
+func snapshot(path, dst string, timeout time.Duration) (err error) {
+	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err := checkFile(path, timeout); err != nil {
+		return err
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = corruptError(path, fmt.Sprintf("bbolt panic: %v", p))
+		}
+	}()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, ReadOnly: true})
+	if err != nil {
+		if errors.Is(err, berrors.ErrTimeout) {
+			return lockedError(path)
+		}
+		return fmt.Errorf("store %s: open to copy: %w", path, err)
+	}
+	defer db.Close()
+	if err := db.View(func(tx *bolt.Tx) error { return tx.CopyFile(dst, 0o600) }); err != nil {
+		return fmt.Errorf("store %s: copy: %w", path, err)
+	}
+	return nil
+}
+
 func lockedError(path string) error {
 	return fmt.Errorf("database %s is locked: is the mxguard daemon running? use the control socket (mxguard list/ban/unban)", path)
 }
@@ -288,7 +346,11 @@ func (s *Store) DB() *bolt.DB { return s.db }
 
 // Close closes the database and releases the lock.
 func (s *Store) Close() error {
-	if err := s.db.Close(); err != nil {
+	err := s.db.Close()
+	if s.temp {
+		err = errors.Join(err, os.RemoveAll(filepath.Dir(s.path)))
+	}
+	if err != nil {
 		return fmt.Errorf("store %s: close: %w", s.path, err)
 	}
 	return nil

@@ -146,7 +146,15 @@ func open(cfg *config.Config, opts Options) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
 		return nil, fmt.Errorf("state_dir: %w", err)
 	}
-	st, err := store.Open(cfg.DBPath(), store.Options{Timeout: 2 * time.Second})
+	open := store.Open
+	if running.DryRun {
+		// A dry run touches nothing: it works on a private copy of the
+		// block list (its would-be bans are only in memory anyway), so
+		// neither a schema migration nor the read positions it saves
+		// reach the real file.
+		open = func(path string, o store.Options) (*store.Store, error) { return store.OpenCopy(path, "", o) }
+	}
+	st, err := open(cfg.DBPath(), store.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("%w (is another mxguard daemon running with state_dir %s?)", err, cfg.StateDir)
 	}
