@@ -177,6 +177,9 @@ func migrate1to2(tx *bolt.Tx) error {
 		if len(r.Lines) == 0 {
 			return nil
 		}
+		if len(r.Lines) > MaxLines { // as Put keeps them: the last ones
+			r.Lines = r.Lines[len(r.Lines)-MaxLines:]
+		}
 		return lines.Put(k, appendLines(nil, r.Lines))
 	})
 	if err != nil {
@@ -456,6 +459,15 @@ func addLines(tx *bolt.Tx, key []byte, r *Record) error {
 	return nil
 }
 
+// ledgerLines fills r.Lines for the ledger entry of a ban being removed.
+// Lines that do not decode are left out: they are only evidence, and a bad
+// value must never stop an unban or the expiry of every ban.
+func ledgerLines(tx *bolt.Tx, key []byte, r *Record) {
+	if err := addLines(tx, key, r); err != nil {
+		r.Lines = nil
+	}
+}
+
 // deleteRecord removes the ban stored under the expiry key ek, its prefix
 // entry and its lines.
 func deleteRecord(tx *bolt.Tx, ek []byte) error {
@@ -584,9 +596,7 @@ func (s *Store) Delete(p netip.Prefix, now time.Time) (bool, error) {
 			return err
 		}
 		found = true
-		if err := addLines(tx, key, &r); err != nil {
-			return err
-		}
+		ledgerLines(tx, key, &r)
 		if err := deleteRecord(tx, ek); err != nil {
 			return err
 		}
@@ -696,9 +706,7 @@ func (s *Store) DeleteExpired(now time.Time) ([]Record, error) {
 			dead = append(dead, b)
 		}
 		for _, b := range dead {
-			if err := addLines(tx, b.key[8:], &b.rec); err != nil {
-				return err
-			}
+			ledgerLines(tx, b.key[8:], &b.rec)
 			if err := deleteRecord(tx, b.key); err != nil {
 				return err
 			}

@@ -297,6 +297,8 @@ func TestStoreMigrateFromV0(t *testing.T) {
 		t.Fatal(err)
 	}
 	old := rec("192.0.2.50/32", t0, time.Hour)
+	// more evidence lines than a record keeps: older code or a hand edit
+	old.Lines = []string{"l1", "l2", "l3", "l4", "l5", "l6", "l7"}
 	err = db.Update(func(tx *bolt.Tx) error {
 		b, err := tx.CreateBucket([]byte("bans"))
 		if err != nil {
@@ -313,6 +315,9 @@ func TestStoreMigrateFromV0(t *testing.T) {
 	s := openTest(t, path)
 	if v, err := s.SchemaVersion(); err != nil || v != Schema {
 		t.Fatalf("SchemaVersion after migration = %d %v", v, err)
+	}
+	if r, ok, err := s.Get(old.Prefix); err != nil || !ok || strings.Join(r.Lines, ",") != "l3,l4,l5,l6,l7" {
+		t.Errorf("lines after migration = %q %v %v, want the last five", r.Lines, ok, err)
 	}
 	// The expiry index was rebuilt: the old ban is found by Active and swept.
 	if a, err := s.Active(t0); err != nil || len(a) != 1 || a[0].Prefix != old.Prefix {
@@ -959,5 +964,38 @@ func TestStoreOpenOneMetaPageDamaged(t *testing.T) {
 				t.Errorf("Active = %d records, %v", len(a), err)
 			}
 		})
+	}
+}
+
+// A lines value that does not decode is only lost evidence: it never stops
+// an unban or the expiry of every ban.
+func TestStoreBadLinesDoNotBlockRemoval(t *testing.T) {
+	s := openTest(t, "")
+	a, b := rec("192.0.2.1/32", t0, time.Hour), rec("192.0.2.2/32", t0, 2*time.Hour)
+	a.Lines, b.Lines = []string{"line a"}, []string{"line b"}
+	for _, r := range []Record{a, b} {
+		if err := s.Put(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err := s.DB().Update(func(tx *bolt.Tx) error {
+		for _, r := range []Record{a, b} {
+			if err := tx.Bucket(bucketLines).Put(prefixKey(r.Prefix), []byte{0x7f, 0xff}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dead, err := s.DeleteExpired(t0.Add(90 * time.Minute)); err != nil || len(dead) != 1 || dead[0].Prefix != a.Prefix {
+		t.Errorf("DeleteExpired with bad lines = %v, %v", dead, err)
+	}
+	if found, err := s.Delete(b.Prefix, t0); err != nil || !found {
+		t.Errorf("Delete with bad lines = %v, %v", found, err)
+	}
+	if left, err := s.Active(t0); err != nil || len(left) != 0 {
+		t.Errorf("left after removal: %v, %v", left, err)
 	}
 }
