@@ -70,8 +70,22 @@ func Classify(r Reply) Class {
 	if c.Reason == ReasonDNSBL {
 		c.Detail = dnsblZone(text)
 	}
-	c.Abuse = abusive(c.Reason, r.Code)
+	c.Abuse = abusive(c.Reason, r.Code) && !oursToFix(r, text)
 	return c
+}
+
+// oursToFix reports a temporary reject that is trouble on our side, not
+// the client's doing: a mail-system status (4.3.x: a lookup failure, a
+// configuration error, no storage) or an address verification that could
+// not finish. During a DNS or backend outage every honest MTA gets these
+// and retries: counting them would ban it.
+func oursToFix(r Reply, text string) bool {
+	if r.Code/100 != 4 {
+		return false
+	}
+	return strings.HasPrefix(r.DSN, "4.3.") ||
+		strings.HasPrefix(text, "Recipient address rejected: unverified address") ||
+		strings.HasPrefix(text, "Sender address rejected: unverified address")
 }
 
 // abusive is the one rule for which rejects are evidence.

@@ -121,6 +121,12 @@ func TestClassifyLogAndUpstream(t *testing.T) {
 			reason:  event.ReasonProtocolError, abuse: true},
 		{name: "temporary lookup failure", stage: "RCPT", code: 451, dsn: "4.3.0", text: "<{to}>: Temporary lookup failure",
 			reason: event.ReasonOther, abuse: false},
+		{name: "our configuration error", stage: "RCPT", code: 451, dsn: "4.3.5", text: "<{to}>: Recipient address rejected: Server configuration error",
+			reason: event.ReasonRecipientAccess, abuse: false},
+		{name: "verification not finished", stage: "RCPT", code: 450, dsn: "4.1.1", text: "<{to}>: Recipient address rejected: unverified address: Address verification in progress",
+			reason: event.ReasonUnknownRecipient, abuse: false},
+		{name: "verification said no", stage: "RCPT", code: 550, dsn: "5.1.1", text: "<{to}>: Recipient address rejected: undeliverable address: host mx.example[192.0.2.25] said: 550 5.1.1 User unknown",
+			reason: event.ReasonUnknownRecipient, abuse: true},
 		{name: "other permanent", stage: "RCPT", code: 550, dsn: "5.7.1", text: "<{to}>: Too many recipients",
 			reason: event.ReasonOther, abuse: true},
 	}
