@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -56,8 +57,10 @@ type Handler func(ctx context.Context, req Request) (any, error)
 // Stream is a list result written element by element, so that a large
 // answer (the block list at 100k bans) is never built in memory: it is
 // sent as the same JSON array a slice would be. It calls yield for each
-// element and stops when yield returns false.
-type Stream func(yield func(v any) bool)
+// element and stops when yield returns false. An error (before or after
+// some elements) breaks the reply line, so the client never takes a short
+// list for a complete one.
+type Stream func(yield func(v any) bool) error
 
 // jsonAppender is an element that encodes itself as encoding/json would,
 // without reflection (ban.Ban does: a list of 100k bans is mostly that).
@@ -98,12 +101,13 @@ const maxLine = 64 << 10
 
 // Server serves a Handler on a Unix socket.
 type Server struct {
-	ln      net.Listener
-	path    string
-	handler Handler
-	log     *slog.Logger
-	limits  Limits
-	streams chan struct{} // semaphore of MaxStreams
+	ln       net.Listener
+	path     string
+	handler  Handler
+	log      *slog.Logger
+	limits   Limits
+	streams  chan struct{} // semaphore of MaxStreams
+	refusing atomic.Int32  // refusals being written
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -194,17 +198,31 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // idleTimeout closes a connection that sends nothing for this long;
-// writeTimeout closes one that does not read its answer.
+// writeTimeout closes one that does not read its answer; streamTimeout
+// bounds one whole stream, and streamWait the wait for a stream's turn,
+// so a client that reads slowly cannot hold a turn for hours.
 const (
-	idleTimeout  = time.Minute
-	writeTimeout = 10 * time.Second
+	idleTimeout   = time.Minute
+	writeTimeout  = 10 * time.Second
+	streamTimeout = 2 * time.Minute
+	streamWait    = 30 * time.Second
 )
+
+// maxRefusals bounds the refusals being written at once; past it a
+// connection over MaxConns is closed without a word.
+const maxRefusals = 16
 
 // refuse answers a connection over MaxConns with an error, off the
 // accept loop, and closes it.
 func (s *Server) refuse(c net.Conn) {
 	s.log.Warn("control socket busy: connection refused", "max_conns", s.limits.MaxConns)
+	if s.refusing.Add(1) > maxRefusals {
+		s.refusing.Add(-1)
+		c.Close()
+		return
+	}
 	go func() {
+		defer s.refusing.Add(-1)
 		defer c.Close()
 		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = json.NewEncoder(c).Encode(Response{Error: fmt.Sprintf("busy: more than %d control connections; try again", s.limits.MaxConns)})
@@ -270,12 +288,17 @@ func (s *Server) write(c net.Conn, w *bufio.Writer, resp Response) error {
 // connection mid-line: the client sees a broken reply, never a short list
 // that looks complete.
 func (s *Server) writeStream(ctx context.Context, c net.Conn, w *bufio.Writer, st Stream) error {
+	wait := time.NewTimer(streamWait)
+	defer wait.Stop()
 	select {
 	case s.streams <- struct{}{}:
 		defer func() { <-s.streams }()
+	case <-wait.C:
+		return s.write(c, w, Response{Error: fmt.Sprintf("busy: %d lists are being sent; try again", s.limits.MaxStreams)})
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	deadline := time.Now().Add(streamTimeout)
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	var err error
@@ -286,12 +309,16 @@ func (s *Server) writeStream(ctx context.Context, c net.Conn, w *bufio.Writer, s
 	}
 	put(`{"ok":true,"result":[`)
 	first := true
-	st(func(v any) bool {
+	serr := st(func(v any) bool {
 		if !first {
 			put(",")
 		}
 		first = false
-		_ = c.SetWriteDeadline(time.Now().Add(writeTimeout))
+		dl := time.Now().Add(writeTimeout)
+		if dl.After(deadline) {
+			dl = deadline
+		}
+		_ = c.SetWriteDeadline(dl)
 		buf.Reset()
 		if a, ok := v.(jsonAppender); ok {
 			buf.Write(a.AppendJSON(buf.AvailableBuffer()))
@@ -303,6 +330,13 @@ func (s *Server) writeStream(ctx context.Context, c net.Conn, w *bufio.Writer, s
 		}
 		return err == nil
 	})
+	if err == nil && serr != nil {
+		err = serr
+	}
+	if err != nil { // the line stays unfinished: the connection is closed
+		s.log.Warn("control socket: stream broken off", "err", err)
+		return fmt.Errorf("control socket: stream: %w", err)
+	}
 	put("]}\n")
 	if err != nil {
 		return fmt.Errorf("control socket: stream: %w", err)

@@ -156,12 +156,13 @@ func listHandler(n int) Handler {
 	return func(_ context.Context, req Request) (any, error) {
 		switch req.Cmd {
 		case CmdList:
-			return Stream(func(yield func(any) bool) {
+			return Stream(func(yield func(any) bool) error {
 				for i := range n {
 					if !yield(item{N: i, Text: "line\nwith \"quotes\""}) {
-						return
+						return nil
 					}
 				}
+				return nil
 			}), nil
 		case CmdStatus:
 			return map[string]int{"items": n}, nil
@@ -284,4 +285,27 @@ func TestStatusAnswersDuringListFlood(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+}
+
+// A stream that fails, before or after some elements, leaves the reply
+// unfinished: Call reports an error, never a short or empty list.
+func TestStreamErrorBreaksTheReply(t *testing.T) {
+	for _, after := range []int{0, 3} {
+		h := func(_ context.Context, req Request) (any, error) {
+			return Stream(func(yield func(any) bool) error {
+				for i := range after {
+					if !yield(item{N: i}) {
+						return nil
+					}
+				}
+				return errors.New("store gone")
+			}), nil
+		}
+		path := serveTest(t, h, Limits{})
+		var got []item
+		err := Call(context.Background(), path, Request{Cmd: CmdList}, &got)
+		if err == nil {
+			t.Errorf("after %d elements: a failed stream read as a complete list of %d", after, len(got))
+		}
+	}
 }

@@ -65,17 +65,17 @@ func (d *Daemon) handle(ctx context.Context, req control.Request) (any, error) {
 	case control.CmdList:
 		// Streamed: the list is taken only when this request's turn to
 		// write comes, and encoded ban by ban.
-		return control.Stream(func(yield func(any) bool) {
+		return control.Stream(func(yield func(any) bool) error {
 			bans, err := d.mgr.List(time.Now())
 			if err != nil {
-				d.log.Error("control: list", "err", err)
-				return
+				return fmt.Errorf("list: %w", err)
 			}
 			for _, b := range bans {
 				if !yield(b) {
-					return
+					break
 				}
 			}
+			return nil
 		}), nil
 	case control.CmdExplain:
 		p, err := ban.ParsePrefix(req.IP)
