@@ -73,7 +73,8 @@ type jsonAppender interface {
 // or starve `status`.
 type Limits struct {
 	// MaxConns is the number of connections served at once; more get a
-	// "busy" error and are closed. Default 64.
+	// "busy" error and are closed. A connection costs a goroutine and
+	// about 8 KB until it asks for a list. Default 512.
 	MaxConns int
 	// MaxRequests is the number of requests one connection may make.
 	// Default 1000.
@@ -85,7 +86,7 @@ type Limits struct {
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
-		l.MaxConns = 64
+		l.MaxConns = 512
 	}
 	if l.MaxRequests <= 0 {
 		l.MaxRequests = 1000
@@ -233,7 +234,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	defer c.Close()
 	sc := bufio.NewScanner(c)
 	sc.Buffer(make([]byte, 4096), maxLine)
-	w := bufio.NewWriterSize(c, 32<<10)
+	w := bufio.NewWriterSize(c, 4096)
 	for n := 0; ; n++ {
 		_ = c.SetReadDeadline(time.Now().Add(idleTimeout))
 		if !sc.Scan() {

@@ -61,9 +61,10 @@ func rssAnon(t testing.TB) int64 {
 }
 
 // Five hundred `mxguard list` calls at once against 100k bans: the daemon
-// streams each list ban by ban, two at a time, refuses connections over
-// its limit, and answers status within a second throughout. The process
-// (daemon and clients, which discard what they read) stays under 300 MB.
+// streams each list ban by ban, two at a time (the others wait their turn
+// up to 30 s, then get "busy"), and answers status within a second
+// throughout. The process's own memory (daemon and clients, which discard
+// what they read) stays under 300 MB.
 func TestListFloodBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("seeds 100k bans")
@@ -146,7 +147,7 @@ func TestListFloodBounded(t *testing.T) {
 			var st Status
 			err := control.Call(ctx, td.sock, control.Request{Cmd: control.CmdStatus}, &st)
 			cancel()
-			if err != nil && !strings.Contains(err.Error(), "busy") {
+			if err != nil {
 				statusErr = err
 				return
 			}
