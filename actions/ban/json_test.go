@@ -3,6 +3,7 @@ package ban
 import (
 	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 )
@@ -20,17 +21,13 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		want, err := json.Marshal(b)
 		if err != nil {
 			// encoding/json refuses years past 9999; AppendJSON writes null there
+			far := b.Until
 			b.Until = time.Time{}
 			if want, err = json.Marshal(b); err != nil {
 				t.Fatal(err)
 			}
-			b.Until = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
-			got := string(b.AppendJSON(nil))
-			var back map[string]any
-			if err := json.Unmarshal([]byte(got), &back); err != nil || back["until"] != nil {
-				t.Errorf("year 10000: %s (%v)", got, err)
-			}
-			continue
+			b.Until = far
+			want = []byte(strings.Replace(string(want), `"until":"0001-01-01T00:00:00Z"`, `"until":null`, 1))
 		}
 		if got := string(b.AppendJSON(nil)); got != string(want) {
 			t.Errorf("AppendJSON:\n got %s\nwant %s", got, want)

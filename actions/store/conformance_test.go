@@ -92,6 +92,18 @@ func TestBlockListConformance(t *testing.T) {
 				t.Error("Get found a prefix never stored")
 			}
 		}},
+		{"bans past 2262 keep one order", func(t *testing.T, s blockList, _ blockListImpl) {
+			// Unix nanoseconds end in 2262: both stores order later bans by prefix
+			far := rec("192.0.2.9/32", t0, 0)
+			far.Until = time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC)
+			farther := rec("192.0.2.1/32", t0, 0)
+			farther.Until = time.Date(2318, 1, 1, 0, 0, 0, 0, time.UTC)
+			near := rec("192.0.2.5/32", t0, time.Hour)
+			mustPut(t, s, far, farther, near)
+			if a, err := s.Active(t0); err != nil || prefixes(a) != "192.0.2.5/32,192.0.2.1/32,192.0.2.9/32" {
+				t.Errorf("Active = %s %v", prefixes(a), err)
+			}
+		}},
 		{"same since and offence is an extension", func(t *testing.T, s blockList, _ blockListImpl) {
 			r := rec("192.0.2.1/32", t0, time.Hour)
 			mustPut(t, s, r)

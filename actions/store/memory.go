@@ -114,11 +114,10 @@ func (m *Memory) Delete(p netip.Prefix, now time.Time) (bool, error) {
 	return true, nil
 }
 
-// expiryOrder sorts records as Store's expiry index does: by Until (in
-// nanoseconds, times before 1970 as 0), then by prefix text.
+// expiryOrder sorts records as Store's expiry index does: by untilNanos,
+// then by prefix text.
 func expiryOrder(a, b Record) int {
-	ns := func(t time.Time) int64 { return max(t.UnixNano(), 0) }
-	if c := cmp.Compare(ns(a.Until), ns(b.Until)); c != 0 {
+	if c := cmp.Compare(untilNanos(a.Until), untilNanos(b.Until)); c != 0 {
 		return c
 	}
 	return cmp.Compare(a.Prefix.String(), b.Prefix.String())

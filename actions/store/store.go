@@ -382,15 +382,19 @@ func prefixKey(p netip.Prefix) []byte { return []byte(p.String()) }
 // untilValue is the 8-byte big-endian Unix ns of until that starts its
 // expiry key, clamped to what fits (UnixNano is undefined outside 1678-2262).
 func untilValue(until time.Time) []byte {
-	var ns uint64
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8+len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")), untilNanos(until))
+}
+
+// untilNanos is the expiry order of both stores: Unix nanoseconds, times
+// before 1970 as 0 and after 2262 (past int64) as the largest value.
+func untilNanos(until time.Time) uint64 {
 	switch {
 	case until.Before(time.Unix(0, 0)):
+		return 0
 	case until.After(time.Unix(0, math.MaxInt64)):
-		ns = math.MaxInt64
-	default:
-		ns = uint64(until.UnixNano())
+		return math.MaxInt64
 	}
-	return binary.BigEndian.AppendUint64(make([]byte, 0, 8+len("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128")), ns)
+	return uint64(until.UnixNano())
 }
 
 // expiryKey is until's untilValue followed by the prefix key.
