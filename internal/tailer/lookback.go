@@ -28,7 +28,8 @@ const lookbackChunk = 64 << 10
 // after that one up to the checkpoint, oldest first. The last line's Pos is
 // the checkpoint itself (Partial included). Paths without a checkpoint, or
 // whose checkpoint's file cannot be found, are skipped and logged. Call it
-// before Run; older sees each path's lines newest first.
+// before Run. older is asked about each path's checkpoint line first, then
+// about the others going back (forwards within a compressed file).
 func (f *Follower) Lookback(ctx context.Context, older func(path, line string) bool, fn func(Line)) error {
 	if f.cp == nil {
 		return nil
@@ -62,6 +63,18 @@ func (fl *file) lookback(ctx context.Context, sp Position, older func(string) bo
 		fl.log.Warn("tailer: the checkpoint's file was not found, lines before the checkpoint are not read again",
 			"inode", sp.Inode, "offset", sp.Offset)
 		return nil
+	}
+	if srcs[0].ext != "" {
+		// A compressed file is read forwards: ask about the checkpoint's
+		// line first all the same, the consumer's reference.
+		var last string
+		found := false
+		if err := fl.eachLine(srcs[0], 0, func(text string, _ int64, _ *openFile) bool {
+			last, found = text, true
+			return true
+		}); err == nil && found {
+			older(last)
+		}
 	}
 	// Find the last line older than needed, newest file first.
 	first, from := len(srcs)-1, int64(0)
