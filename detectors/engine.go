@@ -42,6 +42,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/mxguard/mxguard/internal/event"
 )
@@ -149,6 +150,18 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 
 // Config returns the configuration the engine runs with.
 func (e *Engine) Config() Config { return e.cfg }
+
+// LongestWindow is the longest window of an enabled detector (prefix
+// escalation included): how far back an event can still count.
+func (e *Engine) LongestWindow() time.Duration {
+	var w int64
+	for _, r := range e.rules {
+		if r.enabled {
+			w = max(w, r.window)
+		}
+	}
+	return time.Duration(w)
+}
 
 // Stats returns a snapshot of the counters.
 func (e *Engine) Stats() Stats {

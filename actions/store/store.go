@@ -490,14 +490,26 @@ func deleteRecord(tx *bolt.Tx, ek []byte) error {
 // counted, ledger event "ban" - unless a record for the prefix with the
 // same Since and Offence already exists, in which case it is an extension
 // ("extend"). Lines beyond MaxLines are dropped (the last ones are kept).
-func (s *Store) Put(r Record) error {
+func (s *Store) Put(r Record) error { return s.PutWith(r, nil) }
+
+// PutWith is Put that also runs also (when not nil) in the same
+// transaction: the daemon saves the read position of the log line that
+// caused the ban with it, so that after a crash the line is neither
+// decided twice nor lost. An error from also undoes the Put.
+func (s *Store) PutWith(r Record, also func(*bolt.Tx) error) error {
 	if !r.Prefix.IsValid() {
 		return fmt.Errorf("store %s: put: invalid prefix", s.path)
 	}
 	if len(r.Lines) > MaxLines {
 		r.Lines = r.Lines[len(r.Lines)-MaxLines:]
 	}
-	if err := s.update(func(tx *bolt.Tx) error { return putRecord(tx, r) }); err != nil {
+	err := s.update(func(tx *bolt.Tx) error {
+		if err := putRecord(tx, r); err != nil || also == nil {
+			return err
+		}
+		return also(tx)
+	})
+	if err != nil {
 		return fmt.Errorf("store %s: put %s: %w", s.path, r.Prefix, err)
 	}
 	return nil

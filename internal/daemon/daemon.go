@@ -185,9 +185,10 @@ func (d *Daemon) build(ctx context.Context) error {
 	if !d.opts.noHostAddrs {
 		sources = append(sources, ban.HostAddrs)
 	}
+	bans := &committingStore{Store: d.store}
 	d.mgr, err = ban.NewManager(ban.ManagerConfig{
 		Ban: cfg.Ban, DryRun: cfg.DryRun, AllowSources: sources,
-	}, d.store, d.acts, d.log)
+	}, bans, d.acts, d.log)
 	if err != nil {
 		return err
 	}
@@ -205,7 +206,7 @@ func (d *Daemon) build(ctx context.Context) error {
 	if g := cfg.GuardConfig(); d.guardCfg == nil && g.Enabled {
 		d.guardCfg = &g
 	}
-	d.pipe = pipeline.New(det, d.mgr, d.log)
+	d.pipe = pipeline.New(det, &committingDecider{mgr: d.mgr, st: bans}, d.log)
 
 	if len(cfg.Logs) > 0 {
 		cp, err := tailer.NewBoltCheckpoints(d.store.DB())
@@ -219,6 +220,7 @@ func (d *Daemon) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		bans.follower = d.follower
 	} else if d.guardCfg == nil {
 		return &ConfigError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled)")}
 	}
@@ -260,7 +262,14 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	if d.follower != nil {
 		d.followErr = make(chan error, 1)
-		go func() { d.followErr <- d.pipe.Follow(d.runCtx, d.follower, cfg.Tail.Location()) }()
+		go func() {
+			// The detectors get their windows back before the log is
+			// followed again; meanwhile the rest answers already.
+			if err := d.pipe.Warm(d.runCtx, d.follower, cfg.Tail.Location()); err != nil && d.runCtx.Err() == nil {
+				d.log.Warn("warm-up of the detectors incomplete", "err", err)
+			}
+			d.followErr <- d.pipe.Follow(d.runCtx, d.follower, cfg.Tail.Location())
+		}()
 	}
 	guardListen := ""
 	if d.guardCfg != nil {

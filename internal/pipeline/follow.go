@@ -29,10 +29,12 @@ func (p *Pipeline) Follow(ctx context.Context, src LineSource, loc *time.Locatio
 	go func() { errc <- src.Run(runCtx, out) }()
 	parser := logparse.NewParser(loc, time.Time{})
 	var skew skewCheck
+	lctx, lf := withLineInFlight(ctx) // the line a decision comes from: DecisionLine
 	for {
 		select {
 		case l := <-out:
-			if t, ok := p.HandleLine(ctx, parser, l.Text); ok {
+			*lf = lineInFlight{line: l}
+			if t, ok := p.HandleLine(lctx, parser, l.Text); ok {
 				skew.check(p, t, time.Now())
 			}
 			src.Ack(l)

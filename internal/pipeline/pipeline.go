@@ -45,6 +45,7 @@ type Pipeline struct {
 	events       atomic.Uint64
 	kinds        [64]atomic.Uint64
 	decideErrs   atomic.Uint64
+	warm         warmCounters
 
 	mu        sync.Mutex
 	decisions map[string]uint64 // by detector
@@ -112,7 +113,16 @@ func (p *Pipeline) HandleEvent(ctx context.Context, ev event.Event) {
 	}
 }
 
-func (p *Pipeline) decide(ctx context.Context, d detectors.Decision) {
+// decide takes d, unless it is one of the decisions of a line read again
+// at start that were taken before (see Warm); false then.
+func (p *Pipeline) decide(ctx context.Context, d detectors.Decision) bool {
+	if lf := lineInFlightOf(ctx); lf != nil {
+		lf.decided++
+		if lf.decided <= lf.skip {
+			p.warm.decisions.Add(1)
+			return false
+		}
+	}
 	var (
 		b      ban.Ban
 		banned bool
@@ -134,6 +144,7 @@ func (p *Pipeline) decide(ctx context.Context, d detectors.Decision) {
 	if h := p.hook.Load(); h != nil {
 		(*h)(d, b, banned, err)
 	}
+	return true
 }
 
 // Stats is a snapshot of the pipeline's counters.
@@ -148,6 +159,7 @@ type Stats struct {
 	Bans         map[string]uint64 `json:"bans"`      // decisions that banned or extended a ban, by detector
 	DecideErrors uint64            `json:"decide_errors"`
 	Clients      int               `json:"tracked_clients"`
+	Warm         WarmStats         `json:"warm"` // read again at start, not counted above
 }
 
 // Skipped is every line that produced no event.
@@ -159,6 +171,8 @@ func (p *Pipeline) Stats() Stats {
 		Lines: p.lines.Load(), TooLong: p.tooLong.Load(), NotPostfix: p.notPostfix.Load(),
 		Unrecognized: p.unrecognized.Load(), Events: p.events.Load(), DecideErrors: p.decideErrs.Load(),
 		Kinds: map[string]uint64{}, Decisions: map[string]uint64{}, Bans: map[string]uint64{},
+		Warm: WarmStats{Lines: p.warm.lines.Load(), Decisions: p.warm.decisions.Load(),
+			Resumed: p.warm.resumed.Load(), Millis: p.warm.millis.Load()},
 	}
 	for _, k := range event.Kinds() {
 		if n := p.kinds[int(k)&63].Load(); n > 0 {

@@ -48,11 +48,14 @@ func (c *BoltCheckpoints) LoadPosition(path string) (Position, bool, error) {
 
 // SavePosition implements Checkpointer.
 func (c *BoltCheckpoints) SavePosition(path string, pos Position) error {
+	return c.db.Update(func(tx *bolt.Tx) error { return c.saveTx(tx, path, pos) })
+}
+
+// saveTx saves pos in tx, a write transaction on c's database.
+func (c *BoltCheckpoints) saveTx(tx *bolt.Tx, path string, pos Position) error {
 	v, err := json.Marshal(pos)
 	if err == nil {
-		err = c.db.Update(func(tx *bolt.Tx) error {
-			return tx.Bucket(positionsBucket).Put([]byte(path), v)
-		})
+		err = tx.Bucket(positionsBucket).Put([]byte(path), v)
 	}
 	if err != nil {
 		return fmt.Errorf("save position of %s to %s: %w", path, c.db.Path(), err)

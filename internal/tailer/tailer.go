@@ -58,7 +58,11 @@
 //     last complete line) unless Config.FromStart is set.
 //   - Checkpoints record the position just after the last line the consumer
 //     acknowledged (Follower.Ack), so a restart continues exactly after the
-//     last processed line.
+//     last processed line. Follower.AckWith saves a line's position in the
+//     consumer's own bbolt transaction, with what it stored for the line.
+//   - Follower.Lookback reads the lines before the checkpoints again, back
+//     as far as the consumer needs (through rotated and compressed files),
+//     for a consumer that rebuilds its state at start.
 //
 // Known limits: two rotations in a row faster than one recheck (250 ms) can
 // skip the middle file; a rotated file compressed before it was drained
@@ -83,6 +87,7 @@ import (
 	"time"
 
 	"github.com/nxadm/tail/ratelimiter"
+	bolt "go.etcd.io/bbolt"
 )
 
 // Defaults for Config.
@@ -106,6 +111,10 @@ type Position struct {
 	Offset int64  `json:"offset"` // next byte to read
 	Size   int64  `json:"size"`   // file size when last looked at
 	Head   []byte `json:"head,omitempty"`
+	// Partial is the consumer's: when not 0, the line that ends here had
+	// only this many of its effects saved with the position (AckWith),
+	// and the rest were not yet; 0: the line was processed in full.
+	Partial int `json:"partial,omitempty"`
 }
 
 // Line is one complete line, without its "\n".
@@ -175,6 +184,9 @@ type Follower struct {
 
 	mu   sync.Mutex // guards acks
 	acks map[string]*ackState
+	// saveMu is held while positions are saved, so that a checkpoint
+	// cannot write an older position over one AckWith saved.
+	saveMu sync.Mutex
 }
 
 type ackState struct {
@@ -297,6 +309,35 @@ func (f *Follower) Ack(l Line) {
 	f.mu.Unlock()
 }
 
+// AckWith acknowledges l and saves its position at once, in the bbolt
+// transaction that commit runs: commit calls save inside its own write
+// transaction on the checkpoint database (which must be BoltCheckpoints').
+// A consumer stores an effect of l and l's position together with it, so
+// that after a crash l is neither processed again nor lost; l.Pos.Partial
+// says how much of l that was. When commit fails nothing is acknowledged.
+func (f *Follower) AckWith(l Line, commit func(save func(*bolt.Tx) error) error) error {
+	bc, ok := f.cp.(*BoltCheckpoints)
+	if !ok {
+		return errors.New("tailer: AckWith needs bbolt checkpoints")
+	}
+	f.saveMu.Lock()
+	defer f.saveMu.Unlock()
+	if err := commit(func(tx *bolt.Tx) error { return bc.saveTx(tx, l.Path, l.Pos) }); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	if a := f.acks[l.Path]; a != nil {
+		a.pos, a.have, a.dirty = l.Pos, true, false
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// samePosition tells whether a and b are the same acknowledged place.
+func samePosition(a, b Position) bool {
+	return a.Offset == b.Offset && a.Inode == b.Inode && a.Dev == b.Dev && a.Partial == b.Partial
+}
+
 // setStart records the position a follower starts from when there was no
 // checkpoint (reading from the end), so that a restart does not skip lines
 // that arrived in between.
@@ -315,6 +356,8 @@ func (f *Follower) Checkpoint() error {
 	if f.cp == nil {
 		return nil
 	}
+	f.saveMu.Lock()
+	defer f.saveMu.Unlock()
 	type item struct {
 		path string
 		pos  Position
@@ -334,7 +377,7 @@ func (f *Follower) Checkpoint() error {
 			continue
 		}
 		f.mu.Lock()
-		if a := f.acks[it.path]; a.pos.Offset == it.pos.Offset && a.pos.Inode == it.pos.Inode && a.pos.Dev == it.pos.Dev {
+		if a := f.acks[it.path]; samePosition(a.pos, it.pos) {
 			a.dirty = false
 		}
 		f.mu.Unlock()

@@ -1,0 +1,36 @@
+package detectors
+
+import (
+	"testing"
+	"time"
+)
+
+func TestLongestWindow(t *testing.T) {
+	tests := []struct {
+		name  string
+		tweak func(*Config)
+		want  time.Duration
+	}{
+		{"defaults", func(*Config) {}, time.Hour},
+		{"a longer enabled window", func(c *Config) { c.Dictionary.Window = Duration(3 * time.Hour) }, 3 * time.Hour},
+		{"a longer disabled window", func(c *Config) {
+			c.Dictionary.Window = Duration(3 * time.Hour)
+			c.Dictionary.Enabled = false
+		}, time.Hour},
+		{"prefix escalation", func(c *Config) {
+			c.PrefixEscalation.Enabled = true
+			c.PrefixEscalation.Window = Duration(24 * time.Hour)
+		}, 24 * time.Hour},
+	}
+	for _, tc := range tests {
+		cfg := DefaultConfig()
+		tc.tweak(&cfg)
+		e, err := New(cfg, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got := e.LongestWindow(); got != tc.want {
+			t.Errorf("%s: LongestWindow = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
