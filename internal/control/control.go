@@ -82,6 +82,9 @@ type Limits struct {
 	// MaxStreams is the number of Stream results written at once; other
 	// list requests wait for a turn while cheap requests go on. Default 2.
 	MaxStreams int
+	// StreamWait is how long a list waits for its turn before it gets
+	// "busy". Default 30s.
+	StreamWait time.Duration
 }
 
 func (l Limits) withDefaults() Limits {
@@ -93,6 +96,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.MaxStreams <= 0 {
 		l.MaxStreams = 2
+	}
+	if l.StreamWait <= 0 {
+		l.StreamWait = 30 * time.Second
 	}
 	return l
 }
@@ -200,13 +206,12 @@ func (s *Server) Serve(ctx context.Context) error {
 
 // idleTimeout closes a connection that sends nothing for this long;
 // writeTimeout closes one that does not read its answer; streamTimeout
-// bounds one whole stream, and streamWait the wait for a stream's turn,
-// so a client that reads slowly cannot hold a turn for hours.
+// bounds one whole stream, so a client that reads slowly cannot hold a
+// turn for hours.
 const (
 	idleTimeout   = time.Minute
 	writeTimeout  = 10 * time.Second
 	streamTimeout = 2 * time.Minute
-	streamWait    = 30 * time.Second
 )
 
 // maxRefusals bounds the refusals being written at once; past it a
@@ -289,7 +294,7 @@ func (s *Server) write(c net.Conn, w *bufio.Writer, resp Response) error {
 // connection mid-line: the client sees a broken reply, never a short list
 // that looks complete.
 func (s *Server) writeStream(ctx context.Context, c net.Conn, w *bufio.Writer, st Stream) error {
-	wait := time.NewTimer(streamWait)
+	wait := time.NewTimer(s.limits.StreamWait)
 	defer wait.Stop()
 	select {
 	case s.streams <- struct{}{}:

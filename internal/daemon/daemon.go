@@ -58,6 +58,9 @@ type Options struct {
 	Ready func(*Daemon)
 
 	noHostAddrs bool // tests: do not allowlist the host's own addresses
+	// controlLimits, when set, replace the control socket's default
+	// limits (tests).
+	controlLimits control.Limits
 }
 
 // ConfigError is a configuration the daemon cannot run with (the command
@@ -239,6 +242,7 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.ctl, err = control.Listen(cfg.ControlSocket, d.handle, d.log); err != nil {
 		return err
 	}
+	d.ctl.SetLimits(d.opts.controlLimits)
 	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
