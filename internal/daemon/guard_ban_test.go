@@ -23,7 +23,7 @@ func TestGuardBanEndsLiveSession(t *testing.T) {
 	cfg.Logs = nil // guard only
 	g := smtpguard.DefaultConfig()
 	g.Listen = "192.0.2.1:2525" // the namespace is ours: the port is free
-	g.Upstream = freeAddr(t)     // down: the session never gets that far
+	g.Upstream = freeAddr(t)    // down: the session never gets that far
 	g.GreetPause = 0
 	g.Hostname = "mx.test.example"
 	ctx, cancel := context.WithCancel(context.Background())
