@@ -26,6 +26,7 @@ import (
 func TestBadInput(t *testing.T) {
 	h := newHarness(t, func(c *Config) {
 		c.Limits.CommandTimeout = Duration(500 * time.Millisecond)
+		c.Limits.LineTimeout = Duration(500 * time.Millisecond)
 		c.Limits.DataTimeout = Duration(700 * time.Millisecond)
 		c.Limits.IdleTimeout = Duration(300 * time.Millisecond)
 		c.Limits.MaxMessageBytes = 1000
@@ -49,7 +50,7 @@ func TestBadInput(t *testing.T) {
 			for _, b := range []byte("EHLO slow.example.org\r\n") {
 				c.c.Write([]byte{b})
 				time.Sleep(100 * time.Millisecond)
-				if b == 'l' { // well past command_timeout by now
+				if b == 'l' { // well past line_timeout by now
 					break
 				}
 			}

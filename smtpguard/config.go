@@ -87,11 +87,12 @@ type Limits struct {
 	ConnectionRate          int      `yaml:"connection_rate"`            // new connections per address per connection_rate_window. Default: 60.
 	ConnectionRateWindow    Duration `yaml:"connection_rate_window"`     // Default: 1m.
 	SoftErrorLimit          int      `yaml:"soft_error_limit"`           // errors before replies are delayed. Default: 3.
-	HardErrorLimit          int      `yaml:"hard_error_limit"`           // errors before 421 and close. Default: 10.
+	HardErrorLimit          int      `yaml:"hard_error_limit"`           // errors before 421 and close. Default: 6.
 	ErrorSleep              Duration `yaml:"error_sleep"`                // delay per error beyond the soft limit (grows). Default: 1s.
 	MaxLineLength           int      `yaml:"max_line_length"`            // command line bytes incl. CRLF. Default: 2048.
 	MaxCommands             int      `yaml:"max_commands"`               // commands per session. Default: 1000.
-	CommandTimeout          Duration `yaml:"command_timeout"`            // to send one whole command line (slowloris bound). Default: 5m.
+	CommandTimeout          Duration `yaml:"command_timeout"`            // to start the next command (idle between commands). Default: 5m.
+	LineTimeout             Duration `yaml:"line_timeout"`               // to finish a command line once its first byte came (slowloris bound). Default: 10s.
 	DataTimeout             Duration `yaml:"data_timeout"`               // to send one whole message after 354. Default: 10m.
 	IdleTimeout             Duration `yaml:"idle_timeout"`               // between two reads inside DATA. Default: 5m.
 	WriteTimeout            Duration `yaml:"write_timeout"`              // Default: 5m.
@@ -99,6 +100,14 @@ type Limits struct {
 	MaxRecipients           int      `yaml:"max_recipients"`             // per message. Default: 1000.
 	UpstreamTimeout         Duration `yaml:"upstream_timeout"`           // connect and each upstream reply. Default: 60s.
 	UpstreamDataTimeout     Duration `yaml:"upstream_data_timeout"`      // final reply after the message. Default: 10m.
+	// StressThreshold: the guard is under stress while more connections
+	// than this share of max_connections are open (like Postfix's stress
+	// feature), until they fall to 90% of that level. Under stress
+	// command_timeout and idle_timeout drop to stress_timeout, and
+	// greet_pause and error_sleep to a quarter. 0 = never; also never
+	// without max_connections. Default: 0.8.
+	StressThreshold float64  `yaml:"stress_threshold"`
+	StressTimeout   Duration `yaml:"stress_timeout"` // command_timeout and idle_timeout under stress. Default: 10s.
 }
 
 // DNSBLConfig configures the connect-time DNS blocklist lookups.
@@ -214,12 +223,14 @@ func DefaultConfig() Config {
 		Limits: Limits{
 			MaxConnections: 2000, MaxConnectionsPerClient: 20,
 			ConnectionRate: 60, ConnectionRateWindow: Duration(time.Minute),
-			SoftErrorLimit: 3, HardErrorLimit: 10, ErrorSleep: Duration(time.Second),
+			SoftErrorLimit: 3, HardErrorLimit: 6, ErrorSleep: Duration(time.Second),
 			MaxLineLength: 2048, MaxCommands: 1000,
-			CommandTimeout: Duration(5 * time.Minute), DataTimeout: Duration(10 * time.Minute),
+			CommandTimeout: Duration(5 * time.Minute), LineTimeout: Duration(10 * time.Second),
+			DataTimeout: Duration(10 * time.Minute),
 			IdleTimeout: Duration(5 * time.Minute), WriteTimeout: Duration(5 * time.Minute),
 			MaxMessageBytes: 10240000, MaxRecipients: 1000,
 			UpstreamTimeout: Duration(time.Minute), UpstreamDataTimeout: Duration(10 * time.Minute),
+			StressThreshold: 0.8, StressTimeout: Duration(10 * time.Second),
 		},
 		DNSBL: DNSBLConfig{Threshold: 3, Timeout: Duration(2 * time.Second), CacheTTL: Duration(5 * time.Minute)},
 		Greylist: GreylistConfig{
@@ -358,13 +369,20 @@ func (c *Config) Validate() error {
 		key string
 		v   Duration
 	}{
-		{"command_timeout", l.CommandTimeout}, {"data_timeout", l.DataTimeout}, {"idle_timeout", l.IdleTimeout},
+		{"command_timeout", l.CommandTimeout}, {"line_timeout", l.LineTimeout},
+		{"data_timeout", l.DataTimeout}, {"idle_timeout", l.IdleTimeout},
 		{"write_timeout", l.WriteTimeout}, {"upstream_timeout", l.UpstreamTimeout},
 		{"upstream_data_timeout", l.UpstreamDataTimeout},
 	} {
 		if d.v <= 0 {
 			bad("limits."+d.key, "must be > 0, got %s", d.v)
 		}
+	}
+	if !(l.StressThreshold >= 0 && l.StressThreshold <= 1) { // NaN too
+		bad("limits.stress_threshold", "want 0 (off) to 1, got %v", l.StressThreshold)
+	}
+	if l.StressThreshold > 0 && l.StressTimeout <= 0 {
+		bad("limits.stress_timeout", "must be > 0 when stress_threshold is set, got %s", l.StressTimeout)
 	}
 	if l.ErrorSleep < 0 {
 		bad("limits.error_sleep", "must be ≥ 0")

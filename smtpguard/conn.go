@@ -10,13 +10,15 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mxguard/mxguard/internal/event"
 )
 
 // connState is what the guard knows about one client connection. It is
-// used by the session's goroutine only (after admit), so it needs no lock.
+// used by the session's goroutine only (after admit), so it needs no lock;
+// banReason and banKill are the exceptions (EndBanned sets them).
 type connState struct {
 	g           *Guard
 	id          uint64
@@ -38,6 +40,10 @@ type connState struct {
 	verdict  string
 	sess     *session
 	noCount  bool // the next error reply is not counted (greylisting)
+
+	banReason atomic.Pointer[string] // set once: the client was banned during the session
+	banKill   chan struct{}          // closed with banReason: cuts a tarpit sleep short
+	banEnded  bool                   // the 421 for the ban was sent or handed to go-smtp
 
 	// FCrDNS: the lookup started in admit, its result once waited for.
 	rdnsCh   chan rdnsResult
@@ -125,6 +131,9 @@ type guardConn struct {
 	r, w int
 	out  []byte // the current command line, partly handed over
 
+	lineStart time.Time // when the first byte of the line in in[r:w] came
+	lastFill  time.Time // when bytes last came
+
 	mode       int
 	dstate     int
 	dDeadline  time.Time
@@ -140,11 +149,23 @@ func newGuardConn(c net.Conn, cs *connState) *guardConn {
 	return &guardConn{c: c, raw: c, cs: cs, g: cs.g}
 }
 
-func (c *guardConn) LocalAddr() net.Addr                { return c.c.LocalAddr() }
-func (c *guardConn) RemoteAddr() net.Addr               { return c.c.RemoteAddr() }
-func (c *guardConn) SetDeadline(t time.Time) error      { return c.c.SetWriteDeadline(t) }
-func (c *guardConn) SetReadDeadline(time.Time) error    { return nil } // the filter owns read deadlines
-func (c *guardConn) SetWriteDeadline(t time.Time) error { return c.c.SetWriteDeadline(t) }
+func (c *guardConn) LocalAddr() net.Addr             { return c.c.LocalAddr() }
+func (c *guardConn) RemoteAddr() net.Addr            { return c.c.RemoteAddr() }
+func (c *guardConn) SetDeadline(t time.Time) error   { return c.SetWriteDeadline(t) }
+func (c *guardConn) SetReadDeadline(time.Time) error { return nil } // the filter owns read deadlines
+func (c *guardConn) SetWriteDeadline(t time.Time) error {
+	return c.c.SetWriteDeadline(c.writeDeadline(t))
+}
+
+// writeDeadline keeps go-smtp's write deadlines for a banned client short.
+func (c *guardConn) writeDeadline(t time.Time) time.Time {
+	if c.cs.banReason.Load() != nil {
+		if short := time.Now().Add(banWriteGrace); t.IsZero() || t.After(short) {
+			return short
+		}
+	}
+	return t
+}
 
 // TLSConnectionState reports the STARTTLS state (done by the filter,
 // below go-smtp).
@@ -159,7 +180,7 @@ func (c *guardConn) Close() error {
 	c.closeOnce.Do(func() {
 		c.closeError = c.c.Close()
 		c.g.mu.Lock()
-		delete(c.g.live, c)
+		c.g.untrack(c)
 		c.g.mu.Unlock()
 		cs := c.cs
 		if cs.sess != nil {
@@ -199,8 +220,11 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	}
 }
 
-// fill reads more client bytes into in[w:] with the given deadline.
-func (c *guardConn) fill(deadline time.Time) error {
+// fill reads more client bytes into in[w:] before deadline(). A ban or
+// a change of stress wakes a blocked read (wakePast); fill then returns
+// errBanned, or reads on until the deadline as it is now. deadline must
+// be anchored (start of the wait + timeout), not relative to now.
+func (c *guardConn) fill(deadline func() time.Time) error {
 	if c.in == nil {
 		c.in = make([]byte, max(4096, c.g.cfg.Limits.MaxLineLength+512))
 	}
@@ -210,27 +234,60 @@ func (c *guardConn) fill(deadline time.Time) error {
 		c.w = copy(c.in, c.in[c.r:c.w])
 		c.r = 0
 	}
-	c.c.SetReadDeadline(deadline)
-	n, err := c.c.Read(c.in[c.w:])
-	c.w += n
-	if n > 0 {
-		return nil
+	empty := c.r == c.w
+	for {
+		if c.cs.banReason.Load() != nil {
+			return errBanned
+		}
+		gen := c.g.stressGen.Load()
+		d := deadline()
+		c.c.SetReadDeadline(d)
+		// A wake-up between deadline() and here was overwritten: look again.
+		if c.cs.banReason.Load() != nil || c.g.stressGen.Load() != gen {
+			continue
+		}
+		n, err := c.c.Read(c.in[c.w:])
+		c.w += n
+		if n > 0 {
+			c.lastFill = time.Now()
+			if empty {
+				c.lineStart = c.lastFill
+			}
+			return nil
+		}
+		if err == nil {
+			err = io.ErrNoProgress
+		}
+		if c.cs.banReason.Load() != nil {
+			return errBanned
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline()) {
+			continue // woken, or stress ended: not timed out by the timeouts now in force
+		}
+		return err
 	}
-	if err == nil {
-		err = io.ErrNoProgress
-	}
-	return err
 }
 
-// readLine returns the next line (with its line end) within one
-// command_timeout, however slowly it trickles in.
+// readLine returns the next line (with its line end). Its first byte
+// must come within command_timeout, and the whole line within
+// line_timeout of its first byte, however slowly it trickles in.
 func (c *guardConn) readLine() ([]byte, error) {
-	deadline := time.Now().Add(c.g.cfg.Limits.CommandTimeout.D())
+	idleSince := time.Now()
 	max := c.g.cfg.Limits.MaxLineLength
+	deadline := func() time.Time {
+		if c.r < c.w { // the line has begun
+			return c.lineStart.Add(c.g.lineTimeout())
+		}
+		return idleSince.Add(c.g.commandTimeout())
+	}
 	for {
 		if i := bytes.IndexByte(c.in[c.r:c.w], '\n'); i >= 0 {
 			line := bytes.Clone(c.in[c.r : c.r+i+1])
 			c.r += i + 1
+			if c.r < c.w { // pipelined: the next line came with the last read at the latest
+				c.lineStart = c.lastFill
+			}
 			if len(line) > max {
 				return nil, errLineTooLong
 			}
@@ -249,7 +306,11 @@ func (c *guardConn) readLine() ([]byte, error) {
 func (c *guardConn) reply(s string) error {
 	code, _, _ := splitReply(s)
 	c.onReply(code)
-	c.c.SetWriteDeadline(time.Now().Add(c.g.cfg.Limits.WriteTimeout.D()))
+	c.c.SetWriteDeadline(c.writeDeadline(time.Now().Add(c.g.cfg.Limits.WriteTimeout.D())))
+	return c.writeReply(s)
+}
+
+func (c *guardConn) writeReply(s string) error {
 	_, err := io.WriteString(c.c, s+"\r\n")
 	return err
 }
@@ -271,13 +332,16 @@ func (c *guardConn) onReply(code int) {
 	cs.errors++
 	c.g.ctr.rejects.Add(1)
 	l := c.g.cfg.Limits
-	if l.SoftErrorLimit > 0 && cs.errors > l.SoftErrorLimit && l.ErrorSleep > 0 && code != 421 {
-		d := l.ErrorSleep.D() * time.Duration(cs.errors-l.SoftErrorLimit)
+	sleep := c.g.errorSleep()
+	if l.SoftErrorLimit > 0 && cs.errors > l.SoftErrorLimit && sleep > 0 && code != 421 {
+		d := sleep * time.Duration(cs.errors-l.SoftErrorLimit)
 		d = min(d, 30*time.Second)
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-c.g.done:
+			t.Stop()
+		case <-cs.banKill: // a banned client is dropped, not tarpitted
 			t.Stop()
 		}
 	}
@@ -307,6 +371,12 @@ var httpVerbs = map[string]bool{
 func (c *guardConn) nextCommand() ([]byte, error) {
 	cs, g := c.cs, c.g
 	l := g.cfg.Limits
+	if cs.banEnded {
+		return nil, io.EOF // the 421 went out with go-smtp's last reply
+	}
+	if why, banned := c.banned(); banned {
+		return nil, c.endBanned(why)
+	}
 	if l.HardErrorLimit > 0 && cs.errors >= l.HardErrorLimit {
 		g.ctr.tooManyErrors.Add(1)
 		g.emit(cs, event.Event{Kind: event.KindTooManyErrors, Stage: cs.stage, Abuse: true, Count: cs.errors,
@@ -417,12 +487,18 @@ func (c *guardConn) readError(err error) error {
 	cs, g := c.cs, c.g
 	var ne net.Error
 	switch {
+	case errors.Is(err, errBanned):
+		why, _ := c.banned()
+		return c.endBanned(why)
 	case errors.Is(err, errLineTooLong):
 		g.emit(cs, event.Event{Kind: event.KindCommandLimit, Stage: cs.stage, Abuse: true,
 			Detail: "COMMAND LENGTH LIMIT", Raw: fmt.Sprintf("COMMAND LENGTH LIMIT from [%s]:%d after %s", cs.ip, cs.port, cs.stage)})
 		return c.closeWith("500 5.5.0 Error: line too long", "command length limit")
 	case errors.As(err, &ne) && ne.Timeout():
 		g.ctr.timeouts.Add(1)
+		if c.r < c.w {
+			g.ctr.lineTimeouts.Add(1)
+		}
 		g.emit(cs, event.Event{Kind: event.KindTimeout, Stage: cs.stage, Abuse: !event.AfterData(cs.stage),
 			Raw: fmt.Sprintf("timeout after %s from unknown[%s]", cs.stage, cs.ip)})
 		return c.closeWith("421 4.4.2 "+g.cfg.Hostname+" Error: timeout exceeded", "timeout after "+cs.stage)
@@ -446,7 +522,7 @@ func (c *guardConn) startTLS() error {
 		return err
 	}
 	tc := tls.Server(c.c, c.g.tlsConfig)
-	tc.SetDeadline(time.Now().Add(c.g.cfg.Limits.CommandTimeout.D()))
+	tc.SetDeadline(time.Now().Add(c.g.commandTimeout()))
 	if err := tc.Handshake(); err != nil {
 		c.cs.verdict = "TLS handshake failed"
 		c.g.log.Debug("guard: TLS handshake", "ip", c.cs.ip.String(), "err", err)
@@ -462,13 +538,26 @@ func (c *guardConn) startTLS() error {
 // readData hands message bytes to go-smtp up to and including the end
 // marker, then returns to command mode.
 func (c *guardConn) readData(p []byte) (int, error) {
+	if c.cs.banReason.Load() != nil {
+		// Nothing more of the message: the session's Data aborts the
+		// upstream without the final dot and answers 421.
+		c.eof = true
+		return 0, errBanned
+	}
 	if c.r == c.w {
-		deadline := time.Now().Add(c.g.cfg.Limits.IdleTimeout.D())
-		if c.dDeadline.Before(deadline) {
-			deadline = c.dDeadline
+		idleSince := time.Now()
+		deadline := func() time.Time {
+			if d := idleSince.Add(c.g.idleTimeout()); d.Before(c.dDeadline) {
+				return d
+			}
+			return c.dDeadline
 		}
 		if err := c.fill(deadline); err != nil {
 			var ne net.Error
+			if errors.Is(err, errBanned) {
+				c.eof = true
+				return 0, err
+			}
 			if errors.As(err, &ne) && ne.Timeout() {
 				c.g.ctr.timeouts.Add(1)
 				c.cs.verdict = "timeout after DATA"

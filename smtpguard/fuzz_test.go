@@ -31,6 +31,7 @@ func FuzzGuardConn(f *testing.F) {
 	up := newFakeUpstream(f, false)
 	cfg := testConfig(up.addr())
 	cfg.Limits.CommandTimeout = Duration(300 * time.Millisecond)
+	cfg.Limits.LineTimeout = Duration(300 * time.Millisecond)
 	cfg.Limits.IdleTimeout = Duration(300 * time.Millisecond)
 	cfg.Limits.DataTimeout = Duration(600 * time.Millisecond)
 	cfg.Limits.WriteTimeout = Duration(2 * time.Second)

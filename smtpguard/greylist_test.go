@@ -210,7 +210,7 @@ func TestGreylistIsNotAbuse(t *testing.T) {
 	clk := newClock()
 	h := newGreyHarness(t, clk, nil)
 	var rcpts []string
-	for i := range 25 { // hard_error_limit is 10
+	for i := range 25 { // hard_error_limit is 6
 		rcpts = append(rcpts, fmt.Sprintf("user%d@example.com", i))
 		h.up.users[rcpts[i]] = true // before any connection to the upstream
 	}

@@ -23,6 +23,11 @@
 //     each RCPT is forwarded so that upstream answers (550 5.1.1 User
 //     unknown) reach the client unchanged and count as evidence.
 //
+// A client banned while its sessions run (EndBanned, which the daemon
+// subscribes to the ban manager) gets 421 and is dropped at once. Above
+// limits.stress_threshold of max_connections the guard is under stress
+// and shortens its timeouts (live.go).
+//
 // Every rejection and protocol failure becomes a event.Event for the
 // detectors, with Service "mxguard/guard".
 package smtpguard
@@ -54,7 +59,10 @@ const Service = "mxguard/guard"
 // concurrent use and should be quick.
 type EventSink func(event.Event)
 
-// Blocklist says whether a client is banned (the ban manager's list).
+// Blocklist says whether a client is banned (the ban manager's list). The
+// guard asks it at connect, after the greet pause and before each command;
+// a ban made meanwhile ends a waiting session at once only if the guard is
+// told of it (EndBanned).
 type Blocklist interface {
 	Banned(netip.Addr) (reason string, banned bool)
 }
@@ -94,11 +102,16 @@ type Stats struct {
 	UpstreamErrors uint64 // upstream unreachable or broken
 	Greylisted     uint64 // recipients deferred by greylisting
 	FCrDNS         uint64 // recipients refused for want of a confirmed client hostname
+	BannedSessions uint64 // live sessions ended because their client was banned
+	LineTimeouts   uint64 // of Timeouts: a command line not finished within line_timeout
+	Stress         bool   // under stress now (limits.stress_threshold)
+	StressEpisodes uint64 // times stress began
 }
 
 type counters struct {
 	accepted, admitted, blocked, dnsbl, connLimit, rateLimit, pregreet, pipelining,
-	nonSMTP, tooManyErrors, timeouts, rejects, messages, upstreamErrors, greylisted, fcrdns atomic.Uint64
+	nonSMTP, tooManyErrors, timeouts, rejects, messages, upstreamErrors, greylisted, fcrdns,
+	bannedSessions, lineTimeouts, stressEpisodes atomic.Uint64
 	active, inPause atomic.Int64
 }
 
@@ -127,12 +140,18 @@ type Guard struct {
 	perClient map[netip.Addr]int
 	total     int
 	listeners []net.Listener
-	raw       map[net.Conn]struct{}   // connections not yet handed to go-smtp
-	live      map[*guardConn]struct{} // connections in an SMTP session
+	raw       map[net.Conn]struct{}                  // connections not yet handed to go-smtp
+	live      map[*guardConn]struct{}                // connections in an SMTP session
+	byAddr    map[netip.Addr]map[*guardConn]struct{} // live by client address (EndBanned)
 	done      chan struct{}
 	closeOnce sync.Once
 	wg        sync.WaitGroup
 	nextID    atomic.Uint64
+
+	// stress mode (live.go): levels fixed at New, state changed under mu
+	stressEnter, stressLeave int
+	stress                   atomic.Bool
+	stressGen                atomic.Uint64 // bumped at each change: sessions recompute deadlines
 }
 
 // New validates cfg and builds a Guard.
@@ -144,7 +163,9 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 		cfg: cfg, log: deps.Logger, sink: deps.Sink, upLogged: deps.UpstreamLogged, blocklist: deps.Blocklist, resolver: deps.Resolver,
 		domains: map[string]bool{}, recipients: map[string]bool{}, heloDeny: map[string]bool{},
 		perClient: map[netip.Addr]int{}, raw: map[net.Conn]struct{}{}, live: map[*guardConn]struct{}{}, done: make(chan struct{}),
+		byAddr: map[netip.Addr]map[*guardConn]struct{}{},
 	}
+	g.stressEnter, g.stressLeave = stressLevels(cfg.Limits)
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
@@ -211,6 +232,8 @@ func (g *Guard) Stats() Stats {
 		Pipelining: c.pipelining.Load(), NonSMTP: c.nonSMTP.Load(), TooManyErrors: c.tooManyErrors.Load(),
 		Timeouts: c.timeouts.Load(), Rejects: c.rejects.Load(), Messages: c.messages.Load(),
 		UpstreamErrors: c.upstreamErrors.Load(), Greylisted: c.greylisted.Load(), FCrDNS: c.fcrdns.Load(),
+		BannedSessions: c.bannedSessions.Load(), LineTimeouts: c.lineTimeouts.Load(),
+		Stress: g.stressed(), StressEpisodes: c.stressEpisodes.Load(),
 	}
 }
 
@@ -377,7 +400,8 @@ func (g *Guard) allowed(a netip.Addr) bool {
 // greet pause. It either refuses c or hands it to go-smtp.
 func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 	ip, port := addrOf(raw.RemoteAddr())
-	cs := &connState{g: g, id: g.nextID.Add(1), ip: ip, port: port, local: raw.LocalAddr(), start: time.Now(), stage: "CONNECT"}
+	cs := &connState{g: g, id: g.nextID.Add(1), ip: ip, port: port, local: raw.LocalAddr(), start: time.Now(), stage: "CONNECT",
+		banKill: make(chan struct{})}
 	cs.allowlisted = g.allowed(ip)
 	g.ctr.active.Add(1)
 
@@ -386,6 +410,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 	g.total++
 	g.perClient[ip]++
 	nTotal, nClient := g.total, g.perClient[ip]
+	g.checkStress(g.total)
 	g.mu.Unlock()
 	handed := false
 	defer func() {
@@ -406,18 +431,27 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 		io.WriteString(raw, reply+"\r\n")
 	}
 
+	// blocked refuses a banned client.
+	blocked := func() bool {
+		if cs.allowlisted || g.blocklist == nil {
+			return false
+		}
+		why, banned := g.blocklist.Banned(ip)
+		if !banned {
+			return false
+		}
+		g.ctr.blocked.Add(1)
+		reply := "554 5.7.1 Service unavailable; Client host [" + ip.String() + "] blocked by mxguard"
+		refuse(reply)
+		cs.verdict = "blocked: " + why
+		// Not evidence: the client is already banned, and counting
+		// refused reconnects would feed the ban back into itself.
+		g.reject(cs, "CONNECT", reply, event.ReasonClientAccess, false)
+		return true
+	}
 	if !cs.allowlisted {
-		if g.blocklist != nil {
-			if why, banned := g.blocklist.Banned(ip); banned {
-				g.ctr.blocked.Add(1)
-				reply := "554 5.7.1 Service unavailable; Client host [" + ip.String() + "] blocked by mxguard"
-				refuse(reply)
-				cs.verdict = "blocked: " + why
-				// Not evidence: the client is already banned, and counting
-				// refused reconnects would feed the ban back into itself.
-				g.reject(cs, "CONNECT", reply, event.ReasonClientAccess, false)
-				return
-			}
+		if blocked() {
+			return
 		}
 		l := g.cfg.Limits
 		if l.MaxConnections > 0 && nTotal > l.MaxConnections || l.MaxConnectionsPerClient > 0 && nClient > l.MaxConnectionsPerClient {
@@ -438,7 +472,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 		}
 	}
 
-	pause := g.cfg.GreetPause.D()
+	pause := g.greetPause()
 	if cs.allowlisted {
 		pause = 0
 	}
@@ -498,6 +532,9 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 			cs.verdict = "hangup in greet pause"
 			return
 		}
+		if blocked() { // banned during the pause (by another session, a peer, by hand)
+			return
+		}
 	}
 	if dnsblCh != nil {
 		var r dnsblResult
@@ -520,7 +557,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 
 	gc := newGuardConn(raw, cs)
 	g.mu.Lock()
-	g.live[gc] = struct{}{}
+	g.track(gc)
 	g.mu.Unlock()
 	// counted before the hand-over: the session may end before this
 	// goroutine runs again
@@ -531,7 +568,7 @@ func (g *Guard) admit(raw net.Conn, admitted *chanListener) {
 	case <-g.done:
 		g.ctr.admitted.Add(^uint64(0))
 		g.mu.Lock()
-		delete(g.live, gc)
+		g.untrack(gc)
 		g.mu.Unlock()
 	}
 }
@@ -543,6 +580,7 @@ func (g *Guard) release(ip netip.Addr) {
 	if g.perClient[ip]--; g.perClient[ip] <= 0 {
 		delete(g.perClient, ip)
 	}
+	g.checkStress(g.total)
 	g.mu.Unlock()
 	g.ctr.active.Add(-1)
 }

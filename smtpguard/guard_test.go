@@ -297,7 +297,12 @@ func TestDictionaryAttackBans(t *testing.T) {
 	for i := range 5 {
 		c.cmd("RCPT TO:<user"+string(rune('a'+i))+"@example.com>", 550)
 	}
-	c.cmd("QUIT", 221)
+	// The block list is asked at each command: banned by its 5th
+	// unknown recipient, the client's session ends at its next command.
+	c.cmd("QUIT", 421)
+	if !c.closed() {
+		t.Error("banned client's session not closed")
+	}
 	why, banned := h.bl.Banned(mustAddr("127.0.0.1"))
 	if !banned || !strings.HasPrefix(why, "dictionary") {
 		t.Fatalf("not banned by the dictionary detector: %q %s", why, h.ev.summary())
@@ -309,7 +314,7 @@ func TestDictionaryAttackBans(t *testing.T) {
 	if !c2.closed() {
 		t.Error("banned client not closed")
 	}
-	if st := h.g.Stats(); st.Blocked != 1 {
+	if st := h.g.Stats(); st.Blocked != 1 || st.BannedSessions != 1 {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -181,10 +181,12 @@ func (f *fakeUpstream) serve(c net.Conn) {
 	}
 }
 
-// memBlocklist bans what the detectors decide.
+// memBlocklist bans what the detectors decide. With onBan set it tells
+// of each new ban, as ban.Manager.OnBan does.
 type memBlocklist struct {
-	mu   sync.Mutex
-	bans map[netip.Prefix]string
+	mu    sync.Mutex
+	bans  map[netip.Prefix]string
+	onBan func(netip.Prefix, string)
 }
 
 func (b *memBlocklist) Banned(a netip.Addr) (string, bool) {
@@ -199,12 +201,20 @@ func (b *memBlocklist) Banned(a netip.Addr) (string, bool) {
 }
 
 func (b *memBlocklist) ban(d detectors.Decision) {
+	b.banPrefix(d.Prefix, d.Detector+": "+d.Reason)
+}
+
+func (b *memBlocklist) banPrefix(p netip.Prefix, why string) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	if b.bans == nil {
 		b.bans = map[netip.Prefix]string{}
 	}
-	b.bans[d.Prefix] = d.Detector + ": " + d.Reason
+	b.bans[p] = why
+	notify := b.onBan
+	b.mu.Unlock()
+	if notify != nil {
+		notify(p, why)
+	}
 }
 
 // eventLog records events and feeds them to the real detectors engine.
@@ -325,6 +335,12 @@ func startGuard(t testing.TB, cfg Config, deps Deps, up *fakeUpstream, ev *event
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serveGuard(t, g, l, up, ev, bl)
+}
+
+// serveGuard serves g on l until the test ends.
+func serveGuard(t testing.TB, g *Guard, l net.Listener, up *fakeUpstream, ev *eventLog, bl *memBlocklist) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Serve(ctx, l) }()

@@ -18,31 +18,8 @@ import (
 // real Postfix (testdata/smtpguard/postfix-up.sh). It needs root, postfix
 // and swaks, and is skipped with -short.
 func TestPostfixE2E(t *testing.T) {
-	if testing.Short() {
-		t.Skip("e2e: skipped with -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("e2e: needs root")
-	}
-	for _, bin := range []string{"postfix", "swaks"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("e2e: %s not installed", bin)
-		}
-	}
-	script, _ := filepath.Abs("../testdata/smtpguard/postfix-up.sh")
-	down, _ := filepath.Abs("../testdata/smtpguard/postfix-down.sh")
-	dir := t.TempDir()
-	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-		os.Chmod(d, 0o755) // Postfix daemons run as postfix and must reach the queue
-	}
-	dir = filepath.Join(dir, "pf")
-	xport, pport := freePort(t), freePort(t)
-	out, err := exec.Command(script, dir, fmt.Sprint(xport), fmt.Sprint(pport)).CombinedOutput()
-	if err != nil {
-		t.Fatalf("postfix-up.sh: %v\n%s", err, out)
-	}
-	t.Cleanup(func() { exec.Command(down, dir).Run() })
-	maillog := filepath.Join(dir, "log", "mail.log")
+	pf := startPostfix(t, "swaks")
+	dir, xport, pport, maillog := pf.dir, pf.xport, pf.pport, pf.maillog
 
 	for _, tc := range []struct {
 		handoff string
@@ -72,6 +49,12 @@ func TestPostfixE2E(t *testing.T) {
 			waitFor(t, maillog, "client=unknown["+tc.src+"]")
 			waitForMail(t, filepath.Join(dir, "vmail/example.com/alice/new"), "Subject: "+subject)
 			ev.find(t, event.KindReceived, event.ReasonNone)
+			// A good client is nowhere near the error limits (soft 3, hard 6).
+			for _, e := range ev.all() {
+				if e.Client == mustAddr(tc.src) && (e.Kind == event.KindReject || e.Kind == event.KindTooManyErrors) {
+					t.Errorf("good client refused: %s", e.Raw)
+				}
+			}
 
 			// A pregreet bot is refused by the guard and never reaches Postfix.
 			bot := map[string]string{HandoffXCLIENT: "127.0.0.88", HandoffProxy: "127.0.0.89"}[tc.handoff]
@@ -84,8 +67,9 @@ func TestPostfixE2E(t *testing.T) {
 			ev.find(t, event.KindPregreet, event.ReasonNone)
 
 			// A harvester gets Postfix's own 550 5.1.1 answers through the
-			// guard, the detectors ban it, and its next connection stops at
-			// the guard.
+			// guard, the detectors ban it, its session ends at its next
+			// command (the block list is asked at each), and its next
+			// connection stops at the guard.
 			harv := "127.0.0.9" + map[string]string{HandoffXCLIENT: "1", HandoffProxy: "2"}[tc.handoff]
 			c = dialFrom(t, h.addr, harv)
 			c.expect(220)
@@ -97,7 +81,7 @@ func TestPostfixE2E(t *testing.T) {
 					t.Fatalf("upstream reply not relayed: %q", text)
 				}
 			}
-			c.cmd("QUIT", 221)
+			c.cmd("QUIT", 421)
 			if _, banned := bl.Banned(mustAddr(harv)); !banned {
 				t.Fatalf("harvester not banned: %s", ev.summary())
 			}
@@ -123,6 +107,44 @@ func TestPostfixE2E(t *testing.T) {
 			}
 		})
 	}
+}
+
+// postfixLab is a private Postfix started by testdata/smtpguard/postfix-up.sh.
+type postfixLab struct {
+	dir          string
+	xport, pport int    // its XCLIENT and PROXY listeners on 127.0.0.1
+	maillog      string // its log
+}
+
+// startPostfix starts a private Postfix for the test, or skips the test
+// (-short, not root, postfix or one of bins missing).
+func startPostfix(t *testing.T, bins ...string) postfixLab {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("e2e: skipped with -short")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("e2e: needs root")
+	}
+	for _, bin := range append([]string{"postfix"}, bins...) {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Skipf("e2e: %s not installed", bin)
+		}
+	}
+	script, _ := filepath.Abs("../testdata/smtpguard/postfix-up.sh")
+	down, _ := filepath.Abs("../testdata/smtpguard/postfix-down.sh")
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		os.Chmod(d, 0o755) // Postfix daemons run as postfix and must reach the queue
+	}
+	dir = filepath.Join(dir, "pf")
+	xport, pport := freePort(t), freePort(t)
+	out, err := exec.Command(script, dir, fmt.Sprint(xport), fmt.Sprint(pport)).CombinedOutput()
+	if err != nil {
+		t.Fatalf("postfix-up.sh: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(down, dir).Run() })
+	return postfixLab{dir: dir, xport: xport, pport: pport, maillog: filepath.Join(dir, "log", "mail.log")}
 }
 
 func freePort(t *testing.T) int {

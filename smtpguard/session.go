@@ -229,6 +229,9 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if e != nil {
 		return e
 	}
+	if why := s.cs.banReason.Load(); why != nil { // banned since the command was read
+		return smtpErr(g.bannedEnd(s.cs, *why))
+	}
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
 	// go-smtp hands over the address unquoted; Postfix must get it
@@ -422,6 +425,12 @@ func (s *session) Data(r io.Reader) error {
 	}
 	s.dataOpen = false
 	reply, readErr, err := s.up.sendMessage(r)
+	if errors.Is(readErr, errBanned) {
+		s.up.abort() // without the final dot: nothing of it is delivered
+		s.up = nil
+		s.upMail = false
+		return smtpErr(s.g.bannedEnd(s.cs, *s.cs.banReason.Load()))
+	}
 	if readErr != nil {
 		// The client broke off (timeout, size limit): drop the upstream
 		// without the final dot so nothing half is delivered.

@@ -56,6 +56,7 @@ type Manager struct {
 
 	mu       sync.Mutex // serialises decisions: history read → store write → index
 	perDet   map[string]*DetectorStats
+	subs     banSubscribers // OnBan
 	stopOnce sync.Once
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -330,6 +331,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		st.Extended++
 		b := m.banOf(rec)
 		m.index.set(b)
+		m.notifyBan(b)
 		m.logDecision("ban extended", "would extend ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 			"evidence", rec.Evidence, "offence", rec.Offence, "until", rec.Until)
 		if rec.Until.After(old.Until) { // let backends with timeouts follow
@@ -353,6 +355,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 	st.Bans++
 	b := m.banOf(rec)
 	m.index.set(b)
+	m.notifyBan(b)
 	m.logDecision("ban", "would ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 		"evidence", rec.Evidence, "offence", offence, "until", rec.Until)
 	if rec.Until.After(now) { // a decision from an old log line may be over already

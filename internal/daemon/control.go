@@ -143,6 +143,10 @@ func (d *Daemon) metrics() metrics.Snapshot {
 			s.TailLagBytes[f.Path] = f.Lag
 		}
 	}
+	if d.guard != nil {
+		gs := d.guard.Stats()
+		s.Guard = &metrics.GuardSnapshot{BannedSessions: gs.BannedSessions, Stress: gs.Stress, StressEpisodes: gs.StressEpisodes}
+	}
 	if ms, err := d.mgr.Status(); err == nil {
 		s.ActiveBans = ms.ActiveBans + ms.DryRunBans
 		for _, a := range ms.Actions {

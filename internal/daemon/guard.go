@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/smtpguard"
 )
@@ -19,7 +20,7 @@ func (d *Daemon) buildGuard() error {
 		// Events arrive only once Serve runs, after start set runCtx.
 		Sink: func(ev event.Event) { d.pipe.HandleEvent(d.runCtx, ev) },
 		// The Manager's ban index: every ban, unban and expiry is seen
-		// at the client's next connection.
+		// at the client's next connection or command.
 		Blocklist: d.mgr,
 		// With logs tailed, Postfix's own reject lines (real client via
 		// XCLIENT) are the evidence for its refusals; the guard's copies
@@ -29,6 +30,9 @@ func (d *Daemon) buildGuard() error {
 	if err != nil {
 		return &ConfigError{err}
 	}
+	// A ban also ends the banned client's live sessions, whoever made
+	// it. The guard lives as long as the Manager: no unsubscribe.
+	d.mgr.OnBan(func(b ban.Ban) { g.EndBanned(b.Prefix, b.Reason) })
 	d.guard = g
 	return nil
 }

@@ -28,6 +28,14 @@ type Snapshot struct {
 	TailLagBytes   map[string]int64  // unread bytes, by configured log path
 	ActionFailures map[string]uint64 // failed action calls, by action
 	ActionPending  map[string]int    // queued action calls, by action
+	Guard          *GuardSnapshot    // nil when the inline guard does not run
+}
+
+// GuardSnapshot is the inline SMTP guard's part of a scrape.
+type GuardSnapshot struct {
+	BannedSessions uint64 // live sessions ended because their client was banned
+	Stress         bool   // under stress now
+	StressEpisodes uint64 // times stress began
 }
 
 var (
@@ -40,12 +48,15 @@ var (
 	dLag      = prometheus.NewDesc("mxguard_tail_lag_bytes", "Bytes written to a log and not yet read.", []string{"path"}, nil)
 	dFailures = prometheus.NewDesc("mxguard_action_failures_total", "Failed action calls, by action.", []string{"action"}, nil)
 	dPending  = prometheus.NewDesc("mxguard_action_pending", "Action calls queued or being retried, by action.", []string{"action"}, nil)
+	dGBanned  = prometheus.NewDesc("mxguard_guard_banned_sessions_total", "Live guard sessions ended because their client was banned.", nil, nil)
+	dGStress  = prometheus.NewDesc("mxguard_guard_stress", "1 while the guard is under stress (shorter timeouts).", nil, nil)
+	dGEpisode = prometheus.NewDesc("mxguard_guard_stress_episodes_total", "Times the guard came under stress.", nil, nil)
 )
 
 type collector struct{ snap func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending} {
+	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending, dGBanned, dGStress, dGEpisode} {
 		ch <- d
 	}
 }
@@ -74,6 +85,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for k, v := range s.ActionPending {
 		ch <- prometheus.MustNewConstMetric(dPending, prometheus.GaugeValue, float64(v), k)
+	}
+	if g := s.Guard; g != nil {
+		stress := 0.0
+		if g.Stress {
+			stress = 1
+		}
+		ch <- prometheus.MustNewConstMetric(dGBanned, prometheus.CounterValue, float64(g.BannedSessions))
+		ch <- prometheus.MustNewConstMetric(dGStress, prometheus.GaugeValue, stress)
+		ch <- prometheus.MustNewConstMetric(dGEpisode, prometheus.CounterValue, float64(g.StressEpisodes))
 	}
 }
 
