@@ -14,7 +14,7 @@ import (
 // set: [start, end), or only start when the range reaches the last
 // address (its end would wrap) or the set has no interval flag.
 type nftInterval struct {
-	start, end netip.Addr // end invalid: open to the top, or a single key
+	start, end netip.Addr    // end invalid: open to the top, or a single key
 	until      time.Time     // wanted: the ban's end (zero: none)
 	timeout    time.Duration // read from the kernel
 	expires    time.Duration // read from the kernel: time left

@@ -135,7 +135,7 @@ func TestNFTModelCoverage(t *testing.T) {
 	m.set(testPrefix("192.0.2.7/32"), now.Add(time.Hour))
 	m.set(testPrefix("192.0.2.9/32"), now.Add(time.Hour))
 	m.set(testPrefix("192.0.2.128/25"), now.Add(time.Hour))
-	m.set(testPrefix("192.0.2.130/32"), now.Add(time.Hour))    // inside the /25
+	m.set(testPrefix("192.0.2.130/32"), now.Add(time.Hour))     // inside the /25
 	m.set(testPrefix("198.51.100.0/24"), now.Add(-time.Second)) // over
 	m.set(testPrefix("198.51.100.1/32"), time.Time{})           // no end
 	cases := []struct {
