@@ -134,10 +134,23 @@ type NFTablesOptions struct {
 // and Cleanup leave elements without it (the administrator's) alone.
 const nftElemComment = "mxguard"
 
-// nftChunk is how many intervals go into one netlink transaction: the
-// whole batch is one sendmsg, which the socket's send buffer (about
-// 208 KiB by default) bounds; 1024 IPv6 intervals are about 100 KiB.
-const nftChunk = 1024
+// Netlink limits, which the library does not check: the element list of
+// one message is a single attribute whose length field has 16 bits (a
+// longer list is silently cut: the kernel sees only part of it), and a
+// transaction is one sendmsg bounded by the socket's send buffer (about
+// 208 KiB by default). nftIntervalBytes is an upper bound of one interval
+// (start with key, timeout and comment; end with key and flags).
+const (
+	nftMsgBytes   = 60 << 10
+	nftBatchBytes = 180 << 10
+)
+
+func nftIntervalBytes(is4 bool) int {
+	if is4 {
+		return 72 // 44 + 24, rounded up
+	}
+	return 96 // 56 + 36, rounded up
+}
 
 // nftRefreshSlack: a kernel timeout this close to the wanted one is not
 // renewed by Sync.
@@ -153,8 +166,8 @@ type NFTables struct {
 	now  func() time.Time
 	dry  io.Writer
 	dial func() (*nftables.Conn, error)
-	// chunk is the number of intervals per transaction (nftChunk; tests
-	// make it small).
+	// chunk, when set, caps the intervals per message and transaction
+	// below the netlink limits (tests make it small).
 	chunk int
 
 	mu     sync.Mutex
@@ -188,7 +201,7 @@ func NewNFTables(cfg NFTablesConfig, opts NFTablesOptions) (*NFTables, error) {
 		return nil, fmt.Errorf("nftables config: %w", err)
 	}
 	a := &NFTables{cfg: cfg, log: orDiscard(opts.Logger).With("action", "nftables"), now: opts.Now,
-		dry: opts.DryRun, dial: opts.Dial, chunk: nftChunk, model: newNFTModel()}
+		dry: opts.DryRun, dial: opts.Dial, model: newNFTModel()}
 	if a.now == nil {
 		a.now = time.Now
 	}
@@ -246,7 +259,7 @@ func probeNFT(conn *nftables.Conn, ports []int, priority int, reject bool) error
 	cfg := DefaultNFTablesConfig()
 	cfg.Table = fmt.Sprintf("mxguard_probe_%d", time.Now().UnixNano()%1e9)
 	cfg.Ports, cfg.Priority = ports, priority
-	p := &NFTables{cfg: cfg, log: orDiscard(nil), conn: conn, chunk: nftChunk}
+	p := &NFTables{cfg: cfg, log: orDiscard(nil), conn: conn}
 	p.table = &nftables.Table{Family: nftables.TableFamilyINet, Name: cfg.Table}
 	p.chain = &nftables.Chain{Name: "input", Table: p.table, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(nftables.ChainPriority(priority))}
@@ -631,19 +644,31 @@ func sortIntervals(ivs []nftInterval) {
 	slices.SortFunc(ivs, func(a, b nftInterval) int { return a.start.Compare(b.start) })
 }
 
+// limits returns how many intervals of f go into one message and into
+// one transaction.
+func (a *NFTables) limits(f *nftFamily) (perMsg, perBatch int) {
+	size := nftIntervalBytes(f.is4)
+	perMsg, perBatch = nftMsgBytes/size, nftBatchBytes/size
+	if a.chunk > 0 {
+		perMsg, perBatch = min(perMsg, a.chunk), min(perBatch, a.chunk)
+	}
+	return perMsg, perBatch
+}
+
 // sendChunksLocked sends deletions, then renewals (delete and add in the
 // same transaction, so the prefix is never unbanned), then additions,
-// each transaction at most a.chunk intervals.
+// in transactions and messages within the netlink limits.
 func (a *NFTables) sendChunksLocked(ctx context.Context, f *nftFamily, dels, refresh, adds []nftInterval) error {
+	_, perBatch := a.limits(f)
 	type step struct{ del, add []nftInterval }
 	var steps []step
-	for ivs := range slices.Chunk(dels, a.chunk) {
+	for ivs := range slices.Chunk(dels, perBatch) {
 		steps = append(steps, step{del: ivs})
 	}
-	for ivs := range slices.Chunk(refresh, max(1, a.chunk/2)) {
+	for ivs := range slices.Chunk(refresh, max(1, perBatch/2)) {
 		steps = append(steps, step{del: ivs, add: ivs})
 	}
-	for ivs := range slices.Chunk(adds, a.chunk) {
+	for ivs := range slices.Chunk(adds, perBatch) {
 		steps = append(steps, step{add: ivs})
 	}
 	for _, s := range steps {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -133,7 +134,6 @@ func (b *nftBatch) addElems(f *nftFamily, ivs []nftInterval, now time.Time) {
 	if len(ivs) == 0 {
 		return
 	}
-	elems := setElements(ivs, f.set.HasTimeout, now)
 	if b.text != nil {
 		for _, iv := range ivs {
 			to := ""
@@ -144,8 +144,11 @@ func (b *nftBatch) addElems(f *nftFamily, ivs []nftInterval, now time.Time) {
 		}
 		return
 	}
-	b.ops++
-	b.fail(b.a.conn.SetAddElements(f.set, elems))
+	perMsg, _ := b.a.limits(f)
+	for part := range slices.Chunk(ivs, perMsg) {
+		b.ops++
+		b.fail(b.a.conn.SetAddElements(f.set, setElements(part, f.set.HasTimeout, now)))
+	}
 }
 
 func (b *nftBatch) delElems(f *nftFamily, ivs []nftInterval) {
@@ -158,8 +161,11 @@ func (b *nftBatch) delElems(f *nftFamily, ivs []nftInterval) {
 		}
 		return
 	}
-	b.ops++
-	b.fail(b.a.conn.SetDeleteElements(f.set, delElements(ivs)))
+	perMsg, _ := b.a.limits(f)
+	for part := range slices.Chunk(ivs, perMsg) {
+		b.ops++
+		b.fail(b.a.conn.SetDeleteElements(f.set, delElements(part)))
+	}
 }
 
 // nftDuration renders a timeout as nft reads it.

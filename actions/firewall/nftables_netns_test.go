@@ -325,3 +325,21 @@ func TestNetnsNFTablesProbe(t *testing.T) {
 		t.Errorf("New with a set of the wrong type: %v", err)
 	}
 }
+
+// Sync with the default limits: several messages per transaction and
+// several transactions, and every element arrives (an element list over
+// 64 KiB in one message would be cut short by the kernel, silently).
+func TestNetnsNFTablesSyncLimits(t *testing.T) {
+	netnstest.Require(t, "nft")
+	ns := netnstest.New(t)
+	a := newNSNFT(t, ns, DefaultNFTablesConfig())
+	bans := append(benchBans(6000), benchBans6(6000)...)
+	if err := a.Sync(context.Background(), bans); err != nil {
+		t.Fatal(err)
+	}
+	for _, set := range []string{"banned_v4", "banned_v6"} {
+		if n := strings.Count(nft(t, ns, "list", "set", "inet", "mxguard", set), " expires "); n != 6000 {
+			t.Errorf("%s holds %d elements, want 6000", set, n)
+		}
+	}
+}
