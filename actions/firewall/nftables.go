@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
 	"github.com/mxguard/mxguard/actions/ban"
 	"golang.org/x/sys/unix"
 )
@@ -125,9 +126,10 @@ type NFTablesOptions struct {
 	// sent, rendered as an `nft -f -` script; nothing is sent.
 	DryRun io.Writer
 	Now    func() time.Time // nil: time.Now
-	// Dial opens the lasting netlink connection (nil: in the daemon's
-	// network namespace). Tests open it inside a namespace.
-	Dial func() (*nftables.Conn, error)
+	// Dial opens the netlink connection with the given options (nil:
+	// nftables.New, in the daemon's network namespace). Tests open it
+	// inside a namespace.
+	Dial func(opts ...nftables.ConnOption) (*nftables.Conn, error)
 }
 
 // nftElemComment marks the elements mxguard added: in set_only mode Sync
@@ -144,6 +146,33 @@ const (
 	nftMsgBytes   = 60 << 10
 	nftBatchBytes = 180 << 10
 )
+
+// nftTxBytes is the send buffer asked for (SO_SNDBUFFORCE; we have
+// CAP_NET_ADMIN anyway) so that Sync can replace a set's content in one
+// transaction: about 900,000 IPv4 or 680,000 IPv6 bans. The buffer is a
+// limit, not memory set aside.
+const (
+	nftTxBytes  = 64 << 20
+	nftAckBytes = 8 << 20 // receive buffer: one ack per message
+)
+
+// nftBigBuffers raises the socket buffers; where that is refused the
+// defaults stay and Sync falls back to several transactions.
+func nftBigBuffers(c *netlink.Conn) error {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, nftTxBytes) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, nftTxBytes)
+		}
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, nftAckBytes) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, nftAckBytes)
+		}
+	})
+	return nil
+}
 
 func nftIntervalBytes(is4 bool) int {
 	if is4 {
@@ -201,12 +230,16 @@ func NewNFTables(cfg NFTablesConfig, opts NFTablesOptions) (*NFTables, error) {
 		return nil, fmt.Errorf("nftables config: %w", err)
 	}
 	a := &NFTables{cfg: cfg, log: orDiscard(opts.Logger).With("action", "nftables"), now: opts.Now,
-		dry: opts.DryRun, dial: opts.Dial, model: newNFTModel()}
+		dry: opts.DryRun, model: newNFTModel()}
 	if a.now == nil {
 		a.now = time.Now
 	}
-	if a.dial == nil {
-		a.dial = func() (*nftables.Conn, error) { return nftables.New(nftables.AsLasting()) }
+	dial := opts.Dial
+	if dial == nil {
+		dial = nftables.New
+	}
+	a.dial = func() (*nftables.Conn, error) {
+		return dial(nftables.AsLasting(), nftables.WithSockOptions(nftBigBuffers))
 	}
 	fam := nftables.TableFamilyINet
 	if cfg.Family == "ip" {
@@ -466,10 +499,13 @@ func (a *NFTables) Revoke(ctx context.Context, p netip.Prefix) error {
 }
 
 // Sync implements ban.Action: it checks (and repairs) table, sets, chain
-// and rules, then reconciles each set with the active bans: stale
-// elements are deleted, missing ones added, timeouts that drifted by more
-// than nftRefreshSlack renewed, in transactions of at most nftChunk
-// intervals (deletions first, so a new prefix never overlaps a stale one).
+// and rules, then makes each set hold exactly the active bans with fresh
+// timeouts. Our own set is flushed and refilled in one transaction (the
+// set never lacks a ban, and nothing is read: the kernel's dump of an
+// interval set is quadratic, about 30 s for 100k elements). In set_only
+// mode the set is read and reconciled element by element, so that the
+// administrator's elements stay: stale ones deleted first, missing ones
+// added, drifted timeouts renewed.
 func (a *NFTables) Sync(ctx context.Context, active []ban.Ban) error {
 	now := a.now()
 	model := newNFTModel()
@@ -544,27 +580,44 @@ func (a *NFTables) syncLocked(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (a *NFTables) syncSetLocked(ctx context.Context, f *nftFamily, fresh bool) error {
-	now := a.now()
+// wantedLocked lists the elements the set of f must hold.
+func (a *NFTables) wantedLocked(f *nftFamily, now time.Time) ([]nftInterval, error) {
 	m := a.model
-	wanted := map[nftKey]nftInterval{}
+	var out []nftInterval
 	for p, until := range m.bans {
 		if p.Addr().Is4() != f.is4 || !m.inKernel(p, now) {
 			continue
 		}
 		iv, err := f.wantedInterval(p, until)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		wanted[iv.key()] = iv
+		out = append(out, iv)
+	}
+	sortIntervals(out)
+	return out, nil
+}
+
+func (a *NFTables) syncSetLocked(ctx context.Context, f *nftFamily, fresh bool) error {
+	if !a.cfg.SetOnly {
+		return a.replaceSetLocked(ctx, f, fresh)
 	}
 	var have []nftInterval
-	if !fresh && a.conn != nil {
+	if a.conn != nil {
 		elems, err := a.conn.GetSetElements(f.set)
 		if err != nil {
 			return fmt.Errorf("list elements: %w", err)
 		}
 		have = kernelIntervals(elems, f.set.Interval, f.is4)
+	}
+	now := a.now() // after the dump: the kernel's expiries are as of now
+	list, err := a.wantedLocked(f, now)
+	if err != nil {
+		return err
+	}
+	wanted := make(map[nftKey]nftInterval, len(list))
+	for _, iv := range list {
+		wanted[iv.key()] = iv
 	}
 	var dels, refresh, adds, foreign []nftInterval
 	for _, h := range have {
@@ -593,6 +646,38 @@ func (a *NFTables) syncSetLocked(ctx context.Context, f *nftFamily, fresh bool) 
 	}
 	a.log.Info("sync", "set", f.set.Name, "elements", len(have)-len(dels)+len(adds), "added", len(adds),
 		"deleted", len(dels), "refreshed", len(refresh))
+	return nil
+}
+
+// replaceSetLocked makes our own set hold exactly the wanted elements:
+// flush and refill in one transaction. If the kernel refuses a
+// transaction that large (no bigger send buffer), it is flushed and
+// refilled in several, and bans are briefly not enforced.
+func (a *NFTables) replaceSetLocked(ctx context.Context, f *nftFamily, fresh bool) error {
+	now := a.now()
+	want, err := a.wantedLocked(f, now)
+	if err != nil {
+		return err
+	}
+	b := a.batch()
+	if !fresh {
+		b.flushSet(f)
+	}
+	b.addElems(f, want, now)
+	err = b.run()
+	if errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) {
+		a.log.Warn("transaction too large for the socket; refilling the set in parts", "set", f.set.Name,
+			"elements", len(want), "err", err)
+		b = a.batch()
+		b.flushSet(f)
+		if err = b.run(); err == nil {
+			err = a.sendChunksLocked(ctx, f, nil, nil, want)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	a.log.Info("sync", "set", f.set.Name, "elements", len(want))
 	return nil
 }
 

@@ -130,6 +130,13 @@ func (b *nftBatch) delChain(c *nftables.Chain) {
 	}
 }
 
+func (b *nftBatch) flushSet(f *nftFamily) {
+	b.line("flush set %s %s", tableRef(f.set.Table), f.set.Name)
+	if b.text == nil {
+		b.a.conn.FlushSet(f.set)
+	}
+}
+
 func (b *nftBatch) addElems(f *nftFamily, ivs []nftInterval, now time.Time) {
 	if len(ivs) == 0 {
 		return

@@ -28,7 +28,8 @@ func benchBans6(n int) []ban.Ban {
 
 // BenchmarkNFTablesSync100k: Sync of 100k bans (one family) when the
 // table does not exist, when the set was flushed by hand
-// (`nft flush set`), and when all are in place already (a restart).
+// (`nft flush set`), and when all are in place already (a restart). The
+// content is replaced in one transaction in every case.
 func BenchmarkNFTablesSync100k(b *testing.B) {
 	netnstest.Require(b, "nft")
 	ctx := context.Background()
@@ -60,12 +61,10 @@ func BenchmarkNFTablesSync100k(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				b.StopTimer()
 				b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/sync")
-				elems, err := a.conn.GetSetElements(a.fams[map[string]int{"v4": 0, "v6": 1}[fam]].set)
-				if err != nil || len(elems) != 2*len(bans) {
-					b.Fatalf("set holds %d elements (%v), want %d", len(elems), err, 2*len(bans))
-				}
+				// No check of the content here: the kernel's dump of an interval
+				// set is quadratic (about 30 s at 100k); TestNetnsNFTablesSyncLimits
+				// checks every element of 6000 per family.
 			})
 		}
 	}

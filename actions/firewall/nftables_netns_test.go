@@ -1,7 +1,9 @@
 package firewall
 
 import (
+	"bytes"
 	"context"
+	"log/slog"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -15,11 +17,11 @@ import (
 
 // nsDial opens lasting netlink connections inside ns (the socket stays
 // in the namespace it was made in).
-func nsDial(ns string) func() (*nftables.Conn, error) {
-	return func() (*nftables.Conn, error) {
+func nsDial(ns string) func(opts ...nftables.ConnOption) (*nftables.Conn, error) {
+	return func(opts ...nftables.ConnOption) (*nftables.Conn, error) {
 		var c *nftables.Conn
 		err := netnstest.Do(ns, func() (err error) {
-			c, err = nftables.New(nftables.AsLasting())
+			c, err = nftables.New(opts...)
 			return err
 		})
 		return c, err
@@ -326,20 +328,40 @@ func TestNetnsNFTablesProbe(t *testing.T) {
 	}
 }
 
-// Sync with the default limits: several messages per transaction and
-// several transactions, and every element arrives (an element list over
-// 64 KiB in one message would be cut short by the kernel, silently).
+// Sync with the default limits: several messages in one transaction, and
+// every element arrives (an element list over 64 KiB in one message would
+// be cut short by the kernel, silently). Without the larger send buffer
+// the transaction is refused and the set is refilled in parts.
 func TestNetnsNFTablesSyncLimits(t *testing.T) {
 	netnstest.Require(t, "nft")
-	ns := netnstest.New(t)
-	a := newNSNFT(t, ns, DefaultNFTablesConfig())
-	bans := append(benchBans(6000), benchBans6(6000)...)
-	if err := a.Sync(context.Background(), bans); err != nil {
-		t.Fatal(err)
-	}
-	for _, set := range []string{"banned_v4", "banned_v6"} {
-		if n := strings.Count(nft(t, ns, "list", "set", "inet", "mxguard", set), " expires "); n != 6000 {
-			t.Errorf("%s holds %d elements, want 6000", set, n)
-		}
+	for _, big := range []bool{true, false} {
+		t.Run(map[bool]string{true: "one transaction", false: "default socket buffers"}[big], func(t *testing.T) {
+			ns := netnstest.New(t)
+			dial := nsDial(ns)
+			if !big {
+				plain := dial
+				dial = func(...nftables.ConnOption) (*nftables.Conn, error) { return plain(nftables.AsLasting()) }
+			}
+			var logs bytes.Buffer
+			a, err := NewNFTables(DefaultNFTablesConfig(), NFTablesOptions{Dial: dial, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.Close()
+			bans := append(benchBans(6000), benchBans6(6000)...)
+			for range 2 { // into a new set, then replacing the content
+				if err := a.Sync(context.Background(), bans); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, set := range []string{"banned_v4", "banned_v6"} {
+				if n := strings.Count(nft(t, ns, "list", "set", "inet", "mxguard", set), " expires "); n != 6000 {
+					t.Errorf("%s holds %d elements, want 6000", set, n)
+				}
+			}
+			if parts := strings.Contains(logs.String(), "refilling the set in parts"); parts == big {
+				t.Errorf("refilled in parts: %v, want %v\n%s", parts, !big, logs.String())
+			}
+		})
 	}
 }

@@ -202,9 +202,11 @@ add rule inet mxguard input ip saddr @banned_v4 tcp dport { 25, 465, 587 } count
 add rule inet mxguard input ip6 saddr @banned_v6 tcp dport { 25, 465, 587 } counter drop comment "mxguard: ip6 saddr @banned_v6 tcp dport { 25, 465, 587 } counter drop"
 EOF
 nft -f - <<'EOF'
+flush set inet mxguard banned_v4
 add element inet mxguard banned_v4 { 192.0.2.7 timeout 3600s comment "mxguard" }
 EOF
 nft -f - <<'EOF'
+flush set inet mxguard banned_v6
 add element inet mxguard banned_v6 { 2001:db8:5::/48 timeout 90s comment "mxguard" }
 EOF
 `},
@@ -216,6 +218,9 @@ add set inet mxguard banned_v4 { type ipv4_addr; flags interval, timeout; }
 add chain inet mxguard input { type filter hook input priority 5; policy accept; }
 flush chain inet mxguard input
 add rule inet mxguard input ip saddr @banned_v4 meta l4proto tcp counter reject with tcp reset comment "mxguard: ip saddr @banned_v4 meta l4proto tcp counter reject with tcp reset"
+EOF
+nft -f - <<'EOF'
+flush set inet mxguard banned_v4
 EOF
 `},
 		{"prefix replaces the bans inside it, unban brings them back", func(c *NFTablesConfig) { c.IPv6 = false }, func(a *NFTables) error {
