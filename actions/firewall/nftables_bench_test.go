@@ -119,4 +119,3 @@ func BenchmarkNFTablesConnect200(b *testing.B) {
 		})
 	}
 }
-
