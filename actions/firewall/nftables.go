@@ -535,6 +535,9 @@ func (a *NFTables) Sync(ctx context.Context, active []ban.Ban) error {
 	defer a.mu.Unlock()
 	a.model = model
 	a.ready = false // check the structure on every Sync: this is the repair path
+	if err := a.openLocked(); err != nil {
+		return errors.Join(append(errs, err)...)
+	}
 	if err := a.syncLocked(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("nftables: sync: %w", err))
 	}
@@ -770,8 +773,26 @@ func (a *NFTables) sendChunksLocked(ctx context.Context, f *nftFamily, dels, ref
 	return nil
 }
 
-// ensureLocked checks the structure once after start or a failure.
+// openLocked opens the netlink connection again after Close (the daemon
+// runs Cleanup after closing the actions).
+func (a *NFTables) openLocked() error {
+	if a.conn != nil || a.dry != nil {
+		return nil
+	}
+	conn, err := a.dial()
+	if err != nil {
+		return fmt.Errorf("nftables: netlink: %w", err)
+	}
+	a.conn, a.ready = conn, false
+	return nil
+}
+
+// ensureLocked opens the connection if closed and checks the structure
+// once after start or a failure.
 func (a *NFTables) ensureLocked() error {
+	if err := a.openLocked(); err != nil {
+		return err
+	}
 	if a.ready {
 		return nil
 	}
@@ -954,9 +975,9 @@ func (a *NFTables) loadAdminSetsLocked() error {
 	return nil
 }
 
-// Close implements ban.Action: it closes the netlink connection. Table,
-// sets and elements stay: the kernel keeps enforcing the bans (and lets
-// them expire) while mxguard is down.
+// Close implements ban.Action: it closes the netlink connection (a later
+// call opens a new one). Table, sets and elements stay: the kernel keeps
+// enforcing the bans (and lets them expire) while mxguard is down.
 func (a *NFTables) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -974,6 +995,9 @@ func (a *NFTables) Cleanup(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.ready = false
+	if err := a.openLocked(); err != nil {
+		return fmt.Errorf("nftables: cleanup: %w", err)
+	}
 	if a.cfg.SetOnly {
 		return a.cleanupElementsLocked(ctx)
 	}
