@@ -69,6 +69,7 @@ type Config struct {
 type Actions struct {
 	IPTables      firewall.IPTablesConfig `yaml:"iptables"`
 	IPSet         firewall.IPSetConfig    `yaml:"ipset"`
+	NFTables      firewall.NFTablesConfig `yaml:"nftables"`
 	PostfixAccess accessmap.Config        `yaml:"postfix_access"`
 }
 
@@ -113,6 +114,7 @@ func Default() *Config {
 		Actions: Actions{
 			IPTables:      firewall.DefaultIPTablesConfig(),
 			IPSet:         firewall.DefaultIPSetConfig(),
+			NFTables:      firewall.DefaultNFTablesConfig(),
 			PostfixAccess: accessmap.DefaultConfig(),
 		},
 		Guard:     smtpguard.DefaultConfig(),
@@ -324,6 +326,7 @@ func (c *Config) Validate() error {
 	prefixed("detectors", c.Detectors.Validate())
 	prefixed("actions.iptables", c.Actions.IPTables.IPTablesChainConfig.Validate())
 	prefixed("actions.ipset", c.Actions.IPSet.Validate())
+	prefixed("actions.nftables", c.Actions.NFTables.Validate())
 	prefixed("actions.postfix_access", c.Actions.PostfixAccess.Validate())
 	if c.Actions.IPTables.Enabled && c.Actions.IPSet.Enabled && c.Actions.IPTables.Chain == c.Actions.IPSet.Chain {
 		add("actions.ipset.chain: %q is also actions.iptables.chain: give each action its own chain (or enable one of them)", c.Actions.IPSet.Chain)

@@ -56,6 +56,8 @@ func TestLoadErrors(t *testing.T) {
 		{"chain clash", "actions:\n  iptables: {enabled: true}\n  ipset: {enabled: true}\n", []string{`actions.ipset.chain: "MXGUARD" is also actions.iptables.chain`}},
 		{"action values", "actions:\n  postfix_access: {path: relative, type: btree}\n  iptables: {target: ACCEPT}\n",
 			[]string{`actions.postfix_access.path "relative"`, `actions.postfix_access.type "btree"`, `actions.iptables.target "ACCEPT"`}},
+		{"nftables values", "actions:\n  nftables: {target: ACCEPT, family: ip, ports: [25, 25]}\n",
+			[]string{`actions.nftables.target "ACCEPT"`, `actions.nftables.family "ip"`, `actions.nftables.ports: 25 listed twice`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

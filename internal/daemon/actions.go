@@ -13,8 +13,8 @@ import (
 
 // buildActions creates the enabled firewall and map actions, and lists
 // those that can remove their firewall rules at shutdown. In dry-run they
-// are printers: each would-be ban shows the exact iptables, ipset and
-// postmap commands and map lines on out, and nothing runs.
+// are printers: each would-be ban shows the exact iptables, ipset, nft
+// and postmap commands and map lines on out, and nothing runs.
 func buildActions(cfg *config.Config, log *slog.Logger, out io.Writer) ([]ban.Action, []cleaner, error) {
 	var dry io.Writer
 	if cfg.DryRun {
@@ -40,6 +40,14 @@ func buildActions(cfg *config.Config, log *slog.Logger, out io.Writer) ([]ban.Ac
 		a, err := firewall.NewIPSet(c, firewall.IPSetOptions{Logger: log, DryRun: dry})
 		if err != nil {
 			return fail("actions.ipset", err)
+		}
+		acts = append(acts, a)
+		cleaners = append(cleaners, a)
+	}
+	if c := cfg.Actions.NFTables; c.Enabled {
+		a, err := firewall.NewNFTables(c, firewall.NFTablesOptions{Logger: log, DryRun: dry})
+		if err != nil {
+			return fail("actions.nftables", err)
 		}
 		acts = append(acts, a)
 		cleaners = append(cleaners, a)
