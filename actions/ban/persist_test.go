@@ -1,0 +1,261 @@
+package ban
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/actions/store"
+)
+
+// fullStore is a memory store whose writes fail while full is set, as the
+// bbolt store's do on a full state_dir.
+type fullStore struct {
+	*store.Memory
+
+	mu     sync.Mutex
+	full   bool
+	puts   int // writes attempted
+	failed int // of which refused
+}
+
+var errFull = fmt.Errorf("store /var/lib/mxguard/mxguard.db: put: write: %w", syscall.ENOSPC)
+
+func newFullStore() *fullStore { return &fullStore{Memory: store.NewMemory(), full: true} }
+
+func (s *fullStore) setFull(full bool) {
+	s.mu.Lock()
+	s.full = full
+	s.mu.Unlock()
+}
+
+func (s *fullStore) refuse() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.puts++
+	if s.full {
+		s.failed++
+	}
+	return s.full
+}
+
+func (s *fullStore) Put(r store.Record) error {
+	if s.refuse() {
+		return errFull
+	}
+	return s.Memory.Put(r)
+}
+
+func (s *fullStore) Delete(p netip.Prefix, now time.Time) (bool, error) {
+	if s.refuse() {
+		return false, errFull
+	}
+	return s.Memory.Delete(p, now)
+}
+
+func (s *fullStore) DeleteExpired(now time.Time) ([]store.Record, error) {
+	if s.refuse() {
+		return nil, errFull
+	}
+	return s.Memory.DeleteExpired(now)
+}
+
+type persistEnv struct {
+	m     *Manager
+	st    *fullStore
+	fake  *managerFake
+	clock *managerClock
+	logs  *managerSyncWriter
+}
+
+func persistNew(t *testing.T, st *fullStore, cfg ManagerConfig) *persistEnv {
+	t.Helper()
+	env := &persistEnv{st: st, fake: &managerFake{name: "fw"}, clock: &managerClock{t: t0},
+		logs: &managerSyncWriter{w: &bytes.Buffer{}}}
+	cfg.Now = env.clock.Now
+	cfg.AllowSources = []func() ([]netip.Prefix, error){}
+	if cfg.RetryBase == 0 {
+		cfg.RetryBase, cfg.RetryMax = 2*time.Millisecond, 10*time.Millisecond
+	}
+	m, err := NewManager(cfg, st, []Action{env.fake}, slog.New(slog.NewTextHandler(env.logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	env.m = m
+	return env
+}
+
+func (e *persistEnv) logText() string {
+	e.logs.mu.Lock()
+	defer e.logs.mu.Unlock()
+	return e.logs.w.String()
+}
+
+func ipN(i int) string { return fmt.Sprintf("198.51.%d.%d", 100+i/250, 1+i%250) }
+
+// A decision the store cannot take is applied at once, shows as banned,
+// and lands in the store when it takes writes again; repeated decisions
+// for one prefix are merged; the failure is logged once, not per decision.
+func TestManagerFullStoreKeepsDecisions(t *testing.T) {
+	st := newFullStore()
+	env := persistNew(t, st, ManagerConfig{})
+	ctx := context.Background()
+	const n = 200
+	for i := range n {
+		b, banned, err := env.m.Decide(ctx, managerDec(ipN(i), t0))
+		if err != nil || !banned {
+			t.Fatalf("decision %d with the store full: banned=%v err=%v, want it kept", i, banned, err)
+		}
+		if b.Offence != 1 {
+			t.Fatalf("offence = %d", b.Offence)
+		}
+	}
+	// A repeat for a queued prefix extends the queued ban.
+	again := managerDec(ipN(7), t0.Add(10*time.Minute))
+	if b, banned, err := env.m.Decide(ctx, again); err != nil || !banned || b.Evidence != 10 || b.Offence != 1 {
+		t.Fatalf("repeat: %+v banned=%v err=%v, want evidence 10 offence 1", b, banned, err)
+	}
+	env.m.Flush(ctx)
+	if applied, _, _ := env.fake.calls(); len(applied) != n+1 {
+		t.Errorf("firewall got %d applies while the store was full, want %d", len(applied), n+1)
+	}
+	for i := range n {
+		if _, ok := env.m.Banned(netip.MustParseAddr(ipN(i))); !ok {
+			t.Fatalf("%s not in the ban index", ipN(i))
+		}
+	}
+	if ex, err := env.m.Explain(netip.MustParsePrefix(ipN(7) + "/32")); err != nil || !ex.PersistPending ||
+		!ex.Banned || ex.Record == nil || ex.Record.Evidence != 10 {
+		t.Errorf("explain of a queued ban: %+v err=%v", ex, err)
+	}
+	ms, _ := env.m.Status()
+	if ms.Persist.Pending != n || ms.Persist.Failures == 0 || !strings.Contains(ms.Persist.LastError, "no space left") {
+		t.Errorf("persist status = %+v, want %d pending with the error", ms.Persist, n)
+	}
+	if ms.ActiveBans != n {
+		t.Errorf("active bans = %d, want %d", ms.ActiveBans, n)
+	}
+	if got := strings.Count(env.logText(), "level=ERROR"); got != 1 {
+		t.Errorf("%d error lines for %d failed writes, want 1:\n%s", got, st.failed, env.logText())
+	}
+
+	st.setFull(false)
+	managerWait(t, "the queue to drain", func() bool { ms, _ := env.m.Status(); return ms.Persist.Pending == 0 })
+	for i := range n {
+		r, ok, _ := st.Memory.Get(netip.MustParsePrefix(ipN(i) + "/32"))
+		if !ok || r.Offence != 1 {
+			t.Fatalf("%s not in the store after space came back", ipN(i))
+		}
+		if want := 5 + 5*min(1, boolInt(i == 7)); r.Evidence != want {
+			t.Errorf("%s evidence %d, want %d (merged)", ipN(i), r.Evidence, want)
+		}
+	}
+	if h, _, _ := st.History(netip.MustParsePrefix(ipN(7) + "/32")); h.Offences != 1 {
+		t.Errorf("history of the merged prefix: %d offences, want 1", h.Offences)
+	}
+	ms, _ = env.m.Status()
+	if ms.Persist.Persisted != n {
+		t.Errorf("persisted = %d, want %d", ms.Persist.Persisted, n)
+	}
+
+	// A restart over the same store keeps them.
+	env2 := persistNew(t, st, ManagerConfig{})
+	if bans, _ := env2.m.List(t0); len(bans) != n {
+		t.Errorf("after a restart %d bans, want %d", len(bans), n)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// When the queue is full the queued bans are kept and a decision for a new
+// prefix is refused as not recorded (counted), so that the caller can keep
+// its evidence; a decision for a queued prefix is still merged.
+func TestManagerPersistQueueBound(t *testing.T) {
+	env := persistNew(t, newFullStore(), ManagerConfig{PersistQueueMax: 3})
+	ctx := context.Background()
+	for i := range 3 {
+		if _, _, err := env.m.Decide(ctx, managerDec(ipN(i), t0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, banned, err := env.m.Decide(ctx, managerDec(ipN(3), t0))
+	if !errors.Is(err, ErrNotRecorded) || banned {
+		t.Fatalf("4th prefix with the queue full: banned=%v err=%v, want ErrNotRecorded", banned, err)
+	}
+	if _, ok := env.m.Banned(netip.MustParseAddr(ipN(3))); ok {
+		t.Error("a refused decision is in the ban index")
+	}
+	if _, banned, err := env.m.Decide(ctx, managerDec(ipN(0), t0.Add(time.Minute))); err != nil || !banned {
+		t.Errorf("repeat for a queued prefix: banned=%v err=%v", banned, err)
+	}
+	env.m.Flush(ctx)
+	if applied, _, _ := env.fake.calls(); len(applied) != 4 {
+		t.Errorf("applied %d, want 4 (3 bans, 1 extension)", len(applied))
+	}
+	ms, _ := env.m.Status()
+	if ms.Persist.Pending != 3 || ms.Persist.Dropped != 1 {
+		t.Errorf("persist status = %+v, want 3 pending, 1 dropped", ms.Persist)
+	}
+}
+
+// A queued ban that ends before the store takes writes is revoked and
+// leaves the index at its time, and is still recorded (its offence counts
+// for escalation); a queued ban lifted by hand, even while the store
+// refuses writes, is not written afterwards.
+func TestManagerPersistQueueExpiryAndUnban(t *testing.T) {
+	st := newFullStore()
+	env := persistNew(t, st, ManagerConfig{})
+	ctx := context.Background()
+	a, b := ipN(1), ipN(2)
+	env.m.Decide(ctx, managerDec(a, t0))
+	env.m.Decide(ctx, managerDec(b, t0))
+	if found, err := env.m.Unban(ctx, netip.MustParsePrefix(b+"/32")); err != nil || !found {
+		t.Fatalf("unban of a queued ban with the store full: found=%v err=%v", found, err)
+	}
+	if _, ok := env.m.Banned(netip.MustParseAddr(b)); ok {
+		t.Error("unbanned queued ban still in the index")
+	}
+	env.clock.Set(t0.Add(2 * time.Hour)) // the first ban (1h) is over
+	if n, _ := env.m.Expire(ctx, env.clock.Now()); n != 1 {
+		t.Errorf("expired %d queued bans, want 1", n)
+	}
+	env.m.Flush(ctx)
+	if _, revoked, _ := env.fake.calls(); len(revoked) != 2 {
+		t.Errorf("revoked %v, want both", revoked)
+	}
+	if _, ok := env.m.Banned(netip.MustParseAddr(a)); ok {
+		t.Error("expired queued ban still in the index")
+	}
+	ms, _ := env.m.Status()
+	if ms.ActiveBans != 0 || ms.Persist.Pending != 1 {
+		t.Errorf("status %+v, want no active ban and the expired one still queued", ms)
+	}
+
+	// Offence 2 while the first is still queued.
+	got, _, err := env.m.Decide(ctx, managerDec(a, env.clock.Now()))
+	if err != nil || got.Offence != 2 {
+		t.Fatalf("second offence while the first is queued: %+v err=%v, want offence 2", got, err)
+	}
+	st.setFull(false)
+	managerWait(t, "the queue to drain", func() bool { ms, _ := env.m.Status(); return ms.Persist.Pending == 0 })
+	if r, ok, _ := st.Memory.Get(netip.MustParsePrefix(a + "/32")); !ok || r.Offence != 2 {
+		t.Errorf("store holds %+v, want offence 2", r)
+	}
+	if _, ok, _ := st.Memory.Get(netip.MustParsePrefix(b + "/32")); ok {
+		t.Error("a ban lifted by hand while queued was written")
+	}
+}
