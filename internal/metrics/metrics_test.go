@@ -19,6 +19,12 @@ func TestScrape(t *testing.T) {
 			TailLagBytes:   map[string]int64{"/var/log/mail.log": 128},
 			ActionFailures: map[string]uint64{"iptables": 1},
 			ActionPending:  map[string]int{"iptables": 0},
+
+			PersistPending:       3,
+			PersistFailures:      9,
+			PersistDropped:       1,
+			DecisionsNotRecorded: 2,
+			CheckpointHeldPaths:  1,
 		}
 	}
 	s, err := Listen("127.0.0.1:0", snap, nil)
@@ -42,6 +48,11 @@ func TestScrape(t *testing.T) {
 		"mxguard_active_bans 5",
 		`mxguard_tail_lag_bytes{path="/var/log/mail.log"} 128`,
 		`mxguard_action_failures_total{action="iptables"} 1`,
+		"mxguard_ban_persist_pending 3",
+		"mxguard_ban_persist_failures_total 9",
+		"mxguard_ban_persist_dropped_total 1",
+		"mxguard_decisions_not_recorded_total 2",
+		"mxguard_checkpoint_held_paths 1",
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {
