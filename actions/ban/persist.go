@@ -148,7 +148,7 @@ func (m *Manager) record(rec store.Record) error {
 		q.remove(rec.Prefix)
 		return nil
 	}
-	m.noteWriteFailure(err)
+	defer m.noteWriteFailure(err) // logged with the queue as it is then
 	if it := q.items[rec.Prefix]; it != nil {
 		it.rec, it.expired = rec, false
 		return nil
