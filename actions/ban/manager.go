@@ -402,7 +402,7 @@ func (m *Manager) offence(p netip.Prefix, t time.Time) (int, error) {
 			n++
 		}
 	}
-	return n + m.queuedOffence(p, h.Times, cut, t), nil
+	return n + m.queuedOffences(p, h.Times, cut, t), nil
 }
 
 func keepLines(old, add []string) []string {

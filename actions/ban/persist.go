@@ -36,7 +36,8 @@ type PersistStatus struct {
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 }
 
-// persistQueue holds, per prefix, the newest record the store refused.
+// persistQueue holds, per prefix, the newest record the store refused (and
+// the prefix's earlier offences refused meanwhile).
 // Its fields are guarded by Manager.mu: a queued record is the truth for
 // its prefix until written, and decisions read it before the store.
 type persistQueue struct {
@@ -55,8 +56,25 @@ type persistQueue struct {
 
 type queuedRecord struct {
 	rec     store.Record
-	expired bool // Expire has revoked it; it waits only to be recorded
+	earlier []store.Record // older offences of the prefix, to be written first (history)
+	expired bool           // Expire has revoked rec; it waits only to be recorded
 }
+
+// maxEarlier bounds the older offences kept per queued prefix.
+const maxEarlier = 8
+
+// pending is what is still to be written for the prefix, oldest first.
+func (it *queuedRecord) pending() []store.Record {
+	return append(slices.Clip(it.earlier), it.rec)
+}
+
+// keep makes the unwritten rest of seq (oldest first) the queued state.
+func (it *queuedRecord) keep(rest []store.Record) {
+	last := len(rest) - 1
+	it.rec, it.earlier = rest[last], slices.Clone(rest[max(0, last-maxEarlier):last])
+}
+
+func sameOffence(a, b store.Record) bool { return a.Since.Equal(b.Since) && a.Offence == b.Offence }
 
 func newPersistQueue(max int) *persistQueue {
 	return &persistQueue{max: max, items: map[netip.Prefix]*queuedRecord{}, wake: make(chan struct{}, 1),
@@ -125,32 +143,63 @@ func (m *Manager) current(p netip.Prefix) (store.Record, bool, error) {
 	return r, ok, nil
 }
 
-// queuedOffence is 1 when p has a queued offence in (cut, t] that is not in
+// queuedOffences counts p's queued offences in (cut, t] that are not in
 // the stored history times yet. m.mu is held.
-func (m *Manager) queuedOffence(p netip.Prefix, times []time.Time, cut, t time.Time) int {
-	r, ok := m.persist.get(p)
-	if !ok || !r.Since.After(cut) || r.Since.After(t) ||
-		slices.ContainsFunc(times, func(at time.Time) bool { return at.Equal(r.Since) }) {
+func (m *Manager) queuedOffences(p netip.Prefix, times []time.Time, cut, t time.Time) int {
+	it := m.persist.items[p]
+	if it == nil {
 		return 0
 	}
-	return 1
+	n := 0
+	for _, r := range it.pending() {
+		if r.Since.After(cut) && !r.Since.After(t) &&
+			!slices.ContainsFunc(times, func(at time.Time) bool { return at.Equal(r.Since) }) {
+			n++
+		}
+	}
+	return n
+}
+
+// writeAll writes seq in order and returns how many were written.
+func (m *Manager) writeAll(seq []store.Record) (int, error) {
+	for i, r := range seq {
+		if err := m.store.Put(r); err != nil {
+			return i, err
+		}
+	}
+	return len(seq), nil
 }
 
 // record writes rec to the store or, when the store refuses it, keeps it
-// in the persist queue, where it replaces the prefix's queued record. It
+// in the persist queue: it replaces a queued record of the same offence
+// (an extension) and is queued after one of an earlier offence. It
 // fails (ErrNotRecorded) only when the queue is full and rec's prefix is
 // not in it: the queued bans are kept, the newest decision is refused.
 // m.mu is held.
 func (m *Manager) record(rec store.Record) error {
 	q := m.persist
-	err := m.store.Put(rec)
+	seq := []store.Record{rec}
+	it := q.items[rec.Prefix]
+	if it != nil {
+		// A queued extension of the same offence is replaced; a queued
+		// earlier offence is written first, so that its history counts.
+		seq = append(slices.Clip(it.earlier), rec)
+		if !sameOffence(it.rec, rec) {
+			seq = append(it.pending(), rec)
+		}
+	}
+	n, err := m.writeAll(seq)
+	if it != nil {
+		q.st.Persisted += uint64(min(n, len(seq)-1)) // queued ones; rec is last
+	}
 	if err == nil {
 		q.remove(rec.Prefix)
 		return nil
 	}
 	defer m.noteWriteFailure(err) // logged with the queue as it is then
-	if it := q.items[rec.Prefix]; it != nil {
-		it.rec, it.expired = rec, false
+	if it != nil {
+		it.keep(seq[n:])
+		it.expired = false
 		return nil
 	}
 	if len(q.items) >= q.max {
@@ -247,7 +296,11 @@ func (m *Manager) drainPersist(force bool) time.Time {
 		}
 		for _, p := range q.oldest(persistBatch) {
 			it := q.items[p]
-			if err := m.store.Put(it.rec); err != nil {
+			seq := it.pending()
+			n, err := m.writeAll(seq)
+			q.st.Persisted += uint64(n)
+			if err != nil {
+				it.keep(seq[n:])
 				m.noteWriteFailure(err)
 				q.attempts++
 				q.next = time.Now().Add(m.persistBackoff(q.attempts))
@@ -259,7 +312,6 @@ func (m *Manager) drainPersist(force bool) time.Time {
 				return next
 			}
 			q.remove(p)
-			q.st.Persisted++
 		}
 		if len(q.items) == 0 {
 			q.attempts = 0

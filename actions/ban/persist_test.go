@@ -269,3 +269,35 @@ func TestManagerPersistQueueExpiryAndUnban(t *testing.T) {
 		t.Error("a ban lifted by hand while queued was written")
 	}
 }
+
+// Two offences of one prefix while the store refuses writes: both are
+// written, in order, so that escalation counts both afterwards.
+func TestManagerPersistQueueKeepsEarlierOffences(t *testing.T) {
+	st := newFullStore()
+	env := persistNew(t, st, ManagerConfig{})
+	ctx := context.Background()
+	a := ipN(1)
+	p := netip.MustParsePrefix(a + "/32")
+	for i, at := range []time.Time{t0, t0.Add(2 * time.Hour), t0.Add(5 * time.Hour)} {
+		env.clock.Set(at)
+		env.m.Expire(ctx, at)
+		b, _, err := env.m.Decide(ctx, managerDec(a, at))
+		if err != nil || b.Offence != i+1 {
+			t.Fatalf("offence %d while the store is full: %+v err=%v", i+1, b, err)
+		}
+	}
+	st.setFull(false)
+	managerWait(t, "the queue to drain", func() bool { ms, _ := env.m.Status(); return ms.Persist.Pending == 0 })
+	h, _, _ := st.History(p)
+	if h.Offences != 3 {
+		t.Fatalf("history after the drain: %+v, want 3 offences", h)
+	}
+	if r, _, _ := st.Memory.Get(p); r.Offence != 3 || !r.Since.Equal(t0.Add(5*time.Hour)) {
+		t.Errorf("stored %+v, want the third offence", r)
+	}
+	env.clock.Set(t0.Add(10 * time.Hour))
+	env.m.Expire(ctx, env.clock.Now())
+	if b, _, _ := env.m.Decide(ctx, managerDec(a, env.clock.Now())); b.Offence != 4 {
+		t.Errorf("next offence %d, want 4", b.Offence)
+	}
+}
