@@ -21,9 +21,16 @@ var ErrNotRecorded = errors.New("decision not recorded")
 // DefaultPersistQueueMax is the default bound of the persist queue.
 const DefaultPersistQueueMax = 100_000
 
-// persistBatch bounds the queued records written under one hold of the
-// decision lock, so that draining a long queue does not stall decisions.
-const persistBatch = 64
+// persistBatch bounds the queued prefixes written under one hold of the
+// decision lock (one transaction where the store has PutAll), so that
+// draining a long queue does not stall decisions.
+const persistBatch = 256
+
+// batchStore is a Store that writes many records in one transaction, all
+// or none (the bbolt store): one sync per batch instead of one per ban.
+type batchStore interface {
+	PutAll(rs []store.Record) error
+}
 
 // PersistStatus reports the decisions the store refused to write (a full
 // state_dir) and that are kept in memory until it takes writes again.
@@ -294,24 +301,16 @@ func (m *Manager) drainPersist(force bool) time.Time {
 			m.mu.Unlock()
 			return next
 		}
-		for _, p := range q.oldest(persistBatch) {
-			it := q.items[p]
-			seq := it.pending()
-			n, err := m.writeAll(seq)
-			q.st.Persisted += uint64(n)
-			if err != nil {
-				it.keep(seq[n:])
-				m.noteWriteFailure(err)
-				q.attempts++
-				q.next = time.Now().Add(m.persistBackoff(q.attempts))
-				next := q.next
-				m.mu.Unlock()
-				if force {
-					return time.Time{}
-				}
-				return next
+		if err := m.writeBatch(q.oldest(persistBatch)); err != nil {
+			m.noteWriteFailure(err)
+			q.attempts++
+			q.next = time.Now().Add(m.persistBackoff(q.attempts))
+			next := q.next
+			m.mu.Unlock()
+			if force {
+				return time.Time{}
 			}
-			q.remove(p)
+			return next
 		}
 		if len(q.items) == 0 {
 			q.attempts = 0
@@ -323,6 +322,38 @@ func (m *Manager) drainPersist(force bool) time.Time {
 		}
 		m.mu.Unlock()
 	}
+}
+
+// writeBatch writes the queued records of ps, oldest first, and unqueues
+// what was written. m.mu is held.
+func (m *Manager) writeBatch(ps []netip.Prefix) error {
+	q := m.persist
+	if bs, ok := m.store.(batchStore); ok {
+		var seq []store.Record
+		for _, p := range ps {
+			seq = append(seq, q.items[p].pending()...)
+		}
+		if err := bs.PutAll(seq); err != nil {
+			return err
+		}
+		for _, p := range ps {
+			q.remove(p)
+		}
+		q.st.Persisted += uint64(len(seq))
+		return nil
+	}
+	for _, p := range ps {
+		it := q.items[p]
+		seq := it.pending()
+		n, err := m.writeAll(seq)
+		q.st.Persisted += uint64(n)
+		if err != nil {
+			it.keep(seq[n:])
+			return err
+		}
+		q.remove(p)
+	}
+	return nil
 }
 
 // persistLoop drains the persist queue with backoff until ctx is done.
