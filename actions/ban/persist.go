@@ -129,12 +129,28 @@ func (q *persistQueue) oldest(n int) []netip.Prefix {
 		out = append(out, p)
 	}
 	// Keep the order slice in proportion to the queue: prefixes written
-	// and queued again leave stale entries behind.
-	if q.head > 1024 && q.head > len(q.order)/2 {
+	// by a decision (the store took that write) leave stale entries.
+	if len(q.order)-q.head > 2*len(q.items)+1024 {
+		q.compact()
+	} else if q.head > 1024 && q.head > len(q.order)/2 {
 		q.order = slices.Delete(q.order, 0, q.head)
 		q.head = 0
 	}
 	return out
+}
+
+// compact drops the stale entries of the order slice.
+func (q *persistQueue) compact() {
+	seen := make(map[netip.Prefix]bool, len(q.items))
+	live := q.order[:0]
+	for _, p := range q.order[q.head:] {
+		if q.items[p] != nil && !seen[p] {
+			seen[p] = true
+			live = append(live, p)
+		}
+	}
+	clear(q.order[len(live):])
+	q.order, q.head = live, 0
 }
 
 // current is the record decisions start from: a queued one, else the

@@ -375,3 +375,24 @@ func BenchmarkPersistDrain(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*queued), "ns/ban")
 }
+
+// The queue's order stays in proportion to the queue while decisions keep
+// writing prefixes (a store that takes some writes and refuses others).
+func TestPersistQueueOrderCompacts(t *testing.T) {
+	q := newPersistQueue(10)
+	keep := netip.MustParsePrefix("192.0.2.1/32")
+	q.items[keep] = &queuedRecord{}
+	q.order = append(q.order, keep)
+	for i := range 10000 {
+		p := netip.MustParsePrefix(ipN(i) + "/32")
+		q.items[p] = &queuedRecord{}
+		q.order = append(q.order, p)
+		q.remove(p) // written by a decision
+		if got := q.oldest(5); len(got) != 1 || got[0] != keep {
+			t.Fatalf("oldest = %v, want only %s", got, keep)
+		}
+	}
+	if len(q.order) > 2048 {
+		t.Errorf("order holds %d entries for a queue of %d", len(q.order), len(q.items))
+	}
+}
