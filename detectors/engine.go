@@ -32,7 +32,8 @@
 // repeat failures already counted), postscreen DNSBL ranks (dnsbl's job) and
 // lost connection / timeout after CONNECT (health checks and port scans).
 // After a decision a detector is quiet for that client for one window
-// (dedupe); the ban manager handles repeat offenders. Feed events in log
+// (dedupe; Redecide takes a decision back); the ban manager handles repeat
+// offenders. Feed events in log
 // order: idle clients are expired against the latest event time seen.
 package detectors
 
@@ -90,6 +91,7 @@ type Engine struct {
 	events    uint64
 	decisions [nDet]uint64
 	warnedCap bool
+	owed      map[owedKey]owed // decisions taken back by Redecide
 }
 
 // Stats is a snapshot of the engine's counters.
@@ -381,7 +383,7 @@ func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision
 		c.add(entry{t: o.t, h: h, line: line}, r.threshold, e.keep, r.distinct)
 		line = "" // one line of evidence per log line
 	}
-	if len(c.ev) < r.threshold {
+	if len(c.ev) < r.threshold && !e.owes(s.key, d, o.t) {
 		return out
 	}
 	return append(out, e.decide(s, c, d, o))
@@ -424,6 +426,7 @@ func (e *Engine) decide(s *state, c *counter, d detID, o *obs) Decision {
 		Lines:    lines,
 		Warn:     r.warn,
 	}
+	e.payDebt(s.key, d, o.t, &dec)
 	c.reset()
 	c.muted = o.t + r.window
 	e.decisions[d]++

@@ -135,6 +135,11 @@ type ManagerConfig struct {
 	// calls. Defaults 1s and 5m.
 	RetryBase time.Duration
 	RetryMax  time.Duration
+	// PersistQueueMax bounds the prefixes whose decisions the store
+	// refused (a full state_dir) and that are kept in memory, applied,
+	// until it takes writes again (retried with the same backoff).
+	// Default DefaultPersistQueueMax.
+	PersistQueueMax int
 }
 
 func (c ManagerConfig) withDefaults() ManagerConfig {
@@ -156,6 +161,9 @@ func (c ManagerConfig) withDefaults() ManagerConfig {
 	}
 	if c.RetryMax <= 0 {
 		c.RetryMax = 5 * time.Minute
+	}
+	if c.PersistQueueMax <= 0 {
+		c.PersistQueueMax = DefaultPersistQueueMax
 	}
 	if c.RetryMax < c.RetryBase {
 		c.RetryMax = c.RetryBase

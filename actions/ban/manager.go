@@ -53,6 +53,7 @@ type Manager struct {
 	log     *slog.Logger
 	index   *banIndex
 	workers []*worker
+	persist *persistQueue // records the store refused, guarded by mu
 
 	mu       sync.Mutex // serialises decisions: history read → store write → index
 	perDet   map[string]*DetectorStats
@@ -92,6 +93,7 @@ type ManagerStatus struct {
 	DryRunBans int                      `json:"dry_run_bans,omitempty"` // would-be bans (and extensions) in force
 	Actions    []ActionStatus           `json:"actions"`
 	Detectors  map[string]DetectorStats `json:"detectors"`
+	Persist    PersistStatus            `json:"persist"`
 }
 
 // Explanation is everything known about one prefix.
@@ -103,6 +105,9 @@ type Explanation struct {
 	History *store.History      `json:"history,omitempty"`
 	Ledger  []store.LedgerEntry `json:"ledger,omitempty"` // newest first, at most 20
 	Allowed bool                `json:"allowlisted"`
+
+	// PersistPending: Record is queued, not yet written (the store refuses writes).
+	PersistPending bool `json:"persist_pending,omitempty"`
 }
 
 // NewManager builds a Manager over st, loads the bans in force into its
@@ -134,7 +139,7 @@ func NewManager(cfg ManagerConfig, st Store, actions []Action, logger *slog.Logg
 		}
 	}
 	m := &Manager{cfg: cfg, store: st, allow: allow, log: logger, index: newBanIndex(),
-		perDet: map[string]*DetectorStats{}}
+		perDet: map[string]*DetectorStats{}, persist: newPersistQueue(cfg.PersistQueueMax)}
 	if err := m.loadIndex(cfg.Now()); err != nil {
 		return nil, err
 	}
@@ -159,6 +164,11 @@ func NewManager(cfg ManagerConfig, st Store, actions []Action, logger *slog.Logg
 			w.loop(ctx)
 		}()
 	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.persistLoop(ctx)
+	}()
 	return m, nil
 }
 
@@ -177,12 +187,14 @@ func (m *Manager) loadIndex(now time.Time) error {
 }
 
 // Close stops the workers (pending retries are dropped: Restore at the next
-// start reconciles) and closes every action. The store stays open.
+// start reconciles), makes a last attempt to write the bans the store
+// refused so far, and closes every action. The store stays open.
 func (m *Manager) Close() error {
 	var errs []error
 	m.stopOnce.Do(func() {
 		m.cancel()
 		m.wg.Wait()
+		m.closePersist()
 		for _, w := range m.workers {
 			if err := w.act.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("close %s: %w", w.act.Name(), err))
@@ -309,7 +321,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		return Ban{}, false, nil
 	}
 
-	old, exists, err := m.store.Get(p)
+	old, exists, err := m.current(p)
 	if err != nil {
 		return Ban{}, false, err
 	}
@@ -325,7 +337,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		}
 		rec.Evidence += d.Evidence
 		rec.Lines = keepLines(rec.Lines, d.Lines)
-		if err := m.store.Put(rec); err != nil {
+		if err := m.record(rec); err != nil {
 			return Ban{}, false, err
 		}
 		st.Extended++
@@ -349,7 +361,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		Lines: keepLines(nil, d.Lines), FirstSeen: t, LastSeen: t,
 		Since: t, Until: t.Add(m.durationFor(offence, fixed)), Offence: offence,
 	}
-	if err := m.store.Put(rec); err != nil {
+	if err := m.record(rec); err != nil {
 		return Ban{}, false, err
 	}
 	st.Bans++
@@ -379,11 +391,12 @@ func (m *Manager) durationFor(offence int, fixed time.Duration) time.Duration {
 }
 
 // offence is 1 + the offences of p in (t - forget_after, t]: offences
-// recorded after t (an old log line read late) do not count.
+// recorded after t (an old log line read late) do not count; one queued
+// for the store does.
 func (m *Manager) offence(p netip.Prefix, t time.Time) (int, error) {
 	h, _, err := m.store.History(p)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("ban %s: %w: %w", p, ErrNotRecorded, err)
 	}
 	cut := t.Add(-time.Duration(m.cfg.Ban.ForgetAfter))
 	n := 1
@@ -392,7 +405,7 @@ func (m *Manager) offence(p netip.Prefix, t time.Time) (int, error) {
 			n++
 		}
 	}
-	return n, nil
+	return n + m.queuedOffences(p, h.Times, cut, t), nil
 }
 
 func keepLines(old, add []string) []string {
@@ -421,10 +434,13 @@ func (m *Manager) Unban(ctx context.Context, prefix netip.Prefix) (bool, error) 
 }
 
 func (m *Manager) unbanLocked(p netip.Prefix) (bool, error) {
-	found, err := m.store.Delete(p, m.cfg.Now())
+	now := m.cfg.Now()
+	found, err := m.store.Delete(p, now)
+	queued, err := m.unqueue(p, now, err)
 	if err != nil {
 		return false, err
 	}
+	found = found || queued
 	m.index.remove(p)
 	m.logDecision("unban", "would unban", "ip", p, "found", found)
 	m.enqueueRevoke(p)
@@ -474,6 +490,11 @@ func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
 	if err != nil {
 		return Explanation{}, err
 	}
+	m.mu.Lock()
+	if q, queued := m.persist.get(p); queued {
+		rec, ok, ex.PersistPending = q, true, true
+	}
+	m.mu.Unlock()
 	if ok {
 		ex.Record = &rec
 		ex.Banned = rec.Until.After(now)
@@ -498,16 +519,20 @@ func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
 func (m *Manager) Expire(ctx context.Context, now time.Time) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	queued := m.expireQueued(now)
 	recs, err := m.store.DeleteExpired(now)
 	if err != nil {
-		return 0, err
+		return queued, err
 	}
 	for _, r := range recs {
+		if m.queuedInForce(r.Prefix) { // extended, the extension not yet written
+			continue
+		}
 		m.index.remove(r.Prefix)
 		m.logDecision("ban expired", "dry-run ban expired", "ip", r.Prefix, "detector", r.Detector, "until", r.Until)
 		m.enqueueRevoke(r.Prefix)
 	}
-	return len(recs), nil
+	return queued + len(recs), nil
 }
 
 // Run expires bans and refreshes the allowlist's host addresses every
@@ -640,6 +665,7 @@ func (m *Manager) Status() (ManagerStatus, error) {
 	for k, v := range m.perDet {
 		st.Detectors[k] = *v
 	}
+	st.Persist = m.persistStatus()
 	m.mu.Unlock()
 	for _, w := range m.workers {
 		st.Actions = append(st.Actions, w.status())

@@ -515,31 +515,6 @@ func (s *Store) PutWith(r Record, also func(*bolt.Tx) error) error {
 	return nil
 }
 
-// PutAll is Put for many records in one transaction (one fsync): a bulk
-// import. Either all are stored or none.
-func (s *Store) PutAll(rs []Record) error {
-	for _, r := range rs {
-		if !r.Prefix.IsValid() {
-			return fmt.Errorf("store %s: put: invalid prefix", s.path)
-		}
-	}
-	err := s.update(func(tx *bolt.Tx) error {
-		for _, r := range rs {
-			if len(r.Lines) > MaxLines {
-				r.Lines = r.Lines[len(r.Lines)-MaxLines:]
-			}
-			if err := putRecord(tx, r); err != nil {
-				return fmt.Errorf("%s: %w", r.Prefix, err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("store %s: put %d records: %w", s.path, len(rs), err)
-	}
-	return nil
-}
-
 func putRecord(tx *bolt.Tx, r Record) error {
 	key := prefixKey(r.Prefix)
 	old, oldKey, err := getRecord(tx, key)

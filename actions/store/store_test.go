@@ -999,28 +999,3 @@ func TestStoreBadLinesDoNotBlockRemoval(t *testing.T) {
 		t.Errorf("left after removal: %v, %v", left, err)
 	}
 }
-
-// PutAll stores every record as Put would, in one transaction.
-func TestStorePutAll(t *testing.T) {
-	s := openTest(t, "")
-	rs := []Record{rec("192.0.2.1/32", t0, time.Hour), rec("192.0.2.2/32", t0, 2*time.Hour)}
-	rs[1].Lines = []string{"1", "2", "3", "4", "5", "6"}
-	if err := s.PutAll(rs); err != nil {
-		t.Fatal(err)
-	}
-	if a, err := s.Active(t0); err != nil || len(a) != 2 {
-		t.Fatalf("Active = %v %v", a, err)
-	}
-	if r, _, _ := s.Get(rs[1].Prefix); strings.Join(r.Lines, "") != "23456" {
-		t.Errorf("lines = %q", r.Lines)
-	}
-	if h, ok, _ := s.History(rs[0].Prefix); !ok || h.Offences != 1 {
-		t.Errorf("history = %+v %v", h, ok)
-	}
-	if err := s.PutAll([]Record{rec("192.0.2.3/32", t0, time.Hour), {}}); err == nil {
-		t.Error("PutAll with an invalid prefix succeeded")
-	}
-	if a, _ := s.Active(t0); len(a) != 2 {
-		t.Errorf("a refused PutAll stored %d records", len(a)-2)
-	}
-}

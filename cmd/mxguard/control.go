@@ -293,6 +293,7 @@ func writeStatus(w io.Writer, st daemon.Status) {
 		fmt.Fprintf(w, " (+%d dry-run)", m.DryRunBans)
 	}
 	fmt.Fprintln(w)
+	writePersistStatus(w, m.Persist, p)
 	names := map[string]bool{}
 	for k := range p.Decisions {
 		names[k] = true
@@ -328,6 +329,22 @@ func writeStatus(w io.Writer, st daemon.Status) {
 		return
 	}
 	_ = writeTable(w, []string{"ACTION", "APPLIED", "REVOKED", "PENDING", "RETRYING", "FAILURES", "LAST ERROR"}, rows)
+}
+
+// writePersistStatus says, only when it happened, that the block list
+// refused writes (a full state_dir) and what is held for it.
+func writePersistStatus(w io.Writer, ps ban.PersistStatus, p pipeline.Stats) {
+	if ps.Failures > 0 || ps.Pending > 0 {
+		fmt.Fprintf(w, "block list writes: %d bans in force waiting for the store, %d written late, %d failures, %d dropped (queue full)\n",
+			ps.Pending, ps.Persisted, ps.Failures, ps.Dropped)
+		if ps.LastError != "" {
+			fmt.Fprintf(w, "  last error %s: %s\n", ps.LastErrorAt.Local().Format(time.DateTime), ps.LastError)
+		}
+	}
+	if p.NotRecorded > 0 || p.HeldPaths > 0 {
+		fmt.Fprintf(w, "decisions not recorded: %d; awaiting a new decision: %d; logs with their checkpoint held: %d\n",
+			p.NotRecorded, p.AwaitingRedecision, p.HeldPaths)
+	}
 }
 
 // writeTable renders rows in the style of `mxguard report`.

@@ -137,6 +137,7 @@ func (d *Daemon) metrics() metrics.Snapshot {
 		Lines: ps.Lines, EventsByKind: ps.Kinds, Decisions: ps.Decisions, Bans: ps.Bans,
 		ParseSkipped: map[string]uint64{"not_postfix": ps.NotPostfix, "unrecognized": ps.Unrecognized, "too_long": ps.TooLong},
 		TailLagBytes: map[string]int64{}, ActionFailures: map[string]uint64{}, ActionPending: map[string]int{},
+		DecisionsNotRecorded: ps.NotRecorded, CheckpointHeldPaths: ps.HeldPaths,
 	}
 	if d.follower != nil {
 		for _, f := range d.follower.Stats().Files {
@@ -149,6 +150,7 @@ func (d *Daemon) metrics() metrics.Snapshot {
 	}
 	if ms, err := d.mgr.Status(); err == nil {
 		s.ActiveBans = ms.ActiveBans + ms.DryRunBans
+		s.PersistPending, s.PersistFailures, s.PersistDropped = ms.Persist.Pending, ms.Persist.Failures, ms.Persist.Dropped
 		for _, a := range ms.Actions {
 			s.ActionFailures[a.Name] = a.Failures
 			s.ActionPending[a.Name] = a.Pending

@@ -29,6 +29,14 @@ type Snapshot struct {
 	ActionFailures map[string]uint64 // failed action calls, by action
 	ActionPending  map[string]int    // queued action calls, by action
 	Guard          *GuardSnapshot    // nil when the inline guard does not run
+
+	// A store that refuses writes (a full state_dir): see ban.PersistStatus
+	// and pipeline.Stats.
+	PersistPending       int    // bans in force kept in memory until the store takes writes
+	PersistFailures      uint64 // store writes refused
+	PersistDropped       uint64 // decisions refused because the persist queue was full
+	DecisionsNotRecorded uint64 // decisions neither recorded nor queued (decided again later)
+	CheckpointHeldPaths  int    // logs whose checkpoint is held for such decisions
 }
 
 // GuardSnapshot is the inline SMTP guard's part of a scrape.
@@ -51,12 +59,19 @@ var (
 	dGBanned  = prometheus.NewDesc("mxguard_guard_banned_sessions_total", "Live guard sessions ended because their client was banned.", nil, nil)
 	dGStress  = prometheus.NewDesc("mxguard_guard_stress", "1 while the guard is under stress (shorter timeouts).", nil, nil)
 	dGEpisode = prometheus.NewDesc("mxguard_guard_stress_episodes_total", "Times the guard came under stress.", nil, nil)
+
+	dPersistPending  = prometheus.NewDesc("mxguard_ban_persist_pending", "Bans in force that the store refused to write, kept in memory and retried.", nil, nil)
+	dPersistFailures = prometheus.NewDesc("mxguard_ban_persist_failures_total", "Ban store writes refused (a full state_dir).", nil, nil)
+	dPersistDropped  = prometheus.NewDesc("mxguard_ban_persist_dropped_total", "Decisions refused because the persist queue was full.", nil, nil)
+	dNotRecorded     = prometheus.NewDesc("mxguard_decisions_not_recorded_total", "Decisions neither recorded nor queued; the detector decides them again.", nil, nil)
+	dHeldPaths       = prometheus.NewDesc("mxguard_checkpoint_held_paths", "Logs whose checkpoint is held back for decisions not recorded.", nil, nil)
 )
 
 type collector struct{ snap func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending, dGBanned, dGStress, dGEpisode} {
+	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending,
+		dGBanned, dGStress, dGEpisode, dPersistPending, dPersistFailures, dPersistDropped, dNotRecorded, dHeldPaths} {
 		ch <- d
 	}
 }
@@ -95,6 +110,11 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dGStress, prometheus.GaugeValue, stress)
 		ch <- prometheus.MustNewConstMetric(dGEpisode, prometheus.CounterValue, float64(g.StressEpisodes))
 	}
+	ch <- prometheus.MustNewConstMetric(dPersistPending, prometheus.GaugeValue, float64(s.PersistPending))
+	ch <- prometheus.MustNewConstMetric(dPersistFailures, prometheus.CounterValue, float64(s.PersistFailures))
+	ch <- prometheus.MustNewConstMetric(dPersistDropped, prometheus.CounterValue, float64(s.PersistDropped))
+	ch <- prometheus.MustNewConstMetric(dNotRecorded, prometheus.CounterValue, float64(s.DecisionsNotRecorded))
+	ch <- prometheus.MustNewConstMetric(dHeldPaths, prometheus.GaugeValue, float64(s.CheckpointHeldPaths))
 }
 
 // Registry returns a new registry with the mxguard collector plus the Go

@@ -20,6 +20,12 @@ func TestScrape(t *testing.T) {
 			ActionFailures: map[string]uint64{"iptables": 1},
 			ActionPending:  map[string]int{"iptables": 0},
 			Guard:          &GuardSnapshot{BannedSessions: 4, Stress: true, StressEpisodes: 2},
+
+			PersistPending:       3,
+			PersistFailures:      9,
+			PersistDropped:       1,
+			DecisionsNotRecorded: 2,
+			CheckpointHeldPaths:  1,
 		}
 	}
 	s, err := Listen("127.0.0.1:0", snap, nil)
@@ -46,6 +52,11 @@ func TestScrape(t *testing.T) {
 		"mxguard_guard_banned_sessions_total 4",
 		"mxguard_guard_stress 1",
 		"mxguard_guard_stress_episodes_total 2",
+		"mxguard_ban_persist_pending 3",
+		"mxguard_ban_persist_failures_total 9",
+		"mxguard_ban_persist_dropped_total 1",
+		"mxguard_decisions_not_recorded_total 2",
+		"mxguard_checkpoint_held_paths 1",
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

@@ -21,6 +21,14 @@ type LineSource interface {
 // then Ack. It returns when ctx is done and src.Run has returned (with
 // Run's error), or when src.Run fails. Lines received but not processed
 // are not acknowledged, so a restart reads them again.
+//
+// A decision the ban manager neither recorded nor queued (a full store and
+// a full persist queue) must not be lost with its line: from that line on
+// its log's lines are not acknowledged, so the checkpoint stays before it,
+// until every such decision has been decided again (the detector does so
+// on the client's next evidence) and recorded. Then the newest line of
+// each held log is acknowledged. A restart meanwhile reads the held lines
+// again and decides anew.
 func (p *Pipeline) Follow(ctx context.Context, src LineSource, loc *time.Location) error {
 	out := make(chan tailer.Line, 1024)
 	errc := make(chan error, 1)
@@ -30,14 +38,28 @@ func (p *Pipeline) Follow(ctx context.Context, src LineSource, loc *time.Locatio
 	parser := logparse.NewParser(loc, time.Time{})
 	var skew skewCheck
 	lctx, lf := withLineInFlight(ctx) // the line a decision comes from: DecisionLine
+	held := map[string]tailer.Line{}  // log path → its newest line, not acknowledged
+	defer p.heldPaths.Store(0)
 	for {
 		select {
 		case l := <-out:
 			*lf = lineInFlight{line: l}
-			if t, ok := p.HandleLine(lctx, parser, l.Text); ok {
+			t, ok, lost := p.handleLine(lctx, parser, l.Text, true)
+			if ok {
 				skew.check(p, t, time.Now())
 			}
-			src.Ack(l)
+			if _, holding := held[l.Path]; !holding && lost == 0 {
+				src.Ack(l)
+				continue
+			}
+			held[l.Path] = l
+			if lost == 0 && p.settled() {
+				for path, hl := range held {
+					src.Ack(hl)
+					delete(held, path)
+				}
+			}
+			p.heldPaths.Store(int64(len(held)))
 		case err := <-errc:
 			return err
 		case <-ctx.Done():

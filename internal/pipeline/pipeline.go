@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -17,6 +18,7 @@ import (
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/logparse"
+	"github.com/nxadm/tail/ratelimiter"
 )
 
 // Decider turns a detector decision into a ban: a ban.Manager, over the
@@ -46,10 +48,15 @@ type Pipeline struct {
 	kinds        [64]atomic.Uint64
 	decideErrs   atomic.Uint64
 	warm         warmCounters
+	notRecorded  atomic.Uint64
+	heldPaths    atomic.Int64 // log paths whose position Follow holds back
 
 	mu        sync.Mutex
 	decisions map[string]uint64 // by detector
 	bans      map[string]uint64 // decisions that banned (or extended), by detector
+	owed      owedDecisions     // log decisions not recorded, not yet decided again
+	errLog    *ratelimiter.LeakyBucket
+	errQuiet  uint64 // decide errors not logged since the last one logged
 }
 
 // New returns a Pipeline. dec may be nil (detect only); logger nil discards.
@@ -57,7 +64,8 @@ func New(det *detectors.Engine, dec Decider, logger *slog.Logger) *Pipeline {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{dec: dec, log: logger, decisions: map[string]uint64{}, bans: map[string]uint64{}}
+	p := &Pipeline{dec: dec, log: logger, decisions: map[string]uint64{}, bans: map[string]uint64{},
+		owed: owedDecisions{m: map[owedKey]struct{}{}}, errLog: ratelimiter.NewLeakyBucket(1, time.Minute)}
 	p.det.Store(det)
 	return p
 }
@@ -82,6 +90,14 @@ func (p *Pipeline) SetHook(h DecisionHook) {
 // Postfix's or of no interest are counted and skipped. It returns the
 // line's time and whether it was a recognised Postfix line.
 func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line string) (time.Time, bool) {
+	t, ok, _ := p.handleLine(ctx, parser, line, false)
+	return t, ok
+}
+
+// handleLine is HandleLine that also returns how many of the line's
+// decisions were neither recorded nor queued (ban.ErrNotRecorded); with
+// fromLog they are remembered until decided again (see Follow).
+func (p *Pipeline) handleLine(ctx context.Context, parser *logparse.Parser, line string, fromLog bool) (time.Time, bool, int) {
 	p.lines.Add(1)
 	var ev event.Event
 	if err := parser.ParseInto(line, &ev); err != nil {
@@ -90,10 +106,9 @@ func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line
 		} else {
 			p.unrecognized.Add(1)
 		}
-		return time.Time{}, false
+		return time.Time{}, false, 0
 	}
-	p.HandleEvent(ctx, ev)
-	return ev.Time, true
+	return ev.Time, true, p.handleEvent(ctx, ev, fromLog)
 }
 
 // CountTooLong counts lines skipped by the reader for their length.
@@ -105,22 +120,33 @@ func (p *Pipeline) CountTooLong(n uint64) {
 // HandleEvent runs the detectors over ev and decides their decisions. The
 // event's strings may alias a reused buffer: nothing here keeps them.
 func (p *Pipeline) HandleEvent(ctx context.Context, ev event.Event) {
+	p.handleEvent(ctx, ev, false)
+}
+
+func (p *Pipeline) handleEvent(ctx context.Context, ev event.Event, fromLog bool) (lost int) {
 	p.events.Add(1)
 	p.kinds[int(ev.Kind)&63].Add(1)
 	ds := p.det.Load().Observe(ev)
 	for _, d := range ds {
-		p.decide(ctx, d)
+		if !p.decide(ctx, d, fromLog) {
+			lost++
+		}
 	}
+	return lost
 }
 
-// decide takes d, unless it is one of the decisions of a line read again
-// at start that were taken before (see Warm); false then.
-func (p *Pipeline) decide(ctx context.Context, d detectors.Decision) bool {
+// decide hands d to the Decider. It returns false when the decision was
+// neither recorded nor queued (ban.ErrNotRecorded): the detector takes it
+// back to decide again on the client's next evidence.
+//
+// A decision of a line read again after a crash that was already taken
+// (see Warm) is skipped, and counts as recorded.
+func (p *Pipeline) decide(ctx context.Context, d detectors.Decision, fromLog bool) bool {
 	if lf := lineInFlightOf(ctx); lf != nil {
 		lf.decided++
 		if lf.decided <= lf.skip {
 			p.warm.decisions.Add(1)
-			return false
+			return true
 		}
 	}
 	var (
@@ -131,20 +157,78 @@ func (p *Pipeline) decide(ctx context.Context, d detectors.Decision) bool {
 	if p.dec != nil {
 		b, banned, err = p.dec.Decide(ctx, d)
 	}
+	lost := errors.Is(err, ban.ErrNotRecorded)
+	if lost {
+		p.notRecorded.Add(1)
+		p.det.Load().Redecide(d)
+	}
 	p.mu.Lock()
 	p.decisions[d.Detector]++
 	if banned {
 		p.bans[d.Detector]++
 	}
-	p.mu.Unlock()
+	switch {
+	case lost && fromLog:
+		p.owed.add(d)
+	case err == nil:
+		p.owed.settle(d)
+	}
 	if err != nil {
 		p.decideErrs.Add(1)
-		p.log.Error("decide", "ip", d.Prefix, "detector", d.Detector, "err", err)
+		// A full disk fails every decision: one line a minute says so.
+		if p.errLog.Pour(1) {
+			p.log.Error("decide", "ip", d.Prefix, "detector", d.Detector, "err", err,
+				"not_logged_since", p.errQuiet, "awaiting_redecision", len(p.owed.m))
+			p.errQuiet = 0
+		} else {
+			p.errQuiet++
+		}
 	}
+	p.mu.Unlock()
 	if h := p.hook.Load(); h != nil {
 		(*h)(d, b, banned, err)
 	}
-	return true
+	return !lost
+}
+
+// owedKey names a detector's decision for one client.
+type owedKey struct {
+	prefix   netip.Prefix
+	detector string
+}
+
+// owedDecisions are the log decisions that were neither recorded nor
+// queued and have not been decided again (and recorded) since. Past max
+// entries it stops tracking and stays owing until the next start.
+type owedDecisions struct {
+	m        map[owedKey]struct{}
+	overflow bool
+}
+
+const maxOwed = 100_000
+
+func (o *owedDecisions) add(d detectors.Decision) {
+	if len(o.m) >= maxOwed {
+		o.overflow = true
+		return
+	}
+	o.m[owedKey{d.Prefix, d.Detector}] = struct{}{}
+}
+
+func (o *owedDecisions) settle(d detectors.Decision) {
+	if len(o.m) > 0 {
+		delete(o.m, owedKey{d.Prefix, d.Detector})
+	}
+}
+
+func (o *owedDecisions) none() bool { return len(o.m) == 0 && !o.overflow }
+
+// settled reports whether every decision Follow saw lost has been decided
+// again and recorded.
+func (p *Pipeline) settled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.owed.none()
 }
 
 // Stats is a snapshot of the pipeline's counters.
@@ -158,8 +242,16 @@ type Stats struct {
 	Decisions    map[string]uint64 `json:"decisions"` // by detector
 	Bans         map[string]uint64 `json:"bans"`      // decisions that banned or extended a ban, by detector
 	DecideErrors uint64            `json:"decide_errors"`
-	Clients      int               `json:"tracked_clients"`
-	Warm         WarmStats         `json:"warm"` // read again at start, not counted above
+	// NotRecorded counts decisions the ban manager neither recorded nor
+	// queued; the detector decides them again on the next evidence.
+	NotRecorded uint64 `json:"decisions_not_recorded"`
+	// AwaitingRedecision: log decisions not recorded and not decided again
+	// yet; while there are any, HeldPaths logs keep their checkpoint.
+	AwaitingRedecision int `json:"awaiting_redecision"`
+	HeldPaths          int `json:"checkpoint_held_paths"`
+	Clients            int `json:"tracked_clients"`
+	// Warm: read again at start, not counted above.
+	Warm WarmStats `json:"warm"`
 }
 
 // Skipped is every line that produced no event.
@@ -170,6 +262,7 @@ func (p *Pipeline) Stats() Stats {
 	st := Stats{
 		Lines: p.lines.Load(), TooLong: p.tooLong.Load(), NotPostfix: p.notPostfix.Load(),
 		Unrecognized: p.unrecognized.Load(), Events: p.events.Load(), DecideErrors: p.decideErrs.Load(),
+		NotRecorded: p.notRecorded.Load(), HeldPaths: int(p.heldPaths.Load()),
 		Kinds: map[string]uint64{}, Decisions: map[string]uint64{}, Bans: map[string]uint64{},
 		Warm: WarmStats{Lines: p.warm.lines.Load(), Decisions: p.warm.decisions.Load(),
 			Resumed: p.warm.resumed.Load(), Millis: p.warm.millis.Load()},
@@ -186,6 +279,7 @@ func (p *Pipeline) Stats() Stats {
 	for k, v := range p.bans {
 		st.Bans[k] = v
 	}
+	st.AwaitingRedecision = len(p.owed.m)
 	p.mu.Unlock()
 	if d := p.det.Load(); d != nil {
 		st.Clients = d.Stats().Clients

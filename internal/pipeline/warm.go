@@ -105,9 +105,10 @@ func (p *Pipeline) Warm(ctx context.Context, src Lookback, loc *time.Location) e
 			return
 		}
 		for _, d := range p.det.Load().Observe(ev) {
-			if p.decide(lctx, d) {
+			if lf.decided >= lf.skip { // not taken before the crash: decide it now
 				p.warm.resumed.Add(1)
 			}
+			p.decide(lctx, d, true)
 		}
 	})
 	p.warm.millis.Store(uint64(time.Since(start).Milliseconds()))
