@@ -28,6 +28,7 @@ type Snapshot struct {
 	TailLagBytes   map[string]int64  // unread bytes, by configured log path
 	ActionFailures map[string]uint64 // failed action calls, by action
 	ActionPending  map[string]int    // queued action calls, by action
+	FutureLines    uint64            // lines stamped too far ahead of the clock (dated now)
 }
 
 var (
@@ -40,12 +41,13 @@ var (
 	dLag      = prometheus.NewDesc("mxguard_tail_lag_bytes", "Bytes written to a log and not yet read.", []string{"path"}, nil)
 	dFailures = prometheus.NewDesc("mxguard_action_failures_total", "Failed action calls, by action.", []string{"action"}, nil)
 	dPending  = prometheus.NewDesc("mxguard_action_pending", "Action calls queued or being retried, by action.", []string{"action"}, nil)
+	dFuture   = prometheus.NewDesc("mxguard_future_lines_total", "Log lines stamped more than the tolerance ahead of the clock (their events dated now).", nil, nil)
 )
 
 type collector struct{ snap func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending} {
+	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending, dFuture} {
 		ch <- d
 	}
 }
@@ -66,6 +68,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dBans, prometheus.CounterValue, float64(v), k)
 	}
 	ch <- prometheus.MustNewConstMetric(dActive, prometheus.GaugeValue, float64(s.ActiveBans))
+	ch <- prometheus.MustNewConstMetric(dFuture, prometheus.CounterValue, float64(s.FutureLines))
 	for k, v := range s.TailLagBytes {
 		ch <- prometheus.MustNewConstMetric(dLag, prometheus.GaugeValue, float64(v), k)
 	}

@@ -19,6 +19,7 @@ func TestScrape(t *testing.T) {
 			TailLagBytes:   map[string]int64{"/var/log/mail.log": 128},
 			ActionFailures: map[string]uint64{"iptables": 1},
 			ActionPending:  map[string]int{"iptables": 0},
+			FutureLines:    9,
 		}
 	}
 	s, err := Listen("127.0.0.1:0", snap, nil)
@@ -42,6 +43,7 @@ func TestScrape(t *testing.T) {
 		"mxguard_active_bans 5",
 		`mxguard_tail_lag_bytes{path="/var/log/mail.log"} 128`,
 		`mxguard_action_failures_total{action="iptables"} 1`,
+		"mxguard_future_lines_total 9",
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

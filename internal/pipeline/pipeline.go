@@ -37,6 +37,7 @@ type Pipeline struct {
 	dec  Decider
 	log  *slog.Logger
 	hook atomic.Pointer[DecisionHook]
+	now  func() time.Time // nil: the log is the clock (replay)
 
 	lines        atomic.Uint64
 	tooLong      atomic.Uint64
@@ -45,6 +46,7 @@ type Pipeline struct {
 	events       atomic.Uint64
 	kinds        [64]atomic.Uint64
 	decideErrs   atomic.Uint64
+	futureLines  atomic.Uint64
 
 	mu        sync.Mutex
 	decisions map[string]uint64 // by detector
@@ -56,10 +58,21 @@ func New(det *detectors.Engine, dec Decider, logger *slog.Logger) *Pipeline {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{dec: dec, log: logger, decisions: map[string]uint64{}, bans: map[string]uint64{}}
+	p := &Pipeline{dec: dec, log: logger, now: time.Now, decisions: map[string]uint64{}, bans: map[string]uint64{}}
 	p.det.Store(det)
 	return p
 }
+
+// FutureTolerance is how far ahead of the clock a line may be stamped and
+// still date its events: a syslog host whose clock runs a little fast is
+// common; a line an hour or more ahead is a wrong clock, a wrong tail.tz or
+// a forged line.
+const FutureTolerance = time.Hour
+
+// SetClock sets the clock that log stamps are checked against (New sets
+// time.Now); nil means the log is the clock (replay: no line is ahead of
+// it). Call it before the Pipeline is used.
+func (p *Pipeline) SetClock(now func() time.Time) { p.now = now }
 
 // SetDetectors swaps the detector engine (config reload). The sliding
 // windows of the old engine are lost.
@@ -78,8 +91,10 @@ func (p *Pipeline) SetHook(h DecisionHook) {
 }
 
 // HandleLine parses one log line and handles its event. Lines that are not
-// Postfix's or of no interest are counted and skipped. It returns the
-// line's time and whether it was a recognised Postfix line.
+// Postfix's or of no interest are counted and skipped. A line stamped more
+// than FutureTolerance ahead of the clock is counted and its event dated
+// now. It returns the line's time as stamped and whether it was a
+// recognised Postfix line.
 func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line string) (time.Time, bool) {
 	p.lines.Add(1)
 	var ev event.Event
@@ -91,8 +106,15 @@ func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line
 		}
 		return time.Time{}, false
 	}
+	stamp := ev.Time
+	if p.now != nil {
+		if now := p.now(); stamp.After(now.Add(FutureTolerance)) {
+			p.futureLines.Add(1)
+			ev.Time = now
+		}
+	}
 	p.HandleEvent(ctx, ev)
-	return ev.Time, true
+	return stamp, true
 }
 
 // CountTooLong counts lines skipped by the reader for their length.
@@ -147,6 +169,7 @@ type Stats struct {
 	Decisions    map[string]uint64 `json:"decisions"` // by detector
 	Bans         map[string]uint64 `json:"bans"`      // decisions that banned or extended a ban, by detector
 	DecideErrors uint64            `json:"decide_errors"`
+	FutureLines  uint64            `json:"future_lines"` // stamped more than FutureTolerance ahead of the clock: dated now
 	Clients      int               `json:"tracked_clients"`
 }
 
@@ -158,7 +181,8 @@ func (p *Pipeline) Stats() Stats {
 	st := Stats{
 		Lines: p.lines.Load(), TooLong: p.tooLong.Load(), NotPostfix: p.notPostfix.Load(),
 		Unrecognized: p.unrecognized.Load(), Events: p.events.Load(), DecideErrors: p.decideErrs.Load(),
-		Kinds: map[string]uint64{}, Decisions: map[string]uint64{}, Bans: map[string]uint64{},
+		FutureLines: p.futureLines.Load(),
+		Kinds:       map[string]uint64{}, Decisions: map[string]uint64{}, Bans: map[string]uint64{},
 	}
 	for _, k := range event.Kinds() {
 		if n := p.kinds[int(k)&63].Load(); n > 0 {
