@@ -141,6 +141,9 @@ func open(cfg *config.Config, opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, started: time.Now()}
 	d.cfg.Store(&running)
 	d.log, d.level = newLogger(&running, opts.LogOutput)
+	for _, w := range running.Warnings() {
+		d.log.Warn("config: " + w)
+	}
 	d.setAllow(&running)
 
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
