@@ -100,6 +100,7 @@ type Status struct {
 	Files       []tailer.FileStats `json:"files"`
 	LinesPerSec float64            `json:"lines_per_sec"`
 	Pipeline    pipeline.Stats     `json:"pipeline"`
+	Restore     RestoreStatus      `json:"restore"`
 	Manager     ban.ManagerStatus  `json:"manager"`
 	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
 }
@@ -120,6 +121,7 @@ func (d *Daemon) Status() (Status, error) {
 	st := Status{
 		PID: os.Getpid(), Started: d.started, Uptime: now.Sub(d.started).Round(time.Second).String(),
 		Config: cfg.Path, DryRun: cfg.DryRun, LinesPerSec: lps, Pipeline: ps, Manager: ms,
+		Restore: d.restoreStatus(),
 	}
 	if d.follower != nil {
 		st.Files = d.follower.Stats().Files

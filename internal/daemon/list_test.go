@@ -71,7 +71,10 @@ func TestListFloodBounded(t *testing.T) {
 	cfg := newTestConfig(t)
 	seedBans(t, cfg, 100000)
 	td := startDaemon(t, cfg, "")
-	// Measure the flood, not the seeding.
+	waitFor(t, "the restore of the seeded bans", 30*time.Second, func() bool {
+		return td.d.restoreStatus().State != RestoreRunning
+	}, td.logs)
+	// Measure the flood, not the seeding and the restore.
 	runtime.GC()
 	debug.FreeOSMemory()
 	before := rssAnon(t)
