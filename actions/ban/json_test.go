@@ -21,7 +21,7 @@ func TestAppendJSONMatchesEncodingJSON(t *testing.T) {
 		if err != nil {
 			// encoding/json refuses years past 9999; AppendJSON writes null there
 			b.Until = time.Time{}
-			if want, err = json.Marshal(b); err != nil {
+			if _, err = json.Marshal(b); err != nil {
 				t.Fatal(err)
 			}
 			b.Until = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
