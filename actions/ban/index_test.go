@@ -128,6 +128,7 @@ func TestManagerIndexFollowsBans(t *testing.T) {
 	if r, ok := m.Banned(netip.MustParseAddr("192.0.2.9")); !ok || r != "5 unknown recipients in 10m0s" {
 		t.Errorf("Banned = %q %v", r, ok)
 	}
+	clock.Set(t0.Add(30 * time.Minute)) // a decision is never dated after the clock
 	m.Decide(ctx, managerDec("192.0.2.0/24", t0.Add(30*time.Minute)))
 	if b, _ := lookup("192.0.2.9"); !b.Until.Equal(t0.Add(90*time.Minute)) || b.Evidence != 10 {
 		t.Errorf("extension not in the index: %+v", b)

@@ -299,7 +299,10 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 	}
 	now := m.cfg.Now()
 	t := d.Time
-	if t.IsZero() {
+	if t.IsZero() || t.After(now) {
+		// A stamp ahead of the clock (a wrong clock or zone on the log's
+		// host, a forged line) must not date the ban: until would be
+		// beyond now + its duration, and the offence would count for years.
 		t = now
 	}
 

@@ -15,7 +15,8 @@ func runConfig(e *env, args []string) error {
 		return usagef("want: mxguard config check [--config F]")
 	}
 	fs := newFlagSet(e, "config check", "",
-		"Validate the configuration and print the effective configuration (every key, defaults filled in).\n"+
+		"Validate the configuration and print the effective configuration (every key, defaults filled in),\n"+
+			"after warnings (as YAML comments) about what is allowed but probably not meant.\n"+
 			"Exit status 2 and every problem on stderr when it is invalid.")
 	cfgPath := fs.String("config", "", "config file (default "+config.DefaultPath+" if it exists, else built-in defaults)")
 	quiet := fs.Bool("q", false, "only validate; print nothing when valid")
@@ -27,6 +28,9 @@ func runConfig(e *env, args []string) error {
 		return err
 	}
 	if *quiet {
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintln(e.stderr, "mxguard config: warning: "+w)
+		}
 		return nil
 	}
 	out, err := cfg.Marshal()
@@ -37,6 +41,11 @@ func runConfig(e *env, args []string) error {
 	if src == "" {
 		src = "built-in defaults (no " + config.DefaultPath + ")"
 	}
-	fmt.Fprintf(e.stdout, "# effective configuration from %s\n%s", src, out)
+	fmt.Fprintf(e.stdout, "# effective configuration from %s\n", src)
+	// as comments, so that the output still loads as a config
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(e.stdout, "# warning: "+w)
+	}
+	fmt.Fprintf(e.stdout, "%s", out)
 	return nil
 }

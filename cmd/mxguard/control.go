@@ -264,8 +264,19 @@ func writeStatus(w io.Writer, st daemon.Status) {
 	if st.DryRun {
 		mode = ", DRY RUN"
 	}
-	fmt.Fprintf(w, "mxguard daemon: pid %d, up %s (since %s)%s\nconfig: %s\n\n",
+	fmt.Fprintf(w, "mxguard daemon: pid %d, up %s (since %s)%s\nconfig: %s\n",
 		st.PID, st.Uptime, st.Started.Local().Format(time.DateTime), mode, cfg)
+	if r := st.Restore; r.State != "" {
+		fmt.Fprintf(w, "restore: %s (%d bans)", r.State, r.Bans)
+		if !r.Finished.IsZero() {
+			fmt.Fprintf(w, " in %s", r.Finished.Sub(r.Started).Round(time.Millisecond))
+		}
+		if r.Error != "" {
+			fmt.Fprintf(w, ": %s (retried in the background)", r.Error)
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w)
 	rows := [][]string{}
 	for _, f := range st.Files {
 		state := ""
@@ -280,6 +291,10 @@ func writeStatus(w io.Writer, st daemon.Status) {
 	p := st.Pipeline
 	fmt.Fprintf(w, "\nlines: %d (%.1f/s), events: %d, skipped: %d (not postfix %d, unrecognized %d, too long %d), tracked clients: %d\n",
 		p.Lines, st.LinesPerSec, p.Events, p.Skipped(), p.NotPostfix, p.Unrecognized, p.TooLong, p.Clients)
+	if p.FutureLines > 0 {
+		fmt.Fprintf(w, "future-stamped lines: %d (over %s ahead of the clock, dated now: check the clock of the log's host and tail.tz)\n",
+			p.FutureLines, pipeline.FutureTolerance)
+	}
 	rows = rows[:0]
 	for _, k := range pipeline.SortedKeys(p.Kinds) {
 		rows = append(rows, []string{k, fmt.Sprint(p.Kinds[k])})

@@ -6,6 +6,7 @@ package config
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,6 +65,10 @@ type Config struct {
 
 	// Path is the file the config was read from ("" = built-in defaults).
 	Path string `yaml:"-"`
+
+	// lines maps the keys written in the file ("ban.base", "logs[0]") to
+	// their line, so that Validate and Warnings can name it.
+	lines map[string]int
 }
 
 // Actions is the `actions:` section.
@@ -173,7 +179,7 @@ func Parse(b []byte) (*Config, error) {
 		return c, nil
 	}
 	root := doc.Content[0]
-	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+	if isNull(root) {
 		return c, nil
 	}
 	if root.Kind != yaml.MappingNode {
@@ -187,8 +193,19 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, nameKeys(cleanYAMLError(err), root)
 	}
+	// Only the first document is read: one after it would be ignored
+	// silently, whatever it says.
+	var next yaml.Node
+	if err := dec.Decode(&next); err == nil && len(next.Content) > 0 && !isNull(next.Content[0]) {
+		return nil, fmt.Errorf("line %d: a second YAML document (after ---): mxguard reads one; merge it into the first", next.Content[0].Line)
+	} else if err != nil && !errors.Is(err, io.EOF) {
+		return nil, cleanYAMLError(err)
+	}
+	c.lines, _ = keyLines(root)
 	return c, nil
 }
+
+func isNull(n *yaml.Node) bool { return n.Kind == yaml.ScalarNode && n.Tag == "!!null" }
 
 // cleanYAMLError drops the "yaml: " prefixes and the "unmarshal errors:"
 // header of yaml.v3 errors, which read badly after "config FILE: ".
@@ -204,10 +221,10 @@ func cleanYAMLError(err error) error {
 	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
 }
 
-// nameKeys appends the key to "line N: ..." errors (a bad value: yaml.v3
-// names only the line).
-func nameKeys(err error, root *yaml.Node) error {
-	keys := map[int]string{}
+// keyLines maps every key of the document to its line ("ban.base",
+// "logs[0]") and every line to the (last) key on it.
+func keyLines(root *yaml.Node) (lineOf map[string]int, keyOn map[int]string) {
+	lineOf, keyOn = map[string]int{}, map[int]string{}
 	var walk func(n *yaml.Node, path string)
 	walk = func(n *yaml.Node, path string) {
 		switch n.Kind {
@@ -215,20 +232,63 @@ func nameKeys(err error, root *yaml.Node) error {
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
 				p := join(path, k.Value)
-				keys[k.Line] = p
+				keyOn[k.Line] = p
+				if _, ok := lineOf[p]; !ok {
+					lineOf[p] = k.Line
+				}
 				walk(v, p)
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
 				p := fmt.Sprintf("%s[%d]", path, i)
-				if _, ok := keys[c.Line]; !ok {
-					keys[c.Line] = p
+				if _, ok := keyOn[c.Line]; !ok {
+					keyOn[c.Line] = p
 				}
+				lineOf[p] = c.Line
 				walk(c, p)
 			}
 		}
 	}
 	walk(root, "")
+	return lineOf, keyOn
+}
+
+// lineOf returns the line of key in the file, or of its nearest enclosing
+// key written there; 0 when neither is (a default).
+func (c *Config) lineOf(key string) int {
+	for key != "" {
+		if l, ok := c.lines[key]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(key, ".[")
+		if i < 0 {
+			return 0
+		}
+		key = key[:i]
+	}
+	return 0
+}
+
+// withLine prefixes a message that starts with its key ("ban.base: ...",
+// "ban.factor must ...") with the key's line in the file.
+func (c *Config) withLine(msg string) string {
+	if strings.HasPrefix(msg, "line ") {
+		return msg
+	}
+	key := msg
+	if i := strings.IndexAny(key, ": "); i >= 0 {
+		key = key[:i]
+	}
+	if l := c.lineOf(key); l > 0 {
+		return fmt.Sprintf("line %d: %s", l, msg)
+	}
+	return msg
+}
+
+// nameKeys appends the key to "line N: ..." errors (a bad value: yaml.v3
+// names only the line).
+func nameKeys(err error, root *yaml.Node) error {
+	_, keys := keyLines(root)
 	var out []error
 	for _, e := range unjoin(err) {
 		var line int
@@ -322,6 +382,27 @@ func (c *Config) Validate() error {
 			add("allowlist[%d]: %v", i, err)
 		}
 	}
+	// The ban manager takes a zero for "the default": refuse one written
+	// in the file rather than show 0 and run with something else (0 could
+	// as well be read as "no limit", "no escalation" or "never forget").
+	def := ban.DefaultConfig()
+	for _, z := range []struct {
+		key       string
+		zero      bool
+		value, to string // as written, and the default
+	}{
+		{"base", c.Ban.Base == 0, c.Ban.Base.String(), def.Base.String()},
+		{"factor", c.Ban.Factor == 0, "0", fmt.Sprint(def.Factor)},
+		{"max", c.Ban.Max == 0, c.Ban.Max.String(), def.Max.String()},
+		{"forget_after", c.Ban.ForgetAfter == 0, c.Ban.ForgetAfter.String(), def.ForgetAfter.String()},
+		{"ledger_retention", c.Ban.LedgerRetention == 0, c.Ban.LedgerRetention.String(), def.LedgerRetention.String()},
+		{"max_prefix_v4", c.Ban.MaxPrefixV4 == 0, "0", fmt.Sprint(def.MaxPrefixV4)},
+		{"max_prefix_v6", c.Ban.MaxPrefixV6 == 0, "0", fmt.Sprint(def.MaxPrefixV6)},
+	} {
+		if z.zero {
+			add("ban.%s: %s is not a usable value (a zero stands for the default): leave the key out for the default %s, or give another value", z.key, z.value, z.to)
+		}
+	}
 	prefixed("ban", c.Ban.WithDefaults().Validate())
 	prefixed("detectors", c.Detectors.Validate())
 	prefixed("actions.iptables", c.Actions.IPTables.IPTablesChainConfig.Validate())
@@ -332,8 +413,10 @@ func (c *Config) Validate() error {
 		add("actions.ipset.chain: %q is also actions.iptables.chain: give each action its own chain (or enable one of them)", c.Actions.IPSet.Chain)
 	}
 	if c.MetricsListen != "" {
-		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil {
 			add("metrics_listen: %q: want host:port, e.g. 127.0.0.1:9419", c.MetricsListen)
+		} else if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+			add("metrics_listen: bad port in %q: want 0 to 65535", c.MetricsListen)
 		}
 	}
 	var l slog.Level
@@ -352,7 +435,43 @@ func (c *Config) Validate() error {
 		add("tail.checkpoint_interval: must be > 0, got %s", c.Tail.CheckpointInterval)
 	}
 	prefixed("guard", c.Guard.Validate())
+	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
+		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
+	}
+	for i, e := range errs {
+		errs[i] = errors.New(c.withLine(e.Error()))
+	}
 	return errors.Join(errs...)
+}
+
+// checkKeyPair reports a guard certificate or key that is missing or does
+// not load, now rather than at the first STARTTLS.
+func checkKeyPair(cert, key string) []error {
+	var errs []error
+	for _, f := range []struct{ key, path string }{{"guard.tls.cert", cert}, {"guard.tls.key", key}} {
+		if _, err := os.Stat(f.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+		}
+	}
+	if len(errs) > 0 {
+		return errs
+	}
+	if _, err := tls.LoadX509KeyPair(cert, key); err != nil {
+		return []error{fmt.Errorf("guard.tls.cert: %q with guard.tls.key %q does not load: %w", cert, key, err)}
+	}
+	return nil
+}
+
+// Warnings lists what is allowed but probably not meant, each naming its
+// key (and its line when it is written in the file).
+func (c *Config) Warnings() []string {
+	var ws []string
+	if host, port, err := net.SplitHostPort(c.MetricsListen); err == nil && c.MetricsListen != "" {
+		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+			ws = append(ws, c.withLine(fmt.Sprintf("metrics_listen: %q binds all interfaces: anyone who reaches the port reads the counters (detectors, log paths); bind 127.0.0.1:%s or filter the port", c.MetricsListen, port)))
+		}
+	}
+	return ws
 }
 
 func unjoin(err error) []error {

@@ -100,6 +100,7 @@ type Status struct {
 	Files       []tailer.FileStats `json:"files"`
 	LinesPerSec float64            `json:"lines_per_sec"`
 	Pipeline    pipeline.Stats     `json:"pipeline"`
+	Restore     RestoreStatus      `json:"restore"`
 	Manager     ban.ManagerStatus  `json:"manager"`
 	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
 }
@@ -120,6 +121,7 @@ func (d *Daemon) Status() (Status, error) {
 	st := Status{
 		PID: os.Getpid(), Started: d.started, Uptime: now.Sub(d.started).Round(time.Second).String(),
 		Config: cfg.Path, DryRun: cfg.DryRun, LinesPerSec: lps, Pipeline: ps, Manager: ms,
+		Restore: d.restoreStatus(),
 	}
 	if d.follower != nil {
 		st.Files = d.follower.Stats().Files
@@ -134,7 +136,7 @@ func (d *Daemon) Status() (Status, error) {
 func (d *Daemon) metrics() metrics.Snapshot {
 	ps := d.pipe.Stats()
 	s := metrics.Snapshot{
-		Lines: ps.Lines, EventsByKind: ps.Kinds, Decisions: ps.Decisions, Bans: ps.Bans,
+		Lines: ps.Lines, EventsByKind: ps.Kinds, Decisions: ps.Decisions, Bans: ps.Bans, FutureLines: ps.FutureLines,
 		ParseSkipped: map[string]uint64{"not_postfix": ps.NotPostfix, "unrecognized": ps.Unrecognized, "too_long": ps.TooLong},
 		TailLagBytes: map[string]int64{}, ActionFailures: map[string]uint64{}, ActionPending: map[string]int{},
 		DecisionsNotRecorded: ps.NotRecorded, CheckpointHeldPaths: ps.HeldPaths,

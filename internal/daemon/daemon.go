@@ -5,9 +5,10 @@
 // One run goes through five phases, one method each:
 //
 //	open      state_dir, bbolt store
-//	build     actions, manager (restores the active bans), detectors,
-//	          pipeline, log follower, guard
-//	start     control socket, metrics, manager loop, guard, follower
+//	build     actions, manager, detectors, pipeline, log follower, guard
+//	start     restore of the active bans into the actions (in the
+//	          background), control socket, metrics, manager loop, guard,
+//	          follower
 //	loop      until stopped (SIGTERM, SIGINT, ctx); SIGHUP reloads
 //	shutdown  stop, close manager and store; with Options.Cleanup remove
 //	          the firewall chains and sets
@@ -57,7 +58,8 @@ type Options struct {
 	// it must not block.
 	Ready func(*Daemon)
 
-	noHostAddrs bool // tests: do not allowlist the host's own addresses
+	noHostAddrs  bool         // tests: do not allowlist the host's own addresses
+	extraActions []ban.Action // tests: actions besides the configured ones
 	// controlLimits, when set, replace the control socket's default
 	// limits (tests).
 	controlLimits control.Limits
@@ -90,6 +92,7 @@ type Daemon struct {
 	guard    *smtpguard.Guard  // nil when the guard is off
 	ctl      *control.Server
 	met      *metrics.Server
+	restore  atomic.Pointer[RestoreStatus]
 
 	runCtx       context.Context // cancelled at shutdown; set by start
 	stopRun      context.CancelFunc
@@ -144,6 +147,9 @@ func open(cfg *config.Config, opts Options) (*Daemon, error) {
 	d := &Daemon{opts: opts, started: time.Now()}
 	d.cfg.Store(&running)
 	d.log, d.level = newLogger(&running, opts.LogOutput)
+	for _, w := range running.Warnings() {
+		d.log.Warn("config: " + w)
+	}
 	d.setAllow(&running)
 
 	if err := os.MkdirAll(cfg.StateDir, 0o750); err != nil {
@@ -175,15 +181,15 @@ func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	return slog.New(slog.NewTextHandler(w, ho)), lv
 }
 
-// build makes everything that runs: actions, the manager (restoring the
-// active bans into the actions), detectors, pipeline, follower and guard.
-// Nothing listens yet.
+// build makes everything that runs: actions, the manager, detectors,
+// pipeline, follower and guard. Nothing listens yet.
 func (d *Daemon) build(ctx context.Context) error {
 	cfg := d.cfg.Load()
 	var err error
 	if d.acts, d.cleaners, err = buildActions(cfg, d.log, d.opts.LogOutput); err != nil {
 		return err
 	}
+	d.acts = append(d.acts, d.opts.extraActions...)
 	sources := []func() ([]netip.Prefix, error){d.allowSource}
 	if !d.opts.noHostAddrs {
 		sources = append(sources, ban.HostAddrs)
@@ -195,11 +201,6 @@ func (d *Daemon) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, time.Minute)
-	if rerr := d.mgr.Restore(rctx); rerr != nil {
-		d.log.Warn("restore of active bans incomplete; retrying in the background", "err", rerr)
-	}
-	cancel()
 
 	det, err := detectors.New(cfg.Detectors, d.log)
 	if err != nil {
@@ -233,11 +234,13 @@ func (d *Daemon) build(ctx context.Context) error {
 	return nil
 }
 
-// start opens the control socket and the metrics endpoint and starts the
-// manager loop, the guard and the follower.
+// start starts the restore of the active bans (in the background), opens
+// the control socket and the metrics endpoint and starts the manager loop,
+// the guard and the follower.
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg.Load()
 	d.runCtx, d.stopRun = context.WithCancel(ctx)
+	d.startRestore()
 	var err error
 	if d.ctl, err = control.Listen(cfg.ControlSocket, d.handle, d.log); err != nil {
 		return err

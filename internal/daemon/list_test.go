@@ -81,8 +81,11 @@ func TestListFloodBounded(t *testing.T) {
 	t.Logf("seeded in %s", time.Since(start))
 	// A short wait for a turn keeps the test short; the defaults stand.
 	td := startDaemonWith(t, cfg, Options{controlLimits: control.Limits{StreamWait: 3 * time.Second}})
-	t.Logf("started in %s", time.Since(start))
-	// Measure the flood, not the seeding.
+	waitFor(t, "the restore of the seeded bans", 30*time.Second, func() bool {
+		return td.d.restoreStatus().State != RestoreRunning
+	}, td.logs)
+	t.Logf("started and restored in %s", time.Since(start))
+	// Measure the flood, not the seeding and the restore.
 	runtime.GC()
 	debug.FreeOSMemory()
 	before := rssAnon(t)

@@ -29,6 +29,7 @@ type Snapshot struct {
 	ActionFailures map[string]uint64 // failed action calls, by action
 	ActionPending  map[string]int    // queued action calls, by action
 	Guard          *GuardSnapshot    // nil when the inline guard does not run
+	FutureLines    uint64            // lines stamped too far ahead of the clock (dated now)
 
 	// A store that refuses writes (a full state_dir): see ban.PersistStatus
 	// and pipeline.Stats.
@@ -65,13 +66,14 @@ var (
 	dPersistDropped  = prometheus.NewDesc("mxguard_ban_persist_dropped_total", "Decisions refused because the persist queue was full.", nil, nil)
 	dNotRecorded     = prometheus.NewDesc("mxguard_decisions_not_recorded_total", "Decisions neither recorded nor queued; the detector decides them again.", nil, nil)
 	dHeldPaths       = prometheus.NewDesc("mxguard_checkpoint_held_paths", "Logs whose checkpoint is held back for decisions not recorded.", nil, nil)
+	dFuture          = prometheus.NewDesc("mxguard_future_lines_total", "Log lines stamped more than the tolerance ahead of the clock (their events dated now).", nil, nil)
 )
 
 type collector struct{ snap func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending,
-		dGBanned, dGStress, dGEpisode, dPersistPending, dPersistFailures, dPersistDropped, dNotRecorded, dHeldPaths} {
+		dGBanned, dGStress, dGEpisode, dPersistPending, dPersistFailures, dPersistDropped, dNotRecorded, dHeldPaths, dFuture} {
 		ch <- d
 	}
 }
@@ -92,6 +94,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dBans, prometheus.CounterValue, float64(v), k)
 	}
 	ch <- prometheus.MustNewConstMetric(dActive, prometheus.GaugeValue, float64(s.ActiveBans))
+	ch <- prometheus.MustNewConstMetric(dFuture, prometheus.CounterValue, float64(s.FutureLines))
 	for k, v := range s.TailLagBytes {
 		ch <- prometheus.MustNewConstMetric(dLag, prometheus.GaugeValue, float64(v), k)
 	}

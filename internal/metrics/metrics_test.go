@@ -26,6 +26,7 @@ func TestScrape(t *testing.T) {
 			PersistDropped:       1,
 			DecisionsNotRecorded: 2,
 			CheckpointHeldPaths:  1,
+			FutureLines:          9,
 		}
 	}
 	s, err := Listen("127.0.0.1:0", snap, nil)
@@ -57,6 +58,7 @@ func TestScrape(t *testing.T) {
 		"mxguard_ban_persist_dropped_total 1",
 		"mxguard_decisions_not_recorded_total 2",
 		"mxguard_checkpoint_held_paths 1",
+		"mxguard_future_lines_total 9",
 		"go_goroutines",
 	} {
 		if !strings.Contains(body, want) {

@@ -102,6 +102,9 @@ func daemonBans(t *testing.T, path string, lines int) []equivBan {
 	}
 	dec := &clockedDecider{m: m, clock: clock, prefixes: map[netip.Prefix]bool{}}
 	p := New(det, dec, nil)
+	// Its Manager's clock is the log time, so the log is the clock here
+	// too (a BSD-stamped log can lie up to a week ahead of the wall clock).
+	p.SetClock(nil)
 	f, err := tailer.New(tailer.Config{Paths: []string{path}, FromStart: true}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -39,6 +39,7 @@ type Pipeline struct {
 	dec  Decider
 	log  *slog.Logger
 	hook atomic.Pointer[DecisionHook]
+	now  func() time.Time // nil: the log is the clock (replay)
 
 	lines        atomic.Uint64
 	tooLong      atomic.Uint64
@@ -50,6 +51,7 @@ type Pipeline struct {
 	warm         warmCounters
 	notRecorded  atomic.Uint64
 	heldPaths    atomic.Int64 // log paths whose position Follow holds back
+	futureLines  atomic.Uint64
 
 	mu        sync.Mutex
 	decisions map[string]uint64 // by detector
@@ -64,11 +66,22 @@ func New(det *detectors.Engine, dec Decider, logger *slog.Logger) *Pipeline {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{dec: dec, log: logger, decisions: map[string]uint64{}, bans: map[string]uint64{},
+	p := &Pipeline{dec: dec, log: logger, now: time.Now, decisions: map[string]uint64{}, bans: map[string]uint64{},
 		owed: owedDecisions{m: map[owedKey]struct{}{}}, errLog: ratelimiter.NewLeakyBucket(1, time.Minute)}
 	p.det.Store(det)
 	return p
 }
+
+// FutureTolerance is how far ahead of the clock a line may be stamped and
+// still date its events: a syslog host whose clock runs a little fast is
+// common; a line an hour or more ahead is a wrong clock, a wrong tail.tz or
+// a forged line.
+const FutureTolerance = time.Hour
+
+// SetClock sets the clock that log stamps are checked against (New sets
+// time.Now); nil means the log is the clock (replay: no line is ahead of
+// it). Call it before the Pipeline is used.
+func (p *Pipeline) SetClock(now func() time.Time) { p.now = now }
 
 // SetDetectors swaps the detector engine (config reload). The sliding
 // windows of the old engine are lost.
@@ -87,8 +100,10 @@ func (p *Pipeline) SetHook(h DecisionHook) {
 }
 
 // HandleLine parses one log line and handles its event. Lines that are not
-// Postfix's or of no interest are counted and skipped. It returns the
-// line's time and whether it was a recognised Postfix line.
+// Postfix's or of no interest are counted and skipped. A line stamped more
+// than FutureTolerance ahead of the clock is counted and its event dated
+// now. It returns the line's time as stamped and whether it was a
+// recognised Postfix line.
 func (p *Pipeline) HandleLine(ctx context.Context, parser *logparse.Parser, line string) (time.Time, bool) {
 	t, ok, _ := p.handleLine(ctx, parser, line, false)
 	return t, ok
@@ -108,7 +123,14 @@ func (p *Pipeline) handleLine(ctx context.Context, parser *logparse.Parser, line
 		}
 		return time.Time{}, false, 0
 	}
-	return ev.Time, true, p.handleEvent(ctx, ev, fromLog)
+	stamp := ev.Time
+	if p.now != nil {
+		if now := p.now(); stamp.After(now.Add(FutureTolerance)) {
+			p.futureLines.Add(1)
+			ev.Time = now
+		}
+	}
+	return stamp, true, p.handleEvent(ctx, ev, fromLog)
 }
 
 // CountTooLong counts lines skipped by the reader for their length.
@@ -249,7 +271,10 @@ type Stats struct {
 	// yet; while there are any, HeldPaths logs keep their checkpoint.
 	AwaitingRedecision int `json:"awaiting_redecision"`
 	HeldPaths          int `json:"checkpoint_held_paths"`
-	Clients            int `json:"tracked_clients"`
+	// FutureLines: stamped more than FutureTolerance ahead of the clock,
+	// their events dated now.
+	FutureLines uint64 `json:"future_lines"`
+	Clients     int    `json:"tracked_clients"`
 	// Warm: read again at start, not counted above.
 	Warm WarmStats `json:"warm"`
 }
@@ -262,7 +287,7 @@ func (p *Pipeline) Stats() Stats {
 	st := Stats{
 		Lines: p.lines.Load(), TooLong: p.tooLong.Load(), NotPostfix: p.notPostfix.Load(),
 		Unrecognized: p.unrecognized.Load(), Events: p.events.Load(), DecideErrors: p.decideErrs.Load(),
-		NotRecorded: p.notRecorded.Load(), HeldPaths: int(p.heldPaths.Load()),
+		NotRecorded: p.notRecorded.Load(), HeldPaths: int(p.heldPaths.Load()), FutureLines: p.futureLines.Load(),
 		Kinds: map[string]uint64{}, Decisions: map[string]uint64{}, Bans: map[string]uint64{},
 		Warm: WarmStats{Lines: p.warm.lines.Load(), Decisions: p.warm.decisions.Load(),
 			Resumed: p.warm.resumed.Load(), Millis: p.warm.millis.Load()},

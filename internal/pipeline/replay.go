@@ -71,6 +71,7 @@ func Replay(ctx context.Context, files []string, opts ReplayOptions) (ReplayResu
 	}
 	defer rd.m.Close()
 	p := New(det, rd, nil)
+	p.SetClock(nil) // the log is the clock: old logs replay as written
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return ReplayResult{}, err
