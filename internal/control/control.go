@@ -410,10 +410,16 @@ func Call(ctx context.Context, path string, req Request, out any) error {
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Now()) })
 	defer stop()
+	br := bufio.NewReaderSize(c, 64<<10)
 	if err := json.NewEncoder(c).Encode(req); err != nil {
+		// A daemon over its connection limit answers "busy" and closes
+		// without reading: its answer says more than a broken pipe.
+		var resp Response
+		if line, _ := br.ReadBytes('\n'); json.Unmarshal(line, &resp) == nil && resp.Error != "" {
+			return errors.New(resp.Error)
+		}
 		return fmt.Errorf("control socket %s: send: %w", path, err)
 	}
-	br := bufio.NewReaderSize(c, 64<<10)
 	line, err := br.ReadBytes('\n')
 	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
 		if ctx.Err() != nil {
