@@ -43,12 +43,13 @@ func (p *Pipeline) Follow(ctx context.Context, src LineSource, loc *time.Locatio
 	for {
 		select {
 		case l := <-out:
-			*lf = lineInFlight{line: l}
+			_, holding := held[l.Path]
+			*lf = lineInFlight{line: l, held: holding}
 			t, ok, lost := p.handleLine(lctx, parser, l.Text, true)
 			if ok {
 				skew.check(p, t, time.Now())
 			}
-			if _, holding := held[l.Path]; !holding && lost == 0 {
+			if !holding && lost == 0 {
 				src.Ack(l)
 				continue
 			}

@@ -124,13 +124,21 @@ func (p *Pipeline) handleLine(ctx context.Context, parser *logparse.Parser, line
 		return time.Time{}, false, 0
 	}
 	stamp := ev.Time
-	if p.now != nil {
-		if now := p.now(); stamp.After(now.Add(FutureTolerance)) {
-			p.futureLines.Add(1)
-			ev.Time = now
-		}
-	}
+	p.dateEvent(&ev)
 	return stamp, true, p.handleEvent(ctx, ev, fromLog)
+}
+
+// dateEvent dates an event stamped more than FutureTolerance ahead of the
+// clock now, and counts it: a forged or mis-zoned line must neither push
+// a ban into the future nor pin the detectors' clock there.
+func (p *Pipeline) dateEvent(ev *event.Event) {
+	if p.now == nil {
+		return
+	}
+	if now := p.now(); ev.Time.After(now.Add(FutureTolerance)) {
+		p.futureLines.Add(1)
+		ev.Time = now
+	}
 }
 
 // CountTooLong counts lines skipped by the reader for their length.
@@ -183,6 +191,9 @@ func (p *Pipeline) decide(ctx context.Context, d detectors.Decision, fromLog boo
 	if lost {
 		p.notRecorded.Add(1)
 		p.det.Load().Redecide(d)
+		if lf := lineInFlightOf(ctx); lf != nil {
+			lf.held = true // the line's later decisions must not save its position
+		}
 	}
 	p.mu.Lock()
 	p.decisions[d.Detector]++

@@ -17,6 +17,11 @@ type lineInFlight struct {
 	line    tailer.Line
 	decided int // decisions taken for it so far (skipped ones included)
 	skip    int // its first decisions, not to be taken again: taken before a restart
+	// held: no position may be saved with this line's decisions, because
+	// its log's checkpoint is held for a decision not recorded (see
+	// Follow), or one of its own decisions was not recorded. A position
+	// saved with a later decision would skip the lost one at a restart.
+	held bool
 }
 
 type lineKey struct{}
@@ -39,7 +44,7 @@ func lineInFlightOf(ctx context.Context) *lineInFlight {
 // crash neither take it again nor lose it.
 func DecisionLine(ctx context.Context) (tailer.Line, bool) {
 	lf := lineInFlightOf(ctx)
-	if lf == nil {
+	if lf == nil || lf.held {
 		return tailer.Line{}, false
 	}
 	l := lf.line
@@ -104,11 +109,12 @@ func (p *Pipeline) Warm(ctx context.Context, src Lookback, loc *time.Location) e
 		if parser.ParseInto(l.Text, &ev) != nil {
 			return
 		}
+		p.dateEvent(&ev)
 		for _, d := range p.det.Load().Observe(ev) {
-			if lf.decided >= lf.skip { // not taken before the crash: decide it now
+			taken := lf.decided >= lf.skip // not taken before the crash: decide it now
+			if p.decide(lctx, d, true) && taken {
 				p.warm.resumed.Add(1)
 			}
-			p.decide(lctx, d, true)
 		}
 	})
 	p.warm.millis.Store(uint64(time.Since(start).Milliseconds()))
