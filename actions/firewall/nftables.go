@@ -347,6 +347,17 @@ func (a *NFTables) ownSet(name string, typ nftables.SetDatatype) *nftables.Set {
 // Name implements ban.Action.
 func (a *NFTables) Name() string { return "nftables" }
 
+// isOwnSet reports whether name is one of the sets mxguard keeps in its
+// own table.
+func (a *NFTables) isOwnSet(name string) bool {
+	for _, f := range a.fams {
+		if f != nil && f.set.Name == name {
+			return true
+		}
+	}
+	return name == a.cfg.SetV4 || name == a.cfg.SetV6
+}
+
 func (a *NFTables) family(p netip.Prefix) (*nftFamily, error) {
 	f := a.fams[famIndex(p)]
 	if f == nil {
@@ -896,6 +907,7 @@ type nftStructure struct {
 	sets     map[string]*nftables.Set
 	chain    *nftables.Chain
 	ruleTags []string
+	foreign  []string // sets and chains in the table that are not ours
 }
 
 // readStructureLocked lists our table with dumps (a missing object is an
@@ -919,15 +931,28 @@ func (a *NFTables) readStructureLocked() (nftStructure, error) {
 	st.sets = map[string]*nftables.Set{}
 	for _, s := range sets {
 		st.sets[s.Name] = s
+		if !s.Anonymous && !a.isOwnSet(s.Name) { // anonymous: a rule's own {25, 465, 587}
+			st.foreign = append(st.foreign, "set "+s.Name)
+		}
 	}
 	chains, err := a.conn.ListChainsOfTableFamily(a.table.Family)
 	if err != nil {
 		return st, fmt.Errorf("list chains: %w", err)
 	}
 	for _, c := range chains {
-		if c.Table.Name == a.table.Name && c.Name == a.chain.Name {
+		switch {
+		case c.Table.Name != a.table.Name:
+		case c.Name == a.chain.Name:
 			st.chain = c
+		default:
+			st.foreign = append(st.foreign, "chain "+c.Name)
 		}
+	}
+	if len(st.foreign) > 0 {
+		// Someone else's table (Debian's inet filter, firewalld's): never
+		// adopt, repair or delete it.
+		return st, fmt.Errorf("table %s %s exists and holds %s, which are not mxguard's: choose another actions.nftables.table, or set_only: true to fill sets of your own",
+			a.cfg.Family, a.cfg.Table, strings.Join(st.foreign, ", "))
 	}
 	if st.chain == nil {
 		return st, nil
@@ -939,6 +964,12 @@ func (a *NFTables) readStructureLocked() (nftStructure, error) {
 	for _, r := range rules {
 		tag, _ := userdata.GetString(r.UserData, userdata.TypeComment)
 		st.ruleTags = append(st.ruleTags, tag)
+		if !strings.HasPrefix(tag, "mxguard: ") {
+			// a chain of our name with rules we did not write (Debian's
+			// "table inet filter" has a "chain input" too)
+			return st, fmt.Errorf("table %s %s exists and its chain %s holds rules that are not mxguard's: choose another actions.nftables.table, or set_only: true to fill sets of your own",
+				a.cfg.Family, a.cfg.Table, a.chain.Name)
+		}
 	}
 	return st, nil
 }
@@ -1002,11 +1033,11 @@ func (a *NFTables) Cleanup(ctx context.Context) error {
 		return a.cleanupElementsLocked(ctx)
 	}
 	if a.conn != nil {
-		tables, err := a.conn.ListTablesOfFamily(a.table.Family)
+		st, err := a.readStructureLocked()
 		if err != nil {
-			return fmt.Errorf("nftables: cleanup: list tables: %w", err)
+			return fmt.Errorf("nftables: cleanup: %w", err)
 		}
-		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == a.table.Name }) {
+		if !st.table {
 			return nil
 		}
 	}

@@ -260,6 +260,38 @@ func TestNetnsNFTablesCoexistAndCleanup(t *testing.T) {
 	}
 }
 
+// Own mode never adopts, repairs or deletes a table that is not
+// mxguard's: with table: filter on a host whose ruleset is Debian's
+// "table inet filter", Sync and Cleanup refuse and leave it as it was.
+func TestNetnsNFTablesRefusesForeignTable(t *testing.T) {
+	server, _ := nftPair(t)
+	ctx := context.Background()
+	nftScript(t, server, `table inet filter {
+	set banned_v4 { type ipv4_addr; }
+	chain input {
+		type filter hook input priority 0; policy accept;
+		tcp dport 22 accept
+	}
+}`)
+	before := nft(t, server, "list", "table", "inet", "filter")
+	cfg := DefaultNFTablesConfig()
+	cfg.Table = "filter"
+	a, err := NewNFTables(cfg, NFTablesOptions{Dial: nsDial(server)})
+	if err == nil {
+		t.Cleanup(func() { a.Close() })
+		err = a.Sync(ctx, []ban.Ban{testBan("192.0.2.2/32", time.Hour)})
+		if cerr := a.Cleanup(ctx); cerr == nil {
+			t.Error("Cleanup of a foreign table succeeded")
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "not mxguard's") {
+		t.Errorf("own mode over a foreign table: err = %v, want a refusal", err)
+	}
+	if after := nft(t, server, "list", "table", "inet", "filter"); after != before {
+		t.Errorf("the administrator's table changed:\n%s\n---\n%s", before, after)
+	}
+}
+
 // set_only: the administrator's sets (and rules) in the administrator's
 // table; mxguard adds and deletes its elements only, leaves the
 // administrator's elements alone, and Cleanup removes nothing else.
