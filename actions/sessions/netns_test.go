@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -31,7 +33,7 @@ type sessionHost struct {
 	accepted map[string]chan error // client address:port -> the server side's read error
 }
 
-func newSessionHost(t *testing.T) *sessionHost {
+func newSessionHost(t testing.TB) *sessionHost {
 	netnstest.Require(t)
 	h := &sessionHost{accepted: map[string]chan error{}}
 	h.server, h.client = netnstest.Pair(t)
@@ -49,7 +51,7 @@ func newSessionHost(t *testing.T) *sessionHost {
 	return h
 }
 
-func (h *sessionHost) listen(t *testing.T, network, addr string) {
+func (h *sessionHost) listen(t testing.TB, network, addr string) {
 	var ln net.Listener
 	if err := netnstest.Do(h.server, func() (err error) {
 		ln, err = net.Listen(network, addr)
@@ -79,7 +81,7 @@ func (h *sessionHost) listen(t *testing.T, network, addr string) {
 }
 
 // serverSide is the read error channel of the server's end of c.
-func (h *sessionHost) serverSide(t *testing.T, c net.Conn) chan error {
+func (h *sessionHost) serverSide(t testing.TB, c net.Conn) chan error {
 	t.Helper()
 	key := c.LocalAddr().String()
 	deadline := time.Now().Add(5 * time.Second)
@@ -97,7 +99,7 @@ func (h *sessionHost) serverSide(t *testing.T, c net.Conn) chan error {
 }
 
 // dial opens a connection from the client namespace, from local to remote.
-func (h *sessionHost) dial(t *testing.T, local, remote string) net.Conn {
+func (h *sessionHost) dial(t testing.TB, local, remote string) net.Conn {
 	t.Helper()
 	var c net.Conn
 	err := netnstest.Do(h.client, func() (err error) {
@@ -113,9 +115,9 @@ func (h *sessionHost) dial(t *testing.T, local, remote string) net.Conn {
 	return c
 }
 
-func (h *sessionHost) killer(t *testing.T, cfg Config, dry *bytes.Buffer) *Killer {
+func (h *sessionHost) killer(t testing.TB, cfg Config, dry *bytes.Buffer) *Killer {
 	t.Helper()
-	opts := Options{Logger: slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug})), Dial: func() (*netlink.Conn, error) {
+	opts := Options{Logger: slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelInfo})), Dial: func() (*netlink.Conn, error) {
 		var c *netlink.Conn
 		err := netnstest.Do(h.server, func() (err error) {
 			c, err = netlink.Dial(unix.NETLINK_SOCK_DIAG, nil)
@@ -134,7 +136,7 @@ func (h *sessionHost) killer(t *testing.T, cfg Config, dry *bytes.Buffer) *Kille
 }
 
 // testLog writes log lines to the test's log.
-type testLog struct{ t *testing.T }
+type testLog struct{ t testing.TB }
 
 func (w testLog) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
@@ -268,4 +270,74 @@ func TestNetnsKillSessionsDryRun(t *testing.T) {
 	if !strings.Contains(out.String(), "(none open now)") {
 		t.Errorf("dry-run output for a prefix without sessions: %q", out.String())
 	}
+}
+
+// BenchmarkNetnsKillSession measures one ban's Apply until the client
+// sees its reset, with one session from the banned address among ten kept
+// ones from a neighbour (the dials are not timed).
+func BenchmarkNetnsKillSession(b *testing.B) {
+	h := newSessionHost(b)
+	k := h.killer(b, DefaultConfig(), nil)
+	for range 10 {
+		h.dial(b, "192.0.2.3", "192.0.2.1:25")
+	}
+	banned := ban.Ban{Prefix: netip.MustParsePrefix("192.0.2.2/32")}
+	for b.Loop() {
+		b.StopTimer()
+		c := h.dial(b, "192.0.2.2", "192.0.2.1:25")
+		b.StartTimer()
+		if err := k.Apply(context.Background(), banned); err != nil {
+			b.Fatal(err)
+		}
+		if closed, err := closedWithin(c, time.Now().Add(time.Second)); !closed {
+			b.Fatalf("session still open 1 s after Apply: %v", err)
+		}
+	}
+}
+
+// Without CAP_NET_ADMIN the kernel refuses SOCK_DESTROY: Apply warns once,
+// succeeds (a retry cannot help) and the session stays open.
+func TestNetnsKillSessionsWithoutCapability(t *testing.T) {
+	h := newSessionHost(t)
+	var logs bytes.Buffer
+	k := h.killer(t, DefaultConfig(), nil)
+	k.log = slog.New(slog.NewTextHandler(&logs, nil))
+	c := h.dial(t, "192.0.2.2", "192.0.2.1:25")
+	banned := ban.Ban{Prefix: netip.MustParsePrefix("192.0.2.2/32")}
+	for range 2 {
+		if err := withoutNetAdmin(func() error { return k.Apply(context.Background(), banned) }); err != nil {
+			t.Fatalf("Apply: %v, want nil (nothing a retry could fix)", err)
+		}
+	}
+	if closed, err := closedWithin(c, time.Now().Add(300*time.Millisecond)); closed {
+		t.Errorf("session closed without CAP_NET_ADMIN: %v", err)
+	}
+	if n := strings.Count(logs.String(), "needs CAP_NET_ADMIN"); n != 1 {
+		t.Errorf("%d warnings, want 1:\n%s", n, logs.String())
+	}
+}
+
+// withoutNetAdmin runs fn on a thread without CAP_NET_ADMIN: the kernel
+// checks the sender's capabilities when the netlink request is sent, and
+// a goroutine locked to its thread makes its system calls there.
+// Capabilities belong to the thread, which is never unlocked, so Go
+// throws it away afterwards.
+func withoutNetAdmin(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capget: %w", err)
+			return
+		}
+		data[0].Effective &^= 1 << unix.CAP_NET_ADMIN
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			errc <- fmt.Errorf("capset: %w", err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
 }

@@ -73,7 +73,7 @@ type Killer struct {
 	dry   io.Writer
 	dial  func() (*netlink.Conn, error)
 
-	unsupported sync.Once
+	cannotClose sync.Once // the warning that sessions cannot be closed here
 }
 
 // New returns a Killer for cfg (validated here too).
@@ -99,8 +99,8 @@ func (k *Killer) Name() string { return "kill_sessions" }
 
 // Apply closes every established TCP session from b.Prefix to one of the
 // protected ports. Without kernel support (no CONFIG_INET_DIAG_DESTROY)
-// it warns once and succeeds: retrying cannot help, and the firewall
-// still stops new connections.
+// or without CAP_NET_ADMIN it warns once and succeeds: retrying cannot
+// help, and the firewall still stops new connections.
 func (k *Killer) Apply(ctx context.Context, b ban.Ban) error {
 	if err := ban.CheckPrefix(b.Prefix); err != nil {
 		return err
@@ -136,8 +136,14 @@ func (k *Killer) Apply(ctx context.Context, b ban.Ban) error {
 		err := destroy(c, s)
 		switch {
 		case errors.Is(err, unix.EOPNOTSUPP):
-			k.unsupported.Do(func() {
+			k.cannotClose.Do(func() {
 				k.log.Warn("the kernel cannot close sockets (no CONFIG_INET_DIAG_DESTROY): live sessions of banned clients stay open until they end; the firewall stops only new connections",
+					"ip", b.Prefix, "session", s.String())
+			})
+			return nil
+		case errors.Is(err, unix.EPERM):
+			k.cannotClose.Do(func() {
+				k.log.Warn("not allowed to close sockets (needs CAP_NET_ADMIN): live sessions of banned clients stay open until they end; the firewall stops only new connections",
 					"ip", b.Prefix, "session", s.String())
 			})
 			return nil
