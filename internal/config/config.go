@@ -24,6 +24,7 @@ import (
 	"github.com/mxguard/mxguard/actions/accessmap"
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/firewall"
+	"github.com/mxguard/mxguard/actions/sessions"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/smtpguard"
 )
@@ -77,6 +78,7 @@ type Actions struct {
 	IPSet         firewall.IPSetConfig    `yaml:"ipset"`
 	NFTables      firewall.NFTablesConfig `yaml:"nftables"`
 	PostfixAccess accessmap.Config        `yaml:"postfix_access"`
+	KillSessions  sessions.Config         `yaml:"kill_sessions"`
 }
 
 // Tail is the `tail:` section.
@@ -122,6 +124,7 @@ func Default() *Config {
 			IPSet:         firewall.DefaultIPSetConfig(),
 			NFTables:      firewall.DefaultNFTablesConfig(),
 			PostfixAccess: accessmap.DefaultConfig(),
+			KillSessions:  sessions.DefaultConfig(),
 		},
 		Guard:     smtpguard.DefaultConfig(),
 		LogLevel:  "info",
@@ -409,6 +412,7 @@ func (c *Config) Validate() error {
 	prefixed("actions.ipset", c.Actions.IPSet.Validate())
 	prefixed("actions.nftables", c.Actions.NFTables.Validate())
 	prefixed("actions.postfix_access", c.Actions.PostfixAccess.Validate())
+	prefixed("actions.kill_sessions", c.Actions.KillSessions.Validate())
 	if c.Actions.IPTables.Enabled && c.Actions.IPSet.Enabled && c.Actions.IPTables.Chain == c.Actions.IPSet.Chain {
 		add("actions.ipset.chain: %q is also actions.iptables.chain: give each action its own chain (or enable one of them)", c.Actions.IPSet.Chain)
 	}

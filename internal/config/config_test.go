@@ -58,6 +58,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{`actions.postfix_access.path "relative"`, `actions.postfix_access.type "btree"`, `actions.iptables.target "ACCEPT"`}},
 		{"nftables values", "actions:\n  nftables: {target: ACCEPT, family: ip, ports: [25, 25]}\n",
 			[]string{`actions.nftables.target "ACCEPT"`, `actions.nftables.family "ip"`, `actions.nftables.ports: 25 listed twice`}},
+		{"kill_sessions without ports", "actions:\n  kill_sessions: {ports: []}\n", []string{`actions.kill_sessions.ports: empty`}},
+		{"kill_sessions bad port", "actions:\n  kill_sessions: {ports: [25, 70000]}\n", []string{`actions.kill_sessions.ports: 70000 is not a TCP port`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -8,13 +8,15 @@ import (
 	"github.com/mxguard/mxguard/actions/accessmap"
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/firewall"
+	"github.com/mxguard/mxguard/actions/sessions"
 	"github.com/mxguard/mxguard/internal/config"
 )
 
-// buildActions creates the enabled firewall and map actions, and lists
+// buildActions creates the enabled firewall, map and session actions, and lists
 // those that can remove their firewall rules at shutdown. In dry-run they
 // are printers: each would-be ban shows the exact iptables, ipset, nft
-// and postmap commands and map lines on out, and nothing runs.
+// and postmap commands, map lines and sessions to close on out, and
+// nothing runs.
 func buildActions(cfg *config.Config, log *slog.Logger, out io.Writer) ([]ban.Action, []cleaner, error) {
 	var dry io.Writer
 	if cfg.DryRun {
@@ -56,6 +58,13 @@ func buildActions(cfg *config.Config, log *slog.Logger, out io.Writer) ([]ban.Ac
 		a, err := accessmap.New(c, accessmap.Options{Logger: log, DryRun: dry})
 		if err != nil {
 			return fail("actions.postfix_access", err)
+		}
+		acts = append(acts, a)
+	}
+	if c := cfg.Actions.KillSessions; c.Enabled {
+		a, err := sessions.New(c, sessions.Options{Logger: log, DryRun: dry})
+		if err != nil {
+			return fail("actions.kill_sessions", err)
 		}
 		acts = append(acts, a)
 	}

@@ -12,8 +12,8 @@ import (
 	"github.com/mxguard/mxguard/actions/store"
 )
 
-// --dry-run prints the exact firewall rules and map lines a real run would
-// apply, and writes neither the map nor the block list.
+// --dry-run prints the exact firewall rules, map lines and sessions to
+// close a real run would apply, and writes neither the map nor the block list.
 func TestDaemonDryRunPrintsRules(t *testing.T) {
 	cfg := newTestConfig(t)
 	cfg.DryRun = true
@@ -31,6 +31,7 @@ func TestDaemonDryRunPrintsRules(t *testing.T) {
 		"iptables -t filter -A MXGUARD -s 203.0.113.77/32 -j DROP",
 		"203.0.113.77\tREJECT mxguard: 5 unknown recipients",
 		"postmap hash:" + cfg.Actions.PostfixAccess.Path,
+		"kill_sessions: would close the TCP sessions from 203.0.113.77/32 to ports 25,465,587 (none open now)",
 	} {
 		waitFor(t, want, 5*time.Second, func() bool { return strings.Contains(td.logs.String(), want) }, td.logs)
 	}
