@@ -459,6 +459,9 @@ func (m *Manager) Lookup(a netip.Addr, now time.Time) (Ban, bool) {
 // Banned reports whether a is banned now, and why (the guard's block list).
 func (m *Manager) Banned(a netip.Addr) (reason string, ok bool) {
 	b, ok := m.index.lookup(a, m.cfg.Now())
+	if b.DryRun { // a would-be ban is shown, never enforced
+		return "", false
+	}
 	return b.Reason, ok
 }
 

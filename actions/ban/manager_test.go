@@ -394,6 +394,10 @@ func TestManagerDryRun(t *testing.T) {
 	if err != nil || !ok || !b.DryRun {
 		t.Fatalf("dry-run Decide = %+v %v %v", b, ok, err)
 	}
+	// A would-be ban is listed, never enforced: the guard asks Banned.
+	if _, banned := env.m.Banned(netip.MustParseAddr("192.0.2.1")); banned {
+		t.Error("Banned reports a would-be ban of a dry run")
+	}
 	// Second offence after expiry escalates in memory too.
 	env.clock.Set(t0.Add(2 * time.Hour))
 	b2, _, _ := env.m.Decide(ctx, managerDec("192.0.2.1", t0.Add(2*time.Hour)))

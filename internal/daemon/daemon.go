@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -161,7 +162,11 @@ func open(cfg *config.Config, opts Options) (*Daemon, error) {
 		// block list (its would-be bans are only in memory anyway), so
 		// neither a schema migration nor the read positions it saves
 		// reach the real file.
-		open = func(path string, o store.Options) (*store.Store, error) { return store.OpenCopy(path, "", o) }
+		// The copy goes beside the real file, not to a /tmp that may be a
+		// small tmpfs.
+		open = func(path string, o store.Options) (*store.Store, error) {
+			return store.OpenCopy(path, filepath.Dir(path), o)
+		}
 	}
 	st, err := open(cfg.DBPath(), store.Options{Timeout: 2 * time.Second})
 	if err != nil {

@@ -69,7 +69,7 @@ func TestDaemonDryRunLeavesBlockListUntouched(t *testing.T) {
 		return sha256.Sum256(b)
 	}
 	before := sum()
-	temps, _ := filepath.Glob(filepath.Join(os.TempDir(), "mxguard-copy-*"))
+	temps, _ := filepath.Glob(filepath.Join(cfg.StateDir, "mxguard-copy-*"))
 
 	cfg.DryRun = true
 	td := startDaemon(t, cfg, "")
@@ -89,7 +89,7 @@ func TestDaemonDryRunLeavesBlockListUntouched(t *testing.T) {
 	if sum() != before {
 		t.Error("the dry run changed the block list file")
 	}
-	if after, _ := filepath.Glob(filepath.Join(os.TempDir(), "mxguard-copy-*")); len(after) != len(temps) {
+	if after, _ := filepath.Glob(filepath.Join(cfg.StateDir, "mxguard-copy-*")); len(after) != len(temps) {
 		t.Errorf("copies left behind: %v (before: %v)", after, temps)
 	}
 }

@@ -32,7 +32,11 @@ func (d *Daemon) buildGuard() error {
 	}
 	// A ban also ends the banned client's live sessions, whoever made
 	// it. The guard lives as long as the Manager: no unsubscribe.
-	d.mgr.OnBan(func(b ban.Ban) { g.EndBanned(b.Prefix, b.Reason) })
+	d.mgr.OnBan(func(b ban.Ban) {
+		if !b.DryRun { // a dry run ends no session
+			g.EndBanned(b.Prefix, b.Reason)
+		}
+	})
 	d.guard = g
 	return nil
 }
