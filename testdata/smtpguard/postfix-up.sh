@@ -5,12 +5,15 @@
 #   DIR         absolute path, wiped and rebuilt (config, queue, log, mailboxes)
 #   SMTPD_PORT  127.0.0.1 listener that accepts XCLIENT from 127.0.0.1
 #   PROXY_PORT  127.0.0.1 listener that expects a PROXY v1 header
+# LISTEN (environment, default 127.0.0.1) is the address of both listeners:
+# a namespace's own address when the instance runs in a network namespace
+# (ip netns exec NS env LISTEN=192.0.2.1 postfix-up.sh ...).
 # Needs root and the postfix package. The system Postfix (/etc/postfix) is
 # neither changed nor started. Stop with postfix-down.sh DIR.
 # Mail for alice@ and bob@example.com lands in DIR/vmail/example.com/NAME/new;
 # everything is logged to DIR/log/mail.log.
 set -euo pipefail
-DIR=${1:?DIR}; SMTPD=${2:?SMTPD_PORT}; PROXY=${3:?PROXY_PORT}
+DIR=${1:?DIR}; SMTPD=${2:?SMTPD_PORT}; PROXY=${3:?PROXY_PORT}; LISTEN=${LISTEN:-127.0.0.1}
 case "$DIR" in /*) ;; *) echo "postfix-up.sh: DIR must be absolute" >&2; exit 2;; esac
 [ "$(id -u)" = 0 ] || { echo "postfix-up.sh: must run as root" >&2; exit 2; }
 command -v postfix >/dev/null || { echo "postfix-up.sh: postfix not installed" >&2; exit 2; }
@@ -38,7 +41,7 @@ alias_database =
 local_transport = error:5.1.1 local delivery is disabled
 default_transport = error:5.4.4 no outbound delivery
 relay_domains =
-inet_interfaces = 127.0.0.1
+inet_interfaces = $LISTEN
 inet_protocols = ipv4
 mynetworks = 127.0.0.1/32
 biff = no
@@ -61,8 +64,8 @@ smtpd_soft_error_limit = 10
 smtpd_hard_error_limit = 20
 CF
 cat >"$DIR/etc/master.cf" <<CF
-127.0.0.1:$SMTPD inet n - n - - smtpd
-127.0.0.1:$PROXY inet n - n - - smtpd
+$LISTEN:$SMTPD inet n - n - - smtpd
+$LISTEN:$PROXY inet n - n - - smtpd
   -o syslog_name=postfix/proxy
   -o smtpd_upstream_proxy_protocol=haproxy
 pickup    unix n - n 60 1 pickup
@@ -93,6 +96,6 @@ for port in "$SMTPD" "$PROXY"; do
         ss -Hltn "sport = :$port" | grep -q . && continue 2
         sleep 0.1
     done
-    echo "postfix-up.sh: nothing listens on 127.0.0.1:$port" >&2; exit 1
+    echo "postfix-up.sh: nothing listens on $LISTEN:$port" >&2; exit 1
 done
-echo "postfix-up.sh: Postfix $(postconf -c "$DIR/etc" -h mail_version) in $DIR (xclient 127.0.0.1:$SMTPD, proxy 127.0.0.1:$PROXY)"
+echo "postfix-up.sh: Postfix $(postconf -c "$DIR/etc" -h mail_version) in $DIR (xclient $LISTEN:$SMTPD, proxy $LISTEN:$PROXY)"
