@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"syscall"
 
+	"github.com/mxguard/mxguard/actions/firewall"
 	"github.com/mxguard/mxguard/internal/config"
 )
 
@@ -27,8 +30,18 @@ func runConfig(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	warnings := cfg.Warnings()
+	if n := cfg.Actions.NFTables; n.Enabled && !n.SetOnly {
+		// what the kernel can do is part of whether this config runs
+		switch err := firewall.ProbeNFTables(); {
+		case errors.Is(err, syscall.EPERM):
+			warnings = append(warnings, "actions.nftables: cannot probe the kernel's nf_tables features: not root")
+		case err != nil:
+			return &configError{fmt.Errorf("actions.nftables: %w", err)}
+		}
+	}
 	if *quiet {
-		for _, w := range cfg.Warnings() {
+		for _, w := range warnings {
 			fmt.Fprintln(e.stderr, "mxguard config: warning: "+w)
 		}
 		return nil
@@ -43,7 +56,7 @@ func runConfig(e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "# effective configuration from %s\n", src)
 	// as comments, so that the output still loads as a config
-	for _, w := range cfg.Warnings() {
+	for _, w := range warnings {
 		fmt.Fprintln(e.stdout, "# warning: "+w)
 	}
 	fmt.Fprintf(e.stdout, "%s", out)

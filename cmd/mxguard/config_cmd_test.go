@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/mxguard/mxguard/internal/netnstest"
 )
 
 // config check shows what the runtime uses: zeros the ban manager would
@@ -31,5 +34,29 @@ func TestConfigCheckZerosAndWarnings(t *testing.T) {
 	code, out, errOut = runCmd(t, "", "config", "check", "--config", emptyConfig(t, "metrics_listen: 127.0.0.1:9419\n"))
 	if code != 0 || strings.Contains(out+errOut, "warning") {
 		t.Errorf("loopback: exit %d, a warning where none is due:\n%s%s", code, errOut, out)
+	}
+}
+
+// With the nftables action on, config check probes the kernel's nf_tables
+// features (a scratch table made and deleted in one transaction), here in
+// a network namespace of the test's own so the host's ruleset is never
+// touched.
+func TestConfigCheckProbesNFTables(t *testing.T) {
+	netnstest.Require(t, "nft")
+	ns := netnstest.New(t)
+	f := emptyConfig(t, "actions:\n  nftables: {enabled: true}\n")
+	var code int
+	var out, errOut string
+	if err := netnstest.Do(ns, func() error {
+		code, out, errOut = runCmd(t, "", "config", "check", "--config", f)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if code != 0 || strings.Contains(out, "cannot probe") {
+		t.Errorf("probe as root in a namespace: exit %d, stderr %q\n%s", code, errOut, out)
+	}
+	if tables, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "tables").CombinedOutput(); err != nil || strings.TrimSpace(string(tables)) != "" {
+		t.Errorf("the probe left tables behind: %s %v", tables, err)
 	}
 }
