@@ -10,6 +10,8 @@ import (
 	"os"
 	"time"
 	"unsafe"
+
+	"github.com/mxguard/mxguard/internal/journal"
 )
 
 // MaxLineLength bounds a line; longer lines (junk, a runaway process) are
@@ -17,7 +19,9 @@ import (
 const MaxLineLength = 64 << 10
 
 // Input is one opened log: a plain file, a gzip file (detected by its
-// magic bytes, whatever its name) or standard input.
+// magic bytes, whatever its name) or standard input; when its first byte
+// is "{" it is read as `journalctl --output=json` output, each entry
+// rendered as an RFC 3339 syslog line (journal.JSONReader).
 type Input struct {
 	Name    string    // path, or "-" for stdin
 	ModTime time.Time // for year inference; zero for stdin
@@ -66,7 +70,23 @@ func Open(path string, stdin io.Reader) (*Input, error) {
 	} else {
 		in.r = br
 	}
+	// journalctl --output=json: one JSON object per line, made into the
+	// syslog lines Postfix writes to a file.
+	jb, ok := in.r.(*bufio.Reader)
+	if !ok {
+		jb = bufio.NewReaderSize(in.r, MaxLineLength)
+		in.r = jb
+	}
+	if isJSONStart(jb) {
+		in.r = journal.NewJSONReader(jb)
+	}
 	return in, nil
+}
+
+// isJSONStart tells whether the stream starts with a JSON object.
+func isJSONStart(r *bufio.Reader) bool {
+	b, _ := r.Peek(1)
+	return len(b) == 1 && b[0] == '{'
 }
 
 // Consumed returns how many raw (possibly compressed) bytes were read.

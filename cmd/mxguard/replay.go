@@ -9,13 +9,15 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/journal"
 	"github.com/mxguard/mxguard/internal/pipeline"
 )
 
 func runReplay(e *env, args []string) error {
 	fs := newFlagSet(e, "replay", "[FILE...]",
 		"Run the detectors over old logs and print the bans that would have been made, without touching\n"+
-			"the block list or the firewall. FILE may be plain, gzip-compressed or - for stdin; no FILE reads\n"+
+			"the block list or the firewall. FILE may be plain, gzip-compressed or - for stdin (journalctl -o json\n"+
+			"output is read too); no FILE reads\n"+
 			"the configured logs. Files are read in the order given (oldest first for rotated logs).\n"+
 			"--format json prints one object per ban: ip, detector, reason, evidence, time, until, offence.")
 	cfgPath := fs.String("config", "", "config file (detectors, allowlist, ban); default "+config.DefaultPath+" if it exists")
@@ -48,6 +50,9 @@ func runReplay(e *env, args []string) error {
 	for _, f := range files { // fail before printing anything
 		if f == "-" {
 			continue
+		}
+		if journal.IsJournal(f) {
+			return usagef("logs entry %q: give the journal on stdin: journalctl -o json --since ... | mxguard replay -", f)
 		}
 		fh, err := os.Open(f)
 		if err != nil {

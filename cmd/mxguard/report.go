@@ -20,7 +20,7 @@ const progressThreshold = 64 << 20
 
 func runReport(e *env, args []string) error {
 	fs := newFlagSet(e, "report", "[FILE...]",
-		"Aggregate Postfix logs into a report. FILE may be plain, rotated, gzip-compressed or - for stdin;\nno FILE reads stdin. Files are read in the order given.")
+		"Aggregate Postfix logs into a report. FILE may be plain, rotated, gzip-compressed or - for stdin;\nno FILE reads stdin. Files are read in the order given. journalctl's JSON output is read too:\n  journalctl -o json --since today SYSLOG_IDENTIFIER=postfix/smtpd | mxguard report")
 	format := fs.String("format", "table", "output format: table, json or csv")
 	top := fs.Int("top", 10, "rows per section")
 	capacity := fs.Int("capacity", report.DefaultCapacity, "keys tracked per top section (HELOs, clients, recipients, senders, texts): exact up to this many distinct keys, then approximate with the bound printed; memory grows with it")
@@ -120,7 +120,7 @@ func parseWhen(name, s string, now time.Time, loc *time.Location) (time.Time, er
 
 func runEvents(e *env, args []string) error {
 	fs := newFlagSet(e, "events", "[FILE...]",
-		"Print one JSON object per recognised Postfix line (the events contract in README.md).\nFILE may be plain, gzip-compressed or - for stdin; no FILE reads stdin.")
+		"Print one JSON object per recognised Postfix line (the events contract in README.md).\nFILE may be plain, gzip-compressed or - for stdin; no FILE reads stdin.\njournalctl's JSON output (journalctl -o json ...) is read too.")
 	tz := fs.String("tz", "Local", "time zone of timestamps without one (BSD syslog)")
 	abuseOnly := fs.Bool("abuse", false, "only print lines that are evidence against a client")
 	kinds := fs.String("kind", "", "only these kinds, comma-separated (e.g. reject,pregreet)")

@@ -26,6 +26,7 @@ import (
 	"github.com/mxguard/mxguard/actions/firewall"
 	"github.com/mxguard/mxguard/actions/sessions"
 	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/journal"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -36,6 +37,9 @@ const DefaultPath = "/etc/mxguard/mxguard.yaml"
 type Config struct {
 	// Logs are the files the daemon tails (and the default input of replay).
 	Logs []string `yaml:"logs"`
+	// logLines are the file's line numbers of the Logs entries (Parse),
+	// for Validate's messages.
+	logLines []int
 	// StateDir holds the bbolt database (mxguard.db) with the block list
 	// and the tail checkpoints.
 	StateDir string `yaml:"state_dir"`
@@ -205,6 +209,13 @@ func Parse(b []byte) (*Config, error) {
 		return nil, cleanYAMLError(err)
 	}
 	c.lines, _ = keyLines(root)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if k, v := root.Content[i], root.Content[i+1]; k.Value == "logs" && v.Kind == yaml.SequenceNode {
+			for _, item := range v.Content {
+				c.logLines = append(c.logLines, item.Line)
+			}
+		}
+	}
 	return c, nil
 }
 
@@ -360,14 +371,28 @@ func (c *Config) Validate() error {
 	}
 
 	seen := map[string]bool{}
+	journals := 0
 	for i, l := range c.Logs {
+		at := ""
+		if i < len(c.logLines) {
+			at = fmt.Sprintf("line %d: ", c.logLines[i])
+		}
+		if journal.IsJournal(l) {
+			if _, err := journal.NewFilter(l); err != nil {
+				add("%slogs[%d]: %v", at, i, err)
+			}
+			if journals++; journals == 2 {
+				add("%slogs[%d]: %q: the journal is listed twice (name every identifier in one entry: journal:ID1,ID2)", at, i, l)
+			}
+			continue
+		}
 		switch {
 		case strings.TrimSpace(l) == "":
-			add("logs[%d]: empty path", i)
+			add("%slogs[%d]: empty path", at, i)
 		case !filepath.IsAbs(l):
-			add("logs[%d]: %q: want an absolute path", i, l)
+			add("%slogs[%d]: %q: want an absolute path, journal or journal:ID1,ID2", at, i, l)
 		case seen[filepath.Clean(l)]:
-			add("logs[%d]: %q listed twice", i, l)
+			add("%slogs[%d]: %q listed twice", at, i, l)
 		}
 		seen[filepath.Clean(l)] = true
 	}

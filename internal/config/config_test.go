@@ -51,6 +51,11 @@ func TestLoadErrors(t *testing.T) {
 		{"bad guard duration", "guard:\n  greylist:\n    delay: 5\n", []string{`line 3: invalid duration "5"`, `(key guard.greylist.delay)`}},
 		{"guard values", "guard:\n  handoff: smoke\n  limits: {max_line_length: 100}\n",
 			[]string{`guard.handoff: want xclient or proxy, got "smoke"`, `guard.limits.max_line_length: must be ≥ 512`}},
+		{"journal spec", "logs:\n  - /var/log/mail.log\n  - journal:postfix/smtpd,\n",
+			[]string{`line 3: logs[1]: "journal:postfix/smtpd,": empty identifier`}},
+		{"journal twice", "logs:\n  - journal\n  - journal:postfix-in/\n",
+			[]string{`line 3: logs[1]: "journal:postfix-in/": the journal is listed twice`}},
+		{"journal typo", "logs: [journald]\n", []string{`line 1: logs[0]: "journald": want an absolute path, journal or journal:ID1,ID2`}},
 		{"type error", "dry_run: maybe\n", []string{`line 1:`, `maybe`}},
 		{"not a mapping", "- a\n- b\n", []string{`want a mapping`}},
 		{"chain clash", "actions:\n  iptables: {enabled: true}\n  ipset: {enabled: true}\n", []string{`actions.ipset.chain: "MXGUARD" is also actions.iptables.chain`}},
@@ -191,5 +196,16 @@ func TestGuardConfig(t *testing.T) {
 		if err != nil || !strings.Contains(string(out), "    db: "+tc.db+"\n") {
 			t.Errorf("%q: config check output lacks the greylist db (%v):\n%s", tc.yaml, err, out)
 		}
+	}
+}
+
+func TestLoadJournalLogs(t *testing.T) {
+	p := write(t, "logs:\n  - /var/log/mail.log\n  - journal:postfix/smtpd,postfix-in/\n")
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Logs) != 2 || c.Logs[1] != "journal:postfix/smtpd,postfix-in/" {
+		t.Errorf("logs = %q", c.Logs)
 	}
 }

@@ -20,10 +20,16 @@ import (
 // decision is never lost: the position cannot be saved without it.
 type committingStore struct {
 	*store.Store
-	follower *tailer.Follower // nil: no logs followed
+	follower lineAcker // nil: no logs followed
 
 	mu   sync.Mutex
 	mark *decisionMark // set by committingDecider while it decides
+}
+
+// lineAcker saves a line's read position in the consumer's transaction
+// (tailer.Follower.AckWith, journal.Follower.AckWith).
+type lineAcker interface {
+	AckWith(l tailer.Line, commit func(save func(*bolt.Tx) error) error) error
 }
 
 // decisionMark is the log line a decision being taken comes from.

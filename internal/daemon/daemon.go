@@ -88,7 +88,8 @@ type Daemon struct {
 	cleaners []cleaner
 	mgr      *ban.Manager
 	pipe     *pipeline.Pipeline
-	follower *tailer.Follower  // nil when no logs are followed (guard only)
+	follower *tailer.Follower  // the log files; nil when none are followed
+	sources  *logSources       // files and journal; nil when no logs are followed (guard only)
 	guardCfg *smtpguard.Config // nil when the guard is off
 	guard    *smtpguard.Guard  // nil when the guard is off
 	ctl      *control.Server
@@ -218,18 +219,10 @@ func (d *Daemon) build(ctx context.Context) error {
 	d.pipe = pipeline.New(det, &committingDecider{mgr: d.mgr, st: bans}, d.log)
 
 	if len(cfg.Logs) > 0 {
-		cp, err := tailer.NewBoltCheckpoints(d.store.DB())
-		if err != nil {
+		if d.sources, err = buildSources(cfg, d.store.DB(), d); err != nil {
 			return err
 		}
-		d.follower, err = tailer.New(tailer.Config{
-			Paths: cfg.Logs, Poll: cfg.Tail.Poll, FromStart: !cfg.Tail.FromEnd,
-			CheckpointEvery: cfg.Tail.CheckpointInterval.D(), Logger: d.log,
-		}, cp)
-		if err != nil {
-			return err
-		}
-		bans.follower = d.follower
+		d.follower, bans.follower = d.sources.files, d.sources
 	} else if d.guardCfg == nil {
 		return &ConfigError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled)")}
 	}
@@ -272,15 +265,15 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if d.follower != nil {
+	if d.sources != nil {
 		d.followErr = make(chan error, 1)
 		go func() {
 			// The detectors get their windows back before the log is
 			// followed again; meanwhile the rest answers already.
-			if err := d.pipe.Warm(d.runCtx, d.follower, cfg.Tail.Location()); err != nil && d.runCtx.Err() == nil {
+			if err := d.pipe.Warm(d.runCtx, d.sources, cfg.Tail.Location()); err != nil && d.runCtx.Err() == nil {
 				d.log.Warn("warm-up of the detectors incomplete", "err", err)
 			}
-			d.followErr <- d.pipe.Follow(d.runCtx, d.follower, cfg.Tail.Location())
+			d.followErr <- d.pipe.Follow(d.runCtx, d.sources, cfg.Tail.Location())
 		}()
 	}
 	guardListen := ""

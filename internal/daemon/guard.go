@@ -25,7 +25,7 @@ func (d *Daemon) buildGuard() error {
 		// With logs tailed, Postfix's own reject lines (real client via
 		// XCLIENT) are the evidence for its refusals; the guard's copies
 		// would count them twice.
-		UpstreamLogged: d.follower != nil,
+		UpstreamLogged: d.sources != nil,
 	})
 	if err != nil {
 		return &ConfigError{err}

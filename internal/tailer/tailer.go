@@ -123,6 +123,9 @@ type Line struct {
 	Path string   // the configured path; the checkpoint key
 	File string   // the file it was read from: Path resolved, or a rotated name such as Path.1
 	Pos  Position // just after this line, in File; Pos.Head is shared, do not modify
+	// Cursor is set, instead of File and Pos, for a line read from the
+	// systemd journal (package journal): the entry's __CURSOR.
+	Cursor string
 }
 
 // Checkpointer stores positions by configured path.
