@@ -77,3 +77,69 @@ func TestJournalJSONInput(t *testing.T) {
 		})
 	}
 }
+
+// --journal runs journalctl for the Postfix entries between --since and
+// --until. The journalctl here is a stand-in on PATH that records its
+// arguments and prints the lab capture as journal JSON (a real journal is
+// tested in internal/journal): report, events and replay give what they
+// give for the log file, and the time bounds reach journalctl as epochs.
+func TestJournalFlag(t *testing.T) {
+	plain, jsonl := labAsJournalJSON(t)
+	dir := t.TempDir()
+	data := dir + "/entries.json"
+	if err := os.WriteFile(data, []byte(jsonl), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	argsFile := dir + "/args"
+	script := "#!/bin/sh\necho \"$@\" >> " + argsFile + "\ncat " + data + "\n"
+	if err := os.WriteFile(dir+"/journalctl", []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	for _, cmd := range [][]string{
+		{"report", "--format", "json", "--tz", "UTC"},
+		{"events", "--tz", "UTC"},
+		{"replay", "--format", "json", "--tz", "UTC"},
+	} {
+		t.Run(cmd[0], func(t *testing.T) {
+			in := []string{"-"}
+			if cmd[0] != "replay" {
+				in = nil
+			}
+			code, want, stderr := runCmd(t, plain, append(cmd, in...)...)
+			if code != 0 {
+				t.Fatalf("plain: exit %d: %s", code, stderr)
+			}
+			code, got, stderr := runCmd(t, "", append(cmd, "--journal", "--since", "2025-11-26 00:00:00", "--until", "2025-11-27")...)
+			if code != 0 {
+				t.Fatalf("--journal: exit %d: %s", code, stderr)
+			}
+			if cmd[0] == "report" {
+				counts := regexp.MustCompile(`"(lines|skipped)": \d+|"(since|until)": "[^"]*",?`)
+				want, got = counts.ReplaceAllString(want, ""), counts.ReplaceAllString(got, "")
+			}
+			if got != want {
+				t.Errorf("--journal gives\n%.1500s\nthe log file gives\n%.1500s", got, want)
+			}
+		})
+	}
+	args, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := time.Date(2025, 11, 26, 0, 0, 0, 0, time.UTC).Unix()
+	until := time.Date(2025, 11, 27, 0, 0, 0, 0, time.UTC).Unix() - 1
+	for _, line := range strings.Split(strings.TrimSpace(string(args)), "\n") {
+		for _, want := range []string{"--output=json", fmt.Sprintf("--since=@%d", since), fmt.Sprintf("--until=@%d", until)} {
+			if !strings.Contains(line, want) {
+				t.Errorf("journalctl %s: %s missing", line, want)
+			}
+		}
+	}
+	if code, _, stderr := runCmd(t, "", "report", "--journal", "x.log"); code != 2 {
+		t.Errorf("--journal with a FILE: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := runCmd(t, "", "replay", "--since", "1h", "-"); code != 2 {
+		t.Errorf("replay --since without --journal: exit %d, %s", code, stderr)
+	}
+}

@@ -24,6 +24,9 @@ func runReplay(e *env, args []string) error {
 	format := fs.String("format", "table", "output format: table or json")
 	tz := fs.String("tz", "", "time zone of timestamps without one (BSD syslog): Local, UTC or an IANA name (default: the config's tail.tz)")
 	evidence := fs.Bool("evidence", false, "json: include the log lines behind each ban")
+	fromJournal := fs.Bool("journal", false, "replay Postfix's entries of the systemd journal (journalctl; the config's journal entry in logs, if any, chooses the identifiers) instead of files")
+	since := fs.String("since", "", "with --journal: entries at or after this time (RFC 3339, YYYY-MM-DD[ HH:MM], or a duration like 24h meaning that long ago)")
+	until := fs.String("until", "", "with --journal: entries before this time (same forms as --since)")
 	files, err := parseFlags(e, fs, args)
 	if err != nil {
 		return err
@@ -43,6 +46,31 @@ func runReplay(e *env, args []string) error {
 	}
 	if loc == nil {
 		loc = cfg.Tail.Location()
+	}
+	if (*since != "" || *until != "") && !*fromJournal {
+		return usagef("--since and --until select journal entries: use them with --journal")
+	}
+	var closeJournal func() error
+	if *fromJournal {
+		spec := "journal"
+		for _, l := range cfg.Logs {
+			if journal.IsJournal(l) {
+				spec = l
+			}
+		}
+		now := time.Now()
+		from, err := parseWhen("since", *since, now, loc)
+		if err != nil {
+			return err
+		}
+		to, err := parseWhen("until", *until, now, loc)
+		if err != nil {
+			return err
+		}
+		if files, closeJournal, err = journalInput(e, files, spec, from, to); err != nil {
+			return err
+		}
+		defer closeJournal()
 	}
 	if len(files) == 0 {
 		files = cfg.Logs
@@ -65,6 +93,11 @@ func runReplay(e *env, args []string) error {
 	})
 	if err != nil {
 		return err
+	}
+	if closeJournal != nil {
+		if err := closeJournal(); err != nil {
+			return err
+		}
 	}
 	w := bufio.NewWriter(e.stdout)
 	if *format == "json" {

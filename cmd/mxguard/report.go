@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/journal"
 	"github.com/mxguard/mxguard/logparse"
 	"github.com/mxguard/mxguard/report"
 )
@@ -28,6 +30,7 @@ func runReport(e *env, args []string) error {
 	until := fs.String("until", "", "only lines before this time (same forms as --since)")
 	tz := fs.String("tz", "Local", "time zone of timestamps without one (BSD syslog): Local, UTC or an IANA name")
 	progress := fs.Bool("progress", true, "show a progress bar on a terminal for large inputs")
+	fromJournal := fs.Bool("journal", false, "read Postfix's entries from the systemd journal (journalctl), --since/--until selecting them, instead of files")
 	files, err := parseFlags(e, fs, args)
 	if err != nil {
 		return err
@@ -52,6 +55,13 @@ func runReport(e *env, args []string) error {
 	}
 	if opts.Until, err = parseWhen("until", *until, now, loc); err != nil {
 		return err
+	}
+	var closeJournal func() error
+	if *fromJournal {
+		if files, closeJournal, err = journalInput(e, files, "journal", opts.Since, opts.Until); err != nil {
+			return err
+		}
+		defer closeJournal()
 	}
 	if len(files) == 0 {
 		files = []string{"-"}
@@ -88,7 +98,27 @@ func runReport(e *env, args []string) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
+	if readErr == nil && closeJournal != nil {
+		readErr = closeJournal()
+	}
 	return readErr
+}
+
+// journalInput makes --journal's input: journalctl's entries of spec
+// between since and until, as stdin ("-"). The returned func waits for
+// journalctl and reports its failure (it may be called more than once).
+func journalInput(e *env, files []string, spec string, since, until time.Time) ([]string, func() error, error) {
+	if len(files) > 0 {
+		return nil, nil, usagef("--journal reads the journal: give no FILE")
+	}
+	r, err := journal.Export("", spec, since, until)
+	if err != nil {
+		return nil, nil, err
+	}
+	e.stdin = r
+	var once sync.Once
+	var cerr error
+	return []string{"-"}, func() error { once.Do(func() { cerr = r.Close() }); return cerr }, nil
 }
 
 func totalSize(files []string) int64 {
@@ -118,12 +148,15 @@ func parseWhen(name, s string, now time.Time, loc *time.Location) (time.Time, er
 	return time.Time{}, usagef("--%s %q: want RFC 3339, YYYY-MM-DD[ HH:MM[:SS]] or a duration like 24h", name, s)
 }
 
-func runEvents(e *env, args []string) error {
+func runEvents(e *env, args []string) (err error) {
 	fs := newFlagSet(e, "events", "[FILE...]",
 		"Print one JSON object per recognised Postfix line (the events contract in README.md).\nFILE may be plain, gzip-compressed or - for stdin; no FILE reads stdin.\njournalctl's JSON output (journalctl -o json ...) is read too.")
 	tz := fs.String("tz", "Local", "time zone of timestamps without one (BSD syslog)")
 	abuseOnly := fs.Bool("abuse", false, "only print lines that are evidence against a client")
 	kinds := fs.String("kind", "", "only these kinds, comma-separated (e.g. reject,pregreet)")
+	since := fs.String("since", "", "only lines at or after this time (RFC 3339, YYYY-MM-DD[ HH:MM], or a duration like 24h meaning that long ago)")
+	until := fs.String("until", "", "only lines before this time (same forms as --since)")
+	fromJournal := fs.Bool("journal", false, "read Postfix's entries from the systemd journal (journalctl), --since/--until selecting them, instead of files")
 	files, err := parseFlags(e, fs, args)
 	if err != nil {
 		return err
@@ -131,6 +164,26 @@ func runEvents(e *env, args []string) error {
 	loc, err := time.LoadLocation(*tz)
 	if err != nil {
 		return usagef("--tz %q: %v", *tz, err)
+	}
+	now := time.Now()
+	from, err := parseWhen("since", *since, now, loc)
+	if err != nil {
+		return err
+	}
+	to, err := parseWhen("until", *until, now, loc)
+	if err != nil {
+		return err
+	}
+	if *fromJournal {
+		var closeJournal func() error
+		if files, closeJournal, err = journalInput(e, files, "journal", from, to); err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := closeJournal(); err == nil {
+				err = cerr
+			}
+		}()
 	}
 	var want [64]bool
 	filterKinds := *kinds != ""
@@ -162,7 +215,8 @@ func runEvents(e *env, args []string) error {
 			if p.ParseInto(line, &ev) != nil {
 				return nil
 			}
-			if *abuseOnly && !ev.Abuse || filterKinds && !want[ev.Kind] {
+			if *abuseOnly && !ev.Abuse || filterKinds && !want[ev.Kind] ||
+				!from.IsZero() && ev.Time.Before(from) || !to.IsZero() && !ev.Time.Before(to) {
 				return nil
 			}
 			return enc.Encode(ev)

@@ -11,9 +11,10 @@ import (
 // stream may mix both. It filters nothing: select with journalctl's own
 // matches.
 type JSONReader struct {
-	r   *bufio.Reader
-	buf []byte // converted, not yet read
-	err error
+	r      *bufio.Reader
+	buf    []byte // converted, not yet read
+	err    error
+	filter *Filter // when set, entries it does not match are dropped
 }
 
 // NewJSONReader reads the JSON lines of r.
@@ -37,6 +38,9 @@ func (j *JSONReader) Read(p []byte) (int, error) {
 		}
 		if body := bytes.TrimRight(line, "\r\n"); len(body) > 0 && body[0] == '{' {
 			if e, perr := ParseEntry(body); perr == nil {
+				if j.filter != nil && !j.filter.Match(e.Identifier) {
+					continue
+				}
 				line = append([]byte(e.Line()), '\n')
 			}
 		}
