@@ -12,8 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/event"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/detectors")

@@ -17,8 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/event"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 // TestBadInput sends hostile input; each case must end with the right

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
 	"github.com/mxguard/mxguard/internal/event"
 )
 

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/detectors"
-	"github.com/mxguard/mxguard/internal/event"
 	bolt "go.etcd.io/bbolt"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/event"
 )
 
 type fakeClock struct {

@@ -48,6 +48,7 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
 	"github.com/mxguard/mxguard/internal/event"
 )
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/event"
 )

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
+
 	"github.com/mxguard/mxguard/internal/event"
 )
 

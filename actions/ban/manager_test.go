@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
-	"go.yaml.in/yaml/v3"
 )
 
 // managerFake is an Action that records calls. failApply makes the next N

@@ -8,8 +8,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/mxguard/mxguard/actions/store"
 	"github.com/nxadm/tail/ratelimiter"
+
+	"github.com/mxguard/mxguard/actions/store"
 )
 
 // ErrNotRecorded is wrapped by Decide (and Ban) when a decision was neither

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-iptables/iptables"
+
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/command"
 )

@@ -17,8 +17,9 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
-	"github.com/mxguard/mxguard/actions/ban"
 	"golang.org/x/sys/unix"
+
+	"github.com/mxguard/mxguard/actions/ban"
 )
 
 // NFTablesConfig configures the nftables action: native netlink, no nft

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/netnstest"
 )

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+
 	"github.com/mxguard/mxguard/actions/ban"
 )
 

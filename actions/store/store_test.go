@@ -15,8 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/tailer"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mxguard/mxguard/internal/tailer"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)

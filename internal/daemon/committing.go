@@ -5,12 +5,13 @@ import (
 	"net/netip"
 	"sync"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/pipeline"
 	"github.com/mxguard/mxguard/internal/tailer"
-	bolt "go.etcd.io/bbolt"
 )
 
 // committingStore is the block list as the daemon's Manager writes it: a

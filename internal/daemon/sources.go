@@ -5,10 +5,11 @@ import (
 	"errors"
 	"sync"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/journal"
 	"github.com/mxguard/mxguard/internal/tailer"
-	bolt "go.etcd.io/bbolt"
 )
 
 // logSources is what the pipeline follows: the log files (package

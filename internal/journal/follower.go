@@ -14,8 +14,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mxguard/mxguard/internal/tailer"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mxguard/mxguard/internal/tailer"
 )
 
 // Config configures a Follower.

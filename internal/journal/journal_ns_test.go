@@ -14,13 +14,14 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/journal"
 	"github.com/mxguard/mxguard/internal/pipeline"
 	"github.com/mxguard/mxguard/internal/tailer"
-	bolt "go.etcd.io/bbolt"
 )
 
 const (

@@ -14,11 +14,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nxadm/tail/ratelimiter"
+
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/logparse"
-	"github.com/nxadm/tail/ratelimiter"
 )
 
 // Decider turns a detector decision into a ban: a ban.Manager, over the

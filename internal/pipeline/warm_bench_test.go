@@ -13,10 +13,11 @@ import (
 	"testing"
 	"time"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/loggen"
 	"github.com/mxguard/mxguard/internal/tailer"
-	bolt "go.etcd.io/bbolt"
 )
 
 // BenchmarkWarm is the warm-up at start over a log of a million lines
