@@ -348,16 +348,6 @@ func (a *NFTables) ownSet(name string, typ nftables.SetDatatype) *nftables.Set {
 // Name implements ban.Action.
 func (a *NFTables) Name() string { return "nftables" }
 
-// isOwnSet reports whether name is one of the sets mxguard keeps in its
-// own table.
-func (a *NFTables) isOwnSet(name string) bool {
-	for _, f := range a.fams {
-		if f != nil && f.set.Name == name {
-			return true
-		}
-	}
-	return name == a.cfg.SetV4 || name == a.cfg.SetV6
-}
 
 func (a *NFTables) family(p netip.Prefix) (*nftFamily, error) {
 	f := a.fams[famIndex(p)]
@@ -908,7 +898,7 @@ type nftStructure struct {
 	sets     map[string]*nftables.Set
 	chain    *nftables.Chain
 	ruleTags []string
-	foreign  []string // sets and chains in the table that are not ours
+	foreign  []string // chains in the table that are not ours
 }
 
 // readStructureLocked lists our table with dumps (a missing object is an
@@ -932,9 +922,6 @@ func (a *NFTables) readStructureLocked() (nftStructure, error) {
 	st.sets = map[string]*nftables.Set{}
 	for _, s := range sets {
 		st.sets[s.Name] = s
-		if !s.Anonymous && !a.isOwnSet(s.Name) { // anonymous: a rule's own {25, 465, 587}
-			st.foreign = append(st.foreign, "set "+s.Name)
-		}
 	}
 	chains, err := a.conn.ListChainsOfTableFamily(a.table.Family)
 	if err != nil {
@@ -951,7 +938,9 @@ func (a *NFTables) readStructureLocked() (nftStructure, error) {
 	}
 	if len(st.foreign) > 0 {
 		// Someone else's table (Debian's inet filter, firewalld's): never
-		// adopt, repair or delete it.
+		// adopt, repair or delete it. Ours has one chain, whose rules all
+		// carry our comment (checked below); a set alone says nothing
+		// (set_v4/set_v6 renamed leave our old ones behind).
 		return st, fmt.Errorf("table %s %s exists and holds %s, which are not mxguard's: choose another actions.nftables.table, or set_only: true to fill sets of your own",
 			a.cfg.Family, a.cfg.Table, strings.Join(st.foreign, ", "))
 	}

@@ -293,6 +293,31 @@ func TestNetnsNFTablesRefusesForeignTable(t *testing.T) {
 	}
 }
 
+// Renaming set_v4/set_v6 leaves mxguard's old sets in its table: the
+// table is still its own, repaired and removed as usual.
+func TestNetnsNFTablesSetRenamed(t *testing.T) {
+	server, client := nftPair(t)
+	ctx := context.Background()
+	old := newNSNFT(t, server, DefaultNFTablesConfig())
+	if err := old.Sync(ctx, []ban.Ban{testBan("192.0.2.2/32", time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	cfg := DefaultNFTablesConfig()
+	cfg.SetV4, cfg.SetV6 = "blocked_v4", "blocked_v6"
+	a := newNSNFT(t, server, cfg)
+	if err := a.Sync(ctx, []ban.Ban{testBan("192.0.2.2/32", time.Hour)}); err != nil {
+		t.Fatalf("Sync after renaming the sets: %v", err)
+	}
+	netnstest.ExpectDial(t, client, "tcp4", "192.0.2.1:25", "timeout")
+	if err := a.Cleanup(ctx); err != nil {
+		t.Fatalf("Cleanup after renaming the sets: %v", err)
+	}
+	if got := nft(t, server, "list", "tables"); strings.TrimSpace(got) != "" {
+		t.Errorf("after Cleanup, tables:\n%s", got)
+	}
+}
+
 // set_only: the administrator's sets (and rules) in the administrator's
 // table; mxguard adds and deletes its elements only, leaves the
 // administrator's elements alone, and Cleanup removes nothing else.

@@ -130,7 +130,7 @@ func TestJournalFlag(t *testing.T) {
 	since := time.Date(2025, 11, 26, 0, 0, 0, 0, time.UTC).Unix()
 	until := time.Date(2025, 11, 27, 0, 0, 0, 0, time.UTC).Unix() - 1
 	for _, line := range strings.Split(strings.TrimSpace(string(args)), "\n") {
-		for _, want := range []string{"--output=json", fmt.Sprintf("--since=@%d", since), fmt.Sprintf("--until=@%d", until)} {
+		for _, want := range []string{"--output=json", fmt.Sprintf("--since=@%d.000000", since), fmt.Sprintf("--until=@%d.999999", until)} {
 			if !strings.Contains(line, want) {
 				t.Errorf("journalctl %s: %s missing", line, want)
 			}

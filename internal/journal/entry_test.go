@@ -1,6 +1,10 @@
 package journal
 
 import (
+	"bytes"
+	"io"
+	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -70,4 +74,58 @@ func TestFilter(t *testing.T) {
 			t.Errorf("NewFilter(%q) succeeded", bad)
 		}
 	}
+}
+
+// zeros is n bytes of 'a', made as they are read.
+type zeros struct{ n int }
+
+func (z *zeros) Read(p []byte) (int, error) {
+	if z.n == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), z.n)
+	for i := range n {
+		p[i] = 'a'
+	}
+	z.n -= n
+	return n, nil
+}
+
+// A line longer than any entry, starting with "{", passes through a slice
+// at a time (the reader behind counts it too long): memory stays bounded,
+// and the entry after it is still converted.
+func TestJSONReaderLongLineBounded(t *testing.T) {
+	entry := `{"__CURSOR":"s=x;i=1","__REALTIME_TIMESTAMP":"1764118000000000","_HOSTNAME":"mx","SYSLOG_IDENTIFIER":"postfix/smtpd","_PID":"7","MESSAGE":"connect from a.example[192.0.2.7]"}`
+	in := io.MultiReader(strings.NewReader("{"), &zeros{n: 32 << 20}, strings.NewReader("\n"+entry+"\n"))
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var tail bytes.Buffer
+	n, err := io.Copy(&tailWriter{keep: 200, buf: &tail}, NewJSONReader(in))
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 32<<20 {
+		t.Errorf("passed %d bytes, want the whole long line", n)
+	}
+	if !strings.Contains(tail.String(), "mx postfix/smtpd[7]: connect from a.example[192.0.2.7]\n") {
+		t.Errorf("entry after the long line not converted: %q", tail.String())
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+		t.Errorf("allocated %d MB for a 32 MB line", alloc>>20)
+	}
+}
+
+// tailWriter keeps the last keep bytes written.
+type tailWriter struct {
+	keep int
+	buf  *bytes.Buffer
+}
+
+func (w *tailWriter) Write(p []byte) (int, error) {
+	w.buf.Write(p)
+	if extra := w.buf.Len() - w.keep; extra > 0 {
+		w.buf.Next(extra)
+	}
+	return len(p), nil
 }

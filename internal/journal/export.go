@@ -24,12 +24,13 @@ func Export(journalctl, spec string, since, until time.Time) (io.ReadCloser, err
 		journalctl = "journalctl"
 	}
 	args := []string{"--output=json", "--no-pager", "--quiet"}
+	// to the microsecond, as the journal stamps entries; --until is
+	// inclusive, until is not
 	if !since.IsZero() {
-		args = append(args, fmt.Sprintf("--since=@%d", since.Unix()))
+		args = append(args, "--since="+epoch(since))
 	}
 	if !until.IsZero() {
-		// --until is inclusive: the second before, as until is exclusive
-		args = append(args, fmt.Sprintf("--until=@%d", until.Add(-time.Second).Unix()))
+		args = append(args, "--until="+epoch(until.Add(-time.Microsecond)))
 	}
 	args = append(args, f.Matches()...)
 	cmd := exec.Command(journalctl, args...)
@@ -48,6 +49,12 @@ func Export(journalctl, spec string, since, until time.Time) (io.ReadCloser, err
 }
 
 // export is journalctl's output as syslog lines.
+// epoch is t as journalctl's "@SECONDS.MICROSECONDS".
+func epoch(t time.Time) string {
+	us := t.UnixMicro()
+	return fmt.Sprintf("@%d.%06d", us/1e6, us%1e6)
+}
+
 type export struct {
 	io.Reader
 	out    io.Closer

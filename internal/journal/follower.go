@@ -228,7 +228,7 @@ func (f *Follower) runOnce(ctx context.Context, out chan<- tailer.Line, cursor s
 		}
 	}
 	werr := cmd.Wait()
-	if strings.Contains(stderr.lastLine(), "cursor") {
+	if strings.Contains(stderr.lastLine(), "Failed to seek to cursor") {
 		return last, sent, fmt.Errorf("%w: %s", errBadCursor, stderr.lastLine())
 	}
 	return last, sent, errors.Join(readErr, werr)
