@@ -348,7 +348,6 @@ func (a *NFTables) ownSet(name string, typ nftables.SetDatatype) *nftables.Set {
 // Name implements ban.Action.
 func (a *NFTables) Name() string { return "nftables" }
 
-
 func (a *NFTables) family(p netip.Prefix) (*nftFamily, error) {
 	f := a.fams[famIndex(p)]
 	if f == nil {
