@@ -106,27 +106,40 @@ func fieldString(v json.RawMessage) (string, error) {
 }
 
 // Line renders e as a syslog line the log parser reads unchanged. Line
-// breaks inside the message become spaces: one entry is one line.
+// breaks inside the message become spaces: one entry is one line. Host,
+// identifier and pid are single words: any local user can set an
+// identifier, and a line break in it must not start a forged line.
 func (e Entry) Line() string {
-	host := e.Host
+	host := word(e.Host)
 	if host == "" {
 		host = "localhost"
 	}
+	ident, pid := word(e.Identifier), word(e.PID)
 	var b strings.Builder
-	b.Grow(len(e.Message) + len(e.Identifier) + len(host) + 48)
+	b.Grow(len(e.Message) + len(ident) + len(host) + 48)
 	b.WriteString(e.Time.Format("2006-01-02T15:04:05.000000-07:00"))
 	b.WriteByte(' ')
 	b.WriteString(host)
 	b.WriteByte(' ')
-	b.WriteString(e.Identifier)
-	if e.PID != "" {
+	b.WriteString(ident)
+	if pid != "" {
 		b.WriteByte('[')
-		b.WriteString(e.PID)
+		b.WriteString(pid)
 		b.WriteByte(']')
 	}
 	b.WriteString(": ")
 	b.WriteString(strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(e.Message))
 	return b.String()
+}
+
+// word replaces blanks and control characters in s with '?'.
+func word(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 // Filter selects entries by SYSLOG_IDENTIFIER.

@@ -129,3 +129,20 @@ func (w *tailWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Whatever an entry holds, it renders as one line; an entry that parses
+// keeps its message's text (line breaks become spaces).
+func FuzzParseEntry(f *testing.F) {
+	f.Add([]byte(`{"__CURSOR":"s=x;i=1","__REALTIME_TIMESTAMP":"1764118000000000","_HOSTNAME":"mx","SYSLOG_IDENTIFIER":"postfix/smtpd","_PID":"7","MESSAGE":"connect from a.example[192.0.2.7]"}`))
+	f.Add([]byte(`{"__CURSOR":"c","__REALTIME_TIMESTAMP":"1","SYSLOG_IDENTIFIER":"postfix/smtpd\n2026-01-01T00:00:00+00:00 mx postfix/smtpd[1]: forged","MESSAGE":[104,105,10,33]}`))
+	f.Add([]byte(`{"MESSAGE":null}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := ParseEntry(b)
+		if err != nil {
+			return
+		}
+		if l := e.Line(); strings.ContainsAny(l, "\r\n") {
+			t.Errorf("entry renders as more than one line: %q", l)
+		}
+	})
+}
