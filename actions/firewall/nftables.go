@@ -384,15 +384,9 @@ func (f *nftFamily) wantedInterval(p netip.Prefix, until time.Time) (nftInterval
 // whole set is reconciled.
 func (a *NFTables) Apply(ctx context.Context, b ban.Ban) error {
 	p := b.Prefix
-	if err := ban.CheckPrefix(p); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	f, err := a.family(p)
+	f, err := a.setFor(p, "ban")
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if err := f.fits(p); err != nil {
-		return fmt.Errorf("nftables: ban %w", err)
+		return err
 	}
 	now := a.now()
 	if !activeAt(b.Until, now) {
@@ -437,19 +431,29 @@ func (a *NFTables) Apply(ctx context.Context, b ban.Ban) error {
 	return nil
 }
 
+// setFor validates p (before anything reaches netlink) and returns the
+// family whose set holds it; verb names the operation in errors.
+func (a *NFTables) setFor(p netip.Prefix, verb string) (*nftFamily, error) {
+	if err := ban.CheckPrefix(p); err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	f, err := a.family(p)
+	if err != nil {
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	if err := f.fits(p); err != nil {
+		return nil, fmt.Errorf("nftables: %s %w", verb, err)
+	}
+	return f, nil
+}
+
 // Revoke implements ban.Action: one transaction that deletes the prefix
 // and adds the bans inside it that it covered. A prefix the kernel no
 // longer holds (its timeout ran out) is not an error.
 func (a *NFTables) Revoke(ctx context.Context, p netip.Prefix) error {
-	if err := ban.CheckPrefix(p); err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	f, err := a.family(p)
+	f, err := a.setFor(p, "unban")
 	if err != nil {
-		return fmt.Errorf("nftables: %w", err)
-	}
-	if err := f.fits(p); err != nil {
-		return fmt.Errorf("nftables: unban %w", err)
+		return err
 	}
 	now := a.now()
 	a.mu.Lock()

@@ -58,12 +58,7 @@ func runReplay(e *env, args []string) error {
 				spec = l
 			}
 		}
-		now := time.Now()
-		from, err := parseWhen("since", *since, now, loc)
-		if err != nil {
-			return err
-		}
-		to, err := parseWhen("until", *until, now, loc)
+		from, to, err := parseRange(*since, *until, loc)
 		if err != nil {
 			return err
 		}

@@ -48,12 +48,8 @@ func runReport(e *env, args []string) error {
 	if err != nil {
 		return usagef("--tz %q: %v", *tz, err)
 	}
-	now := time.Now()
 	opts := report.Options{Top: *top, Capacity: *capacity}
-	if opts.Since, err = parseWhen("since", *since, now, loc); err != nil {
-		return err
-	}
-	if opts.Until, err = parseWhen("until", *until, now, loc); err != nil {
+	if opts.Since, opts.Until, err = parseRange(*since, *until, loc); err != nil {
 		return err
 	}
 	var closeJournal func() error
@@ -131,6 +127,16 @@ func totalSize(files []string) int64 {
 	return n
 }
 
+// parseRange reads --since and --until (either may be empty: no bound).
+func parseRange(since, until string, loc *time.Location) (from, to time.Time, err error) {
+	now := time.Now()
+	if from, err = parseWhen("since", since, now, loc); err != nil {
+		return
+	}
+	to, err = parseWhen("until", until, now, loc)
+	return
+}
+
 // parseWhen reads --since/--until: RFC 3339, a date with optional time, or
 // a duration meaning that long before now.
 func parseWhen(name, s string, now time.Time, loc *time.Location) (time.Time, error) {
@@ -165,12 +171,7 @@ func runEvents(e *env, args []string) (err error) {
 	if err != nil {
 		return usagef("--tz %q: %v", *tz, err)
 	}
-	now := time.Now()
-	from, err := parseWhen("since", *since, now, loc)
-	if err != nil {
-		return err
-	}
-	to, err := parseWhen("until", *until, now, loc)
+	from, to, err := parseRange(*since, *until, loc)
 	if err != nil {
 		return err
 	}
