@@ -15,6 +15,7 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/netnstest"
 )
 
 // dictLine is an unknown-recipient reject from ip, stamped now (BSD).
@@ -86,6 +87,14 @@ func startDaemon(t testing.TB, cfg *config.Config, configPath string) *testDaemo
 // signal handling) until the test ends.
 func startDaemonWith(t testing.TB, cfg *config.Config, opts Options) *testDaemon {
 	t.Helper()
+	return startDaemonIn(t, "", cfg, opts)
+}
+
+// startDaemonIn is startDaemonWith with Run called on a thread in the
+// network namespace ns ("": the test's own), so that the listeners it
+// opens itself (the guard's) are in ns.
+func startDaemonIn(t testing.TB, ns string, cfg *config.Config, opts Options) *testDaemon {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	td := &testDaemon{cfg: cfg, sock: cfg.ControlSocket, cancel: cancel,
 		done: make(chan error, 1), logs: &syncBuffer{}}
@@ -96,7 +105,13 @@ func startDaemonWith(t testing.TB, cfg *config.Config, opts Options) *testDaemon
 	opts.LogOutput = td.logs
 	opts.noHostAddrs = true
 	opts.Ready = func(d *Daemon) { ready <- d }
-	go func() { td.done <- Run(ctx, cfg, opts) }()
+	go func() {
+		if ns == "" {
+			td.done <- Run(ctx, cfg, opts)
+			return
+		}
+		td.done <- netnstest.Do(ns, func() error { return Run(ctx, cfg, opts) })
+	}()
 	select {
 	case td.d = <-ready:
 	case err := <-td.done:

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"bufio"
-	"context"
 	"net"
 	"strings"
 	"testing"
@@ -26,31 +25,9 @@ func TestGuardBanEndsLiveSession(t *testing.T) {
 	g.Upstream = freeAddr(t)    // down: the session never gets that far
 	g.GreetPause = 0
 	g.Hostname = "mx.test.example"
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan *Daemon, 1)
-	done := make(chan error, 1)
-	logs := &syncBuffer{}
-	go func() {
-		// Run's own goroutine opens the guard's listener: in serverNS.
-		done <- netnstest.Do(serverNS, func() error {
-			return Run(ctx, cfg, Options{LogOutput: logs, noHostAddrs: true, Guard: &g,
-				Ready: func(d *Daemon) { ready <- d }})
-		})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v\n%s", err, logs)
-		}
-	})
-	var d *Daemon
-	select {
-	case d = <-ready:
-	case err := <-done:
-		t.Fatalf("daemon: %v\n%s", err, logs)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("not ready\n%s", logs)
-	}
+	// Run's own goroutine opens the guard's listener: in serverNS.
+	td := startDaemonIn(t, serverNS, cfg, Options{Guard: &g})
+	d, logs := td.d, td.logs
 
 	var c net.Conn
 	waitFor(t, "the guard to listen", 5*time.Second, func() bool {

@@ -34,23 +34,8 @@ func TestGuardInDaemon(t *testing.T) {
 	g.Upstream = freeAddr(t) // down: nothing gets that far
 	g.GreetPause = smtpguard.Duration(300 * time.Millisecond)
 	g.Hostname = "mx.test.example"
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	ready := make(chan *Daemon, 1)
-	done := make(chan error, 1)
-	logs := &syncBuffer{}
-	go func() {
-		done <- Run(ctx, cfg, Options{LogOutput: logs, noHostAddrs: true, Guard: &g,
-			Ready: func(d *Daemon) { ready <- d }})
-	}()
-	var d *Daemon
-	select {
-	case d = <-ready:
-	case err := <-done:
-		t.Fatalf("daemon: %v\n%s", err, logs)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("not ready\n%s", logs)
-	}
+	td := startDaemonWith(t, cfg, Options{Guard: &g})
+	d, logs := td.d, td.logs
 
 	var c net.Conn
 	waitFor(t, "the guard to listen", 5*time.Second, func() bool {
@@ -77,10 +62,6 @@ func TestGuardInDaemon(t *testing.T) {
 	st, err := d.Status()
 	if err != nil || st.Guard == nil || st.Guard.Accepted == 0 {
 		t.Errorf("status: %+v %v", st.Guard, err)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("daemon: %v\n%s", err, logs)
 	}
 }
 
