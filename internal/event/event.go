@@ -48,6 +48,10 @@ const (
 	KindDelivered // status=sent
 	KindDeferred  // status=deferred
 	KindBounced   // status=bounced
+	// limits and TLS
+	KindRateLimit     // anvil limit warning; Detail names the limit, Count the number
+	KindTLSError      // SSL_accept error, TLS library problem (attributed by pid)
+	KindRejectWarning // NOQUEUE: reject_warning (warn_if_reject): never abuse
 	kindCount
 )
 
@@ -79,6 +83,9 @@ var kindNames = [kindCount]string{
 	KindDelivered:        "delivered",
 	KindDeferred:         "deferred",
 	KindBounced:          "bounced",
+	KindRateLimit:        "rate_limit",
+	KindTLSError:         "tls_error",
+	KindRejectWarning:    "reject_warning",
 }
 
 func (k Kind) String() string {
@@ -327,3 +334,14 @@ func (e *Event) UnmarshalJSON(b []byte) error {
 	}
 	return nil
 }
+
+// Detail values of a KindRateLimit event: which anvil limit was exceeded
+// (smtpd_client_connection_rate_limit, _connection_count_limit,
+// _message_rate_limit, _recipient_rate_limit, _new_tls_session_rate_limit).
+const (
+	LimitConnectionRate  = "connection_rate"
+	LimitConnectionCount = "connection_count"
+	LimitMessageRate     = "message_rate"
+	LimitRecipientRate   = "recipient_rate"
+	LimitNewTLSRate      = "new_tls_rate"
+)
