@@ -91,7 +91,7 @@ postmap -c "$DIR/etc" "$DIR/etc/helo_access" "$DIR/etc/vmailbox" "$DIR/etc/trans
 # --- the "classes" scenario set (drive.py --scenarios classes) -------------
 if [ "$SCENARIOS" = classes ]; then
     render "$HERE/master-classes.cf.in" "$DIR/etc/master-classes.cf"
-    cat "$DIR/etc/master-classes.cf" >>"$DIR/etc/master.cf"
+    grep -v "^#" "$DIR/etc/master-classes.cf" >>"$DIR/etc/master.cf"
     render "$HERE/main-classes.cf.in" "$DIR/etc/main-classes.cf"
     settings=()
     while IFS= read -r line; do
