@@ -690,19 +690,14 @@ class Greylist(threading.Thread):
             c.close()
 
 
-def raw_session(ip, addr, helo, frm, rcpts, n, body_subject=None, body_text=None):
+def raw_session(ip, addr, helo, frm, rcpts, n):
     """EHLO, one message, QUIT, waiting for every reply; returns the codes."""
     r = Raw(ip, addr)
     codes = [r.reply(), r.cmd("EHLO " + helo), r.cmd("MAIL FROM:<%s>" % frm)]
     for rcpt in rcpts:
         codes.append(r.cmd("RCPT TO:<%s>" % rcpt))
     if 250 in codes[3:] and r.cmd("DATA") == 354:  # an MTA sends DATA only for accepted recipients
-        msg = MSG.format(frm=frm, to=", ".join(rcpts), n=n, host=helo)
-        if body_subject:
-            msg = msg.replace("Subject: lab message %s" % n, "Subject: " + body_subject)
-        if body_text:
-            msg = msg.replace("Hello from the mxguard lab.", body_text)
-        r.send(msg + ".\r\n")
+        r.send(MSG.format(frm=frm, to=", ".join(rcpts), n=n, host=helo) + ".\r\n")
         codes.append(r.reply())
     r.quit()
     return codes
