@@ -157,10 +157,10 @@ func TestAnswers(t *testing.T) {
 		{q("2001:db8:2:1000::1"), dns.TypeA, dns.RcodeNameError, ""},
 		{q("2001:db8:3:7fff::1"), dns.TypeA, dns.RcodeSuccess, "127.0.0.3"},
 		{q("2001:db8:3:8000::1"), dns.TypeA, dns.RcodeNameError, ""},
-		{q("192.0.2.99"), dns.TypeA, dns.RcodeNameError, ""}, // peer: never published
-		{q("192.0.2.98"), dns.TypeA, dns.RcodeNameError, ""}, // dry run: never published
-		{"2.0.192.bl.example.", dns.TypeA, dns.RcodeSuccess, ""},        // a node above a listing
-		{"100.51.198.bl.example.", dns.TypeA, dns.RcodeSuccess, ""},     // the /24 itself exists
+		{q("192.0.2.99"), dns.TypeA, dns.RcodeNameError, ""},        // peer: never published
+		{q("192.0.2.98"), dns.TypeA, dns.RcodeNameError, ""},        // dry run: never published
+		{"2.0.192.bl.example.", dns.TypeA, dns.RcodeSuccess, ""},    // a node above a listing
+		{"100.51.198.bl.example.", dns.TypeA, dns.RcodeSuccess, ""}, // the /24 itself exists
 		{"bl.example.", dns.TypeSOA, dns.RcodeSuccess, "ns.bl.example."},
 		{"bl.example.", dns.TypeNS, dns.RcodeSuccess, "ns.bl.example."},
 		{"bl.example.", dns.TypeA, dns.RcodeSuccess, ""},
