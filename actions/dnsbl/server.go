@@ -25,7 +25,8 @@ func (p *Publisher) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	m.RecursionAvailable = false
 	signed := false
 	if t := r.IsTsig(); t != nil {
-		if w.TsigStatus() != nil {
+		if err := w.TsigStatus(); err != nil {
+			p.log.Debug("request with a TSIG that does not verify", "client", client, "key", t.Hdr.Name, "err", err)
 			// RFC 8945 5.2: an unverifiable request gets NOTAUTH, unsigned.
 			m.Authoritative = false
 			m.Rcode = dns.RcodeNotAuth
