@@ -56,10 +56,14 @@ type Publisher struct {
 	serials *serialKeeper
 	limiter *rateLimiter
 
-	mu         sync.RWMutex
-	index      *ban.Index
-	regions    map[netip.Prefix]map[netip.Prefix]ban.Ban
-	count      int // listings, test entries included
+	mu      sync.RWMutex
+	index   *ban.Index
+	regions map[netip.Prefix]map[netip.Prefix]ban.Ban
+	count   int // listings, test entries included
+	// v6Top counts the IPv6 listings per /16: its four nibble labels are
+	// also an IPv4 address's name (1.0.0.2 is 2.0.0.1 and 2001::/16), and
+	// such a name must not be NXDOMAIN while IPv6 listings are below it.
+	v6Top      map[uint16]int
 	serial     uint32
 	journal    []journalEntry
 	journalRRs int
@@ -98,7 +102,7 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 	p := &Publisher{cfg: cfg, zone: zone, log: opts.Logger.With("action", "dnsbl"), now: opts.Now,
 		codes: map[string]dns.A{}, ttl: uint32(time.Duration(cfg.TTL).Seconds()),
 		allowed: map[netip.Addr]bool{}, reg4: regionBits(opts.MaxPrefixV4, 8), reg6: regionBits(opts.MaxPrefixV6, 4),
-		index: ban.NewIndex(), regions: map[netip.Prefix]map[netip.Prefix]ban.Ban{},
+		index: ban.NewIndex(), regions: map[netip.Prefix]map[netip.Prefix]ban.Ban{}, v6Top: map[uint16]int{},
 		changed: make(chan struct{}, 1), expWake: make(chan struct{}, 1)}
 	for det, s := range cfg.Codes {
 		a, _ := parseCode(s)
@@ -276,6 +280,7 @@ func (p *Publisher) applyLocked(cs []change, journal bool) {
 			if _, ok := bans[c.prefix]; ok {
 				delete(bans, c.prefix)
 				p.count--
+				p.countV6Top(c.prefix, -1)
 			}
 			if len(bans) == 0 {
 				delete(p.regions, r)
@@ -289,6 +294,7 @@ func (p *Publisher) applyLocked(cs []change, journal bool) {
 		}
 		if _, ok := bans[c.prefix]; !ok {
 			p.count++
+			p.countV6Top(c.prefix, 1)
 		}
 		bans[c.prefix] = *c.new
 		heap.Push(&p.expiry, expiryItem{until: c.new.Until, prefix: c.prefix})
@@ -313,6 +319,17 @@ func (p *Publisher) applyLocked(cs []change, journal bool) {
 	select {
 	case p.expWake <- struct{}{}:
 	default:
+	}
+}
+
+func (p *Publisher) countV6Top(pr netip.Prefix, d int) {
+	if pr.Addr().Is4() {
+		return
+	}
+	a := pr.Addr().As16()
+	k := uint16(a[0])<<8 | uint16(a[1])
+	if p.v6Top[k] += d; p.v6Top[k] <= 0 {
+		delete(p.v6Top, k)
 	}
 }
 

@@ -69,7 +69,7 @@ func (p *Publisher) write(w dns.ResponseWriter, r, m *dns.Msg, signed, udp bool)
 		if opt.Version() != 0 {
 			m.Answer, m.Ns, m.Extra = nil, nil, nil
 			m.SetEdns0(ednsSize, false)
-			m.IsEdns0().SetExtendedRcode(dns.RcodeBadVers)
+			m.Rcode = dns.RcodeBadVers // packed into the OPT record's upper bits
 			_ = w.WriteMsg(m)
 			return
 		}
@@ -168,7 +168,10 @@ func (p *Publisher) lookup(pr netip.Prefix, full bool, now time.Time) (b ban.Ban
 	}
 	if full {
 		b, ok := p.index.Lookup(pr.Addr(), now)
-		return b, ok, ok
+		if !ok && pr.Addr().Is4() {
+			exists = p.v6Below(pr.Addr())
+		}
+		return b, ok, ok || exists
 	}
 	reg, inRegion := p.regionOf(pr)
 	if !inRegion {
@@ -186,6 +189,22 @@ func (p *Publisher) lookup(pr netip.Prefix, full bool, now time.Time) (b ban.Ban
 		return b, true, true
 	}
 	return ban.Ban{}, false, false
+}
+
+// v6Below reports whether the name of IPv4 address a, read as the four
+// nibbles of an IPv6 /16, has IPv6 listings below it.
+func (p *Publisher) v6Below(a netip.Addr) bool {
+	o := a.As4()
+	var k uint16
+	for i := 0; i < 4; i++ {
+		if o[i] > 9 { // "10" is no nibble label
+			return false
+		}
+		k |= uint16(o[i]) << (12 - 4*i)
+	}
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.v6Top[k] > 0
 }
 
 // transfer answers AXFR and IXFR: only to a configured secondary whose
