@@ -58,7 +58,9 @@ type Publisher struct {
 
 	mu      sync.RWMutex
 	index   *ban.Index
-	regions map[netip.Prefix]map[netip.Prefix]ban.Ban
+	// regions holds the listings by region (a slice: most regions hold
+	// one, and a map of one entry costs ten times as much).
+	regions map[netip.Prefix][]ban.Ban
 	count   int // listings, test entries included
 	// v6Top counts the IPv6 listings per /16: its four nibble labels are
 	// also an IPv4 address's name (1.0.0.2 is 2.0.0.1 and 2001::/16), and
@@ -68,6 +70,9 @@ type Publisher struct {
 	journal    []journalEntry
 	journalRRs int
 	expiry     expiryHeap
+
+	reasonsMu sync.Mutex
+	reasons   map[string]string // reason → shortReason(reason)
 
 	changed  chan struct{} // a change to notify about (buffer 1)
 	expWake  chan struct{}
@@ -102,7 +107,7 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 	p := &Publisher{cfg: cfg, zone: zone, log: opts.Logger.With("action", "dnsbl"), now: opts.Now,
 		codes: map[string]dns.A{}, ttl: uint32(time.Duration(cfg.TTL).Seconds()),
 		allowed: map[netip.Addr]bool{}, reg4: regionBits(opts.MaxPrefixV4, 8), reg6: regionBits(opts.MaxPrefixV6, 4),
-		index: ban.NewIndex(), regions: map[netip.Prefix]map[netip.Prefix]ban.Ban{}, v6Top: map[uint16]int{},
+		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{}, v6Top: map[uint16]int{}, reasons: map[string]string{},
 		changed: make(chan struct{}, 1), expWake: make(chan struct{}, 1)}
 	for det, s := range cfg.Codes {
 		a, _ := parseCode(s)
@@ -189,7 +194,7 @@ func (p *Publisher) Apply(_ context.Context, b ban.Ban) error {
 		}
 		return p.Revoke(context.Background(), b.Prefix)
 	}
-	b.Evidence, b.Offence = 0, 0 // not published: no change of ours
+	b = p.listing(b)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	old, had := p.index.Get(b.Prefix)
@@ -225,7 +230,7 @@ func (p *Publisher) Sync(_ context.Context, active []ban.Ban) error {
 	want := make(map[netip.Prefix]ban.Ban, len(active))
 	for _, b := range active {
 		if p.publishable(b) {
-			b.Evidence, b.Offence = 0, 0
+			b = p.listing(b)
 			want[b.Prefix] = b
 		}
 	}
@@ -233,7 +238,8 @@ func (p *Publisher) Sync(_ context.Context, active []ban.Ban) error {
 	defer p.mu.Unlock()
 	var cs []change
 	for _, bans := range p.regions {
-		for pr, old := range bans {
+		for _, old := range bans {
+			pr := old.Prefix
 			if isTestEntry(pr) {
 				continue
 			}
@@ -255,63 +261,110 @@ func (p *Publisher) Sync(_ context.Context, active []ban.Ban) error {
 	return nil
 }
 
+// listing is what of b is published: detector and reason made safe once
+// (many bans share a reason text, so the cleaning is remembered), and
+// nothing else than the TXT shows.
+func (p *Publisher) listing(b ban.Ban) ban.Ban {
+	p.reasonsMu.Lock()
+	defer p.reasonsMu.Unlock()
+	clean := func(s string) string {
+		c, ok := p.reasons[s]
+		if !ok {
+			if len(p.reasons) >= maxReasonCache {
+				clear(p.reasons)
+			}
+			c = shortReason(s)
+			p.reasons[s] = c
+		}
+		return c
+	}
+	return ban.Ban{Prefix: b.Prefix, Detector: clean(b.Detector), Reason: clean(b.Reason), Since: b.Since, Until: b.Until}
+}
+
+// maxReasonCache bounds the cleaned reason texts remembered.
+const maxReasonCache = 4096
+
 func sameListing(a, b ban.Ban) bool {
 	return a.Prefix == b.Prefix && a.Detector == b.Detector && a.Reason == b.Reason && a.Until.Equal(b.Until)
 }
 
-// applyLocked makes the changes in one serial step: index, regions,
-// expiry, and (when journal is true) one journal entry with the
-// difference of the touched regions' records. p.mu is held for writing.
-func (p *Publisher) applyLocked(cs []change, journal bool) {
+// applyLocked makes the changes: index, regions, expiry, and, when step
+// is true (always but for the test entries at start), one serial step
+// with one journal entry: the difference of the touched regions' records.
+// p.mu is held for writing.
+func (p *Publisher) applyLocked(cs []change, step bool) {
 	touched := map[netip.Prefix]bool{}
 	for _, c := range cs {
 		r, _ := p.regionOf(c.prefix)
 		touched[r] = true
 	}
+	// A step too large for the journal (most changes are two records or
+	// more; one that is not costs an AXFR) is not rendered: the journal
+	// starts afresh after it.
+	journal := step && len(cs) <= p.cfg.Journal/4
 	var before map[string]ban.Ban
 	if journal {
 		before = p.renderTouched(touched)
 	}
 	for _, c := range cs {
 		r, _ := p.regionOf(c.prefix)
+		// Copy on write: a transfer renders the slices it took under the
+		// read lock after releasing it.
 		bans := p.regions[r]
+		i := slices.IndexFunc(bans, func(b ban.Ban) bool { return b.Prefix == c.prefix })
 		if c.new == nil {
 			p.index.Remove(c.prefix)
-			if _, ok := bans[c.prefix]; ok {
-				delete(bans, c.prefix)
+			if i >= 0 {
+				bans = slices.Concat(bans[:i], bans[i+1:])
 				p.count--
 				p.countV6Top(c.prefix, -1)
 			}
 			if len(bans) == 0 {
 				delete(p.regions, r)
+			} else {
+				p.regions[r] = bans
 			}
 			continue
 		}
 		p.index.Set(*c.new)
-		if bans == nil {
-			bans = map[netip.Prefix]ban.Ban{}
+		if i >= 0 {
+			bans = slices.Clone(bans)
+			bans[i] = *c.new
 			p.regions[r] = bans
-		}
-		if _, ok := bans[c.prefix]; !ok {
+		} else {
+			p.regions[r] = append(bans[:len(bans):len(bans)], *c.new)
 			p.count++
 			p.countV6Top(c.prefix, 1)
 		}
-		bans[c.prefix] = *c.new
 		heap.Push(&p.expiry, expiryItem{until: c.new.Until, prefix: c.prefix})
 	}
 	if len(p.expiry) > 2*p.count+1024 {
 		p.compactExpiry()
 	}
-	if !journal {
+	if !step {
 		return
 	}
-	after := p.renderTouched(touched)
+	from := p.bumpSerial()
+	if journal {
+		p.addJournal(from, p.serial, before, p.renderTouched(touched))
+	} else {
+		p.journal, p.journalRRs = nil, 0
+	}
+	p.changedLocked()
+}
+
+// bumpSerial moves to the next serial and returns the one before.
+func (p *Publisher) bumpSerial() uint32 {
 	from := p.serial
 	var err error
 	if p.serial, err = p.serials.next(p.serial, p.now()); err != nil {
 		p.log.Error("serial mark not saved: a restart may reuse serials", "err", err)
 	}
-	p.addJournal(from, p.serial, before, after)
+	return from
+}
+
+// changedLocked wakes the NOTIFY and expiry loops.
+func (p *Publisher) changedLocked() {
 	select {
 	case p.changed <- struct{}{}:
 	default:
@@ -337,17 +390,9 @@ func (p *Publisher) countV6Top(pr netip.Prefix, d int) {
 func (p *Publisher) renderTouched(regions map[netip.Prefix]bool) map[string]ban.Ban {
 	out := map[string]ban.Ban{}
 	for r := range regions {
-		for _, rec := range renderRegion(regionBans(p.regions[r]), r.Bits()) {
+		for _, rec := range renderRegion(p.regions[r], r.Bits()) {
 			out[rec.name] = rec.ban
 		}
-	}
-	return out
-}
-
-func regionBans(m map[netip.Prefix]ban.Ban) []ban.Ban {
-	out := make([]ban.Ban, 0, len(m))
-	for _, b := range m {
-		out = append(out, b)
 	}
 	return out
 }

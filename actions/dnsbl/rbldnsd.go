@@ -20,8 +20,8 @@ func (p *Publisher) writeRbldnsd() error {
 	p.mu.RLock()
 	bans := make([]ban.Ban, 0, p.count)
 	for _, m := range p.regions {
-		for pr, b := range m {
-			if !isTestEntry(pr) {
+		for _, b := range m {
+			if !isTestEntry(b.Prefix) {
 				bans = append(bans, b)
 			}
 		}

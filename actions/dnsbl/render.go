@@ -96,6 +96,18 @@ func renderRegion(bans []ban.Ban, regionBits int) []record {
 	}
 	full := bans[0].Prefix.Addr().BitLen()
 	u := unitBits(bans[0].Prefix.Addr())
+	if len(bans) == 1 && bans[0].Prefix.Bits()%u == 0 {
+		// The common case: one ban on a label boundary is one name.
+		b := bans[0]
+		if b.Prefix.Bits() == full {
+			return []record{{name: prefixLabels(b.Prefix), ban: b}}
+		}
+		name := "*"
+		if b.Prefix.Bits() > 0 {
+			name += "." + prefixLabels(b.Prefix)
+		}
+		return []record{{name: name, ban: b}}
+	}
 	exact := make(map[netip.Prefix]ban.Ban, len(bans))
 	var broad []ban.Ban // bans that are not single addresses
 	nodes := map[netip.Prefix]struct{}{}

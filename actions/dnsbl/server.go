@@ -180,7 +180,7 @@ func (p *Publisher) lookup(pr netip.Prefix, full bool, now time.Time) (b ban.Ban
 		return ban.Ban{}, false, true
 	}
 	p.mu.RLock()
-	bans := regionBans(p.regions[reg])
+	bans := p.regions[reg] // copied on write by applyLocked
 	p.mu.RUnlock()
 	if nodeExists(bans, pr) {
 		return ban.Ban{}, false, true
@@ -275,7 +275,7 @@ func (p *Publisher) axfrRecords() func(emit func(dns.RR) bool) uint32 {
 	regions := make([][]ban.Ban, 0, len(p.regions))
 	widths := make([]int, 0, len(p.regions))
 	for r, m := range p.regions {
-		regions = append(regions, regionBans(m))
+		regions = append(regions, m) // copied on write by applyLocked
 		widths = append(widths, r.Bits())
 	}
 	p.mu.RUnlock()

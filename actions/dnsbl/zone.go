@@ -93,9 +93,10 @@ func shortReason(s string) string {
 	return s
 }
 
-// txtOf is the agreed TXT text: "<detector>: <short reason>; until <RFC3339 UTC>".
+// txtOf is the agreed TXT text: "<detector>: <short reason>; until
+// <RFC3339 UTC>", of a listing (whose detector and reason are clean).
 func txtOf(b ban.Ban) string {
-	return shortReason(b.Detector) + ": " + shortReason(b.Reason) + "; until " + b.Until.UTC().Format(time.RFC3339)
+	return b.Detector + ": " + b.Reason + "; until " + b.Until.UTC().Format(time.RFC3339)
 }
 
 // expiryHeap orders the published prefixes by Until; entries whose
