@@ -56,8 +56,8 @@ type Publisher struct {
 	serials *serialKeeper
 	limiter *rateLimiter
 
-	mu      sync.RWMutex
-	index   *ban.Index
+	mu    sync.RWMutex
+	index *ban.Index
 	// regions holds the listings by region (a slice: most regions hold
 	// one, and a map of one entry costs ten times as much).
 	regions map[netip.Prefix][]ban.Ban
