@@ -12,19 +12,15 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 )
 
-// writeRbldnsd writes the listings as an rbldnsd "combined" dataset (an
-// ip4trie and an ip6trie section; the test entries are rbldnsd's own
-// business and left out) to a temporary file and renames it over
-// RbldnsdFile, so rbldnsd never reads half a file.
+// writeRbldnsd writes the listings, the RFC 5782 test entries included,
+// as an rbldnsd "combined" dataset (an ip4trie and an ip6trie section) to
+// a temporary file and renames it over RbldnsdFile, so rbldnsd never
+// reads half a file.
 func (p *Publisher) writeRbldnsd() error {
 	p.mu.RLock()
 	bans := make([]ban.Ban, 0, p.count)
 	for _, m := range p.regions {
-		for _, b := range m {
-			if !isTestEntry(b.Prefix) {
-				bans = append(bans, b)
-			}
-		}
+		bans = append(bans, m...)
 	}
 	serial := p.serial
 	p.mu.RUnlock()

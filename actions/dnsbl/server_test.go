@@ -179,9 +179,11 @@ func TestRbldnsdFile(t *testing.T) {
 	p.Apply(ctx, mkBan("192.0.2.9/32", "peer:mx2", until))
 	want := []string{
 		"$DATASET ip4trie @",
+		"127.0.0.2 :127.0.0.2:test: RFC 5782 test entry; until 9999-12-31T00:00:00Z",
 		"192.0.2.7 :127.0.0.2:dictionary: 5 unknown recipients within 10m0s; until 2030-01-02T03:04:05Z",
 		"198.51.100.0/24 :127.0.0.10:manual: 5 unknown recipients within 10m0s; until 2030-01-02T03:04:05Z",
 		"$DATASET ip6trie @",
+		"::2 :127.0.0.2:test: RFC 5782 test entry; until 9999-12-31T00:00:00Z",
 		"2001:db8::/48 :127.0.0.4:sasl_bruteforce: 5 unknown recipients within 10m0s; until 2030-01-02T03:04:05Z",
 	}
 	var body string
