@@ -203,12 +203,18 @@ zone:
 	// A ban: NOTIFY, then an IXFR.
 	p.Apply(ctx, mkBan("192.0.2.7/32", "dictionary", until))
 	p.Apply(ctx, mkBan("198.51.100.9/32", "sasl_bruteforce", until))
+	// Nested IPv6: the names between the /48's wildcard and the /128
+	// exist, so they carry wildcards of their own (RFC 4592).
+	p.Apply(ctx, mkBan("2001:db8:7::/48", "manual", until))
+	p.Apply(ctx, mkBan("2001:db8:7:1:2:3:4:5/128", "sasl_bruteforce", until))
 	wait("the ban at Knot", func() bool { return aOf("192.0.2.7") == "127.0.0.2" })
-	if got := aOf("198.51.100.9"); got != "127.0.0.4" {
-		t.Errorf("nested /32 at Knot: %s", got)
-	}
-	if got := aOf("198.51.100.10"); got != "127.0.0.10" {
-		t.Errorf("the /24 beside a nested /32 at Knot: %s", got)
+	wait("the IPv6 bans at Knot", func() bool { return aOf("2001:db8:7:1:2:3:4:5") == "127.0.0.4" })
+	for ip, want := range map[string]string{"198.51.100.9": "127.0.0.4", "198.51.100.10": "127.0.0.10",
+		"2001:db8:7:1:3::1": "127.0.0.10", "2001:db8:7:1:2:3:4:6": "127.0.0.10", "2001:db8:7::1": "127.0.0.10",
+		"2001:db8:8::1": "NXDOMAIN"} {
+		if got := aOf(ip); got != want {
+			t.Errorf("Knot answers %s for %s, want %s (nested bans)", got, ip, want)
+		}
 	}
 	if !strings.Contains(logs.String(), "kind=IXFR") {
 		t.Errorf("Knot did not follow the change by IXFR:\n%s", logs)

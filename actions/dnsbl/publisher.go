@@ -519,13 +519,8 @@ func (p *Publisher) Start() error {
 	if p.started || p.closed {
 		return errors.New("dnsbl: Start called twice or after Close")
 	}
-	pc, err := net.ListenPacket("udp", p.cfg.Listen)
+	pc, ln, err := listenBoth(p.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("publish.dnsbl.listen: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return fmt.Errorf("publish.dnsbl.listen: %w", err)
 	}
 	var tsig map[string]string
@@ -555,6 +550,26 @@ func (p *Publisher) Start() error {
 	p.log.Info("dnsbl serving", "zone", p.zone, "listen", pc.LocalAddr().String(), "serial", p.Serial(),
 		"secondaries", len(p.secs))
 	return nil
+}
+
+// listenBoth listens on UDP and TCP at the same address; with port 0 the
+// port the kernel picks for UDP may be taken for TCP, so it tries again.
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, _ := net.SplitHostPort(addr)
+	for try := 0; ; try++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if port != "0" || try == 10 {
+			return nil, nil, err
+		}
+	}
 }
 
 // Addr returns the address served (after Start), UDP and TCP alike.
