@@ -201,13 +201,15 @@ zone:
 	}
 
 	// A ban: NOTIFY, then an IXFR.
+	banned := time.Now()
 	p.Apply(ctx, mkBan("192.0.2.7/32", "dictionary", until))
+	wait("the ban at Knot", func() bool { return aOf("192.0.2.7") == "127.0.0.2" })
+	t.Logf("a ban answered by Knot %s after it was made (notify_delay %s)", time.Since(banned).Round(time.Millisecond), cfg.NotifyDelay)
 	p.Apply(ctx, mkBan("198.51.100.9/32", "sasl_bruteforce", until))
 	// Nested IPv6: the names between the /48's wildcard and the /128
 	// exist, so they carry wildcards of their own (RFC 4592).
 	p.Apply(ctx, mkBan("2001:db8:7::/48", "manual", until))
 	p.Apply(ctx, mkBan("2001:db8:7:1:2:3:4:5/128", "sasl_bruteforce", until))
-	wait("the ban at Knot", func() bool { return aOf("192.0.2.7") == "127.0.0.2" })
 	wait("the IPv6 bans at Knot", func() bool { return aOf("2001:db8:7:1:2:3:4:5") == "127.0.0.4" })
 	for ip, want := range map[string]string{"198.51.100.9": "127.0.0.4", "198.51.100.10": "127.0.0.10",
 		"2001:db8:7:1:3::1": "127.0.0.10", "2001:db8:7:1:2:3:4:6": "127.0.0.10", "2001:db8:7::1": "127.0.0.10",
