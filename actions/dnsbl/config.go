@@ -13,6 +13,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/duration"
 )
 
@@ -178,6 +180,37 @@ func (c Config) Validate() error {
 		add("journal: %d: want 0 (no IXFR) or more", c.Journal)
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings names the detectors in codes and detectors that mxguard does
+// not know (a typo publishes nothing, or the default code), each with
+// its key relative to the section.
+func (c Config) Warnings() []string {
+	if !c.Enabled {
+		return nil
+	}
+	known := map[string]bool{ban.DetectorManual: true, detectors.PrefixEscalation: true}
+	for _, n := range detectors.Names() {
+		known[n] = true
+	}
+	list := strings.Join(append(detectors.Names(), detectors.PrefixEscalation, ban.DetectorManual), ", ")
+	var ws []string
+	names := make([]string, 0, len(c.Codes))
+	for k := range c.Codes {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !known[k] {
+			ws = append(ws, fmt.Sprintf("codes.%s: no detector of that name (known: %s)", k, list))
+		}
+	}
+	for i, d := range c.Detectors {
+		if !known[d] && !strings.HasPrefix(d, peerPrefix) {
+			ws = append(ws, fmt.Sprintf("detectors[%d]: %q: no detector of that name (known: %s)", i, d, list))
+		}
+	}
+	return ws
 }
 
 func (t TSIG) validate() error {

@@ -40,7 +40,10 @@ func TestPublishDNSBL(t *testing.T) {
 			}
 		}
 	}
-	c, _ := Parse([]byte("publish:\n  dnsbl:\n    codes:\n      dictionary: 127.0.0.5\n"))
+	c, _ := Parse([]byte("publish:\n  dnsbl:\n    enabled: true\n    zone: bl.example\n    detectors: [dictionnary]\n    codes:\n      dictionary: 127.0.0.5\n"))
+	if ws := c.Warnings(); len(ws) != 1 || !strings.HasPrefix(ws[0], `line 5: publish.dnsbl.detectors[0]: "dictionnary": no detector of that name (known: dictionary,`) {
+		t.Errorf("warnings = %q", ws)
+	}
 	if got := c.Publish.DNSBL.Codes; got["dictionary"] != "127.0.0.5" || got["manual"] != "127.0.0.10" {
 		t.Errorf("codes = %v: want the file's entry over the defaults", got)
 	}

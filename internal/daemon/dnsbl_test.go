@@ -53,3 +53,22 @@ func TestDaemonPublishesDNSBL(t *testing.T) {
 		t.Errorf("serial %d after restart, %d before", after, before)
 	}
 }
+
+// A dry run serves no zone: its bans are never published, and the real
+// daemon may hold the port.
+func TestDaemonDryRunServesNoDNSBL(t *testing.T) {
+	cfg := newTestConfig(t)
+	cfg.DryRun = true
+	cfg.Publish.DNSBL.Enabled = true
+	cfg.Publish.DNSBL.Zone = "bl.test"
+	cfg.Publish.DNSBL.Listen = "127.0.0.1:0"
+	td := startDaemon(t, cfg, "")
+	if td.d.dnsbl != nil {
+		t.Fatal("a dry run serves the DNSBL zone")
+	}
+	for _, a := range td.d.acts {
+		if a.Name() == "dnsbl" {
+			t.Fatal("a dry run has the dnsbl action")
+		}
+	}
+}
