@@ -23,6 +23,7 @@ import (
 
 	"github.com/mxguard/mxguard/actions/accessmap"
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/dnsbl"
 	"github.com/mxguard/mxguard/actions/firewall"
 	"github.com/mxguard/mxguard/actions/sessions"
 	"github.com/mxguard/mxguard/detectors"
@@ -67,6 +68,8 @@ type Config struct {
 	LogFormat string `yaml:"log_format"`
 	// Tail tunes the log follower.
 	Tail Tail `yaml:"tail"`
+	// Publish: where mxguard publishes its bans for others (a DNSBL zone).
+	Publish Publish `yaml:"publish"`
 
 	// Path is the file the config was read from ("" = built-in defaults).
 	Path string `yaml:"-"`
@@ -83,6 +86,11 @@ type Actions struct {
 	NFTables      firewall.NFTablesConfig `yaml:"nftables"`
 	PostfixAccess accessmap.Config        `yaml:"postfix_access"`
 	KillSessions  sessions.Config         `yaml:"kill_sessions"`
+}
+
+// Publish is the `publish:` section.
+type Publish struct {
+	DNSBL dnsbl.Config `yaml:"dnsbl"`
 }
 
 // Tail is the `tail:` section.
@@ -134,6 +142,7 @@ func Default() *Config {
 		LogLevel:  "info",
 		LogFormat: "text",
 		Tail:      Tail{FromEnd: true, CheckpointInterval: detectors.Duration(5 * time.Second), TZ: "Local"},
+		Publish:   Publish{DNSBL: dnsbl.DefaultConfig()},
 	}
 }
 
@@ -464,6 +473,7 @@ func (c *Config) Validate() error {
 		add("tail.checkpoint_interval: must be > 0, got %s", c.Tail.CheckpointInterval)
 	}
 	prefixed("guard", c.Guard.Validate())
+	prefixed("publish.dnsbl", c.Publish.DNSBL.Validate())
 	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
 		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
 	}
@@ -499,6 +509,9 @@ func (c *Config) Warnings() []string {
 		if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 			ws = append(ws, c.withLine(fmt.Sprintf("metrics_listen: %q binds all interfaces: anyone who reaches the port reads the counters (detectors, log paths); bind 127.0.0.1:%s or filter the port", c.MetricsListen, port)))
 		}
+	}
+	for _, w := range c.Publish.DNSBL.Warnings() {
+		ws = append(ws, c.withLine("publish.dnsbl."+w))
 	}
 	return ws
 }

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/dnsbl"
 	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/config"
@@ -95,6 +96,7 @@ type Daemon struct {
 	ctl      *control.Server
 	met      *metrics.Server
 	restore  atomic.Pointer[RestoreStatus]
+	dnsbl    *dnsbl.Publisher // publish.dnsbl; nil when off (one of acts)
 
 	runCtx       context.Context // cancelled at shutdown; set by start
 	stopRun      context.CancelFunc
@@ -196,6 +198,11 @@ func (d *Daemon) build(ctx context.Context) error {
 		return err
 	}
 	d.acts = append(d.acts, d.opts.extraActions...)
+	if d.dnsbl, err = d.buildDNSBL(cfg); err != nil {
+		return err
+	} else if d.dnsbl != nil {
+		d.acts = append(d.acts, d.dnsbl)
+	}
 	sources := []func() ([]netip.Prefix, error){d.allowSource}
 	if !d.opts.noHostAddrs {
 		sources = append(sources, ban.HostAddrs)
@@ -238,8 +245,14 @@ func (d *Daemon) build(ctx context.Context) error {
 func (d *Daemon) start(ctx context.Context) error {
 	cfg := d.cfg.Load()
 	d.runCtx, d.stopRun = context.WithCancel(ctx)
-	d.startRestore()
 	var err error
+	if d.dnsbl != nil {
+		// Serving before the restore: its Sync fills the zone in one step.
+		if err = d.dnsbl.Start(); err != nil {
+			return err
+		}
+	}
+	d.startRestore()
 	if d.ctl, err = control.Listen(cfg.ControlSocket, d.handle, d.log); err != nil {
 		return err
 	}
