@@ -245,9 +245,22 @@ func TestDetectors(t *testing.T) {
 		{name: "sasl/5 within 10m", events: every(5, 0, m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
 		}), want: []string{"4: sasl_bruteforce 203.0.113.7/32 n=5"}},
-		{name: "sasl/slow guessing", events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
+		{name: "sasl/slow guessing: the long window", events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
+		}), want: []string{"9: sasl_bruteforce 203.0.113.7/32 n=10"}},
+		{name: "sasl/low and slow: 10 within 6h", events: every(12, 0, 35*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
+		}), want: []string{"9: sasl_bruteforce 203.0.113.7/32 n=10"}},
+		{name: "sasl/slower than 10 in 6h", events: every(30, 0, 40*m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
 		})},
+		{name: "sasl/long window off", cfg: func(c *Config) { c.SASLBruteforce.LongThreshold = 0 }, events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
+		})},
+		{name: "sasl/long window forgiven by login", events: cat(
+			every(9, 0, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
+			one(ev(3*time.Hour, ipA, event.KindSASLLogin)),
+			every(9, 3*time.Hour+m, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
 		{name: "sasl/forgiven by login", events: cat(
 			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(4*m+30*time.Second, ipA, event.KindSASLLogin)),
@@ -490,7 +503,10 @@ func TestLRUCap(t *testing.T) {
 }
 
 func TestExpiry(t *testing.T) {
-	e, err := New(DefaultConfig(), nil)
+	cfg := DefaultConfig()
+	cfg.SASLBruteforce.LongThreshold = 0 // else clients are kept 6h
+	cfg.Score.Enabled = false           // else 2h (four half-lives)
+	e, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,9 +566,10 @@ func TestAuthFailures(t *testing.T) {
 
 // Four goroutines feed the same 50 clients at once. Every client gets 16
 // SASL failures within 200 s, so whatever the interleaving each decides
-// sasl_bruteforce once (at its 5th failure) and error_burst once (at its
-// 6th), then stays muted for the window; with prefix escalation on, the
-// /24 escalates once, at its 5th decided address.
+// sasl_bruteforce once (at its 5th failure), error_burst once (at its
+// 6th) and sasl_spray once (its 4th username), then stays muted for the
+// window; with prefix escalation on, the /24 escalates once, at its 5th
+// decided address.
 func TestConcurrentUse(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.PrefixEscalation.Enabled = true
@@ -580,7 +597,8 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	want := map[string]uint64{SASLBruteforce: 50, ErrorBurst: 50, PrefixEscalation: 1}
+	// Each client also fails with four usernames ("0" to "3"): sasl_spray.
+	want := map[string]uint64{SASLBruteforce: 50, ErrorBurst: 50, SASLSpray: 50, PrefixEscalation: 1}
 	if !maps.Equal(returned, want) {
 		t.Errorf("decisions returned by Observe: %v, want %v", returned, want)
 	}

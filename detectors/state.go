@@ -57,6 +57,27 @@ func (c *counter) add(e entry, limit, keep int, distinct bool) {
 	}
 }
 
+// since counts the entries newer than t.
+func (c *counter) since(t int64) int {
+	n := 0
+	for i := len(c.ev) - 1; i >= 0 && c.ev[i].t > t; i-- {
+		n++
+	}
+	return n
+}
+
+// remove drops the entry with hash h, if any.
+func (c *counter) remove(h uint64) {
+	for i := range c.ev {
+		if c.ev[i].h == h {
+			copy(c.ev[i:], c.ev[i+1:])
+			c.ev[len(c.ev)-1] = entry{}
+			c.ev = c.ev[:len(c.ev)-1]
+			return
+		}
+	}
+}
+
 // spendForgiveness records a forgiveness at now and reports true when fewer
 // than budget were recorded within the window before now.
 func (c *counter) spendForgiveness(now, window int64, budget int) bool {
@@ -90,7 +111,9 @@ type state struct {
 	key        netip.Prefix
 	prev, next *state // LRU list; head is the most recently seen
 	last       int64  // latest log time seen for this key
+	authAt     int64  // latest successful AUTH of this address (content_reject)
 	ctrs       []counter
+	score      *scoreState // nil until a scored event
 }
 
 func (s *state) counter(d detID) *counter {
