@@ -133,20 +133,20 @@ type SprayRule = Rule
 // ScoreWeights are the points one event of each class adds to a client's
 // score. 0 turns a class off.
 type ScoreWeights struct {
-	NoHelo               float64 `yaml:"no_helo" json:"no_helo"`                               // MAIL without HELO/EHLO (disconnect statistics)
-	VRFY                 float64 `yaml:"vrfy" json:"vrfy"`                                     // a session that used VRFY or EXPN (disconnect statistics)
-	SenderNonFQDN        float64 `yaml:"sender_non_fqdn" json:"sender_non_fqdn"`               // reject: sender needs a fully-qualified address
+	NoHelo               float64 `yaml:"no_helo" json:"no_helo"`                                 // MAIL without HELO/EHLO (disconnect statistics)
+	VRFY                 float64 `yaml:"vrfy" json:"vrfy"`                                       // a session that used VRFY or EXPN (disconnect statistics)
+	SenderNonFQDN        float64 `yaml:"sender_non_fqdn" json:"sender_non_fqdn"`                 // reject: sender needs a fully-qualified address
 	SenderDomainNotFound float64 `yaml:"sender_domain_not_found" json:"sender_domain_not_found"` // reject: sender domain not found
-	RecipientNonFQDN     float64 `yaml:"recipient_non_fqdn" json:"recipient_non_fqdn"`         // reject: recipient needs a fully-qualified address
-	HeloReject           float64 `yaml:"helo_reject" json:"helo_reject"`                       // any HELO reject
-	MultiRecipientBounce float64 `yaml:"multi_recipient_bounce" json:"multi_recipient_bounce"` // reject: multi-recipient bounce
-	Backscatter          float64 `yaml:"backscatter" json:"backscatter"`                       // a null-sender (bounce) message rejected at RCPT
-	HostnameMismatch     float64 `yaml:"hostname_mismatch" json:"hostname_mismatch"`           // warning: hostname does not resolve to address
-	RelayDenied          float64 `yaml:"relay_denied" json:"relay_denied"`                     // reject: relay access denied
-	Pipelining           float64 `yaml:"pipelining" json:"pipelining"`                         // improper command pipelining
-	UnknownRecipient     float64 `yaml:"unknown_recipient" json:"unknown_recipient"`           // reject: unknown recipient
-	AuthRequired         float64 `yaml:"auth_required" json:"auth_required"`                   // reject: authentication required
-	DNSBL                float64 `yaml:"dnsbl" json:"dnsbl"`                                   // a DNSBL listing below the dnsbl detector's threshold
+	RecipientNonFQDN     float64 `yaml:"recipient_non_fqdn" json:"recipient_non_fqdn"`           // reject: recipient needs a fully-qualified address
+	HeloReject           float64 `yaml:"helo_reject" json:"helo_reject"`                         // any HELO reject
+	MultiRecipientBounce float64 `yaml:"multi_recipient_bounce" json:"multi_recipient_bounce"`   // reject: multi-recipient bounce
+	Backscatter          float64 `yaml:"backscatter" json:"backscatter"`                         // a null-sender (bounce) message rejected at RCPT
+	HostnameMismatch     float64 `yaml:"hostname_mismatch" json:"hostname_mismatch"`             // warning: hostname does not resolve to address
+	RelayDenied          float64 `yaml:"relay_denied" json:"relay_denied"`                       // reject: relay access denied
+	Pipelining           float64 `yaml:"pipelining" json:"pipelining"`                           // improper command pipelining
+	UnknownRecipient     float64 `yaml:"unknown_recipient" json:"unknown_recipient"`             // reject: unknown recipient
+	AuthRequired         float64 `yaml:"auth_required" json:"auth_required"`                     // reject: authentication required
+	DNSBL                float64 `yaml:"dnsbl" json:"dnsbl"`                                     // a DNSBL listing below the dnsbl detector's threshold
 }
 
 // ScoreRule configures score: every event of a weighted class adds its
@@ -155,25 +155,25 @@ type ScoreWeights struct {
 // never decides alone (its own rate detector is for that). The client is
 // decided when the score reaches Threshold.
 type ScoreRule struct {
-	Enabled   bool         `yaml:"enabled" json:"enabled"`       // Default: true.
-	Threshold float64      `yaml:"threshold" json:"threshold"`   // Default: 10.
-	HalfLife  Duration     `yaml:"half_life" json:"half_life"`   // Default: 30m.
-	ClassCap  float64      `yaml:"class_cap" json:"class_cap"`   // Default: 2.
-	Mode      Mode         `yaml:"mode" json:"mode"`             // Default: ban.
+	Enabled   bool         `yaml:"enabled" json:"enabled"`     // Default: true.
+	Threshold float64      `yaml:"threshold" json:"threshold"` // Default: 10.
+	HalfLife  Duration     `yaml:"half_life" json:"half_life"` // Default: 30m.
+	ClassCap  float64      `yaml:"class_cap" json:"class_cap"` // Default: 2.
+	Mode      Mode         `yaml:"mode" json:"mode"`           // Default: ban.
 	Weights   ScoreWeights `yaml:"weights" json:"weights"`
 }
 
 // Config is the `detectors:` section of the mxguard config.
 type Config struct {
 	Dictionary     DictionaryRule `yaml:"dictionary" json:"dictionary"`
-	ErrorBurst     Rule      `yaml:"error_burst" json:"error_burst"`
-	Pipelining     Rule      `yaml:"pipelining" json:"pipelining"`
-	Pregreet       Rule      `yaml:"pregreet" json:"pregreet"`
-	SASLBruteforce SASLRule  `yaml:"sasl_bruteforce" json:"sasl_bruteforce"`
-	RelayProbe     Rule      `yaml:"relay_probe" json:"relay_probe"`
-	DNSBL          DNSBLRule `yaml:"dnsbl" json:"dnsbl"`
-	BadHelo        Rule      `yaml:"bad_helo" json:"bad_helo"`
-	Flood          FloodRule `yaml:"flood" json:"flood"`
+	ErrorBurst     Rule           `yaml:"error_burst" json:"error_burst"`
+	Pipelining     Rule           `yaml:"pipelining" json:"pipelining"`
+	Pregreet       Rule           `yaml:"pregreet" json:"pregreet"`
+	SASLBruteforce SASLRule       `yaml:"sasl_bruteforce" json:"sasl_bruteforce"`
+	RelayProbe     Rule           `yaml:"relay_probe" json:"relay_probe"`
+	DNSBL          DNSBLRule      `yaml:"dnsbl" json:"dnsbl"`
+	BadHelo        Rule           `yaml:"bad_helo" json:"bad_helo"`
+	Flood          FloodRule      `yaml:"flood" json:"flood"`
 	// AdminReject: the client was refused by the administrator's own
 	// access lists (check_client_access, postscreen's denylist).
 	AdminReject Rule `yaml:"admin_reject" json:"admin_reject"`
@@ -200,22 +200,22 @@ func DefaultConfig() Config {
 	return Config{
 		Dictionary: DictionaryRule{Rule: rule(5, 10*time.Minute), PerPrefix: true,
 			PrefixThreshold: 15, PrefixAddresses: 3, PrefixWindow: Duration(time.Hour)},
-		ErrorBurst:     rule(6, 5*time.Minute),
-		Pipelining:     rule(1, time.Hour),
-		Pregreet:       rule(1, time.Hour),
+		ErrorBurst: rule(6, 5*time.Minute),
+		Pipelining: rule(1, time.Hour),
+		Pregreet:   rule(1, time.Hour),
 		SASLBruteforce: SASLRule{Rule: rule(5, 10*time.Minute), PrefixThreshold: 10,
 			LongThreshold: 10, LongWindow: Duration(6 * time.Hour)},
-		RelayProbe:     rule(3, time.Hour),
-		DNSBL:          DNSBLRule{Rule: rule(3, time.Hour), Rejects: 1},
-		BadHelo:        rule(2, time.Hour),
-		Flood:          rule(10, time.Minute),
-		AdminReject:    rule(3, time.Hour),
-		ContentReject:  rule(3, time.Hour),
-		SASLSpray:      rule(4, time.Hour),
+		RelayProbe:    rule(3, time.Hour),
+		DNSBL:         DNSBLRule{Rule: rule(3, time.Hour), Rejects: 1},
+		BadHelo:       rule(2, time.Hour),
+		Flood:         rule(10, time.Minute),
+		AdminReject:   rule(3, time.Hour),
+		ContentReject: rule(3, time.Hour),
+		SASLSpray:     rule(4, time.Hour),
 		Score: ScoreRule{Enabled: true, Threshold: 10, HalfLife: Duration(30 * time.Minute), ClassCap: 2,
 			Mode: ModeBan, Weights: DefaultScoreWeights()},
-		MaxClients:     100000,
-		EvidenceLines:  5,
+		MaxClients:    100000,
+		EvidenceLines: 5,
 		PrefixEscalation: EscalationConfig{
 			Count: 5, Window: Duration(time.Hour), V4Bits: 24, V6Bits: 64, Mode: ModeBan,
 		},

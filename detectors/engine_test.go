@@ -505,7 +505,7 @@ func TestLRUCap(t *testing.T) {
 func TestExpiry(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.SASLBruteforce.LongThreshold = 0 // else clients are kept 6h
-	cfg.Score.Enabled = false           // else 2h (four half-lives)
+	cfg.Score.Enabled = false            // else 2h (four half-lives)
 	e, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -69,8 +69,8 @@ func TestRedecide(t *testing.T) {
 			redecide: true,
 		},
 		{
-			name:     "per-prefix dictionary decision",
-			cfg:      DefaultConfig(),
+			name: "per-prefix dictionary decision",
+			cfg:  DefaultConfig(),
 			first: every(15, 0, m, func(i int, at time.Duration) event.Event {
 				return ev(at, fmt.Sprintf("203.0.113.%d", 1+i%3), event.KindReject, unknown(fmt.Sprintf("u%d@x", i))...)
 			}),
