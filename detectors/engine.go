@@ -416,8 +416,13 @@ func floodEvent(ev *event.Event) bool {
 		return ev.Stage == "CONNECT" || ev.Stage == "EHLO" || ev.Stage == "HELO" || ev.Stage == "STARTTLS"
 	case event.KindTimeout:
 		return ev.Stage == "CONNECT" || ev.Stage == "EHLO" || ev.Stage == "HELO"
-	case event.KindHangup, event.KindTLSError, event.KindRateLimit:
+	case event.KindHangup, event.KindTLSError:
 		return true
+	case event.KindRateLimit:
+		// Connection floods; the message and recipient rate limits meet
+		// busy legitimate senders (a newsletter, a web application).
+		return ev.Detail == event.LimitConnectionRate || ev.Detail == event.LimitConnectionCount ||
+			ev.Detail == event.LimitNewTLSRate
 	}
 	return false
 }

@@ -1,0 +1,240 @@
+package detectors
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/event"
+)
+
+func service(s string) func(*event.Event) { return func(e *event.Event) { e.Service = s } }
+func pid(n int) func(*event.Event)        { return func(e *event.Event) { e.PID = n } }
+func name(n string) func(*event.Event)    { return func(e *event.Event) { e.ClientName = n } }
+func from(a string) func(*event.Event)    { return func(e *event.Event) { e.From = a } }
+func user(u string) func(*event.Event)    { return func(e *event.Event) { e.Detail = u } }
+func code(c int) func(*event.Event)       { return func(e *event.Event) { e.Code = c } }
+func abuse(b bool) func(*event.Event)     { return func(e *event.Event) { e.Abuse = b } }
+
+// TestNewClasses has positives and near misses for flood, admin_reject,
+// content_reject, sasl_spray, score, the long SASL window and dictionary
+// per prefix, with the defaults unless cfg says otherwise.
+func TestNewClasses(t *testing.T) {
+	m, s := time.Minute, time.Second
+	lostAfter := func(ip, st string) func(int, time.Duration) event.Event {
+		return func(_ int, at time.Duration) event.Event {
+			return ev(at, ip, event.KindLostConnection, stage(st), abuse(st != "CONNECT"))
+		}
+	}
+	tls := func(n int, ip string, gap time.Duration) []event.Event {
+		var out []event.Event
+		for i := range n {
+			at := time.Duration(i) * gap
+			out = append(out,
+				ev(at, ip, event.KindTLSError, pid(4000+i), noAbuse()),
+				ev(at+s, ip, event.KindLostConnection, stage("STARTTLS"), pid(4000+i)))
+		}
+		return out
+	}
+	limit := func(which string) func(int, time.Duration) event.Event {
+		return func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindRateLimit, detail(which), noAbuse())
+		}
+	}
+	clientAccess := func(_ int, at time.Duration) event.Event {
+		return ev(at, ipA, event.KindReject, reason(event.ReasonClientAccess), stage("CONNECT"))
+	}
+	content := func(svc string) func(int, time.Duration) event.Event {
+		return func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonMessageRejected), stage("END-OF-MESSAGE"), service(svc))
+		}
+	}
+	fail := func(u string) func(int, time.Duration) event.Event {
+		return func(_ int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail, user(u)) }
+	}
+	noHelo := func(at time.Duration) event.Event {
+		return ev(at, ipA, event.KindDisconnect, detail("mail=1 rcpt=1 data=1 quit=1 commands=4"), noAbuse())
+	}
+	senderNonFQDN := func(at time.Duration) event.Event {
+		return ev(at, ipA, event.KindReject, reason(event.ReasonSenderNonFQDN), stage("RCPT"), code(504))
+	}
+	harvest := func(addrs []string, step time.Duration) func(int, time.Duration) event.Event {
+		return func(i int, at time.Duration) event.Event {
+			return ev(at, addrs[i%len(addrs)], event.KindReject, unknown(fmt.Sprintf("h%d@example.org", i))...)
+		}
+	}
+	pool3 := []string{"203.0.113.10", "203.0.113.11", "203.0.113.12"}
+
+	tests := []struct {
+		name   string
+		cfg    func(*Config)
+		events []event.Event
+		want   []string
+	}{
+		// flood
+		{name: "flood/connect and drop 12 times in a minute", events: every(12, 0, 5*s, lostAfter(ipA, "CONNECT")),
+			want: []string{"9: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/lost after EHLO, 10 in a minute", events: every(10, 0, 5*s, lostAfter(ipA, "EHLO")),
+			want: []string{"5: error_burst 203.0.113.7/32 n=6", "9: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/9 in a minute", events: every(9, 0, 6*s, lostAfter(ipA, "CONNECT"))},
+		{name: "flood/timeouts after HELO", events: every(10, 0, 5*s, func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindTimeout, stage("HELO"))
+		}), cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, want: []string{"9: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/lost after RCPT is error_burst's, not flood", events: every(12, 0, 5*s, lostAfter(ipA, "RCPT")),
+			want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
+		{name: "flood/postscreen hangups", events: every(10, 0, 5*s, func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindHangup, service("postscreen"))
+		}), want: []string{"5: error_burst 203.0.113.7/32 n=6", "9: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/TLS error and its lost connection count once", events: tls(10, ipA, 5*s),
+			want: []string{"11: error_burst 203.0.113.7/32 n=6", "18: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/9 failed TLS handshakes", cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, events: tls(9, ipA, 5*s)},
+		{name: "flood/connection rate limit", events: every(10, 0, 3*s, limit(event.LimitConnectionRate)),
+			want: []string{"9: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/new TLS session rate limit", events: every(10, 0, 3*s, limit(event.LimitNewTLSRate)),
+			want: []string{"9: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/message rate limit is volume, not a flood", events: every(60, 0, s, limit(event.LimitMessageRate))},
+		{name: "flood/tunable", cfg: func(c *Config) { c.Flood.Threshold = 3 }, events: every(3, 0, 5*s, lostAfter(ipA, "CONNECT")),
+			want: []string{"2: flood 203.0.113.7/32 n=3"}},
+
+		// admin_reject
+		{name: "admin_reject/3 access list rejects in 1h", events: every(3, 0, 20*m, clientAccess),
+			want: []string{"2: admin_reject 203.0.113.7/32 n=3"}},
+		{name: "admin_reject/2 in 1h", events: every(4, 0, 40*m, clientAccess)},
+		{name: "admin_reject/postscreen denylist", events: every(3, 0, 5*m, func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindPSDenylisted, service("postscreen"))
+		}), want: []string{"2: admin_reject 203.0.113.7/32 n=3"}},
+		{name: "admin_reject/cannot find your hostname is not the admin's list", events: every(5, 0, 10*m, func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindReject, reason(event.ReasonClientNoRDNS), stage("RCPT"), code(550))
+		})},
+
+		// content_reject
+		{name: "content_reject/cleanup header checks", events: every(3, 0, 10*m, content("postfix/cleanup")),
+			want: []string{"2: content_reject 203.0.113.7/32 n=3"}},
+		{name: "content_reject/smtpd milter-reject", events: every(3, 0, 10*m, content("postfix/smtpd")),
+			want: []string{"2: content_reject 203.0.113.7/32 n=3"}},
+		{name: "content_reject/the guard's own peer", events: every(3, 0, 10*m, content("mxguard/guard")),
+			want: []string{"2: content_reject 203.0.113.7/32 n=3"}},
+		{name: "content_reject/client not from the line's own spec", events: every(6, 0, 10*m, content("postfix/bounce"))},
+		{name: "content_reject/two", events: every(2, 0, 10*m, content("postfix/cleanup"))},
+		{name: "content_reject/after a successful AUTH", events: cat(
+			one(ev(0, ipA, event.KindSASLLogin, user("alice@example.com"))),
+			every(5, m, 5*m, content("postfix/cleanup")))},
+		{name: "content_reject/an AUTH long ago does not cover", events: cat(
+			one(ev(0, ipA, event.KindSASLLogin, user("alice@example.com"))),
+			every(3, 2*time.Hour, 5*m, content("postfix/cleanup"))),
+			want: []string{"3: content_reject 203.0.113.7/32 n=3"}},
+
+		// sasl_spray
+		{name: "sasl_spray/4 usernames", events: cat(
+			every(1, 0, m, fail("admin")), every(1, 10*m, m, fail("info")),
+			every(1, 20*m, m, fail("sales")), every(1, 30*m, m, fail("test"))),
+			want: []string{"3: sasl_spray 203.0.113.7/32 n=4"}},
+		{name: "sasl_spray/usernames case-folded", events: cat(
+			every(1, 0, m, fail("Admin")), every(1, 10*m, m, fail("admin")),
+			every(1, 20*m, m, fail("ADMIN")), every(1, 30*m, m, fail("info")))},
+		{name: "sasl_spray/4 usernames over more than an hour", events: every(4, 0, 25*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail, user(fmt.Sprintf("u%d", i)))
+		})},
+		{name: "sasl_spray/a user who got it right is taken out", events: cat(
+			every(1, 0, m, fail("alice")), every(1, m, m, fail("bob")), every(1, 2*m, m, fail("carol")),
+			one(ev(3*m, ipA, event.KindSASLLogin, user("bob"))),
+			every(1, 4*m, m, fail("dave")))},
+		{name: "sasl_spray/another user's login does not hide a spray", events: cat(
+			every(1, 0, m, fail("admin")), every(1, m, m, fail("info")), every(1, 2*m, m, fail("sales")),
+			one(ev(3*m, ipA, event.KindSASLLogin, user("alice"))),
+			every(1, 4*m, m, fail("test"))),
+			want: []string{"4: sasl_spray 203.0.113.7/32 n=4"}},
+		{name: "sasl_spray/no username logged", events: every(4, 0, 5*m, func(_ int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
+		})},
+
+		// score
+		{name: "score/no HELO and a non-FQDN sender", events: one(noHelo(0), noHelo(m), senderNonFQDN(2*m), senderNonFQDN(3*m)),
+			want: []string{"3: score 203.0.113.7/32 n=4"}},
+		{name: "score/one class repeated never decides alone", events: every(40, 0, m, func(_ int, at time.Duration) event.Event { return noHelo(at) })},
+		{name: "score/decays", events: one(noHelo(0), noHelo(m), senderNonFQDN(3*time.Hour), senderNonFQDN(3*time.Hour+m))},
+		{name: "score/VRFY probing, relay and a bad HELO", events: one(
+			ev(0, ipA, event.KindDisconnect, detail("ehlo=1 vrfy=0/3 quit=1 commands=2/5"), count(3)),
+			ev(m, ipA, event.KindReject, reason(event.ReasonRelayDenied), stage("RCPT")),
+			ev(2*m, ipA, event.KindReject, reason(event.ReasonRelayDenied), stage("RCPT")),
+			ev(3*m, ipA, event.KindReject, reason(event.ReasonHeloNonFQDN), stage("RCPT"))),
+			want: []string{"3: score 203.0.113.7/32 n=4"}},
+		{name: "score/hostname mismatch and unknown recipients stay low", events: cat(
+			every(60, 0, m, func(_ int, at time.Duration) event.Event { return ev(at, ipA, event.KindHostnameMismatch, noAbuse()) }),
+			every(4, 0, 15*m, func(i int, at time.Duration) event.Event {
+				return ev(at, ipA, event.KindReject, unknown(fmt.Sprintf("old%d@example.org", i))...)
+			}))},
+		{name: "score/forgiven by login", events: one(noHelo(0), noHelo(m), senderNonFQDN(2*m),
+			ev(3*m, ipA, event.KindSASLLogin, user("alice")), senderNonFQDN(4*m))},
+		{name: "score/off", cfg: func(c *Config) { c.Score.Enabled = false }, events: one(noHelo(0), noHelo(m), senderNonFQDN(2*m), senderNonFQDN(3*m))},
+		{name: "score/a weight of 0 turns a class off", cfg: func(c *Config) { c.Score.Weights.NoHelo = 0 },
+			events: one(noHelo(0), noHelo(m), senderNonFQDN(2*m), senderNonFQDN(3*m))},
+
+		// dictionary per prefix
+		{name: "dictionary/15 recipients from 3 addresses of a /24 within 1h", events: every(15, 0, 4*m, harvest(pool3, 4*m)),
+			want: []string{"14: dictionary 203.0.113.0/24 n=15"}},
+		{name: "dictionary/per prefix v6 /64", events: every(15, 0, 4*m, harvest([]string{"2001:db8:5::1", "2001:db8:5::2", "2001:db8:5::3"}, 4*m)),
+			want: []string{"14: dictionary 2001:db8:5::/64 n=15"}},
+		{name: "dictionary/15 recipients from 2 addresses", events: every(15, 0, 4*m, harvest(pool3[:2], 4*m))},
+		{name: "dictionary/14 recipients", events: every(14, 0, 4*m, harvest(pool3, 4*m))},
+		{name: "dictionary/prefix off", cfg: func(c *Config) { c.Dictionary.PerPrefix = false }, events: every(15, 0, 4*m, harvest(pool3, 4*m))},
+		{name: "dictionary/per prefix over more than the window", events: every(15, 0, 5*m, harvest(pool3, 5*m))},
+		{name: "dictionary/a busy prefix's accepted mail protects it", events: cat(
+			every(40, 0, 90*s, func(i int, at time.Duration) event.Event {
+				return ev(at, pool3[i%3], event.KindReceived)
+			}),
+			every(15, 30*s, 4*m, harvest(pool3, 4*m)))},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			if tc.cfg != nil {
+				tc.cfg(&cfg)
+			}
+			got, _, _ := run(t, cfg, sortByTime(tc.events))
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("decisions:\ngot:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// sortByTime orders events by time, stably (logs are in time order).
+func sortByTime(es []event.Event) []event.Event {
+	out := append([]event.Event(nil), es...)
+	for i := 1; i < len(out); i++ {
+		for j := i; j > 0 && out[j].Time.Before(out[j-1].Time); j-- {
+			out[j], out[j-1] = out[j-1], out[j]
+		}
+	}
+	return out
+}
+
+// TestScoreEvidence checks that a score decision says which events scored
+// and with which weights.
+func TestScoreEvidence(t *testing.T) {
+	m := time.Minute
+	_, ds, _ := run(t, DefaultConfig(), one(
+		ev(0, ipA, event.KindDisconnect, detail("mail=1 rcpt=1 data=1 quit=1 commands=4"), noAbuse()),
+		ev(m, ipA, event.KindHostnameMismatch, noAbuse()),
+		ev(2*m, ipA, event.KindReject, reason(event.ReasonMultiRecipientBounce), stage("DATA")),
+		ev(3*m, ipA, event.KindReject, reason(event.ReasonMultiRecipientBounce), stage("DATA"))))
+	if len(ds) != 1 {
+		t.Fatalf("decisions %+v, want one", ds)
+	}
+	d := ds[0]
+	if d.Detector != Score || d.Evidence != 4 {
+		t.Errorf("decision %+v", d)
+	}
+	for _, want := range []string{"score 11.2 ≥ 10 (", "no_helo 2.8", "hostname_mismatch 0.5", "multi_recipient_bounce 7.9", "≥ 10", "half-life 30m"} {
+		if !strings.Contains(d.Reason, want) {
+			t.Errorf("reason %q lacks %q", d.Reason, want)
+		}
+	}
+	if len(d.Lines) != 4 || !strings.HasPrefix(d.Lines[0], "score +3 no_helo: ") ||
+		!strings.HasPrefix(d.Lines[1], "score +0.5 hostname_mismatch: ") ||
+		!strings.HasPrefix(d.Lines[3], "score +4 multi_recipient_bounce: ") || !strings.HasSuffix(d.Lines[3], "DATA  0") {
+		t.Errorf("lines %q", d.Lines)
+	}
+}
