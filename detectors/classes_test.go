@@ -238,3 +238,217 @@ func TestScoreEvidence(t *testing.T) {
 		t.Errorf("lines %q", d.Lines)
 	}
 }
+
+// session is one SMTP session of a client at at: connect, whatever mid
+// holds, disconnect with statistics stats.
+func smtpSession(at time.Duration, ip, svc, rname, stats string, mid ...func(at time.Duration) event.Event) []event.Event {
+	out := []event.Event{ev(at, ip, event.KindConnect, service(svc), name(rname))}
+	for i, f := range mid {
+		out = append(out, f(at+time.Duration(i+1)*time.Second))
+	}
+	return append(out, ev(at+time.Duration(len(mid)+1)*time.Second, ip, event.KindDisconnect, service(svc), name(rname), detail(stats)))
+}
+
+func repeatEvery(n int, start, step time.Duration, f func(i int, at time.Duration) []event.Event) []event.Event {
+	var out []event.Event
+	for i := range n {
+		out = append(out, f(i, start+time.Duration(i)*step)...)
+	}
+	return out
+}
+
+// TestHardNegatives runs realistic traffic of legitimate clients that
+// per-address thresholds, long windows and weak-signal scores could
+// mistake for abuse. None may be decided by the defaults.
+func TestHardNegatives(t *testing.T) {
+	m, s, h := time.Minute, time.Second, time.Hour
+	const smtpd, submission = "postfix/smtpd", "postfix/submission/smtpd"
+	received := func(ip, rname string) func(time.Duration) event.Event {
+		return func(at time.Duration) event.Event { return ev(at, ip, event.KindReceived, name(rname)) }
+	}
+	tests := []struct {
+		name   string
+		events []event.Event
+	}{
+		{
+			// A provider's outbound pool (three addresses of one /24,
+			// verified names) delivers all day: a message every 20 s, and
+			// every 3 minutes one to one of 20 stale addresses, so the
+			// prefix sees 20 distinct unknown recipients an hour.
+			name: "high-volume relay pool with stale recipients",
+			events: repeatEvery(6*180, 0, 20*s, func(i int, at time.Duration) []event.Event {
+				k := i % 3
+				if i%9 == 4 {
+					k = (i / 9) % 3 // the stale ones from every address of the pool
+				}
+				ip := fmt.Sprintf("198.51.100.%d", 25+k)
+				rname := fmt.Sprintf("mail-%d.relay.example.net", 25+k)
+				if i%9 == 4 {
+					stale := fmt.Sprintf("former%d@example.org", (i/9)%20)
+					return smtpSession(at, ip, smtpd, rname, "ehlo=1 mail=1 rcpt=0/1 rset=1 quit=1 commands=4/5",
+						func(at time.Duration) event.Event {
+							return ev(at, ip, event.KindReject, name(rname), from("news@relay.example.net"), reason(event.ReasonUnknownRecipient), to(stale), stage("RCPT"))
+						})
+				}
+				return smtpSession(at, ip, smtpd, rname, "ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5", received(ip, rname))
+			}),
+		},
+		{
+			// Six users behind one address log in every 10 minutes; bob
+			// mistypes four times before he gets it right, carol three
+			// times, dave's phone keeps an old password for three hours,
+			// and a body check refuses alice's attachment three times.
+			name: "office NAT",
+			events: sortByTime(cat(
+				repeatEvery(48, 0, 10*m, func(i int, at time.Duration) []event.Event {
+					u := []string{"alice", "bob", "carol", "dave", "erin", "frank"}[i%6] + "@example.com"
+					return smtpSession(at, "203.0.113.50", submission, "gw.office.example", "ehlo=2 starttls=1 auth=1 mail=1 rcpt=1 data=1 quit=1 commands=8",
+						func(at time.Duration) event.Event {
+							return ev(at, "203.0.113.50", event.KindSASLLogin, service(submission), user(u))
+						}, received("203.0.113.50", "gw.office.example"))
+				}),
+				every(4, 61*m, m, func(_ int, at time.Duration) event.Event {
+					return ev(at, "203.0.113.50", event.KindSASLFail, service(submission), user("bob@example.com"))
+				}),
+				one(ev(65*m, "203.0.113.50", event.KindSASLLogin, service(submission), user("bob@example.com"))),
+				every(3, 2*h+3*m, 30*s, func(_ int, at time.Duration) event.Event {
+					return ev(at, "203.0.113.50", event.KindSASLFail, service(submission), user("carol@example.com"))
+				}),
+				one(ev(2*h+5*m, "203.0.113.50", event.KindSASLLogin, service(submission), user("carol@example.com"))),
+				every(6, 3*h+7*m, 30*m, func(_ int, at time.Duration) event.Event {
+					return ev(at, "203.0.113.50", event.KindSASLFail, service(submission), user("dave@example.com"))
+				}),
+				every(3, 5*h+2*m, 4*m, func(_ int, at time.Duration) event.Event {
+					return ev(at, "203.0.113.50", event.KindReject, service("postfix/cleanup"), reason(event.ReasonMessageRejected),
+						stage("END-OF-MESSAGE"), from("alice@example.com"), to("client@example.net"))
+				}),
+			)),
+		},
+		{
+			name: "monitoring probe: connect and QUIT every minute for 8 hours",
+			events: repeatEvery(8*60, 0, m, func(_ int, at time.Duration) []event.Event {
+				return smtpSession(at, "192.0.2.200", smtpd, "monitor.example.net", "ehlo=1 quit=1 commands=2")
+			}),
+		},
+		{
+			name: "monitoring probe: connect and drop every minute for 8 hours",
+			events: repeatEvery(8*60, 0, m, func(_ int, at time.Duration) []event.Event {
+				return one(ev(at, "192.0.2.200", event.KindConnect),
+					ev(at+s, "192.0.2.200", event.KindLostConnection, stage("CONNECT"), noAbuse()))
+			}),
+		},
+		{
+			name: "monitoring probe: EHLO and drop every minute, through postscreen, for 8 hours",
+			events: repeatEvery(8*60, 0, m, func(_ int, at time.Duration) []event.Event {
+				return one(ev(at, "192.0.2.200", event.KindPSConnect, service("postfix/postscreen")),
+					ev(at+s, "192.0.2.200", event.KindHangup, service("postfix/postscreen")),
+					ev(at+30*s, "192.0.2.201", event.KindConnect),
+					ev(at+31*s, "192.0.2.201", event.KindLostConnection, stage("EHLO")))
+			}),
+		},
+		{
+			name: "certificate probe: STARTTLS and a TLS error every minute for 8 hours",
+			events: repeatEvery(8*60, 0, m, func(i int, at time.Duration) []event.Event {
+				return one(ev(at, "192.0.2.200", event.KindConnect, pid(7000+i%50)),
+					ev(at+s, "192.0.2.200", event.KindTLSError, pid(7000+i%50), noAbuse()),
+					ev(at+s, "192.0.2.200", event.KindLostConnection, stage("STARTTLS"), pid(7000+i%50)))
+			}),
+		},
+		{
+			// reject_unknown_client_hostname's 450 for three queued
+			// messages, retried with doubling backoff for two days, with
+			// the hostname warning at every connection.
+			name: "MTA without rDNS retrying with backoff",
+			events: func() []event.Event {
+				var out []event.Event
+				for at, step := time.Duration(0), 5*m; at < 48*h; at, step = at+step, min(2*step, 4*h) {
+					for k := range 3 {
+						out = append(out, smtpSession(at+time.Duration(k)*10*s, "198.51.100.77", smtpd, "unknown", "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4",
+							func(at time.Duration) event.Event {
+								return ev(at, "198.51.100.77", event.KindHostnameMismatch, name("host77.example.net"), noAbuse())
+							},
+							func(at time.Duration) event.Event {
+								return ev(at, "198.51.100.77", event.KindReject, reason(event.ReasonClientNoRDNS), code(450), noAbuse(),
+									from(fmt.Sprintf("sender%d@example.net", k)), to("alice@example.org"), stage("RCPT"))
+							})...)
+					}
+				}
+				return out
+			}(),
+		},
+		{
+			name: "greylisted MTA retrying",
+			events: repeatEvery(4, 0, 7*m, func(i int, at time.Duration) []event.Event {
+				var mid []func(time.Duration) event.Event
+				for r := range 10 {
+					rcpt := fmt.Sprintf("user%d@example.org", r)
+					if i < 3 {
+						mid = append(mid, func(at time.Duration) event.Event {
+							return ev(at, "192.0.2.60", event.KindReject, reason(event.ReasonGreylisted), to(rcpt), from("list@sender.example"), stage("RCPT"))
+						})
+					}
+				}
+				if i == 3 {
+					mid = append(mid, received("192.0.2.60", "mx.sender.example"))
+				}
+				return smtpSession(at, "192.0.2.60", smtpd, "mx.sender.example", "ehlo=1 mail=1 rcpt=0/10 quit=1 commands=3/13", mid...)
+			}),
+		},
+		{
+			// A web application pipelines its commands (as offered), sends
+			// a message every 5 s, meets the message rate limit now and
+			// then, drops after the message without QUIT, gets a typo in
+			// a form address every 10 minutes and a www-data@localhost
+			// sender once an hour.
+			name: "bulk web application with PIPELINING",
+			events: repeatEvery(2*720, 0, 5*s, func(i int, at time.Duration) []event.Event {
+				const ip, rn = "192.0.2.80", "app.example.com"
+				switch {
+				case i%120 == 60:
+					return smtpSession(at, ip, smtpd, rn, "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4", func(at time.Duration) event.Event {
+						return ev(at, ip, event.KindReject, reason(event.ReasonUnknownRecipient), to(fmt.Sprintf("typo%d@example.org", i)), stage("RCPT"))
+					})
+				case i%720 == 300:
+					return smtpSession(at, ip, smtpd, rn, "ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4", func(at time.Duration) event.Event {
+						return ev(at, ip, event.KindReject, reason(event.ReasonSenderNonFQDN), code(504), from("www-data@localhost"), to("orders@example.org"), stage("RCPT"))
+					})
+				case i%50 == 7:
+					return one(ev(at, ip, event.KindRateLimit, detail(event.LimitMessageRate), count(61), noAbuse()))
+				}
+				return one(ev(at, ip, event.KindConnect, name(rn)), received(ip, rn)(at+s),
+					ev(at+2*s, ip, event.KindLostConnection, stage("END-OF-MESSAGE"), noAbuse()))
+			}),
+		},
+		{
+			name: "laptop with a non-FQDN HELO on submission",
+			events: repeatEvery(48, 0, 10*m, func(i int, at time.Duration) []event.Event {
+				const ip = "192.0.2.99"
+				out := smtpSession(at, ip, submission, "unknown", "ehlo=2 starttls=1 auth=1 mail=1 rcpt=2 data=1 quit=1 commands=9",
+					func(at time.Duration) event.Event {
+						return ev(at, ip, event.KindHostnameMismatch, name("dyn-99.isp.example"), noAbuse())
+					},
+					func(at time.Duration) event.Event {
+						return ev(at, ip, event.KindSASLLogin, service(submission), user("alice@example.com"))
+					}, received(ip, "unknown"))
+				for k := range out {
+					out[k].Helo = "DESKTOP-7QX2L"
+				}
+				if i%6 == 0 { // flaky wifi on wake-up
+					out = append(out, ev(at+5*m, ip, event.KindLostConnection, stage("EHLO"), service(submission)))
+				}
+				return out
+			}),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, _, e := run(t, DefaultConfig(), tc.events)
+			if len(got) != 0 {
+				t.Errorf("decided: %s", strings.Join(got, "\n"))
+			}
+			if e.Stats().Events != uint64(len(tc.events)) {
+				t.Errorf("events observed %d, want %d", e.Stats().Events, len(tc.events))
+			}
+		})
+	}
+}
