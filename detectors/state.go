@@ -51,6 +51,13 @@ func (c *counter) add(e entry, limit, keep int, distinct bool) {
 		clear(c.ev[n:])
 		c.ev = c.ev[:n]
 	}
+	if len(c.ev) == cap(c.ev) && cap(c.ev) < limit {
+		// grow to at most limit: append's doubling would leave a window
+		// of 10 with room for 16
+		grown := make([]entry, len(c.ev), min(max(2*cap(c.ev), 2), limit))
+		copy(grown, c.ev)
+		c.ev = grown
+	}
 	c.ev = append(c.ev, e)
 	if k := len(c.ev) - 1 - keep; k >= 0 {
 		c.ev[k].line = ""
