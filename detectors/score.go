@@ -122,6 +122,10 @@ func hasTrailer(ev *event.Event) bool { return ev.To != "" }
 // statsClass reads smtpd's disconnect statistics: a session that sent
 // MAIL without HELO/EHLO, or used VRFY/EXPN.
 func statsClass(s string) (scoreClass, int) {
+	if (strings.Contains(s, "ehlo=") || strings.Contains(s, "helo=")) &&
+		!strings.Contains(s, "vrfy=") && !strings.Contains(s, "expn=") {
+		return scNone, 0 // the common session: nothing to read
+	}
 	helo, mail, vrfy := false, 0, 0
 	for s != "" {
 		var tok string
