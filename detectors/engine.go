@@ -118,6 +118,7 @@ type Engine struct {
 	classCap  float32          // a class adds at most classCap × its weight
 	halfLife  int64
 	prefAddrs int // dictionary.prefix_addresses
+	spans     [nDet]int64
 }
 
 // Stats is a snapshot of the engine's counters.
@@ -186,21 +187,25 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 	e.rules[dEscalation] = rt{name: PrefixEscalation, enabled: pe.Enabled, threshold: pe.Count,
 		window: int64(pe.Window), win: pe.Window, warn: pe.Mode == ModeWarn, distinct: true}
 
+	// A table drops a state idle for its longest ordinary window; only
+	// states holding a longer one (sasl_bruteforce's long window, a score)
+	// are kept until that has passed.
 	var ch, ph int64 = 1, 1
 	for d := range nDet {
 		r := &e.rules[d]
 		r.span = max(r.span, r.window, r.longWindow)
+		e.spans[d] = r.span
 		if !r.enabled {
 			continue
 		}
 		if d < firstPrefixDet {
-			ch = max(ch, r.span)
+			ch = max(ch, r.window)
 		} else {
 			ph = max(ph, r.span)
 		}
 	}
-	e.clients = newTable(cfg.MaxClients, ch)
-	e.prefixes = newTable(cfg.MaxClients, ph)
+	e.clients = newTable(cfg.MaxClients, ch, &e.spans, e.rules[dScore].span)
+	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, 0)
 	return e, nil
 }
 
