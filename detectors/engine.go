@@ -4,33 +4,47 @@
 // synchronously with Observe, takes its time only from Event.Time (so a
 // replay of an old log decides exactly as the live tail did), never touches
 // the network, files or the firewall, and keeps bounded memory: windows
-// hold at most threshold entries, idle clients expire, and the number of
+// hold at most threshold entries, idle clients expire (the few that hold a
+// long window wait in an idle list until it has passed), and the number of
 // tracked clients is capped (least recently seen dropped first).
 //
 // Detectors (config key = Decision.Detector):
 //
-//	dictionary       ≥5 distinct unknown recipients within 10m
+//	dictionary       ≥5 distinct unknown recipients within 10m; per /24 (/64): ≥15 from ≥3 addresses within 1h
 //	error_burst      ≥6 abuse events within 5m; "too many errors" decides at once
 //	pipelining       improper command pipelining: the first decides
 //	pregreet         PREGREET, NON-SMTP COMMAND, BARE NEWLINE, COMMAND … LIMIT: the first decides
-//	sasl_bruteforce  ≥5 SASL failures within 10m (optionally per /24 or /64 too)
+//	sasl_bruteforce  ≥5 SASL failures within 10m, or ≥10 within 6h (optionally per /24 or /64 too)
 //	relay_probe      ≥3 "Relay access denied" within 1h
 //	dnsbl            postscreen DNSBL rank ≥3, or ≥1 smtpd "blocked using" reject within 1h
 //	bad_helo         ≥2 HELO rejects within 1h
+//	flood            ≥10 connections ended before MAIL (lost/timeout after CONNECT, HELO/EHLO,
+//	                 STARTTLS), postscreen HANGUPs, TLS errors, anvil connection limits within 1m
+//	admin_reject     ≥3 refusals by the access lists (client_access, postscreen denylist) within 1h
+//	content_reject   ≥3 messages refused by header/body checks or milters within 1h
+//	sasl_spray       ≥4 distinct SASL usernames failing within 1h
+//	score            weighted weak signals, halving every 30m, ≥10 points
 //
-// Only events with Abuse set count. Forgiveness: a successful AUTH of the
-// same address (KindSASLLogin) resets its sasl_bruteforce, error_burst,
-// dictionary and relay_probe windows. An accepted message without AUTH
-// (KindReceived) only softens error_burst: it removes the oldest error from
-// the window, at most threshold/2 times within one window (sliding), so
-// threshold + threshold/2 errors within a window decide however much mail is
-// accepted in between. Accepted mail never touches sasl_bruteforce (a
-// guesser can always deliver to postmaster@), dictionary or relay_probe (a
-// harvester also gets messages accepted for the addresses it found).
+// Only events with Abuse set count, except where a detector says otherwise
+// (flood counts drops after CONNECT; score weighs hostname warnings and
+// disconnect statistics). Forgiveness: a successful AUTH of the same
+// address (KindSASLLogin) resets its sasl_bruteforce, error_burst,
+// dictionary, relay_probe and score windows, takes its own username out of
+// sasl_spray's and exempts the address from content_reject for a window.
+// An accepted message without AUTH (KindReceived) only softens error_burst:
+// it removes the oldest error from the window, at most threshold/2 times
+// within one window (sliding), so threshold + threshold/2 errors within a
+// window decide however much mail is accepted in between. Accepted mail
+// never touches sasl_bruteforce (a guesser can always deliver to
+// postmaster@), dictionary or relay_probe (a harvester also gets messages
+// accepted for the addresses it found); it only keeps a prefix that sends
+// as much accepted mail as it gets unknown recipients from being decided
+// as a whole.
 //
 // error_burst counts every abuse event except disconnect statistics (they
-// repeat failures already counted), postscreen DNSBL ranks (dnsbl's job) and
-// lost connection / timeout after CONNECT (health checks and port scans).
+// repeat failures already counted), postscreen DNSBL ranks (dnsbl's job),
+// TLS errors and rate limits (flood's) and lost connection / timeout after
+// CONNECT (health checks and port scans).
 // After a decision a detector is quiet for that client for one window
 // (dedupe; Redecide takes a decision back); the ban manager handles repeat
 // offenders. Feed events in log
@@ -239,9 +253,7 @@ func (e *Engine) Stats() Stats {
 	}
 	st.Decisions[PrefixEscalation] = 0
 	for d, n := range e.decisions {
-		if n > 0 {
-			st.Decisions[e.rules[d].name] += n
-		}
+		st.Decisions[e.rules[d].name] += n
 	}
 	return st
 }
