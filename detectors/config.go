@@ -121,8 +121,11 @@ type EscalationConfig struct {
 
 // FloodRule configures flood: connections that end before any mail
 // transaction (lost connection or timeout after CONNECT, EHLO, HELO, lost
-// connection after STARTTLS), postscreen HANGUP, TLS handshake errors and
-// anvil rate-limit warnings, Threshold of them within Window.
+// connection after STARTTLS), postscreen HANGUP, TLS handshake errors
+// (a TLS error and the lost connection of the same session count once) and
+// anvil's connection rate, connection count and new TLS session limits
+// (not the message and recipient rate limits: busy legitimate senders meet
+// those), Threshold of them within Window.
 type FloodRule = Rule
 
 // SprayRule configures sasl_spray: Threshold distinct SASL usernames
