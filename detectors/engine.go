@@ -371,7 +371,7 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 		case r == event.ReasonClientAccess:
 			out = e.bump(s, dAdminReject, o, 0, 1, out)
 		case r == event.ReasonMessageRejected:
-			if structuralClient(&ev) && (s.authAt == 0 || t-s.authAt >= e.rules[dContentReject].window) {
+			if structuralClient(&ev) {
 				out = e.bump(s, dContentReject, o, 0, 1, out)
 			}
 		}
@@ -484,12 +484,13 @@ const guardService = "mxguard/guard"
 
 // forgiveUser takes the username of a successful login out of the
 // address's sasl_spray window (a user who mistyped, then got it right, is
-// not a spray), and remembers the login for content_reject.
+// not a spray), and mutes content_reject for the address for one window:
+// the refused messages of an authenticated user (an attachment a body
+// check refuses, sent again and again) are the user's trouble, not abuse.
 func (e *Engine) forgiveUser(key netip.Prefix, t int64, user string) {
-	if e.rules[dContentReject].enabled {
-		if s := e.state(key, t); t > s.authAt {
-			s.authAt = t
-		}
+	if r := &e.rules[dContentReject]; r.enabled {
+		c := e.state(key, t).counter(dContentReject)
+		c.muted = max(c.muted, t+r.window)
 	}
 	if user == "" || !e.rules[dSASLSpray].enabled {
 		return

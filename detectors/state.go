@@ -54,7 +54,7 @@ func (c *counter) add(e entry, limit, keep int, distinct bool) {
 	if len(c.ev) == cap(c.ev) && cap(c.ev) < limit {
 		// grow to at most limit: append's doubling would leave a window
 		// of 10 with room for 16
-		grown := make([]entry, len(c.ev), min(max(2*cap(c.ev), 2), limit))
+		grown := make([]entry, len(c.ev), min(max(2*cap(c.ev), 1), limit))
 		copy(grown, c.ev)
 		c.ev = grown
 	}
@@ -118,7 +118,6 @@ type state struct {
 	key        netip.Prefix
 	prev, next *state // LRU list; head is the most recently seen
 	last       int64  // latest log time seen for this key
-	authAt     int64  // latest successful AUTH of this address (content_reject)
 	idle       bool   // in the table's idle list
 	ctrs       []counter
 	score      *scoreState // nil until a scored event
