@@ -158,7 +158,7 @@ func BenchmarkObserveClasses(b *testing.B) {
 // -benchtime=1x.
 //
 //	light:  one SASL failure (sasl_bruteforce and error_burst windows)
-//	heavy:  9 SASL failures 30 minutes apart with 3 usernames (the long
+//	heavy:  7 SASL failures 30 minutes apart with 3 usernames (the long
 //	        window full but for one, sasl_spray one short), a session
 //	        without HELO (a score) and a flood event
 //	prefix: 14 distinct unknown recipients from 3 addresses of each /24
@@ -213,7 +213,7 @@ func BenchmarkMemory(b *testing.B) {
 		var per float64
 		for b.Loop() {
 			used, st := fill(b, cfg, func(e *Engine) {
-				for r := range 9 {
+				for r := range 7 {
 					base := t0.Add(time.Duration(r) * 30 * time.Minute)
 					for i := range n {
 						at := base.Add(time.Duration(i) * 10 * time.Microsecond)

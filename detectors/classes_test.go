@@ -27,15 +27,21 @@ func TestNewClasses(t *testing.T) {
 			return ev(at, ip, event.KindLostConnection, stage(st), abuse(st != "CONNECT"))
 		}
 	}
+	// n failed handshakes, each an SSL_accept error, a TLS library
+	// problem and the lost connection within a second; three processes
+	// take turns, so with a gap under a second sessions interleave, and
+	// each pid serves several one after the other.
 	tls := func(n int, ip string, gap time.Duration) []event.Event {
 		var out []event.Event
 		for i := range n {
 			at := time.Duration(i) * gap
+			p := 4000 + i%3
 			out = append(out,
-				ev(at, ip, event.KindTLSError, pid(4000+i), noAbuse()),
-				ev(at+s, ip, event.KindLostConnection, stage("STARTTLS"), pid(4000+i)))
+				ev(at, ip, event.KindTLSError, pid(p), noAbuse()),
+				ev(at+s/2, ip, event.KindTLSError, pid(p), noAbuse()),
+				ev(at+s, ip, event.KindLostConnection, stage("STARTTLS"), pid(p)))
 		}
-		return out
+		return sortByTime(out)
 	}
 	limit := func(which string) func(int, time.Duration) event.Event {
 		return func(_ int, at time.Duration) event.Event {
@@ -86,9 +92,11 @@ func TestNewClasses(t *testing.T) {
 		{name: "flood/postscreen hangups", events: every(10, 0, 5*s, func(_ int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindHangup, service("postscreen"))
 		}), want: []string{"5: error_burst 203.0.113.7/32 n=6", "9: flood 203.0.113.7/32 n=10"}},
-		{name: "flood/TLS error and its lost connection count once", events: tls(10, ipA, 5*s),
-			want: []string{"11: error_burst 203.0.113.7/32 n=6", "18: flood 203.0.113.7/32 n=10"}},
-		{name: "flood/9 failed TLS handshakes", cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, events: tls(9, ipA, 5*s)},
+		{name: "flood/a failed TLS handshake counts once", events: tls(10, ipA, 5*s),
+			want: []string{"17: error_burst 203.0.113.7/32 n=6", "27: flood 203.0.113.7/32 n=10"}},
+		{name: "flood/interleaved handshakes", cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, events: tls(10, ipA, 400*time.Millisecond),
+			want: []string{"24: flood 203.0.113.7/32 n=10"}}, // the 10th session's first line
+		{name: "flood/9 failed TLS handshakes", cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, events: tls(9, ipA, 400*time.Millisecond)},
 		{name: "flood/connection rate limit", events: every(10, 0, 3*s, limit(event.LimitConnectionRate)),
 			want: []string{"9: flood 203.0.113.7/32 n=10"}},
 		{name: "flood/new TLS session rate limit", events: every(10, 0, 3*s, limit(event.LimitNewTLSRate)),

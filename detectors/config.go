@@ -81,7 +81,7 @@ type SASLRule struct {
 	Rule `yaml:",inline"`
 	// LongThreshold failures within LongWindow also decide: a guesser
 	// that stays under Threshold per Window ("low and slow"). 0 turns the
-	// long window off. Default: 10.
+	// long window off. Default: 8.
 	LongThreshold int `yaml:"long_threshold" json:"long_threshold"`
 	// LongWindow is the long window. Default: 6h.
 	LongWindow Duration `yaml:"long_window" json:"long_window"`
@@ -207,7 +207,7 @@ func DefaultConfig() Config {
 		Pipelining: rule(1, time.Hour),
 		Pregreet:   rule(1, time.Hour),
 		SASLBruteforce: SASLRule{Rule: rule(5, 10*time.Minute), PrefixThreshold: 10,
-			LongThreshold: 10, LongWindow: Duration(6 * time.Hour)},
+			LongThreshold: 8, LongWindow: Duration(6 * time.Hour)},
 		RelayProbe:    rule(3, time.Hour),
 		DNSBL:         DNSBLRule{Rule: rule(3, time.Hour), Rejects: 1},
 		BadHelo:       rule(2, time.Hour),

@@ -14,7 +14,7 @@
 //	error_burst      ≥6 abuse events within 5m; "too many errors" decides at once
 //	pipelining       improper command pipelining: the first decides
 //	pregreet         PREGREET, NON-SMTP COMMAND, BARE NEWLINE, COMMAND … LIMIT: the first decides
-//	sasl_bruteforce  ≥5 SASL failures within 10m, or ≥10 within 6h (optionally per /24 or /64 too)
+//	sasl_bruteforce  ≥5 SASL failures within 10m, or ≥8 within 6h (optionally per /24 or /64 too)
 //	relay_probe      ≥3 "Relay access denied" within 1h
 //	dnsbl            postscreen DNSBL rank ≥3, or ≥1 smtpd "blocked using" reject within 1h
 //	bad_helo         ≥2 HELO rejects within 1h
@@ -444,26 +444,37 @@ func floodEvent(ev *event.Event) bool {
 	return false
 }
 
-// flood counts a flood event. A TLS error and the "lost connection after
-// STARTTLS" of the same smtpd process that follows it are one failed
-// session, counted once.
+// flood counts a flood event. A failed TLS handshake is one session
+// however many lines it leaves (SSL_accept error, TLS library problem,
+// lost connection after STARTTLS, all of one smtpd process): the first
+// TLS error of a pid opens an entry, its further TLS errors fold into it,
+// and its lost connection after STARTTLS folds in and closes it, so the
+// next session of the same process counts anew.
 func (e *Engine) flood(s *state, o *obs, out []Decision) []Decision {
-	h := uint64(0)
-	switch {
-	case o.ev.Kind == event.KindTLSError && o.ev.PID > 0:
-		h = uint64(o.ev.PID)<<1 | 1
-	case o.ev.Kind == event.KindLostConnection && o.ev.Stage == "STARTTLS" && o.ev.PID > 0:
-		if c := s.find(dFlood); c != nil && len(c.ev) > 0 {
-			last := c.ev[len(c.ev)-1]
-			if last.h == uint64(o.ev.PID)<<1|1 && o.t-last.t < int64(tlsPairGap) {
+	tlsLine := o.ev.Kind == event.KindTLSError
+	lost := o.ev.Kind == event.KindLostConnection && o.ev.Stage == "STARTTLS"
+	if (!tlsLine && !lost) || o.ev.PID <= 0 {
+		return e.bump(s, dFlood, o, 0, 1, out)
+	}
+	open := uint64(o.ev.PID)<<1 | 1
+	if c := s.find(dFlood); c != nil && o.t >= c.muted {
+		for i := len(c.ev) - 1; i >= 0 && o.t-c.ev[i].t < int64(tlsPairGap); i-- {
+			if c.ev[i].h == open {
+				if lost {
+					c.ev[i].h = open &^ 1 // closed
+				}
 				return out
 			}
 		}
 	}
+	h := uint64(0)
+	if tlsLine {
+		h = open
+	}
 	return e.bump(s, dFlood, o, h, 1, out)
 }
 
-// tlsPairGap bounds the time between a TLS error and its lost connection.
+// tlsPairGap bounds the time between the lines of one failed handshake.
 const tlsPairGap = 10 * time.Second
 
 // structuralClient reports whether ev's client is certain by the line's

@@ -247,20 +247,20 @@ func TestDetectors(t *testing.T) {
 		}), want: []string{"4: sasl_bruteforce 203.0.113.7/32 n=5"}},
 		{name: "sasl/slow guessing: the long window", events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
-		}), want: []string{"9: sasl_bruteforce 203.0.113.7/32 n=10"}},
-		{name: "sasl/low and slow: 10 within 6h", events: every(12, 0, 35*m, func(i int, at time.Duration) event.Event {
+		}), want: []string{"7: sasl_bruteforce 203.0.113.7/32 n=8"}},
+		{name: "sasl/low and slow: 8 within 6h", events: every(12, 0, 50*m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
-		}), want: []string{"9: sasl_bruteforce 203.0.113.7/32 n=10"}},
-		{name: "sasl/slower than 10 in 6h", events: every(30, 0, 40*m, func(i int, at time.Duration) event.Event {
+		}), want: []string{"7: sasl_bruteforce 203.0.113.7/32 n=8"}},
+		{name: "sasl/slower than 8 in 6h", events: every(30, 0, 55*m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
 		})},
 		{name: "sasl/long window off", cfg: func(c *Config) { c.SASLBruteforce.LongThreshold = 0 }, events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
 		})},
 		{name: "sasl/long window forgiven by login", events: cat(
-			every(9, 0, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
+			every(7, 0, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(3*time.Hour, ipA, event.KindSASLLogin)),
-			every(9, 3*time.Hour+m, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
+			every(7, 3*time.Hour+m, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
 		{name: "sasl/forgiven by login", events: cat(
 			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(4*m+30*time.Second, ipA, event.KindSASLLogin)),
@@ -642,15 +642,15 @@ func TestIdleStates(t *testing.T) {
 		t.Fatal(err)
 	}
 	fail := func(at time.Duration, ip string) []Decision { return e.Observe(ev(at, ip, event.KindSASLFail)) }
-	for i := range 9 {
-		fail(time.Duration(i)*20*time.Minute, ipA) // 9 in 2h40m: idle after 3h40m
+	for i := range 7 {
+		fail(time.Duration(i)*20*time.Minute, ipA) // 7 in 2h: idle after 3h
 	}
 	fail(4*time.Hour, "192.0.2.1")
 	fail(4*time.Hour, "192.0.2.2")
 	if st := e.Stats(); st.Clients != 3 || st.Expired != 0 {
 		t.Fatalf("stats %+v: want A idle but kept", st)
 	}
-	if ds := fail(4*time.Hour+time.Minute, ipA); len(ds) != 1 || ds[0].Reason != "10 SASL authentication failures within 6h" {
+	if ds := fail(4*time.Hour+time.Minute, ipA); len(ds) != 1 || ds[0].Reason != "8 SASL authentication failures within 6h" {
 		t.Fatalf("A back from the idle list: %+v, want the long-window decision", ds)
 	}
 	// A idle again (its window emptied by the decision: dropped at once);
