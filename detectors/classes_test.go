@@ -179,6 +179,13 @@ func TestNewClasses(t *testing.T) {
 		{name: "score/a weight of 0 turns a class off", cfg: func(c *Config) { c.Score.Weights.NoHelo = 0 },
 			events: one(noHelo(0), noHelo(m), senderNonFQDN(2*m), senderNonFQDN(3*m))},
 
+		// warn_if_reject: what would have been refused is never evidence
+		{name: "reject_warning never counts", events: every(40, 0, 10*s, func(i int, at time.Duration) event.Event {
+			r := []event.Reason{event.ReasonClientAccess, event.ReasonRelayDenied, event.ReasonSenderNonFQDN,
+				event.ReasonUnknownRecipient, event.ReasonMessageRejected, event.ReasonHeloInvalid}[i%6]
+			return ev(at, ipA, event.KindRejectWarning, reason(r), to(fmt.Sprintf("w%d@example.org", i)), stage("RCPT"), noAbuse())
+		})},
+
 		// dictionary per prefix
 		{name: "dictionary/15 recipients from 3 addresses of a /24 within 1h", events: every(15, 0, 4*m, harvest(pool3, 4*m)),
 			want: []string{"14: dictionary 203.0.113.0/24 n=15"}},

@@ -140,7 +140,7 @@ type Stats struct {
 	Events    uint64            // events observed
 	Decisions map[string]uint64 // decisions made, by Decision.Detector
 	Clients   int               // addresses tracked now
-	Prefixes  int               // prefixes tracked now (per-prefix SASL, escalation)
+	Prefixes  int               // prefixes tracked now (per-prefix dictionary and SASL, escalation)
 	Evicted   uint64            // states dropped because of max_clients
 	Expired   uint64            // states dropped because every window passed
 }
