@@ -7,7 +7,14 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/smtpguard"
 )
+
+func TestGuardService(t *testing.T) {
+	if guardService != smtpguard.Service {
+		t.Errorf("guardService %q, smtpguard.Service %q", guardService, smtpguard.Service)
+	}
+}
 
 func service(s string) func(*event.Event) { return func(e *event.Event) { e.Service = s } }
 func pid(n int) func(*event.Event)        { return func(e *event.Event) { e.PID = n } }

@@ -489,8 +489,9 @@ func structuralClient(ev *event.Event) bool {
 	return prog == "smtpd" || prog == "cleanup"
 }
 
-// guardService is the Service of the inline guard's events
-// (smtpguard.Service; smtpguard imports this package's users, not it).
+// guardService is the Service of the inline guard's events: smtpguard's
+// Service, which a test keeps equal (importing the guard here would bring
+// its SMTP server into every user of the engine).
 const guardService = "mxguard/guard"
 
 // forgiveUser takes the username of a successful login out of the
