@@ -81,7 +81,9 @@ type SASLRule struct {
 	Rule `yaml:",inline"`
 	// LongThreshold failures within LongWindow also decide: a guesser
 	// that stays under Threshold per Window ("low and slow"). 0 turns the
-	// long window off. Default: 8.
+	// long window off, and so does a LongThreshold not above Threshold or
+	// a LongWindow not longer than Window (a config written for a lenient
+	// threshold keeps working as it did). Default: 8.
 	LongThreshold int `yaml:"long_threshold" json:"long_threshold"`
 	// LongWindow is the long window. Default: 6h.
 	LongWindow Duration `yaml:"long_window" json:"long_window"`
@@ -97,6 +99,11 @@ type SASLRule struct {
 	// both a SASL warning and the statistic for the same failure, so turn
 	// this on only when the SASL warnings are not in the log. Default: false.
 	CountDisconnectAuth bool `yaml:"count_disconnect_auth" json:"count_disconnect_auth"`
+}
+
+// LongActive reports whether the long window is in effect.
+func (r SASLRule) LongActive() bool {
+	return r.LongThreshold > r.Threshold && r.LongWindow > r.Window
 }
 
 // DNSBLRule configures dnsbl. Threshold is the postscreen DNSBL rank that
@@ -293,13 +300,8 @@ func (c Config) Validate() error {
 	if s.LongThreshold < 0 {
 		errs = append(errs, fmt.Errorf("detectors.sasl_bruteforce.long_threshold: must be ≥ 0 (0 = off), got %d", s.LongThreshold))
 	}
-	if s.LongThreshold > 0 {
-		if s.LongThreshold <= s.Threshold {
-			errs = append(errs, fmt.Errorf("detectors.sasl_bruteforce.long_threshold: must be above threshold (%d) or 0 (off), got %d", s.Threshold, s.LongThreshold))
-		}
-		if s.LongWindow <= s.Window {
-			errs = append(errs, fmt.Errorf("detectors.sasl_bruteforce.long_window: must be longer than window (%s), got %s", s.Window, s.LongWindow))
-		}
+	if s.LongWindow < 0 {
+		errs = append(errs, fmt.Errorf("detectors.sasl_bruteforce.long_window: must be ≥ 0, got %s", s.LongWindow))
 	}
 	if c.SASLBruteforce.PrefixThreshold < 1 {
 		errs = append(errs, fmt.Errorf("detectors.sasl_bruteforce.prefix_threshold: must be ≥ 1, got %d", c.SASLBruteforce.PrefixThreshold))

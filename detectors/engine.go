@@ -171,7 +171,7 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 	e.rules[dSASLPrefix] = mk(SASLBruteforce, cfg.SASLBruteforce.Rule)
 	e.rules[dSASLPrefix].enabled = cfg.SASLBruteforce.Enabled && cfg.SASLBruteforce.PerPrefix
 	e.rules[dSASLPrefix].threshold = cfg.SASLBruteforce.PrefixThreshold
-	if sb := cfg.SASLBruteforce; sb.LongThreshold > 0 {
+	if sb := cfg.SASLBruteforce; sb.LongActive() {
 		r := &e.rules[dSASL]
 		r.longThreshold, r.longWindow, r.longWin = sb.LongThreshold, int64(sb.LongWindow), sb.LongWindow
 	}

@@ -257,6 +257,10 @@ func TestDetectors(t *testing.T) {
 		{name: "sasl/long window off", cfg: func(c *Config) { c.SASLBruteforce.LongThreshold = 0 }, events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
 		})},
+		{name: "sasl/long window off under a lenient threshold", cfg: func(c *Config) { c.SASLBruteforce.Threshold = 8 },
+			events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) })},
+		{name: "sasl/long window off under a long window", cfg: func(c *Config) { c.SASLBruteforce.Window = Duration(6 * time.Hour) },
+			events: every(4, 0, 30*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) })},
 		{name: "sasl/long window forgiven by login", events: cat(
 			every(7, 0, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(3*time.Hour, ipA, event.KindSASLLogin)),
