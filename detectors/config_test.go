@@ -69,6 +69,36 @@ prefix_escalation: {enabled: true, count: 4, window: 2h, v4_bits: 26}
 	}
 }
 
+func TestConfigYAMLNewKeys(t *testing.T) {
+	cfg, err := decodeStrict(t, `
+dictionary: {per_prefix: false, prefix_threshold: 20, prefix_addresses: 4, prefix_window: 2h}
+sasl_bruteforce: {long_threshold: 0}
+flood: {threshold: 20, window: 2m}
+sasl_spray: {mode: warn}
+score: {threshold: 12.5, half_life: 1h, class_cap: 3, weights: {no_helo: 5, hostname_mismatch: 0}}
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Dictionary.PerPrefix, want.Dictionary.PrefixThreshold, want.Dictionary.PrefixAddresses = false, 20, 4
+	want.Dictionary.PrefixWindow = Duration(2 * time.Hour)
+	want.SASLBruteforce.LongThreshold = 0
+	want.Flood.Threshold, want.Flood.Window = 20, Duration(2*time.Minute)
+	want.SASLSpray.Mode = ModeWarn
+	want.Score.Threshold, want.Score.HalfLife, want.Score.ClassCap = 12.5, Duration(time.Hour), 3
+	want.Score.Weights.NoHelo, want.Score.Weights.HostnameMismatch = 5, 0
+	if cfg != want {
+		t.Errorf("got %+v\nwant %+v", cfg, want)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Error(err)
+	}
+	if _, err := decodeStrict(t, "score: {weights: {no_hello: 1}}"); err == nil || !strings.Contains(err.Error(), "no_hello") {
+		t.Errorf("unknown weight: err %v", err)
+	}
+}
+
 func TestConfigYAMLErrors(t *testing.T) {
 	for _, tc := range []struct{ src, want string }{
 		{"dictionary: {treshold: 3}", "treshold"},
@@ -105,6 +135,19 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.PrefixEscalation.V4Bits = 33 }, "detectors.prefix_escalation.v4_bits"},
 		{func(c *Config) { c.PrefixEscalation.V6Bits = 8 }, "detectors.prefix_escalation.v6_bits"},
 		{func(c *Config) { c.PrefixEscalation.Mode = "x" }, "detectors.prefix_escalation.mode"},
+		{func(c *Config) { c.Flood.Threshold = 0 }, "detectors.flood.threshold: must be ≥ 1"},
+		{func(c *Config) { c.AdminReject.Window = 0 }, "detectors.admin_reject.window"},
+		{func(c *Config) { c.ContentReject.Mode = "drop" }, "detectors.content_reject.mode"},
+		{func(c *Config) { c.SASLSpray.Threshold = 1 }, "detectors.sasl_spray.threshold: must be ≥ 2"},
+		{func(c *Config) { c.SASLBruteforce.LongThreshold = -1 }, "detectors.sasl_bruteforce.long_threshold: must be ≥ 0"},
+		{func(c *Config) { c.Dictionary.PrefixThreshold = 1 }, "detectors.dictionary.prefix_threshold"},
+		{func(c *Config) { c.Dictionary.PrefixAddresses = 1 }, "detectors.dictionary.prefix_addresses"},
+		{func(c *Config) { c.Dictionary.PrefixWindow = 0 }, "detectors.dictionary.prefix_window"},
+		{func(c *Config) { c.Score.Threshold = 0 }, "detectors.score.threshold: must be > 0"},
+		{func(c *Config) { c.Score.HalfLife = 0 }, "detectors.score.half_life"},
+		{func(c *Config) { c.Score.ClassCap = 0.5 }, "detectors.score.class_cap"},
+		{func(c *Config) { c.Score.Mode = "" }, "detectors.score.mode"},
+		{func(c *Config) { c.Score.Weights.RelayDenied = -1 }, "detectors.score.weights.relay_denied: must be between 0 and 1000, got -1"},
 	} {
 		cfg := DefaultConfig()
 		tc.mut(&cfg)

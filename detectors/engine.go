@@ -4,33 +4,47 @@
 // synchronously with Observe, takes its time only from Event.Time (so a
 // replay of an old log decides exactly as the live tail did), never touches
 // the network, files or the firewall, and keeps bounded memory: windows
-// hold at most threshold entries, idle clients expire, and the number of
+// hold at most threshold entries, idle clients expire (the few that hold a
+// long window wait in an idle list until it has passed), and the number of
 // tracked clients is capped (least recently seen dropped first).
 //
 // Detectors (config key = Decision.Detector):
 //
-//	dictionary       ≥5 distinct unknown recipients within 10m
+//	dictionary       ≥5 distinct unknown recipients within 10m; per /24 (/64): ≥15 from ≥3 addresses within 1h
 //	error_burst      ≥6 abuse events within 5m; "too many errors" decides at once
 //	pipelining       improper command pipelining: the first decides
 //	pregreet         PREGREET, NON-SMTP COMMAND, BARE NEWLINE, COMMAND … LIMIT: the first decides
-//	sasl_bruteforce  ≥5 SASL failures within 10m (optionally per /24 or /64 too)
+//	sasl_bruteforce  ≥5 SASL failures within 10m, or ≥8 within 6h (optionally per /24 or /64 too)
 //	relay_probe      ≥3 "Relay access denied" within 1h
 //	dnsbl            postscreen DNSBL rank ≥3, or ≥1 smtpd "blocked using" reject within 1h
 //	bad_helo         ≥2 HELO rejects within 1h
+//	flood            ≥10 connections ended before MAIL (lost/timeout after CONNECT, HELO/EHLO,
+//	                 STARTTLS), postscreen HANGUPs, TLS errors, anvil connection limits within 1m
+//	admin_reject     ≥3 refusals by the access lists (client_access, postscreen denylist) within 1h
+//	content_reject   ≥3 messages refused by header/body checks or milters within 1h
+//	sasl_spray       ≥4 distinct SASL usernames failing within 1h
+//	score            weighted weak signals, halving every 30m, ≥10 points
 //
-// Only events with Abuse set count. Forgiveness: a successful AUTH of the
-// same address (KindSASLLogin) resets its sasl_bruteforce, error_burst,
-// dictionary and relay_probe windows. An accepted message without AUTH
-// (KindReceived) only softens error_burst: it removes the oldest error from
-// the window, at most threshold/2 times within one window (sliding), so
-// threshold + threshold/2 errors within a window decide however much mail is
-// accepted in between. Accepted mail never touches sasl_bruteforce (a
-// guesser can always deliver to postmaster@), dictionary or relay_probe (a
-// harvester also gets messages accepted for the addresses it found).
+// Only events with Abuse set count, except where a detector says otherwise
+// (flood counts drops after CONNECT; score weighs hostname warnings and
+// disconnect statistics). Forgiveness: a successful AUTH of the same
+// address (KindSASLLogin) resets its sasl_bruteforce, error_burst,
+// dictionary, relay_probe and score windows, takes its own username out of
+// sasl_spray's and exempts the address from content_reject for a window.
+// An accepted message without AUTH (KindReceived) only softens error_burst:
+// it removes the oldest error from the window, at most threshold/2 times
+// within one window (sliding), so threshold + threshold/2 errors within a
+// window decide however much mail is accepted in between. Accepted mail
+// never touches sasl_bruteforce (a guesser can always deliver to
+// postmaster@), dictionary or relay_probe (a harvester also gets messages
+// accepted for the addresses it found); it only keeps a prefix that sends
+// as much accepted mail as it gets unknown recipients from being decided
+// as a whole.
 //
 // error_burst counts every abuse event except disconnect statistics (they
-// repeat failures already counted), postscreen DNSBL ranks (dnsbl's job) and
-// lost connection / timeout after CONNECT (health checks and port scans).
+// repeat failures already counted), postscreen DNSBL ranks (dnsbl's job),
+// TLS errors and rate limits (flood's) and lost connection / timeout after
+// CONNECT (health checks and port scans).
 // After a decision a detector is quiet for that client for one window
 // (dedupe; Redecide takes a decision back); the ban manager handles repeat
 // offenders. Feed events in log
@@ -40,6 +54,7 @@ package detectors
 import (
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"strings"
 	"sync"
@@ -59,10 +74,22 @@ const (
 	dRelay
 	dDNSBL
 	dBadHelo
-	dSASLPrefix // sasl_bruteforce per prefix, in the prefix table
-	dEscalation // prefix escalation, in the prefix table
+	dFlood
+	dAdminReject
+	dContentReject
+	dSASLSpray
+	dScore           // no counter: the client's scoreState
+	dSASLPrefix      // sasl_bruteforce per prefix, in the prefix table
+	dDictPrefix      // dictionary per prefix: distinct unknown recipients
+	dDictPrefixAddrs // dictionary per prefix: distinct addresses (no decisions of its own)
+	dPrefixAccepted  // dictionary per prefix: accepted messages (no decisions of its own)
+	dEscalation      // prefix escalation, in the prefix table
 	nDet
 )
+
+// firstPrefixDet is the first detector whose windows live in the prefix
+// table; the ones before it are per address.
+const firstPrefixDet = dSASLPrefix
 
 // rt is a detector's rule at run time.
 type rt struct {
@@ -73,7 +100,16 @@ type rt struct {
 	win       Duration
 	warn      bool
 	distinct  bool // count distinct hashes, not events
+	// A second, longer window: longThreshold events within longWindow
+	// also decide (sasl_bruteforce's low and slow guessing). 0: none.
+	longThreshold int
+	longWindow    int64
+	longWin       Duration
+	span          int64 // how long an event can still matter: max(window, longWindow, …)
 }
+
+// limit is how many entries a window of r holds at most.
+func (r *rt) limit() int { return max(r.threshold, r.longThreshold) }
 
 // Engine runs every detector over a stream of events. It is safe for
 // concurrent use (one mutex), so the log tailer and the inline guard may
@@ -92,6 +128,11 @@ type Engine struct {
 	decisions [nDet]uint64
 	warnedCap bool
 	owed      map[owedKey]owed // decisions taken back by Redecide
+	weights   [nScore]float32  // score weight per class
+	classCap  float32          // a class adds at most classCap × its weight
+	halfLife  int64
+	prefAddrs int // dictionary.prefix_addresses
+	spans     [nDet]int64
 }
 
 // Stats is a snapshot of the engine's counters.
@@ -99,7 +140,7 @@ type Stats struct {
 	Events    uint64            // events observed
 	Decisions map[string]uint64 // decisions made, by Decision.Detector
 	Clients   int               // addresses tracked now
-	Prefixes  int               // prefixes tracked now (per-prefix SASL, escalation)
+	Prefixes  int               // prefixes tracked now (per-prefix dictionary and SASL, escalation)
 	Evicted   uint64            // states dropped because of max_clients
 	Expired   uint64            // states dropped because every window passed
 }
@@ -117,7 +158,7 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 		return rt{name: name, enabled: r.Enabled, threshold: r.Threshold, window: int64(r.Window),
 			win: r.Window, warn: r.Mode == ModeWarn}
 	}
-	e.rules[dDictionary] = mk(Dictionary, cfg.Dictionary)
+	e.rules[dDictionary] = mk(Dictionary, cfg.Dictionary.Rule)
 	e.rules[dDictionary].distinct = true
 	e.rules[dErrorBurst] = mk(ErrorBurst, cfg.ErrorBurst)
 	e.rules[dPipelining] = mk(Pipelining, cfg.Pipelining)
@@ -130,23 +171,55 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 	e.rules[dSASLPrefix] = mk(SASLBruteforce, cfg.SASLBruteforce.Rule)
 	e.rules[dSASLPrefix].enabled = cfg.SASLBruteforce.Enabled && cfg.SASLBruteforce.PerPrefix
 	e.rules[dSASLPrefix].threshold = cfg.SASLBruteforce.PrefixThreshold
+	if sb := cfg.SASLBruteforce; sb.LongActive() {
+		r := &e.rules[dSASL]
+		r.longThreshold, r.longWindow, r.longWin = sb.LongThreshold, int64(sb.LongWindow), sb.LongWindow
+	}
+	e.rules[dFlood] = mk(Flood, cfg.Flood)
+	e.rules[dAdminReject] = mk(AdminReject, cfg.AdminReject)
+	e.rules[dContentReject] = mk(ContentReject, cfg.ContentReject)
+	e.rules[dSASLSpray] = mk(SASLSpray, cfg.SASLSpray)
+	e.rules[dSASLSpray].distinct = true
+	sc := cfg.Score
+	// The score's "window" is its quiet period after a decision; its
+	// state matters for four half-lives (the score has fallen to 1/16).
+	e.rules[dScore] = rt{name: Score, enabled: sc.Enabled, window: int64(sc.HalfLife), win: sc.HalfLife,
+		warn: sc.Mode == ModeWarn, span: 4 * int64(sc.HalfLife), threshold: math.MaxInt32}
+	for i, w := range sc.Weights.list() {
+		e.weights[i] = float32(w)
+	}
+	e.classCap, e.halfLife = float32(sc.ClassCap), int64(sc.HalfLife)
+	dict := cfg.Dictionary
+	e.rules[dDictPrefix] = rt{name: Dictionary, enabled: dict.Enabled && dict.PerPrefix, threshold: dict.PrefixThreshold,
+		window: int64(dict.PrefixWindow), win: dict.PrefixWindow, warn: dict.Mode == ModeWarn, distinct: true}
+	e.rules[dDictPrefixAddrs] = e.rules[dDictPrefix]
+	e.rules[dDictPrefixAddrs].threshold = dict.PrefixAddresses
+	e.rules[dPrefixAccepted] = e.rules[dDictPrefix]
+	e.rules[dPrefixAccepted].distinct = false
+	e.prefAddrs = dict.PrefixAddresses
 	pe := cfg.PrefixEscalation
 	e.rules[dEscalation] = rt{name: PrefixEscalation, enabled: pe.Enabled, threshold: pe.Count,
 		window: int64(pe.Window), win: pe.Window, warn: pe.Mode == ModeWarn, distinct: true}
 
+	// A table drops a state idle for its longest ordinary window; only
+	// states holding a longer one (sasl_bruteforce's long window, a score)
+	// are kept until that has passed.
 	var ch, ph int64 = 1, 1
-	for d := range dSASLPrefix {
-		if r := e.rules[d]; r.enabled && r.window > ch {
-			ch = r.window
+	for d := range nDet {
+		r := &e.rules[d]
+		r.span = max(r.span, r.window, r.longWindow)
+		e.spans[d] = r.span
+		if !r.enabled {
+			continue
+		}
+		if d < firstPrefixDet {
+			ch = max(ch, r.window)
+		} else {
+			ph = max(ph, r.span)
 		}
 	}
-	for _, d := range []detID{dSASLPrefix, dEscalation} {
-		if r := e.rules[d]; r.enabled && r.window > ph {
-			ph = r.window
-		}
-	}
-	e.clients = newTable(cfg.MaxClients, ch)
-	e.prefixes = newTable(cfg.MaxClients, ph)
+	e.clients = newTable(cfg.MaxClients, ch, &e.spans, e.rules[dScore].span)
+	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, 0)
 	return e, nil
 }
 
@@ -159,7 +232,7 @@ func (e *Engine) LongestWindow() time.Duration {
 	var w int64
 	for _, r := range e.rules {
 		if r.enabled {
-			w = max(w, r.window)
+			w = max(w, r.span)
 		}
 	}
 	return time.Duration(w)
@@ -242,12 +315,28 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 	var out []Decision
 	switch ev.Kind {
 	case event.KindSASLLogin:
-		e.forgive(key, dSASL, dErrorBurst, dDictionary, dRelay)
+		e.forgive(key, dSASL, dErrorBurst, dDictionary, dRelay, dScore)
+		e.forgiveUser(key, t, ev.Detail)
 		return nil
 	case event.KindReceived:
 		e.soften(key, t)
+		e.prefixAccepted(addr, t)
 		return nil
-	case event.KindDisconnect:
+	}
+	var s *state
+	if e.rules[dFlood].enabled && floodEvent(&ev) {
+		s = e.state(key, t)
+		out = e.flood(s, o, out)
+	}
+	if e.rules[dScore].enabled {
+		if c, n := scoreClassOf(&ev, e.dnsblRank); c != scNone && e.weights[c] > 0 {
+			if s == nil {
+				s = e.state(key, t)
+			}
+			out = e.score(s, c, n, o, out)
+		}
+	}
+	if ev.Kind == event.KindDisconnect {
 		// The statistics repeat failures already logged one by one; only
 		// failed AUTH may count, and only when configured.
 		if e.cfg.SASLBruteforce.CountDisconnectAuth && e.rules[dSASL].enabled {
@@ -258,19 +347,19 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 		return e.escalate(o, out)
 	}
 	if !ev.Abuse {
-		return nil
+		return e.escalate(o, out)
 	}
-	s := e.clients.get(key, t)
-	if e.clients.evicted > 0 && !e.warnedCap {
-		e.warnedCap = true
-		e.log.Warn("detectors: max_clients reached, dropping least recently seen clients", "max_clients", e.cfg.MaxClients)
+	if s == nil {
+		s = e.state(key, t)
 	}
 
 	switch ev.Kind {
 	case event.KindReject:
 		switch r := ev.Reason; {
 		case r == event.ReasonUnknownRecipient:
-			out = e.bump(s, dDictionary, o, hashLower(ev.To), 1, out)
+			h := hashLower(ev.To)
+			out = e.bump(s, dDictionary, o, h, 1, out)
+			out = e.dictPrefix(o, h, out)
 		case r == event.ReasonRelayDenied:
 			out = e.bump(s, dRelay, o, 0, 1, out)
 		case r.IsHelo():
@@ -279,13 +368,24 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 			out = e.bump(s, dDNSBL, o, 0, 1, out)
 		case r == event.ReasonPipelining:
 			out = e.bump(s, dPipelining, o, 0, 1, out)
+		case r == event.ReasonClientAccess:
+			out = e.bump(s, dAdminReject, o, 0, 1, out)
+		case r == event.ReasonMessageRejected:
+			if structuralClient(&ev) {
+				out = e.bump(s, dContentReject, o, 0, 1, out)
+			}
 		}
+	case event.KindPSDenylisted:
+		out = e.bump(s, dAdminReject, o, 0, 1, out)
 	case event.KindPipelining:
 		out = e.bump(s, dPipelining, o, 0, 1, out)
 	case event.KindPregreet, event.KindNonSMTP, event.KindBareNewline, event.KindCommandLimit:
 		out = e.bump(s, dPregreet, o, 0, 1, out)
 	case event.KindSASLFail:
 		out = e.sasl(o, key, 1, out)
+		if ev.Detail != "" {
+			out = e.bump(s, dSASLSpray, o, hashLower(ev.Detail), 1, out)
+		}
 	case event.KindDNSBL:
 		if ev.Count >= e.dnsblRank {
 			out = e.now1(s, dDNSBL, o, out)
@@ -298,6 +398,9 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 	case event.KindDNSBL:
 		// Its own detector; a listed but busy legitimate sender must not
 		// reach error_burst by connecting often.
+	case event.KindTLSError, event.KindRateLimit:
+		// flood's: a connection refused or failed before SMTP began is
+		// not an SMTP error, and a busy relay meets rate limits.
 	case event.KindLostConnection, event.KindTimeout:
 		// A bare connect and close (health checks, port scans) is not an
 		// SMTP error.
@@ -310,6 +413,157 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 	return e.escalate(o, out)
 }
 
+// state returns key's state, creating it, and warns once when the table
+// starts dropping clients.
+func (e *Engine) state(key netip.Prefix, t int64) *state {
+	s := e.clients.get(key, t)
+	if e.clients.evicted > 0 && !e.warnedCap {
+		e.warnedCap = true
+		e.log.Warn("detectors: max_clients reached, dropping least recently seen clients", "max_clients", e.cfg.MaxClients)
+	}
+	return s
+}
+
+// floodEvent reports whether ev is a connection that ended before any
+// mail transaction, or a refusal before SMTP began: what a connection
+// flood leaves in the log.
+func floodEvent(ev *event.Event) bool {
+	switch ev.Kind {
+	case event.KindLostConnection:
+		return ev.Stage == "CONNECT" || ev.Stage == "EHLO" || ev.Stage == "HELO" || ev.Stage == "STARTTLS"
+	case event.KindTimeout:
+		return ev.Stage == "CONNECT" || ev.Stage == "EHLO" || ev.Stage == "HELO"
+	case event.KindHangup, event.KindTLSError:
+		return true
+	case event.KindRateLimit:
+		// Connection floods; the message and recipient rate limits meet
+		// busy legitimate senders (a newsletter, a web application).
+		return ev.Detail == event.LimitConnectionRate || ev.Detail == event.LimitConnectionCount ||
+			ev.Detail == event.LimitNewTLSRate
+	}
+	return false
+}
+
+// flood counts a flood event. A failed TLS handshake is one session
+// however many lines it leaves (SSL_accept error, TLS library problem,
+// lost connection after STARTTLS, all of one smtpd process): the first
+// TLS error of a pid opens an entry, its further TLS errors fold into it,
+// and its lost connection after STARTTLS folds in and closes it, so the
+// next session of the same process counts anew.
+func (e *Engine) flood(s *state, o *obs, out []Decision) []Decision {
+	tlsLine := o.ev.Kind == event.KindTLSError
+	lost := o.ev.Kind == event.KindLostConnection && o.ev.Stage == "STARTTLS"
+	if (!tlsLine && !lost) || o.ev.PID <= 0 {
+		return e.bump(s, dFlood, o, 0, 1, out)
+	}
+	open := uint64(o.ev.PID)<<1 | 1
+	if c := s.find(dFlood); c != nil && o.t >= c.muted {
+		for i := len(c.ev) - 1; i >= 0 && o.t-c.ev[i].t < int64(tlsPairGap); i-- {
+			if c.ev[i].h == open {
+				if lost {
+					c.ev[i].h = open &^ 1 // closed
+				}
+				return out
+			}
+		}
+	}
+	h := uint64(0)
+	if tlsLine {
+		h = open
+	}
+	return e.bump(s, dFlood, o, h, 1, out)
+}
+
+// tlsPairGap bounds the time between the lines of one failed handshake.
+const tlsPairGap = 10 * time.Second
+
+// structuralClient reports whether ev's client is certain by the line's
+// structure: the client spec of an smtpd or cleanup line (or the guard's
+// own peer), not an address read from free text or borrowed from
+// another line of the same process.
+func structuralClient(ev *event.Event) bool {
+	if ev.Service == guardService {
+		return true
+	}
+	prog := ev.Service[strings.LastIndexByte(ev.Service, '/')+1:]
+	return prog == "smtpd" || prog == "cleanup"
+}
+
+// guardService is the Service of the inline guard's events: smtpguard's
+// Service, which a test keeps equal (importing the guard here would bring
+// its SMTP server into every user of the engine).
+const guardService = "mxguard/guard"
+
+// forgiveUser takes the username of a successful login out of the
+// address's sasl_spray window (a user who mistyped, then got it right, is
+// not a spray), and mutes content_reject for the address for one window:
+// the refused messages of an authenticated user (an attachment a body
+// check refuses, sent again and again) are the user's trouble, not abuse.
+func (e *Engine) forgiveUser(key netip.Prefix, t int64, user string) {
+	if r := &e.rules[dContentReject]; r.enabled {
+		c := e.state(key, t).counter(dContentReject)
+		c.muted = max(c.muted, t+r.window)
+	}
+	if user == "" || !e.rules[dSASLSpray].enabled {
+		return
+	}
+	s := e.clients.lookup(key)
+	if s == nil {
+		return
+	}
+	if c := s.find(dSASLSpray); c != nil {
+		c.remove(hashLower(user))
+	}
+}
+
+// prefixAccepted counts an accepted message for the prefix of addr, if
+// the prefix is being watched for a dictionary attack.
+func (e *Engine) prefixAccepted(addr netip.Addr, t int64) {
+	r := &e.rules[dPrefixAccepted]
+	if !r.enabled {
+		return
+	}
+	ps := e.prefixes.lookup(e.prefixOf(addr))
+	if ps == nil {
+		return
+	}
+	c := ps.counter(dPrefixAccepted)
+	c.expire(t, r.window)
+	c.add(entry{t: t}, r.threshold, 0, false)
+}
+
+// dictPrefix counts a distinct unknown recipient (hash h) for the prefix
+// of o's address, and decides for the prefix when enough distinct
+// recipients from enough of its addresses fall within the window, unless
+// as many messages from the prefix were accepted in that time.
+func (e *Engine) dictPrefix(o *obs, h uint64, out []Decision) []Decision {
+	r := &e.rules[dDictPrefix]
+	if !r.enabled {
+		return out
+	}
+	ps := e.prefixes.get(e.prefixOf(o.addr), o.t)
+	c := ps.counter(dDictPrefix)
+	if o.t < c.muted {
+		return out
+	}
+	c.expire(o.t, r.window)
+	c.add(entry{t: o.t, h: h, line: o.raw()}, r.threshold, e.keep, true)
+	a := ps.counter(dDictPrefixAddrs)
+	a.expire(o.t, r.window)
+	a.add(entry{t: o.t, h: hashAddr(o.addr)}, e.prefAddrs, 0, true)
+	owed := e.owes(ps.key, dDictPrefix, o.t)
+	if !owed && (len(c.ev) < r.threshold || len(a.ev) < e.prefAddrs) {
+		return out
+	}
+	if acc := ps.find(dPrefixAccepted); acc != nil && !owed {
+		acc.expire(o.t, r.window)
+		if len(acc.ev) >= len(c.ev) {
+			return out // a busy sender's few stale addresses, not a harvest
+		}
+	}
+	return append(out, e.decide(ps, c, dDictPrefix, o, len(c.ev), r.win))
+}
+
 // forgive resets the windows ds of key, if it is tracked. Mutes stay.
 func (e *Engine) forgive(key netip.Prefix, ds ...detID) {
 	s := e.clients.lookup(key)
@@ -317,6 +571,12 @@ func (e *Engine) forgive(key netip.Prefix, ds ...detID) {
 		return
 	}
 	for _, d := range ds {
+		if d == dScore {
+			if s.score != nil {
+				s.score.reset()
+			}
+			continue
+		}
 		if c := s.find(d); c != nil {
 			c.reset()
 		}
@@ -367,7 +627,7 @@ func (e *Engine) prefixOf(a netip.Addr) netip.Prefix {
 }
 
 // bump counts n events (hash h) for detector d of state s and decides when
-// the window holds the threshold.
+// the window holds the threshold (or the long window its own).
 func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision) []Decision {
 	r := &e.rules[d]
 	if !r.enabled {
@@ -377,16 +637,23 @@ func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision
 	if o.t < c.muted {
 		return out
 	}
-	c.expire(o.t, r.window)
+	c.expire(o.t, max(r.window, r.longWindow))
 	line := o.raw()
 	for range n {
-		c.add(entry{t: o.t, h: h, line: line}, r.threshold, e.keep, r.distinct)
+		c.add(entry{t: o.t, h: h, line: line}, r.limit(), e.keep, r.distinct)
 		line = "" // one line of evidence per log line
 	}
-	if len(c.ev) < r.threshold && !e.owes(s.key, d, o.t) {
+	n, win := len(c.ev), r.win
+	if r.longWindow > 0 {
+		n = c.since(o.t - r.window)
+		if n < r.threshold && len(c.ev) >= r.longThreshold {
+			return append(out, e.decide(s, c, d, o, len(c.ev), r.longWin))
+		}
+	}
+	if n < r.threshold && !e.owes(s.key, d, o.t) {
 		return out
 	}
-	return append(out, e.decide(s, c, d, o))
+	return append(out, e.decide(s, c, d, o, n, win))
 }
 
 // now1 decides at once for detector d (too many errors, DNSBL rank).
@@ -401,15 +668,15 @@ func (e *Engine) now1(s *state, d detID, o *obs, out []Decision) []Decision {
 	}
 	c.expire(o.t, r.window)
 	c.add(entry{t: o.t, line: o.raw()}, max(r.threshold, 1), e.keep, false)
-	return append(out, e.decide(s, c, d, o))
+	return append(out, e.decide(s, c, d, o, len(c.ev), r.win))
 }
 
-// decide builds the Decision from c, then resets c and mutes d for one
-// window.
-func (e *Engine) decide(s *state, c *counter, d detID, o *obs) Decision {
+// decide builds the Decision from the newest n entries of c (the window
+// win that decided), then resets c and mutes d for one window.
+func (e *Engine) decide(s *state, c *counter, d detID, o *obs, n int, win Duration) Decision {
 	r := &e.rules[d]
 	var lines []string
-	for i := range c.ev {
+	for i := len(c.ev) - n; i < len(c.ev); i++ {
 		if c.ev[i].line != "" {
 			lines = append(lines, c.ev[i].line)
 		}
@@ -420,8 +687,8 @@ func (e *Engine) decide(s *state, c *counter, d detID, o *obs) Decision {
 	dec := Decision{
 		Prefix:   s.key,
 		Detector: r.name,
-		Reason:   e.reason(d, len(c.ev), s.key, &o.ev),
-		Evidence: len(c.ev),
+		Reason:   e.reason(d, n, win, s.key, &o.ev),
+		Evidence: n,
 		Time:     o.ev.Time,
 		Lines:    lines,
 		Warn:     r.warn,
@@ -435,8 +702,7 @@ func (e *Engine) decide(s *state, c *counter, d detID, o *obs) Decision {
 	return dec
 }
 
-func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *event.Event) string {
-	win := e.rules[d].win
+func (e *Engine) reason(d detID, n int, win Duration, key netip.Prefix, ev *event.Event) string {
 	switch d {
 	case dDictionary:
 		return fmt.Sprintf("%d unknown %s within %s", n, plural(n, "recipient", "recipients"), win)
@@ -476,6 +742,17 @@ func (e *Engine) reason(d detID, n int, key netip.Prefix, ev *event.Event) strin
 		return fmt.Sprintf("%d HELO %s within %s", n, plural(n, "reject", "rejects"), win)
 	case dEscalation:
 		return fmt.Sprintf("%d addresses of %s decided within %s", n, key, win)
+	case dDictPrefix:
+		return fmt.Sprintf("%d unknown %s from %d or more addresses of %s within %s", n,
+			plural(n, "recipient", "recipients"), e.prefAddrs, key, win)
+	case dFlood:
+		return fmt.Sprintf("%d failed or refused %s within %s", n, plural(n, "connection", "connections"), win)
+	case dAdminReject:
+		return fmt.Sprintf("%d %s by the access lists within %s", n, plural(n, "refusal", "refusals"), win)
+	case dContentReject:
+		return fmt.Sprintf("%d %s rejected by content checks within %s", n, plural(n, "message", "messages"), win)
+	case dSASLSpray:
+		return fmt.Sprintf("%d SASL %s failing within %s", n, plural(n, "username", "usernames"), win)
 	}
 	return e.rules[d].name
 }

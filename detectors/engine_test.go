@@ -245,9 +245,26 @@ func TestDetectors(t *testing.T) {
 		{name: "sasl/5 within 10m", events: every(5, 0, m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
 		}), want: []string{"4: sasl_bruteforce 203.0.113.7/32 n=5"}},
-		{name: "sasl/slow guessing", events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
+		{name: "sasl/slow guessing: the long window", events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
+		}), want: []string{"7: sasl_bruteforce 203.0.113.7/32 n=8"}},
+		{name: "sasl/low and slow: 8 within 6h", events: every(12, 0, 50*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
+		}), want: []string{"7: sasl_bruteforce 203.0.113.7/32 n=8"}},
+		{name: "sasl/slower than 8 in 6h", events: every(30, 0, 55*m, func(i int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindSASLFail)
 		})},
+		{name: "sasl/long window off", cfg: func(c *Config) { c.SASLBruteforce.LongThreshold = 0 }, events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event {
+			return ev(at, ipA, event.KindSASLFail)
+		})},
+		{name: "sasl/long window off under a lenient threshold", cfg: func(c *Config) { c.SASLBruteforce.Threshold = 8 },
+			events: every(10, 0, 3*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) })},
+		{name: "sasl/long window off under a long window", cfg: func(c *Config) { c.SASLBruteforce.Window = Duration(6 * time.Hour) },
+			events: every(4, 0, 30*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) })},
+		{name: "sasl/long window forgiven by login", events: cat(
+			every(7, 0, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
+			one(ev(3*time.Hour, ipA, event.KindSASLLogin)),
+			every(7, 3*time.Hour+m, 20*m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }))},
 		{name: "sasl/forgiven by login", events: cat(
 			every(4, 0, m, func(i int, at time.Duration) event.Event { return ev(at, ipA, event.KindSASLFail) }),
 			one(ev(4*m+30*time.Second, ipA, event.KindSASLLogin)),
@@ -489,26 +506,47 @@ func TestLRUCap(t *testing.T) {
 	}
 }
 
+// TestExpiry: a client is dropped once every window it holds has passed;
+// the long windows (sasl_bruteforce's 6h, a score's four half-lives) keep
+// only the clients that use them.
 func TestExpiry(t *testing.T) {
-	e, err := New(DefaultConfig(), nil)
-	if err != nil {
-		t.Fatal(err)
+	h := time.Hour
+	tests := []struct {
+		name  string
+		kind  event.Kind
+		opts  []func(*event.Event)
+		early time.Duration // all still tracked
+		late  time.Duration // all but the newest 49 dropped
+	}{
+		{"ordinary windows: 1h", event.KindReject, []func(*event.Event){reason(event.ReasonSenderAccess), stage("MAIL")}, 59 * time.Minute, h},
+		{"sasl_bruteforce's long window", event.KindSASLFail, nil, 5 * h, 6 * h},
+		{"a score: four half-lives", event.KindDisconnect, []func(*event.Event){detail("mail=1 rcpt=1 data=1 quit=1 commands=4")}, 119 * time.Minute, 2 * h},
 	}
-	for i := range 100 {
-		e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i), event.KindSASLFail))
-	}
-	if st := e.Stats(); st.Clients != 100 {
-		t.Fatalf("clients %d, want 100", st.Clients)
-	}
-	// An hour later every window (max 1h) has passed for all but the
-	// newest few.
-	e.Observe(ev(time.Hour+50*time.Second, ipA, event.KindSASLFail))
-	st := e.Stats()
-	if st.Clients != 50 || st.Expired != 51 {
-		t.Errorf("stats %+v, want 50 clients (49 young + 1 new), 51 expired", st)
-	}
-	if st.Events != 101 {
-		t.Errorf("events %d", st.Events)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := New(DefaultConfig(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 100 {
+				e.Observe(ev(time.Duration(i)*time.Second, fmt.Sprintf("192.0.2.%d", i), tc.kind, tc.opts...))
+			}
+			if st := e.Stats(); st.Clients != 100 {
+				t.Fatalf("clients %d, want 100", st.Clients)
+			}
+			e.Observe(ev(tc.early, ipA, event.KindConnect)) // moves the clock only
+			if st := e.Stats(); st.Clients != 100 || st.Expired != 0 {
+				t.Errorf("at %s: stats %+v, want 100 clients, none expired", tc.early, st)
+			}
+			e.Observe(ev(tc.late+50*time.Second, ipA, event.KindReject, reason(event.ReasonSenderAccess)))
+			if st := e.Stats(); st.Clients != 50 || st.Expired != 51 {
+				t.Errorf("at %s: stats %+v, want 50 clients (49 young + 1 new), 51 expired", tc.late, st)
+			}
+			st := e.Stats()
+			if st.Events != 102 {
+				t.Errorf("events %d", st.Events)
+			}
+		})
 	}
 }
 
@@ -550,9 +588,10 @@ func TestAuthFailures(t *testing.T) {
 
 // Four goroutines feed the same 50 clients at once. Every client gets 16
 // SASL failures within 200 s, so whatever the interleaving each decides
-// sasl_bruteforce once (at its 5th failure) and error_burst once (at its
-// 6th), then stays muted for the window; with prefix escalation on, the
-// /24 escalates once, at its 5th decided address.
+// sasl_bruteforce once (at its 5th failure), error_burst once (at its
+// 6th) and sasl_spray once (its 4th username), then stays muted for the
+// window; with prefix escalation on, the /24 escalates once, at its 5th
+// decided address.
 func TestConcurrentUse(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.PrefixEscalation.Enabled = true
@@ -580,7 +619,8 @@ func TestConcurrentUse(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	want := map[string]uint64{SASLBruteforce: 50, ErrorBurst: 50, PrefixEscalation: 1}
+	// Each client also fails with four usernames ("0" to "3"): sasl_spray.
+	want := map[string]uint64{SASLBruteforce: 50, ErrorBurst: 50, SASLSpray: 50, PrefixEscalation: 1}
 	if !maps.Equal(returned, want) {
 		t.Errorf("decisions returned by Observe: %v, want %v", returned, want)
 	}
@@ -592,5 +632,40 @@ func TestConcurrentUse(t *testing.T) {
 		if n != want[name] {
 			t.Errorf("stats: %d %s decisions, want %d", n, name, want[name])
 		}
+	}
+}
+
+// A client kept only for sasl_bruteforce's long window is the first to go
+// when the table is full, and one seen again leaves the idle list with its
+// failures.
+func TestIdleStates(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxClients = 3
+	e, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fail := func(at time.Duration, ip string) []Decision { return e.Observe(ev(at, ip, event.KindSASLFail)) }
+	for i := range 7 {
+		fail(time.Duration(i)*20*time.Minute, ipA) // 7 in 2h: idle after 3h
+	}
+	fail(4*time.Hour, "192.0.2.1")
+	fail(4*time.Hour, "192.0.2.2")
+	if st := e.Stats(); st.Clients != 3 || st.Expired != 0 {
+		t.Fatalf("stats %+v: want A idle but kept", st)
+	}
+	if ds := fail(4*time.Hour+time.Minute, ipA); len(ds) != 1 || ds[0].Reason != "8 SASL authentication failures within 6h" {
+		t.Fatalf("A back from the idle list: %+v, want the long-window decision", ds)
+	}
+	// A idle again (its window emptied by the decision: dropped at once);
+	// B idle with one failure, then a newcomer evicts the idle one.
+	fail(5*time.Hour+2*time.Minute, "192.0.2.3")
+	st := e.Stats()
+	if st.Clients != 3 || st.Evicted != 0 || st.Expired != 1 {
+		t.Fatalf("stats %+v: want A expired, 1, 2, 3 kept", st)
+	}
+	fail(5*time.Hour+3*time.Minute, "192.0.2.4")
+	if _, ok := e.clients.m[netip.MustParsePrefix("192.0.2.1/32")]; ok || e.Stats().Evicted != 1 {
+		t.Errorf("the idle client was not the one evicted: %+v", e.Stats())
 	}
 }

@@ -19,8 +19,9 @@ const (
 )
 
 // session writes log lines for one client, one step apart from 00:47:00:
-// each byte of script is one line, f a failed AUTH, a an accepted message
-// (no AUTH), l a message after a successful AUTH, s a sender reject.
+// each byte of script is one line, f a failed AUTH of alice, u a failed
+// AUTH of another user each time, a an accepted message (no AUTH), l a
+// message after a successful AUTH of alice, s a sender reject.
 func session(t *testing.T, client string, step time.Duration, script string) []event.Event {
 	t.Helper()
 	p := logparse.NewParser(time.UTC, time.Date(2025, 11, 27, 0, 0, 0, 0, time.UTC))
@@ -32,6 +33,8 @@ func session(t *testing.T, client string, step time.Duration, script string) []e
 		var line string
 		switch c {
 		case 'f':
+			line = fmt.Sprintf(labSASLFail, stamp, client, "alice")
+		case 'u':
 			line = fmt.Sprintf(labSASLFail, stamp, client, users[i%len(users)])
 		case 'a':
 			line = fmt.Sprintf(labAccepted, stamp, 0x24FF0986793+i, client)

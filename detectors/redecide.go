@@ -38,6 +38,9 @@ func (e *Engine) Redecide(d Decision) {
 		if c := s.find(id); c != nil {
 			c.muted = 0
 		}
+		if id == dScore && s.score != nil {
+			s.score.muted = 0
+		}
 	}
 	t := e.now
 	if !d.Time.IsZero() {
@@ -66,9 +69,9 @@ func (e *Engine) windowOf(d Decision) (detID, *table, bool) {
 		switch {
 		case id == dEscalation:
 			return id, e.prefixes, true
-		case id == dSASL && !full:
+		case (id == dSASL || id == dDictionary) && !full:
 			continue // the per-prefix window
-		case id == dSASLPrefix:
+		case id == dSASLPrefix || id == dDictPrefix:
 			return id, e.prefixes, true
 		}
 		return id, e.clients, true

@@ -20,6 +20,7 @@ func TestRedecide(t *testing.T) {
 	perPrefix := DefaultConfig()
 	perPrefix.SASLBruteforce.Enabled, perPrefix.SASLBruteforce.PerPrefix = true, true
 	perPrefix.SASLBruteforce.Threshold = 100
+	perPrefix.SASLBruteforce.LongThreshold = 0
 	perPrefix.SASLBruteforce.PrefixThreshold = 4
 	tests := []struct {
 		name     string
@@ -66,6 +67,30 @@ func TestRedecide(t *testing.T) {
 			}),
 			then:     one(ev(20*m, ipA, event.KindReject, unknown("v@x")...)),
 			redecide: true,
+		},
+		{
+			name: "per-prefix dictionary decision",
+			cfg:  DefaultConfig(),
+			first: every(15, 0, m, func(i int, at time.Duration) event.Event {
+				return ev(at, fmt.Sprintf("203.0.113.%d", 1+i%3), event.KindReject, unknown(fmt.Sprintf("u%d@x", i))...)
+			}),
+			then:     one(ev(20*m, "203.0.113.9", event.KindReject, unknown("v@x")...)),
+			redecide: true,
+			want:     []string{"0: dictionary 203.0.113.0/24 n=16"},
+			evidence: 16,
+		},
+		{
+			name: "score decision",
+			cfg:  DefaultConfig(),
+			first: one(
+				ev(0, ipA, event.KindDisconnect, detail("mail=1 rcpt=1 data=1 quit=1 commands=4")),
+				ev(m, ipA, event.KindDisconnect, detail("mail=1 rcpt=1 data=1 quit=1 commands=4")),
+				ev(2*m, ipA, event.KindReject, reason(event.ReasonSenderNonFQDN), stage("MAIL")),
+				ev(3*m, ipA, event.KindReject, reason(event.ReasonSenderNonFQDN), stage("MAIL"))),
+			then:     one(ev(4*m, ipA, event.KindHostnameMismatch, noAbuse())),
+			redecide: true,
+			want:     []string{"0: score 203.0.113.7/32 n=5"},
+			evidence: 5,
 		},
 		{
 			name:     "per-prefix SASL decision",

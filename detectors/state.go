@@ -51,9 +51,37 @@ func (c *counter) add(e entry, limit, keep int, distinct bool) {
 		clear(c.ev[n:])
 		c.ev = c.ev[:n]
 	}
+	if len(c.ev) == cap(c.ev) && cap(c.ev) < limit {
+		// grow to at most limit: append's doubling would leave a window
+		// of 10 with room for 16
+		grown := make([]entry, len(c.ev), min(max(2*cap(c.ev), 1), limit))
+		copy(grown, c.ev)
+		c.ev = grown
+	}
 	c.ev = append(c.ev, e)
 	if k := len(c.ev) - 1 - keep; k >= 0 {
 		c.ev[k].line = ""
+	}
+}
+
+// since counts the entries newer than t.
+func (c *counter) since(t int64) int {
+	n := 0
+	for i := len(c.ev) - 1; i >= 0 && c.ev[i].t > t; i-- {
+		n++
+	}
+	return n
+}
+
+// remove drops the entry with hash h, if any.
+func (c *counter) remove(h uint64) {
+	for i := range c.ev {
+		if c.ev[i].h == h {
+			copy(c.ev[i:], c.ev[i+1:])
+			c.ev[len(c.ev)-1] = entry{}
+			c.ev = c.ev[:len(c.ev)-1]
+			return
+		}
 	}
 }
 
@@ -90,7 +118,9 @@ type state struct {
 	key        netip.Prefix
 	prev, next *state // LRU list; head is the most recently seen
 	last       int64  // latest log time seen for this key
+	idle       bool   // in the table's idle list
 	ctrs       []counter
+	score      *scoreState // nil until a scored event
 }
 
 func (s *state) counter(d detID) *counter {
@@ -112,44 +142,60 @@ func (s *state) find(d detID) *counter {
 	return nil
 }
 
-// table is a map of states with an intrusive LRU list, capped at max
-// entries, whose states expire horizon after their last event.
-type table struct {
-	m          map[netip.Prefix]*state
-	head, tail *state
-	max        int
-	horizon    int64
-	evicted    uint64 // dropped because of max
-	expired    uint64 // dropped because idle for horizon
-}
+// list is an intrusive doubly linked list of states, newest at head.
+type list struct{ head, tail *state }
 
-func newTable(max int, horizon int64) *table {
-	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon}
-}
-
-func (t *table) unlink(s *state) {
+func (l *list) unlink(s *state) {
 	if s.prev != nil {
 		s.prev.next = s.next
 	} else {
-		t.head = s.next
+		l.head = s.next
 	}
 	if s.next != nil {
 		s.next.prev = s.prev
 	} else {
-		t.tail = s.prev
+		l.tail = s.prev
 	}
 	s.prev, s.next = nil, nil
 }
 
-func (t *table) pushFront(s *state) {
-	s.next = t.head
-	if t.head != nil {
-		t.head.prev = s
+func (l *list) pushFront(s *state) {
+	s.next = l.head
+	if l.head != nil {
+		l.head.prev = s
 	}
-	t.head = s
-	if t.tail == nil {
-		t.tail = s
+	l.head = s
+	if l.tail == nil {
+		l.tail = s
 	}
+}
+
+// table is a map of states in least-recently-seen order, capped at max
+// entries. A state idle for horizon (the longest ordinary window) is
+// dropped, unless it still holds a longer window (sasl_bruteforce's long
+// one, a score): then it waits in the idle list until that has passed
+// too. So the long windows keep only the few states that use them.
+type table struct {
+	m       map[netip.Prefix]*state
+	recent  list // idle for less than horizon
+	idleL   list // idle past horizon, holding a longer window; all older than recent's
+	max     int
+	horizon int64
+	spans   *[nDet]int64 // how long an entry of each detector matters
+	scoreSp int64        // how long a score matters
+	evicted uint64       // dropped because of max
+	expired uint64       // dropped because idle for horizon
+}
+
+func newTable(max int, horizon int64, spans *[nDet]int64, scoreSpan int64) *table {
+	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon, spans: spans, scoreSp: scoreSpan}
+}
+
+func (t *table) listOf(s *state) *list {
+	if s.idle {
+		return &t.idleL
+	}
+	return &t.recent
 }
 
 // lookup returns the state of key or nil, without touching the LRU order.
@@ -160,33 +206,67 @@ func (t *table) lookup(key netip.Prefix) *state { return t.m[key] }
 func (t *table) get(key netip.Prefix, now int64) *state {
 	s := t.m[key]
 	if s == nil {
-		if len(t.m) >= t.max && t.tail != nil {
-			old := t.tail
-			t.unlink(old)
-			delete(t.m, old.key)
-			t.evicted++
+		if len(t.m) >= t.max {
+			old := t.idleL.tail // the idle ones are the oldest
+			if old == nil {
+				old = t.recent.tail
+			}
+			if old != nil {
+				t.listOf(old).unlink(old)
+				delete(t.m, old.key)
+				t.evicted++
+			}
 		}
 		s = &state{key: key, last: now}
 		t.m[key] = s
-		t.pushFront(s)
+		t.recent.pushFront(s)
 		return s
 	}
 	if now > s.last {
 		s.last = now
 	}
-	if t.head != s {
-		t.unlink(s)
-		t.pushFront(s)
+	if s.idle || t.recent.head != s {
+		t.listOf(s).unlink(s)
+		s.idle = false
+		t.recent.pushFront(s)
 	}
 	return s
 }
 
+// span is how long after its last event s still holds something.
+func (t *table) span(s *state) int64 {
+	var sp int64
+	for i := range s.ctrs {
+		if len(s.ctrs[i].ev) > 0 {
+			sp = max(sp, t.spans[s.ctrs[i].det])
+		}
+	}
+	if s.score != nil && s.score.events > 0 {
+		sp = max(sp, t.scoreSp)
+	}
+	return sp
+}
+
 // expire drops states from the LRU end while they have been idle for the
-// horizon (every window of theirs has passed, so they hold nothing).
-// Amortised O(1): each state is dropped once.
+// horizon (every window of theirs has passed, so they hold nothing); one
+// that still holds a longer window moves to the idle list, which drops it
+// once that has passed. Amortised O(1): each state moves and is dropped
+// once.
 func (t *table) expire(now int64) {
-	for s := t.tail; s != nil && now-s.last >= t.horizon; s = t.tail {
-		t.unlink(s)
+	for s := t.recent.tail; s != nil && now-s.last >= t.horizon; s = t.recent.tail {
+		t.recent.unlink(s)
+		if now-s.last < t.span(s) {
+			// Older than every state in recent, newer than every idle
+			// one: the idle list stays in order.
+			s.idle = true
+			t.idleL.pushFront(s)
+			continue
+		}
+		delete(t.m, s.key)
+		t.expired++
+	}
+	for s := t.idleL.tail; s != nil && now-s.last >= t.span(s); s = t.idleL.tail {
+		t.idleL.unlink(s)
 		delete(t.m, s.key)
 		t.expired++
 	}

@@ -11,12 +11,14 @@ func TestLongestWindow(t *testing.T) {
 		tweak func(*Config)
 		want  time.Duration
 	}{
-		{"defaults", func(*Config) {}, time.Hour},
-		{"a longer enabled window", func(c *Config) { c.Dictionary.Window = Duration(3 * time.Hour) }, 3 * time.Hour},
+		{"defaults: sasl_bruteforce's long window", func(*Config) {}, 6 * time.Hour},
+		{"without the long window: four half-lives of score", func(c *Config) { c.SASLBruteforce.LongThreshold = 0 }, 2 * time.Hour},
+		{"without long window and score", func(c *Config) { c.SASLBruteforce.LongThreshold = 0; c.Score.Enabled = false }, time.Hour},
+		{"a longer enabled window", func(c *Config) { c.Dictionary.Window = Duration(8 * time.Hour) }, 8 * time.Hour},
 		{"a longer disabled window", func(c *Config) {
-			c.Dictionary.Window = Duration(3 * time.Hour)
+			c.Dictionary.Window = Duration(8 * time.Hour)
 			c.Dictionary.Enabled = false
-		}, time.Hour},
+		}, 6 * time.Hour},
 		{"prefix escalation", func(c *Config) {
 			c.PrefixEscalation.Enabled = true
 			c.PrefixEscalation.Window = Duration(24 * time.Hour)

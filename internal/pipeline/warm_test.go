@@ -67,13 +67,13 @@ func pipeliningLineAt(ip string, t time.Time) string {
 func TestWarm(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Second)
 	start := now.Add(-5 * time.Minute)
-	// Lines before the checkpoint: a line 3h old (more than twice the
-	// longest window: not read again); 203.0.113.1 banned for 5 unknown
+	// Lines before the checkpoint: a line 13h old (more than twice the
+	// longest window, sasl_bruteforce's 6h long one: not read again); 203.0.113.1 banned for 5 unknown
 	// recipients; 3 of 5 from 203.0.113.2; and the checkpoint's line, a
 	// pipelining one from 203.0.113.1 that is also its sixth error: two
 	// decisions, pipelining then error_burst.
 	var before []string
-	before = append(before, dictLines("203.0.113.2", now.Add(-3*time.Hour), 1)...)
+	before = append(before, dictLines("203.0.113.2", now.Add(-13*time.Hour), 1)...)
 	before = append(before, dictLines("203.0.113.1", start, 5)...)
 	before = append(before, dictLines("203.0.113.2", start, 3)...)
 	before = append(before, pipeliningLineAt("203.0.113.1", start.Add(time.Minute)))
