@@ -1,0 +1,125 @@
+package peers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+// notifyServer answers NOTIFYs (RFC 1996) on one UDP address for the
+// followers whose notify_listen it is. A NOTIFY only makes a follower
+// check at once: the transfer that follows is TSIG-signed either way, so
+// a forged NOTIFY can at most cause an early check. Still, it is taken
+// only from the zone's primary, and one that carries a TSIG must verify.
+type notifyServer struct {
+	addr    string
+	zones   map[string]*Follower // canonical zone → follower
+	srv     *dns.Server
+	log     *slog.Logger
+	refused atomic.Uint64
+}
+
+func newNotifyServer(addr string, fs []*Follower, logger *slog.Logger) *notifyServer {
+	s := &notifyServer{addr: addr, zones: map[string]*Follower{}, log: logger}
+	secrets := map[string]string{}
+	for _, f := range fs {
+		s.zones[f.origin] = f
+		if k := f.cfg.KeyFQDN(); k != "" {
+			secrets[k] = f.cfg.TSIG.Secret
+		}
+	}
+	s.srv = &dns.Server{Addr: addr, Net: "udp", Handler: s, TsigSecret: secrets,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
+	return s
+}
+
+// listen binds the socket (so that a taken port fails the start).
+func (s *notifyServer) listen() error {
+	pc, err := net.ListenPacket("udp", s.addr)
+	if err != nil {
+		return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
+	}
+	s.srv.PacketConn = pc
+	return nil
+}
+
+// Addr is the bound address (tests listen on port 0).
+func (s *notifyServer) Addr() net.Addr { return s.srv.PacketConn.LocalAddr() }
+
+func (s *notifyServer) serve() error {
+	err := s.srv.ActivateAndServe()
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+func (s *notifyServer) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = s.srv.ShutdownContext(ctx)
+}
+
+// ServeDNS answers one message.
+func (s *notifyServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	reply := new(dns.Msg)
+	reply.SetReply(req)
+	refuse := func(rcode int, why string, args ...any) {
+		s.refused.Add(1)
+		s.log.Warn("NOTIFY refused: "+why, append([]any{"from", w.RemoteAddr().String()}, args...)...)
+		reply.Rcode = rcode
+		_ = w.WriteMsg(reply)
+	}
+	if req.Opcode != dns.OpcodeNotify || len(req.Question) != 1 || req.Question[0].Qtype != dns.TypeSOA {
+		refuse(dns.RcodeNotImplemented, "not a NOTIFY for a SOA")
+		return
+	}
+	zone := dns.CanonicalName(req.Question[0].Name)
+	f := s.zones[zone]
+	if f == nil {
+		refuse(dns.RcodeNotAuth, "not a peer zone", "zone", zone)
+		return
+	}
+	from := remoteAddr(w.RemoteAddr())
+	allowed := false
+	for _, a := range f.primaryAddrs(context.Background()) {
+		if a == from {
+			allowed = true
+			break
+		}
+	}
+	if !allowed {
+		refuse(dns.RcodeRefused, "not from the zone's primary", "zone", zone, "primary", f.cfg.Primary)
+		return
+	}
+	if t := req.IsTsig(); t != nil {
+		if err := w.TsigStatus(); err != nil || dns.CanonicalName(t.Hdr.Name) != f.cfg.KeyFQDN() {
+			refuse(dns.RcodeNotAuth, "TSIG does not verify", "zone", zone, "key", t.Hdr.Name, "err", err)
+			return
+		}
+		reply.SetTsig(t.Hdr.Name, t.Algorithm, 300, time.Now().Unix())
+	}
+	reply.Authoritative = true
+	_ = w.WriteMsg(reply)
+	s.log.Debug("NOTIFY", "zone", zone, "from", from)
+	f.Notify()
+}
+
+func remoteAddr(a net.Addr) netip.Addr {
+	if u, ok := a.(*net.UDPAddr); ok {
+		if ap, ok := netip.AddrFromSlice(u.IP); ok {
+			return ap.Unmap()
+		}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
+}
