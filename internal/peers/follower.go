@@ -290,7 +290,7 @@ func (f *Follower) transfer(ctx context.Context, q *dns.Msg) ([]dns.RR, error) {
 		rrs = append(rrs, env.RR...)
 	}
 	if terr != nil {
-		return nil, fmt.Errorf("%s of %s from %s: %w", dns.TypeToString[q.Question[0].Qtype], f.origin, f.cfg.Primary, terr)
+		return nil, fmt.Errorf("%s of %s from %s: %w%s", dns.TypeToString[q.Question[0].Qtype], f.origin, f.cfg.Primary, terr, tsigHint(terr))
 	}
 	if len(rrs) > limit {
 		return nil, fmt.Errorf("%s of %s from %s: %w (%d)", dns.TypeToString[q.Question[0].Qtype], f.origin, f.cfg.Primary, errTooMany, f.cfg.MaxEntries)
@@ -305,7 +305,7 @@ func (f *Follower) axfr(ctx context.Context) (*zone, error) {
 	if err != nil {
 		return nil, err
 	}
-	z, err := fullZone(f.origin, rrs, f.cfg.MaxEntries+1)
+	z, err := fullZone(f.origin, rrs, f.cfg.MaxEntries)
 	if err != nil {
 		return nil, err
 	}
@@ -331,10 +331,10 @@ func (f *Follower) ixfr(ctx context.Context, z *zone) (*zone, string, error) {
 		default:
 			if _, incremental := rrs[1].(*dns.SOA); !incremental {
 				// the whole zone, AXFR-style
-				next, ferr := fullZone(f.origin, rrs, f.cfg.MaxEntries+1)
+				next, ferr := fullZone(f.origin, rrs, f.cfg.MaxEntries)
 				return next, "axfr-style ixfr", ferr
 			}
-			next, aerr := z.applyIXFR(rrs, f.cfg.MaxEntries+1)
+			next, aerr := z.applyIXFR(rrs, f.cfg.MaxEntries)
 			if aerr == nil {
 				return next, "ixfr", nil
 			}
@@ -390,4 +390,16 @@ func (f *Follower) primaryAddrs(ctx context.Context) []netip.Addr {
 		f.primary, f.resolved = addrs, f.now()
 	}
 	return f.primary
+}
+
+// tsigHint explains a TSIG failure: a primary that does not know the key
+// (or has another secret) answers unsigned, which reads as "no signature".
+func tsigHint(err error) string {
+	switch {
+	case errors.Is(err, dns.ErrNoSig), errors.Is(err, dns.ErrSig), errors.Is(err, dns.ErrSecret):
+		return " (TSIG: check that the primary knows tsig.name with this secret and allows it to transfer the zone)"
+	case errors.Is(err, dns.ErrTime):
+		return " (TSIG: the clocks of this host and the primary differ by more than 5 minutes)"
+	}
+	return ""
 }
