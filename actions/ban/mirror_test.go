@@ -230,7 +230,7 @@ func TestMirrorExpiresAndRefreshes(t *testing.T) {
 		want      MirrorOutcome
 		wantUntil time.Duration
 	}{
-		{time.Hour, time.Hour + maxBan, MirrorUnchanged, maxBan},              // plenty left: no rewrite
+		{time.Hour, time.Hour + maxBan, MirrorUnchanged, maxBan},                 // plenty left: no rewrite
 		{13 * time.Hour, 13*time.Hour + maxBan, MirrorRefreshed, 37 * time.Hour}, // under half left: refreshed
 		{14 * time.Hour, 20 * time.Hour, MirrorRefreshed, 20 * time.Hour},        // the peer shortened it
 	} {

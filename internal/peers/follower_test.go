@@ -23,13 +23,13 @@ var zoneV1 = []string{
 	`7.113.0.203 60 IN TXT "dictionary: 5 unknown recipients in 10m; until ` + zoneV1Until + `"`,
 	`*.100.51.198 60 IN A 127.0.0.3`,
 	`*.100.51.198 60 IN TXT "manual: spam run; until 2026-01-02T03:04:05Z"`, // over before the test's now
-	`5.2.0.192 60 IN A 127.0.0.2`,   // allowlisted here
-	`2.0.0.127 60 IN A 127.0.0.2`,   // RFC 5782 test entry
-	`2.0.0.127 60 IN TXT "test"`,    //
-	`bogus 60 IN A 127.0.0.2`,       // garbage
-	`*.10 60 IN A 127.0.0.2`,        // a /8: too broad
-	`8.113.0.203 60 IN TXT "no A"`,  // no listing
-	`9.113.0.203 60 IN A 192.0.2.1`, // an A outside 127/8
+	`5.2.0.192 60 IN A 127.0.0.2`,                                           // allowlisted here
+	`2.0.0.127 60 IN A 127.0.0.2`,                                           // RFC 5782 test entry
+	`2.0.0.127 60 IN TXT "test"`,                                            //
+	`bogus 60 IN A 127.0.0.2`,                                               // garbage
+	`*.10 60 IN A 127.0.0.2`,                                                // a /8: too broad
+	`8.113.0.203 60 IN TXT "no A"`,                                          // no listing
+	`9.113.0.203 60 IN A 192.0.2.1`,                                         // an A outside 127/8
 }
 
 type testEnv struct {

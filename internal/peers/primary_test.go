@@ -22,7 +22,7 @@ type testPrimary struct {
 	mu       sync.Mutex
 	versions map[uint32][]dns.RR // serial → the records (without the SOA)
 	serial   uint32
-	ixfrMode string // "incremental" (default), "full" or "refuse"
+	ixfrMode string   // "incremental" (default), "full" or "refuse"
 	queries  []string // "AXFR 1", "IXFR 3", "refused"
 }
 
