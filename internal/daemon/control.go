@@ -11,6 +11,7 @@ import (
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/pipeline"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/smtpguard"
@@ -103,6 +104,7 @@ type Status struct {
 	Restore     RestoreStatus      `json:"restore"`
 	Manager     ban.ManagerStatus  `json:"manager"`
 	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
+	Peers       []peers.Status     `json:"peers,omitempty"`
 }
 
 // Status reports what the daemon does now.
@@ -129,6 +131,9 @@ func (d *Daemon) Status() (Status, error) {
 	if d.guard != nil {
 		gs := d.guard.Stats()
 		st.Guard = &gs
+	}
+	if d.peers != nil {
+		st.Peers = d.peers.Status()
 	}
 	return st, nil
 }
