@@ -46,9 +46,9 @@ type Config struct {
 	// MaxBan caps a mirrored ban's lifetime from the last transfer that
 	// listed it. Default 24h.
 	MaxBan duration.Duration `yaml:"max_ban" json:"max_ban"`
-	// NotifyListen is where NOTIFYs for this zone are accepted (UDP
-	// host:port), only from the primary's addresses; empty: none (SOA
-	// polling only). Peers may share one address.
+	// NotifyListen is where NOTIFYs for this zone are accepted
+	// (host:port, UDP and TCP), only from the primary's addresses; empty:
+	// none (SOA polling only). Peers may share one address.
 	NotifyListen string `yaml:"notify_listen" json:"notify_listen,omitempty"`
 	// Refresh is how often the SOA is polled; 0: the zone's SOA refresh.
 	Refresh duration.Duration `yaml:"refresh" json:"refresh,omitempty"`

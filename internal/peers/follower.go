@@ -396,7 +396,7 @@ func (f *Follower) primaryAddrs(ctx context.Context) []netip.Addr {
 // (or has another secret) answers unsigned, which reads as "no signature".
 func tsigHint(err error) string {
 	switch {
-	case errors.Is(err, dns.ErrNoSig), errors.Is(err, dns.ErrSig), errors.Is(err, dns.ErrSecret):
+	case errors.Is(err, dns.ErrNoSig), errors.Is(err, dns.ErrSig), errors.Is(err, dns.ErrSecret), errors.Is(err, dns.ErrAuth):
 		return " (TSIG: check that the primary knows tsig.name with this secret and allows it to transfer the zone)"
 	case errors.Is(err, dns.ErrTime):
 		return " (TSIG: the clocks of this host and the primary differ by more than 5 minutes)"

@@ -13,15 +13,17 @@ import (
 	"github.com/miekg/dns"
 )
 
-// notifyServer answers NOTIFYs (RFC 1996) on one UDP address for the
-// followers whose notify_listen it is. A NOTIFY only makes a follower
+// notifyServer answers NOTIFYs (RFC 1996) on one address, UDP and TCP
+// (Knot sends them over TCP, BIND and NSD over UDP), for the followers
+// whose notify_listen it is. A NOTIFY only makes a follower
 // check at once: the transfer that follows is TSIG-signed either way, so
 // a forged NOTIFY can at most cause an early check. Still, it is taken
 // only from the zone's primary, and one that carries a TSIG must verify.
 type notifyServer struct {
 	addr    string
 	zones   map[string]*Follower // canonical zone → follower
-	srv     *dns.Server
+	udp     *dns.Server
+	tcp     *dns.Server
 	log     *slog.Logger
 	refused atomic.Uint64
 }
@@ -35,36 +37,63 @@ func newNotifyServer(addr string, fs []*Follower, logger *slog.Logger) *notifySe
 			secrets[k] = f.cfg.TSIG.Secret
 		}
 	}
-	s.srv = &dns.Server{Addr: addr, Net: "udp", Handler: s, TsigSecret: secrets,
+	s.udp = &dns.Server{Addr: addr, Net: "udp", Handler: s, TsigSecret: secrets,
 		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second}
+	s.tcp = &dns.Server{Addr: addr, Net: "tcp", Handler: s, TsigSecret: secrets,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second, MaxTCPQueries: 16}
 	return s
 }
 
-// listen binds the socket (so that a taken port fails the start).
+// listen binds the sockets (so that a taken port fails the start); with
+// port 0 TCP takes the port UDP got.
 func (s *notifyServer) listen() error {
 	pc, err := net.ListenPacket("udp", s.addr)
 	if err != nil {
 		return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
 	}
-	s.srv.PacketConn = pc
+	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	if err != nil {
+		pc.Close()
+		return fmt.Errorf("peers notify_listen %s (tcp): %w", s.addr, err)
+	}
+	s.udp.PacketConn, s.tcp.Listener = pc, ln
 	return nil
 }
 
 // Addr is the bound address (tests listen on port 0).
-func (s *notifyServer) Addr() net.Addr { return s.srv.PacketConn.LocalAddr() }
+func (s *notifyServer) Addr() net.Addr { return s.udp.PacketConn.LocalAddr() }
 
+// serve runs both servers until they are shut down.
 func (s *notifyServer) serve() error {
-	err := s.srv.ActivateAndServe()
-	if err != nil && !errors.Is(err, net.ErrClosed) {
-		return err
+	errs := make(chan error, 2)
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		go func() {
+			err := srv.ActivateAndServe()
+			if errors.Is(err, net.ErrClosed) {
+				err = nil
+			}
+			errs <- err
+		}()
 	}
-	return nil
+	return errors.Join(<-errs, <-errs)
 }
 
+// shutdown stops both servers; closing the sockets also ends a server
+// whose Serve had not started yet.
 func (s *notifyServer) shutdown() {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	_ = s.srv.ShutdownContext(ctx)
+	for _, srv := range []*dns.Server{s.udp, s.tcp} {
+		_ = srv.ShutdownContext(ctx)
+	}
+	s.udp.PacketConn.Close()
+	s.tcp.Listener.Close()
+}
+
+// closeSockets releases the sockets of a listener that never served.
+func (s *notifyServer) closeSockets() {
+	s.udp.PacketConn.Close()
+	s.tcp.Listener.Close()
 }
 
 // ServeDNS answers one message.

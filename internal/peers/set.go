@@ -46,7 +46,7 @@ func (s *Set) Start(ctx context.Context) error {
 	for i, n := range s.notifiers {
 		if err := n.listen(); err != nil {
 			for _, o := range s.notifiers[:i] {
-				o.srv.PacketConn.Close()
+				o.closeSockets()
 			}
 			return err
 		}
@@ -80,9 +80,6 @@ func (s *Set) Close() error {
 	s.cancel()
 	for _, n := range s.notifiers {
 		n.shutdown()
-		// a listener whose Serve had not started yet is not shut down
-		// by the server: closing its socket ends it either way
-		n.srv.PacketConn.Close()
 	}
 	s.wg.Wait()
 	return nil
