@@ -155,6 +155,12 @@ func (d *Daemon) metrics() metrics.Snapshot {
 		gs := d.guard.Stats()
 		s.Guard = &metrics.GuardSnapshot{BannedSessions: gs.BannedSessions, Stress: gs.Stress, StressEpisodes: gs.StressEpisodes}
 	}
+	if d.peers != nil {
+		for _, p := range d.peers.Status() {
+			s.Peers = append(s.Peers, metrics.PeerSnapshot{Name: p.Name, Serial: p.Serial, Entries: p.Entries,
+				Skipped: p.Skipped, Failures: p.Failures, LastTransfer: p.LastTransfer})
+		}
+	}
 	if ms, err := d.mgr.Status(); err == nil {
 		s.ActiveBans = ms.ActiveBans + ms.DryRunBans
 		s.PersistPending, s.PersistFailures, s.PersistDropped = ms.Persist.Pending, ms.Persist.Failures, ms.Persist.Dropped
