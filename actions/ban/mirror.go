@@ -189,11 +189,9 @@ func (m *Manager) SyncMirror(ctx context.Context, source string, entries []Mirro
 
 // mirrorLocked is Mirror with p canonical and m.mu held.
 func (m *Manager) mirrorLocked(p netip.Prefix, source, reason string, until, now time.Time, refreshBelow time.Duration) MirrorOutcome {
-	detector := PeerDetector(source)
-	st := m.stats(detector)
-	st.Decisions++
+	// The per-detector counters count changes only: a follower hands the
+	// whole zone over at every check, and the refusals are its to count.
 	if err := m.check(p); err != nil {
-		st.Refused++
 		m.unmirrorLocked(p, source, now) // the allowlist or the limits changed since
 		if err == ErrAllowlisted {
 			return MirrorAllowlisted
@@ -229,8 +227,12 @@ func (m *Manager) mirrorLocked(p netip.Prefix, source, reason string, until, now
 	}
 	switch outcome {
 	case MirrorAdded:
+		st := m.stats(PeerDetector(source))
+		st.Decisions++
 		st.Bans++
 	case MirrorRefreshed:
+		st := m.stats(PeerDetector(source))
+		st.Decisions++
 		st.Extended++
 	}
 	if cur, ok := m.index.get(p); ok && cur.Active(now) && !cur.Mirrored() {

@@ -240,14 +240,15 @@ func (f *Follower) mirrorZone(ctx context.Context, z *zone) error {
 			delete(skipped, k)
 		}
 	}
+	inForce := res.Added + res.Refreshed + res.Unchanged + res.Shadowed
 	f.mu.Lock()
-	f.status.Entries = res.Added + res.Refreshed + res.Unchanged + res.Shadowed
+	f.status.Entries = inForce
 	f.status.Skipped = skipped
 	f.status.Mirror = res
 	f.mu.Unlock()
 	if res.Added+res.Lifted > 0 {
 		f.log.Info("peer bans mirrored", "added", res.Added, "lifted", res.Lifted, "refreshed", res.Refreshed,
-			"in_force", f.status.Entries, "skipped", skipped)
+			"in_force", inForce, "skipped", skipped)
 	}
 	return nil
 }
@@ -324,10 +325,14 @@ func (f *Follower) ixfr(ctx context.Context, z *zone) (*zone, string, error) {
 		switch {
 		case !ok:
 			err = errors.New("answer does not start with the SOA")
-		case len(rrs) == 1 && !serialNewer(soa.Serial, z.soa.Serial):
+		case len(rrs) == 1 && soa.Serial == z.soa.Serial:
 			return nil, "", nil // up to date
-		case len(rrs) == 1:
+		case len(rrs) == 1 && serialNewer(soa.Serial, z.soa.Serial):
 			err = errors.New("only the new SOA (the primary wants an AXFR)")
+		case len(rrs) == 1:
+			// an older serial: the peer's zone was rebuilt from scratch
+			// (or restored); its current content is what it lists now
+			err = fmt.Errorf("the primary's serial %d is older than ours (%d)", soa.Serial, z.soa.Serial)
 		default:
 			if _, incremental := rrs[1].(*dns.SOA); !incremental {
 				// the whole zone, AXFR-style

@@ -45,19 +45,25 @@ func newNotifyServer(addr string, fs []*Follower, logger *slog.Logger) *notifySe
 }
 
 // listen binds the sockets (so that a taken port fails the start); with
-// port 0 TCP takes the port UDP got.
+// port 0 TCP takes the port UDP got, trying again with another if that
+// one is taken for TCP.
 func (s *notifyServer) listen() error {
-	pc, err := net.ListenPacket("udp", s.addr)
-	if err != nil {
-		return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
+	_, port, _ := net.SplitHostPort(s.addr)
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", s.addr)
+		if err != nil {
+			return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			s.udp.PacketConn, s.tcp.Listener = pc, ln
+			return nil
+		}
 		pc.Close()
-		return fmt.Errorf("peers notify_listen %s (tcp): %w", s.addr, err)
+		if port != "0" || attempt == 10 {
+			return fmt.Errorf("peers notify_listen %s (tcp): %w", s.addr, err)
+		}
 	}
-	s.udp.PacketConn, s.tcp.Listener = pc, ln
-	return nil
 }
 
 // Addr is the bound address (tests listen on port 0).
