@@ -229,7 +229,7 @@ func (d *Daemon) build(ctx context.Context) error {
 		}
 		d.follower, bans.follower = d.sources.files, d.sources
 	} else if d.guardCfg == nil && d.peers == nil {
-		return &ConfigError{errors.New("nothing to do: logs is empty, the guard is off (guard.enabled) and no peers are followed")}
+		return &ConfigError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled), and no peers are followed")}
 	}
 	if d.guardCfg != nil {
 		return d.buildGuard()
