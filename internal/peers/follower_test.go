@@ -32,11 +32,6 @@ var zoneV1 = []string{
 	`9.113.0.203 60 IN A 192.0.2.1`,                                         // an A outside 127/8
 }
 
-type testEnv struct {
-	mgr *ban.Manager
-	now time.Time
-}
-
 func newTestManager(t testing.TB) *ban.Manager {
 	t.Helper()
 	m, err := ban.NewManager(ban.ManagerConfig{Allowlist: []string{"192.0.2.5"},
