@@ -187,7 +187,13 @@ func (f *Follower) update(ctx context.Context) error {
 		next, err = f.axfr(ctx)
 		kind = "axfr"
 	} else {
-		next, kind, err = f.ixfr(ctx, z)
+		// A SOA query first, as secondaries do: a primary that answers
+		// IXFR with the whole zone (older NSD) is then not asked for it
+		// at every refresh.
+		var serial uint32
+		if serial, err = f.soaSerial(ctx); err == nil && serial != z.soa.Serial {
+			next, kind, err = f.ixfr(ctx, z)
+		}
 	}
 	if err != nil {
 		return err
@@ -357,6 +363,31 @@ func (f *Follower) ixfr(ctx context.Context, z *zone) (*zone, string, error) {
 		return nil, "", fmt.Errorf("%w (after IXFR failed: %w)", aerr, err)
 	}
 	return next, "axfr after ixfr", nil
+}
+
+// soaSerial asks the primary for the zone's SOA (over TCP, signed like
+// the transfers) and returns its serial.
+func (f *Follower) soaSerial(ctx context.Context) (uint32, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(f.origin, dns.TypeSOA)
+	c := &dns.Client{Net: "tcp", Timeout: f.timeout}
+	if key := f.cfg.KeyFQDN(); key != "" {
+		q.SetTsig(key, dns.HmacSHA256, 300, f.now().Unix())
+		c.TsigSecret = map[string]string{key: f.cfg.TSIG.Secret}
+	}
+	r, _, err := c.ExchangeContext(ctx, q, f.cfg.Primary)
+	if err != nil {
+		return 0, fmt.Errorf("SOA of %s from %s: %w%s", f.origin, f.cfg.Primary, err, tsigHint(err))
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return 0, fmt.Errorf("SOA of %s from %s: %s", f.origin, f.cfg.Primary, dns.RcodeToString[r.Rcode])
+	}
+	for _, rr := range r.Answer {
+		if soa, ok := rr.(*dns.SOA); ok && dns.CanonicalName(soa.Hdr.Name) == f.origin {
+			return soa.Serial, nil
+		}
+	}
+	return 0, fmt.Errorf("SOA of %s from %s: no SOA in the answer", f.origin, f.cfg.Primary)
 }
 
 // serialNewer reports a > b in RFC 1982 serial arithmetic.

@@ -155,7 +155,7 @@ func TestFollowerAXFRThenNotifyIXFRAndFallbacks(t *testing.T) {
 	if got := bans(t, mgr); len(got) != 1 || got["203.0.113.9/32"] == "" {
 		t.Fatalf("after the fallback AXFR: %v", got)
 	}
-	wantLog := []string{"AXFR 1", "IXFR 1", "IXFR 2", "IXFR 3", "AXFR 4"}
+	wantLog := []string{"AXFR 1", "SOA 2", "IXFR 1", "SOA 3", "IXFR 2", "SOA 4", "IXFR 3", "AXFR 4"}
 	if got := p.log(); !slices.Equal(got, wantLog) {
 		t.Fatalf("the primary saw %v, want %v", got, wantLog)
 	}
@@ -191,6 +191,16 @@ func TestFollowerPollsWithoutNotify(t *testing.T) {
 	waitFor(t, "the removal by polling", func() bool { return len(bans(t, mgr)) == 0 })
 	if st := f.Status(); st.Serial != 2 || st.LastKind != "ixfr" {
 		t.Fatalf("status %+v", st)
+	}
+	// Unchanged, the zone is checked with its SOA only, and the mirrored
+	// bans are refreshed all the same (LastCheck moves).
+	n := len(p.log())
+	last := f.Status().LastCheck
+	waitFor(t, "two more polls", func() bool { return len(p.log()) >= n+2 && f.Status().LastCheck.After(last) })
+	for _, q := range p.log()[n:] {
+		if q != "SOA 2" {
+			t.Fatalf("an unchanged zone was asked for with %q (all: %v)", q, p.log())
+		}
 	}
 }
 

@@ -23,7 +23,7 @@ type testPrimary struct {
 	versions map[uint32][]dns.RR // serial → the records (without the SOA)
 	serial   uint32
 	ixfrMode string   // "incremental" (default), "full" or "refuse"
-	queries  []string // "AXFR 1", "IXFR 3", "refused"
+	queries  []string // "SOA 2", "AXFR 1", "IXFR 3", "refused"
 }
 
 const (
@@ -101,6 +101,12 @@ func (p *testPrimary) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	cur := p.versions[p.serial]
 	var answer []dns.RR
 	switch {
+	case q.Qtype == dns.TypeSOA:
+		p.queries = append(p.queries, fmt.Sprintf("SOA %d", p.serial))
+		reply.Answer = []dns.RR{p.soa(p.serial)}
+		reply.SetTsig(testKeyName, dns.HmacSHA256, 300, time.Now().Unix())
+		_ = w.WriteMsg(reply)
+		return
 	case q.Qtype == dns.TypeAXFR:
 		p.queries = append(p.queries, fmt.Sprintf("AXFR %d", p.serial))
 		answer = append(append([]dns.RR{p.soa(p.serial)}, cur...), p.soa(p.serial))
