@@ -13,15 +13,15 @@ import (
 // Skip reasons: why a name of a peer's zone is not mirrored. They are the
 // keys of Status.Skipped and of the metrics.
 const (
-	SkipGarbage   = "garbage"     // not reversed octets or nibbles under the zone
-	SkipRange     = "range"       // an octet above 255, a label that is no nibble
-	SkipTest      = "test"        // RFC 5782 test entries (127.0.0.2, ::ffff:127.0.0.2) and 127/8
-	SkipInvalid   = "invalid"     // unspecified, multicast, link-local, broadcast, 0/8, mapped
-	SkipNoA       = "no_a"        // no A record, or one outside 127.0.0.0/8
-	SkipAllowlist = "allowlist"   // the local allowlist covers it
-	SkipTooBroad  = "too_broad"   // wider than ban.max_prefix_v4/v6
-	SkipOver      = "over"        // its until is already past
-	SkipTooMany   = "max_entries" // the transfer had more entries than max_entries
+	SkipGarbage   = "garbage"   // not reversed octets or nibbles under the zone
+	SkipRange     = "range"     // an octet above 255, a label that is no nibble
+	SkipTest      = "test"      // RFC 5782 test entries (127.0.0.2, ::ffff:127.0.0.2) and 127/8
+	SkipInvalid   = "invalid"   // unspecified, multicast, link-local, broadcast, 0/8, mapped
+	SkipNoA       = "no_a"      // no A record, or one outside 127.0.0.0/8
+	SkipAllowlist = "allowlist" // the local allowlist covers it
+	SkipTooBroad  = "too_broad" // wider than ban.max_prefix_v4/v6
+	SkipOver      = "over"      // its until is already past
+	SkipCovered   = "covered"   // a wildcard that repeats the broader listing above it
 )
 
 // ErrSkip is wrapped by every ParseName error; its Reason is one of the

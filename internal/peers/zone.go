@@ -219,7 +219,43 @@ func (z *zone) entries() ([]Entry, map[string]int) {
 		}
 		out = append(out, e)
 	}
-	return out, skipped
+	return dropCovered(out, skipped), skipped
+}
+
+// dropCovered removes the listings that only repeat a broader one: a
+// publisher gives the names between a prefix's wildcard and a longer
+// listing below it wildcards of their own with the broader ban's data
+// (DNS wildcards stop at names that exist), and those are no bans of
+// their own. They are counted as SkipCovered.
+func dropCovered(es []Entry, skipped map[string]int) []Entry {
+	byPrefix := make(map[netip.Prefix]int, len(es))
+	for i, e := range es {
+		byPrefix[e.Prefix] = i
+	}
+	out := make([]Entry, 0, len(es))
+	for _, e := range es {
+		if coveredBySame(e, es, byPrefix) {
+			skipped[SkipCovered]++
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func coveredBySame(e Entry, es []Entry, byPrefix map[netip.Prefix]int) bool {
+	unit := 4
+	if e.Prefix.Addr().Is4() {
+		unit = 8
+	}
+	for bits := e.Prefix.Bits() - unit; bits > 0; bits -= unit {
+		up, _ := e.Prefix.Addr().Prefix(bits)
+		if i, ok := byPrefix[up]; ok {
+			b := es[i]
+			return b.Code == e.Code && b.Detector == e.Detector && b.Reason == e.Reason && b.Until.Equal(e.Until)
+		}
+	}
+	return false
 }
 
 // listingCode is the code of the first A record in 127.0.0.0/8 (RFC 5782
