@@ -220,7 +220,13 @@ func (d *Daemon) build(ctx context.Context) error {
 	}
 	d.pipe = pipeline.New(det, &committingDecider{mgr: d.mgr, st: bans}, d.log)
 	if len(cfg.Peers) > 0 {
-		d.peers = peers.NewSet(cfg.PeersConfig(), d.mgr, d.log)
+		// the followers keep their zones in state_dir/peers; a dry run
+		// writes nothing there, so it keeps none
+		zones := filepath.Join(cfg.StateDir, "peers")
+		if cfg.DryRun {
+			zones = ""
+		}
+		d.peers = peers.NewSet(cfg.PeersConfig(), zones, d.mgr, d.log)
 	}
 
 	if len(cfg.Logs) > 0 {

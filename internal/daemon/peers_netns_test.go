@@ -29,6 +29,7 @@ const (
 // peer zones from zone files, with IXFR from the files' differences.
 type knotPrimary struct {
 	dir, addr, sock string
+	cmd             *exec.Cmd
 }
 
 func freeUDP(t *testing.T) string {
@@ -106,9 +107,9 @@ zone:
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("knotd: %v", err)
 	}
+	k.cmd = cmd
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		k.stop()
 		if t.Failed() {
 			t.Logf("knotd's log:\n%s", log)
 		}
@@ -118,6 +119,14 @@ zone:
 		return err == nil && strings.Contains(string(out), "serial: 1")
 	}, log)
 	return k
+}
+
+// stop ends the knotd this test started.
+func (k *knotPrimary) stop() {
+	if k.cmd.ProcessState == nil {
+		_ = k.cmd.Process.Kill()
+		_ = k.cmd.Wait()
+	}
 }
 
 func (k *knotPrimary) writeZone(t *testing.T, zone, content string) {
@@ -241,5 +250,19 @@ func TestPeersKnotNetns(t *testing.T) {
 	}
 	if d := bannedBy(t, td, "192.0.2.3/32"); d != "" {
 		t.Fatalf("192.0.2.3 banned by %s through a transfer with a wrong key", d)
+	}
+
+	// A restart while the peer's server is down: the zone kept in
+	// state_dir puts the peer's bans back, into the firewall too.
+	td.stop(t)
+	k.stop()
+	netnstest.Run(t, "ip", "netns", "exec", serverNS, "iptables", "-F", "MXGUARD") // what is there after the restart is the new daemon's
+	td = startDaemonWith(t, cfg, Options{})
+	waitFor(t, "the saved listing after the restart", 5*time.Second, func() bool {
+		return bannedBy(t, td, "198.51.100.9/32") == "peer:mx2" &&
+			strings.Contains(iptablesS(serverNS, "iptables", "MXGUARD"), "-A MXGUARD -s 198.51.100.9/32 -j DROP")
+	}, td.logs)
+	if st := peerStatus(t, td, "mx2"); st.Serial != 3 || st.LastKind != "saved" {
+		t.Fatalf("mx2 after a restart without its server: %+v", st)
 	}
 }

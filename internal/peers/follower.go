@@ -54,6 +54,8 @@ type Follower struct {
 	// timeout bounds one transfer's dial and each read.
 	timeout time.Duration
 
+	savePath string // state_dir's copy of the zone (saved.go); "" keeps none
+
 	mu       sync.Mutex
 	z        *zone // nil until the first transfer
 	status   Status
@@ -105,6 +107,7 @@ func (f *Follower) Notify() {
 // every successful contact the listings are mirrored again, so that the
 // mirrored bans' until follows max_ban while the peer answers.
 func (f *Follower) Run(ctx context.Context) error {
+	f.restore(ctx)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -210,17 +213,25 @@ func (f *Follower) update(ctx context.Context) error {
 	}
 	z = f.z
 	f.mu.Unlock()
-	return f.mirrorZone(ctx, z)
+	if next != nil {
+		if err := f.save(next); err != nil {
+			f.log.Warn("peer zone not saved", "err", err) // the bans are in force all the same
+		}
+	} else {
+		f.touch(now)
+	}
+	return f.mirrorZone(ctx, z, now)
 }
 
-// mirrorZone hands the zone's listings to the Manager.
-func (f *Follower) mirrorZone(ctx context.Context, z *zone) error {
+// mirrorZone hands the zone's listings to the Manager; max_ban counts
+// from contact, the last time the primary confirmed the zone.
+func (f *Follower) mirrorZone(ctx context.Context, z *zone, contact time.Time) error {
 	entries, skipped := z.entries()
 	now := f.now()
 	maxBan := f.cfg.MaxBan.D()
 	list := make([]ban.MirrorEntry, 0, len(entries))
 	for _, e := range entries {
-		until := mirrorUntil(e, now, maxBan)
+		until := mirrorUntil(e, contact, maxBan)
 		if !until.After(now) {
 			skipped[SkipOver]++
 			continue

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -98,7 +100,7 @@ func TestFollowerAXFRThenNotifyIXFRAndFallbacks(t *testing.T) {
 	mgr := newTestManager(t)
 	cfg := peerConfig(p.addr)
 	cfg.NotifyListen = "127.0.0.1:0"
-	set := NewSet([]Config{cfg}, mgr, nil)
+	set := NewSet([]Config{cfg}, "", mgr, nil)
 	if err := set.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -242,4 +244,72 @@ func mapsEqual[K comparable, V comparable](a, b map[K]V) bool {
 		}
 	}
 	return true
+}
+
+// The zone kept in state_dir brings the peer's bans back at start while
+// the primary is down, with max_ban counted from the last contact; with
+// the primary up, the first transfer is an IXFR from the saved serial.
+func TestFollowerRestoresSavedZone(t *testing.T) {
+	p := startPrimary(t, "bl.mx2.example.org.", zoneV1[:2]...)
+	dir := t.TempDir()
+	first := NewFollower(peerConfig(p.addr), newTestManager(t), nil, nil)
+	first.SetStateDir(dir)
+	first.Check(context.Background())
+	path := filepath.Join(dir, "mx2.zone")
+	if _, err := os.Stat(path); err != nil || first.Status().LastError != "" {
+		t.Fatalf("after the first transfer: %v, status %+v", err, first.Status())
+	}
+	run := func(t *testing.T, f *Follower) {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = f.Run(ctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+
+	t.Run("primary up: IXFR from the saved serial", func(t *testing.T) {
+		p.set(2, append(slices.Clone(zoneV1[:2]), `9.113.0.203 60 IN A 127.0.0.2`)...)
+		mgr := newTestManager(t)
+		f := NewFollower(peerConfig(p.addr), mgr, nil, nil)
+		f.SetStateDir(dir)
+		n := len(p.log())
+		run(t, f)
+		waitFor(t, "serial 2", func() bool { return f.Status().Serial == 2 && len(bans(t, mgr)) == 2 })
+		if got := p.log()[n:]; !slices.Equal(got, []string{"SOA 2", "IXFR 1"}) {
+			t.Fatalf("the primary saw %v after the restart, want an IXFR from 1", got)
+		}
+	})
+
+	t.Run("primary down: the saved bans, until the last contact + max_ban", func(t *testing.T) {
+		_ = p.srv.Shutdown()
+		lastContact := time.Now().Add(-23 * time.Hour)
+		if err := os.Chtimes(path, lastContact, lastContact); err != nil {
+			t.Fatal(err)
+		}
+		mgr := newTestManager(t)
+		f := NewFollower(peerConfig(p.addr), mgr, nil, nil)
+		f.SetStateDir(dir)
+		run(t, f)
+		waitFor(t, "the saved bans", func() bool { return len(bans(t, mgr)) == 2 && f.Status().Failures > 0 })
+		b, _ := mgr.Lookup(netip.MustParseAddr("203.0.113.7"), time.Now())
+		if want := lastContact.Add(24 * time.Hour); b.Until.Sub(want).Abs() > time.Second {
+			t.Fatalf("until %s, want the last contact + max_ban (%s)", b.Until, want)
+		}
+		if st := f.Status(); st.LastKind != "saved" || st.Serial != 2 {
+			t.Fatalf("status %+v", st)
+		}
+	})
+
+	t.Run("saved longer ago than max_ban: nothing", func(t *testing.T) {
+		old := time.Now().Add(-25 * time.Hour)
+		if err := os.Chtimes(path, old, old); err != nil {
+			t.Fatal(err)
+		}
+		mgr := newTestManager(t)
+		f := NewFollower(peerConfig(p.addr), mgr, nil, nil)
+		f.SetStateDir(dir)
+		f.restore(context.Background())
+		if got := bans(t, mgr); len(got) != 0 || f.Status().HaveZone {
+			t.Fatalf("banned %v from a zone saved 25h ago", got)
+		}
+	})
 }

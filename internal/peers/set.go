@@ -16,8 +16,9 @@ type Set struct {
 	cancel    context.CancelFunc
 }
 
-// NewSet makes the followers of cfgs (validated); nothing runs yet.
-func NewSet(cfgs []Config, m Mirrorer, logger *slog.Logger) *Set {
+// NewSet makes the followers of cfgs (validated); nothing runs yet. Each
+// keeps its copy of the zone in stateDir ("" keeps none).
+func NewSet(cfgs []Config, stateDir string, m Mirrorer, logger *slog.Logger) *Set {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -26,6 +27,7 @@ func NewSet(cfgs []Config, m Mirrorer, logger *slog.Logger) *Set {
 	var addrs []string
 	for _, c := range cfgs {
 		f := NewFollower(c, m, logger, nil)
+		f.SetStateDir(stateDir)
 		s.followers = append(s.followers, f)
 		if c.NotifyListen != "" {
 			if byAddr[c.NotifyListen] == nil {
