@@ -59,7 +59,8 @@ func (nopAction) Close() error                               { return nil }
 // check that finds the zone unchanged (an IXFR answered with the SOA and
 // SyncMirror of the same 100k). MB-held is the heap still in use after the
 // first transfer (zone copy, Manager index and mirrors), measured after a
-// GC.
+// GC. save and load are the zone's copy in state_dir (written after a
+// transfer that changed it, read at start).
 //
 //	go test -run '^$' -bench Mirror100k -benchmem -benchtime 3x ./internal/peers
 func BenchmarkMirror100k(b *testing.B) {
@@ -109,6 +110,27 @@ func BenchmarkMirror100k(b *testing.B) {
 		}
 		b.ReportMetric(held, "MB-held")
 		b.ReportMetric(cpu.Seconds()/float64(b.N), "cpu-s/op")
+	})
+	b.Run("save", func(b *testing.B) {
+		f := NewFollower(cfg, newTestManager(b), nil, nil)
+		f.SetStateDir(b.TempDir())
+		f.Check(context.Background())
+		for b.Loop() {
+			if err := f.save(f.z); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("load", func(b *testing.B) {
+		f := NewFollower(cfg, newTestManager(b), nil, nil)
+		f.SetStateDir(b.TempDir())
+		f.Check(context.Background())
+		for b.Loop() {
+			z, _, err := f.load()
+			if err != nil || len(z.names) != n {
+				b.Fatalf("load: %v", err)
+			}
+		}
 	})
 	b.Run("unchanged", func(b *testing.B) {
 		mgr, err := ban.NewManager(ban.ManagerConfig{AllowSources: []func() ([]netip.Prefix, error){}},

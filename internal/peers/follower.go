@@ -54,7 +54,9 @@ type Follower struct {
 	// timeout bounds one transfer's dial and each read.
 	timeout time.Duration
 
-	savePath string // state_dir's copy of the zone (saved.go); "" keeps none
+	savePath string    // state_dir's copy of the zone (saved.go); "" keeps none
+	unsaved  *zone     // a zone newer than the file, saved at most every saveEvery
+	savedAt  time.Time // when the file was last written
 
 	mu       sync.Mutex
 	z        *zone // nil until the first transfer
@@ -113,6 +115,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
+			f.saveNow()
 			return nil
 		case <-timer.C:
 		case <-f.wake:
@@ -214,9 +217,10 @@ func (f *Follower) update(ctx context.Context) error {
 	z = f.z
 	f.mu.Unlock()
 	if next != nil {
-		if err := f.save(next); err != nil {
-			f.log.Warn("peer zone not saved", "err", err) // the bans are in force all the same
-		}
+		f.unsaved = next
+	}
+	if f.unsaved != nil && now.Sub(f.savedAt) >= saveEvery {
+		f.saveNow()
 	} else {
 		f.touch(now)
 	}

@@ -20,6 +20,24 @@ import (
 // modification time is the last contact with the primary (touched at
 // every successful check): the saved bans last at most max_ban from it.
 
+// saveEvery bounds how often the file is written (100k listings take
+// about a second): a peer whose zone changes every few seconds costs one
+// write a minute, and at most a minute of changes is missing from the
+// file after a crash (a clean stop writes it).
+const saveEvery = time.Minute
+
+// saveNow writes the zone not saved yet, if any.
+func (f *Follower) saveNow() {
+	if f.unsaved == nil {
+		return
+	}
+	if err := f.save(f.unsaved); err != nil {
+		f.log.Warn("peer zone not saved", "err", err) // the bans are in force all the same
+		return
+	}
+	f.unsaved, f.savedAt = nil, f.now()
+}
+
 // SetStateDir makes the follower keep its zone in dir/NAME.zone (""
 // keeps nothing: a dry run).
 func (f *Follower) SetStateDir(dir string) {
