@@ -15,7 +15,7 @@ import (
 const (
 	SkipGarbage   = "garbage"   // not reversed octets or nibbles under the zone
 	SkipRange     = "range"     // an octet above 255, a label that is no nibble
-	SkipTest      = "test"      // RFC 5782 test entries (127.0.0.2, ::ffff:127.0.0.2) and 127/8
+	SkipTest      = "test"      // RFC 5782 test entries (127.0.0.2, ::ffff:127.0.0.2, ::2) and 127/8
 	SkipInvalid   = "invalid"   // unspecified, multicast, link-local, broadcast, 0/8, mapped
 	SkipNoA       = "no_a"      // no A record, or one outside 127.0.0.0/8
 	SkipAllowlist = "allowlist" // the local allowlist covers it
@@ -117,6 +117,10 @@ func parseV6(labels []string) (netip.Prefix, error) {
 	return checkAddr(netip.PrefixFrom(netip.AddrFrom16(a), 4*len(labels)))
 }
 
+// ipv6TestEntry is the IPv6 test entry DNSBL clients probe and mxguard's
+// publisher lists (RFC 5782's own is ::ffff:127.0.0.2).
+var ipv6TestEntry = netip.MustParsePrefix("::2/128")
+
 // checkAddr refuses the test entries and what no client can be.
 func checkAddr(p netip.Prefix) (netip.Prefix, error) {
 	a := p.Addr()
@@ -128,6 +132,9 @@ func checkAddr(p netip.Prefix) (netip.Prefix, error) {
 	}
 	if a.Is4() && a.IsLoopback() {
 		return netip.Prefix{}, skip(SkipTest, "RFC 5782 test entry or loopback "+p.String())
+	}
+	if p == ipv6TestEntry {
+		return netip.Prefix{}, skip(SkipTest, "IPv6 test entry "+p.String())
 	}
 	switch {
 	case a.IsUnspecified(), a.IsLoopback(), a.IsMulticast(), a.IsLinkLocalUnicast(), a.IsLinkLocalMulticast(),

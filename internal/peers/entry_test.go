@@ -57,6 +57,7 @@ func TestParseName(t *testing.T) {
 		{"*." + nibbles("2001:db8:1::", 12), "2001:db8:1::/48"},
 		{"*." + nibbles("2001:db8::", 4), "2001::/16"},
 		{nibbles("::ffff:127.0.0.2", 32), "skip:" + SkipTest}, // RFC 5782 IPv6 test entry
+		{nibbles("::2", 32), "skip:" + SkipTest},              // the IPv6 test entry clients probe
 		{nibbles("::ffff:203.0.113.7", 32), "skip:" + SkipInvalid},
 		{nibbles("::1", 32), "skip:" + SkipInvalid},
 		{nibbles("::", 32), "skip:" + SkipInvalid},

@@ -222,11 +222,12 @@ func (z *zone) entries() ([]Entry, map[string]int) {
 	return dropCovered(out, skipped), skipped
 }
 
-// dropCovered removes the listings that only repeat a broader one: a
-// publisher gives the names between a prefix's wildcard and a longer
+// dropCovered removes the wildcards that only repeat a broader listing:
+// a publisher gives the names between a prefix's wildcard and a longer
 // listing below it wildcards of their own with the broader ban's data
 // (DNS wildcards stop at names that exist), and those are no bans of
-// their own. They are counted as SkipCovered.
+// their own. They are counted as SkipCovered. A full address's name is
+// always a ban of its own, whatever it repeats.
 func dropCovered(es []Entry, skipped map[string]int) []Entry {
 	byPrefix := make(map[netip.Prefix]int, len(es))
 	for i, e := range es {
@@ -244,6 +245,9 @@ func dropCovered(es []Entry, skipped map[string]int) []Entry {
 }
 
 func coveredBySame(e Entry, es []Entry, byPrefix map[netip.Prefix]int) bool {
+	if e.Prefix.IsSingleIP() {
+		return false
+	}
 	unit := 4
 	if e.Prefix.Addr().Is4() {
 		unit = 8

@@ -40,13 +40,14 @@ func TestEntriesDropRepeatedWildcards(t *testing.T) {
 		`*.3.2.1 IN A 127.0.0.2`, `*.3.2.1 IN TXT "manual: spam run; until 2099-01-01T00:00:00Z"`, // repeats *.2.1
 		`4.3.2.1 IN A 127.0.0.3`, `4.3.2.1 IN TXT "dictionary: 5 unknown; until 2099-01-01T00:00:00Z"`,
 		`*.9.2.1 IN A 127.0.0.2`, `*.9.2.1 IN TXT "sasl: 10 failures; until 2099-01-01T00:00:00Z"`, // its own
+		`5.9.2.1 IN A 127.0.0.2`, `5.9.2.1 IN TXT "sasl: 10 failures; until 2099-01-01T00:00:00Z"`, // an address: its own, same data or not
 	)
 	z, err := fullZone(testZone, append(rrs, rrs[0]), 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	es, skipped := z.entries()
-	want := []string{"1.2.0.0/16 2 manual|spam run", "1.2.3.4/32 3 dictionary|5 unknown", "1.2.9.0/24 2 sasl|10 failures"}
+	want := []string{"1.2.0.0/16 2 manual|spam run", "1.2.3.4/32 3 dictionary|5 unknown", "1.2.9.0/24 2 sasl|10 failures", "1.2.9.5/32 2 sasl|10 failures"}
 	if got := listed(es); !slices.Equal(got, want) {
 		t.Fatalf("entries %v, want %v", got, want)
 	}
