@@ -177,7 +177,12 @@ func bannedBy(t *testing.T, td *testDaemon, prefix string) string {
 // server's namespace: its packets are dropped. Removed, the ban is
 // lifted. A peer configured with a wrong secret transfers nothing.
 func TestPeersKnotNetns(t *testing.T) {
-	netnstest.Require(t, "iptables", "ip6tables", "knotd", "knotc")
+	netnstest.Require(t, "iptables", "ip6tables")
+	for _, prog := range []string{"knotd", "knotc"} {
+		if _, err := exec.LookPath(prog); err != nil {
+			t.Skipf("skipping: %s not installed (apt-get install knot; .ci/run installs it)", prog)
+		}
+	}
 	serverNS, clientNS := netnstest.Pair(t)
 	netnstest.Listen(t, serverNS, "tcp", "192.0.2.1:25")
 
