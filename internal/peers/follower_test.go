@@ -313,3 +313,33 @@ func TestFollowerRestoresSavedZone(t *testing.T) {
 		}
 	})
 }
+
+// Peers may share one notify_listen: a NOTIFY wakes the follower of its
+// zone only.
+func TestSharedNotifyListen(t *testing.T) {
+	p2 := startPrimary(t, "bl.mx2.example.org.", `7.113.0.203 60 IN A 127.0.0.2`)
+	p3 := startPrimary(t, "bl.mx3.example.org.", `8.113.0.203 60 IN A 127.0.0.2`)
+	mgr := newTestManager(t)
+	c2, c3 := peerConfig(p2.addr), peerConfig(p3.addr)
+	c3.Name, c3.Zone = "mx3", "bl.mx3.example.org"
+	c2.NotifyListen, c3.NotifyListen = "127.0.0.1:0", "127.0.0.1:0"
+	set := NewSet([]Config{c2, c3}, "", mgr, nil)
+	if len(set.notifiers) != 1 {
+		t.Fatalf("%d NOTIFY listeners for one address", len(set.notifiers))
+	}
+	if err := set.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { set.Close() })
+	addr := set.notifiers[0].Addr().String()
+	waitFor(t, "both zones", func() bool { return len(bans(t, mgr)) == 2 })
+	p3.set(2, `9.113.0.203 60 IN A 127.0.0.2`)
+	sendNotify(t, "", addr, "bl.mx3.example.org.", testKeyName, testSecret)
+	waitFor(t, "mx3's serial 2", func() bool { return set.Status()[1].Serial == 2 })
+	if st := set.Status(); st[0].Notifies != 0 || st[1].Notifies != 1 {
+		t.Fatalf("notifies: mx2 %d, mx3 %d; want 0 and 1", st[0].Notifies, st[1].Notifies)
+	}
+	if got := bans(t, mgr); got["203.0.113.9/32"] != "peer:mx3 listed by mx3 (127.0.0.2)" || got["203.0.113.7/32"] == "" || len(got) != 2 {
+		t.Fatalf("bans %v", got)
+	}
+}
