@@ -53,7 +53,8 @@ type Manager struct {
 	log     *slog.Logger
 	index   *banIndex
 	workers []*worker
-	persist *persistQueue // records the store refused, guarded by mu
+	persist *persistQueue                // records the store refused, guarded by mu
+	mirrors map[netip.Prefix][]mirrorBan // peers' bans (mirror.go), guarded by mu; never stored
 
 	mu       sync.Mutex // serialises decisions: history read → store write → index
 	perDet   map[string]*DetectorStats
@@ -91,6 +92,7 @@ type ManagerStatus struct {
 	DryRun     bool                     `json:"dry_run"`
 	ActiveBans int                      `json:"active_bans"`            // real bans in force
 	DryRunBans int                      `json:"dry_run_bans,omitempty"` // would-be bans (and extensions) in force
+	Mirrored   map[string]int           `json:"mirrored,omitempty"`     // peer name → its bans in force here (shadowed ones too)
 	Actions    []ActionStatus           `json:"actions"`
 	Detectors  map[string]DetectorStats `json:"detectors"`
 	Persist    PersistStatus            `json:"persist"`
@@ -105,6 +107,9 @@ type Explanation struct {
 	History *store.History      `json:"history,omitempty"`
 	Ledger  []store.LedgerEntry `json:"ledger,omitempty"` // newest first, at most 20
 	Allowed bool                `json:"allowlisted"`
+	// Peers are the peers' listings of exactly this prefix in force
+	// (Detector peer:NAME); the first is enforced unless Record is.
+	Peers []Ban `json:"peers,omitempty"`
 
 	// PersistPending: Record is queued, not yet written (the store refuses writes).
 	PersistPending bool `json:"persist_pending,omitempty"`
@@ -139,7 +144,8 @@ func NewManager(cfg ManagerConfig, st Store, actions []Action, logger *slog.Logg
 		}
 	}
 	m := &Manager{cfg: cfg, store: st, allow: allow, log: logger, index: newBanIndex(),
-		perDet: map[string]*DetectorStats{}, persist: newPersistQueue(cfg.PersistQueueMax)}
+		perDet: map[string]*DetectorStats{}, persist: newPersistQueue(cfg.PersistQueueMax),
+		mirrors: map[netip.Prefix][]mirrorBan{}}
 	if err := m.loadIndex(cfg.Now()); err != nil {
 		return nil, err
 	}
@@ -444,6 +450,13 @@ func (m *Manager) unbanLocked(p netip.Prefix) (bool, error) {
 		return false, err
 	}
 	found = found || queued
+	// An explicit unban (or a recheck) lifts the peers' listings too; a
+	// peer that still lists the prefix mirrors it again at its next
+	// transfer: allowlist it to keep it unbanned.
+	if _, ok := m.mirrors[p]; ok {
+		delete(m.mirrors, p)
+		found = true
+	}
 	m.index.remove(p)
 	m.logDecision("unban", "would unban", "ip", p, "found", found)
 	m.enqueueRevoke(p)
@@ -500,10 +513,14 @@ func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
 	if q, queued := m.persist.get(p); queued {
 		rec, ok, ex.PersistPending = q, true, true
 	}
+	ex.Peers = m.mirrorsOf(p, now)
 	m.mu.Unlock()
 	if ok {
 		ex.Record = &rec
 		ex.Banned = rec.Until.After(now)
+	}
+	if len(ex.Peers) > 0 && !m.cfg.DryRun {
+		ex.Banned = true
 	}
 	if h, ok, err := m.store.History(p); err != nil {
 		return Explanation{}, err
@@ -534,11 +551,10 @@ func (m *Manager) Expire(ctx context.Context, now time.Time) (int, error) {
 		if m.queuedInForce(r.Prefix) { // extended, the extension not yet written
 			continue
 		}
-		m.index.remove(r.Prefix)
 		m.logDecision("ban expired", "dry-run ban expired", "ip", r.Prefix, "detector", r.Detector, "until", r.Until)
-		m.enqueueRevoke(r.Prefix)
+		m.localGone(r.Prefix, now)
 	}
-	return queued + len(recs), nil
+	return queued + len(recs) + m.expireMirrors(now), nil
 }
 
 // Run expires bans and refreshes the allowlist's host addresses every
@@ -636,7 +652,7 @@ func (m *Manager) Recheck(ctx context.Context) (int, error) {
 			return i, err
 		}
 	}
-	return len(lift), nil
+	return len(lift) + m.recheckMirrors(m.cfg.Now()), nil
 }
 
 // Flush waits until every queued action call has been attempted at least
@@ -672,6 +688,7 @@ func (m *Manager) Status() (ManagerStatus, error) {
 		st.Detectors[k] = *v
 	}
 	st.Persist = m.persistStatus()
+	st.Mirrored = m.mirrorCounts(m.cfg.Now())
 	m.mu.Unlock()
 	for _, w := range m.workers {
 		st.Actions = append(st.Actions, w.status())

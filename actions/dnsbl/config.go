@@ -150,7 +150,7 @@ func (c Config) Validate() error {
 	for i, d := range c.Detectors {
 		if strings.TrimSpace(d) == "" {
 			add("detectors[%d]: empty name", i)
-		} else if strings.HasPrefix(d, peerPrefix) {
+		} else if strings.HasPrefix(d, ban.PeerDetectorPrefix) {
 			add("detectors[%d]: %q: bans mirrored from peers are never published", i, d)
 		}
 	}
@@ -206,7 +206,7 @@ func (c Config) Warnings() []string {
 		}
 	}
 	for i, d := range c.Detectors {
-		if !known[d] && !strings.HasPrefix(d, peerPrefix) {
+		if !known[d] && !strings.HasPrefix(d, ban.PeerDetectorPrefix) {
 			ws = append(ws, fmt.Sprintf("detectors[%d]: %q: no detector of that name (known: %s)", i, d, list))
 		}
 	}

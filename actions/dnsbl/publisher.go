@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -163,7 +162,8 @@ func (p *Publisher) Name() string { return "dnsbl" }
 // publishable reports whether b belongs in the zone.
 func (p *Publisher) publishable(b ban.Ban) bool {
 	switch {
-	case b.DryRun, strings.HasPrefix(b.Detector, peerPrefix), isTestEntry(b.Prefix):
+	// A peer's ban published again would echo around the fleet for ever.
+	case b.DryRun, b.Mirrored(), isTestEntry(b.Prefix):
 		return false
 	case p.dets != nil && !p.dets[b.Detector]:
 		return false
@@ -189,7 +189,7 @@ func (p *Publisher) Apply(_ context.Context, b ban.Ban) error {
 	}
 	ok := p.publishable(b)
 	if !ok {
-		if _, isPrefix := p.regionOf(b.Prefix); !isPrefix && b.Prefix.IsValid() && !b.DryRun && !strings.HasPrefix(b.Detector, peerPrefix) {
+		if _, isPrefix := p.regionOf(b.Prefix); !isPrefix && b.Prefix.IsValid() && !b.DryRun && !b.Mirrored() {
 			p.log.Warn("ban broader than ban.max_prefix not published", "ip", b.Prefix)
 		}
 		return p.Revoke(context.Background(), b.Prefix)

@@ -12,10 +12,6 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 )
 
-// peerPrefix marks bans mirrored from other MX hosts' zones: publishing
-// them would echo one host's listing around the fleet for ever.
-const peerPrefix = "peer:"
-
 // testDetector is the detector of the RFC 5782 test entries.
 const testDetector = "test"
 

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -17,6 +19,7 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/daemon"
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/pipeline"
 )
 
@@ -206,6 +209,9 @@ func writeExplanation(w io.Writer, ex ban.Explanation) {
 	if b := ex.DryRun; b != nil {
 		fmt.Fprintf(w, "  dry run: would be banned by %s until %s: %s\n", b.Detector, ts(b.Until), b.Reason)
 	}
+	for _, b := range ex.Peers {
+		fmt.Fprintf(w, "  listed by %s (mirrored, no offence counted) since %s until %s: %s\n", b.Detector, ts(b.Since), ts(b.Until), b.Reason)
+	}
 	if h := ex.History; h != nil {
 		fmt.Fprintf(w, "  history: %d %s, last %s\n", h.Offences, plural(h.Offences, "offence", "offences"), ts(h.LastBan))
 	}
@@ -215,7 +221,7 @@ func writeExplanation(w io.Writer, ex ban.Explanation) {
 			fmt.Fprintf(w, "    %s  %-6s %s until %s: %s\n", ts(l.At), l.Event, l.Record.Detector, ts(l.Record.Until), l.Record.Reason)
 		}
 	}
-	if ex.Record == nil && ex.DryRun == nil && ex.History == nil && len(ex.Ledger) == 0 {
+	if ex.Record == nil && ex.DryRun == nil && ex.History == nil && len(ex.Ledger) == 0 && len(ex.Peers) == 0 {
 		fmt.Fprintln(w, "  no record of this address")
 	}
 }
@@ -341,9 +347,42 @@ func writeStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintln(w, "\nactions:")
 	if len(rows) == 0 {
 		fmt.Fprintln(w, "  (only the block list)")
+	} else {
+		_ = writeTable(w, []string{"ACTION", "APPLIED", "REVOKED", "PENDING", "RETRYING", "FAILURES", "LAST ERROR"}, rows)
+	}
+	writePeersStatus(w, st.Peers)
+}
+
+// writePeersStatus is the peers' table, when peers are followed.
+func writePeersStatus(w io.Writer, ps []peers.Status) {
+	if len(ps) == 0 {
 		return
 	}
-	_ = writeTable(w, []string{"ACTION", "APPLIED", "REVOKED", "PENDING", "RETRYING", "FAILURES", "LAST ERROR"}, rows)
+	ts := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.Local().Format(time.DateTime)
+	}
+	var rows [][]string
+	for _, p := range ps {
+		var skipped []string
+		for _, k := range slices.Sorted(maps.Keys(p.Skipped)) {
+			skipped = append(skipped, fmt.Sprintf("%s %d", k, p.Skipped[k]))
+		}
+		last := ts(p.LastTransfer)
+		if p.LastKind != "" {
+			last += " (" + p.LastKind + ")"
+		}
+		errText := p.LastError
+		if errText != "" {
+			errText = ts(p.LastErrorAt) + " " + errText
+		}
+		rows = append(rows, []string{"peer:" + p.Name, p.Zone, fmt.Sprint(p.Serial), last, ts(p.LastCheck),
+			fmt.Sprint(p.Entries), strings.Join(skipped, ", "), errText})
+	}
+	fmt.Fprintln(w, "\npeers:")
+	_ = writeTable(w, []string{"PEER", "ZONE", "SERIAL", "LAST TRANSFER", "LAST CHECK", "MIRRORED", "SKIPPED", "LAST ERROR"}, rows)
 }
 
 // writePersistStatus says, only when it happened, that the block list

@@ -27,7 +27,9 @@ import (
 	"github.com/mxguard/mxguard/actions/firewall"
 	"github.com/mxguard/mxguard/actions/sessions"
 	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/journal"
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -70,6 +72,9 @@ type Config struct {
 	Tail Tail `yaml:"tail"`
 	// Publish: where mxguard publishes its bans for others (a DNSBL zone).
 	Publish Publish `yaml:"publish"`
+	// Peers are other mxguard hosts whose DNSBL zones are followed and
+	// whose bans are mirrored here (see internal/peers).
+	Peers []peers.Config `yaml:"peers"`
 
 	// Path is the file the config was read from ("" = built-in defaults).
 	Path string `yaml:"-"`
@@ -333,6 +338,15 @@ func (c *Config) GuardConfig() smtpguard.Config {
 	return g
 }
 
+// PeersConfig is the peers with their defaults filled in.
+func (c *Config) PeersConfig() []peers.Config {
+	out := make([]peers.Config, len(c.Peers))
+	for i, p := range c.Peers {
+		out[i] = p.WithDefaults()
+	}
+	return out
+}
+
 // DBPath is the bbolt database in StateDir.
 func (c *Config) DBPath() string { return filepath.Join(c.StateDir, "mxguard.db") }
 
@@ -350,6 +364,7 @@ func (c *Config) Level() slog.Level {
 func (c *Config) Marshal() ([]byte, error) {
 	eff := *c
 	eff.Guard = c.GuardConfig()
+	eff.Peers = c.PeersConfig()
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -474,6 +489,17 @@ func (c *Config) Validate() error {
 	}
 	prefixed("guard", c.Guard.Validate())
 	prefixed("publish.dnsbl", c.Publish.DNSBL.Validate())
+	prefixed("peers", peers.ValidateAll(c.PeersConfig()))
+	for i, p := range c.Peers {
+		// as for ban:, a zero written in the file is refused rather than
+		// taken for the default
+		if _, written := c.lines[fmt.Sprintf("peers[%d].max_ban", i)]; written && p.MaxBan == 0 {
+			add("peers[%d].max_ban: 0 is not a usable value: leave the key out for the default %s", i, duration.Duration(peers.DefaultMaxBan))
+		}
+		if _, written := c.lines[fmt.Sprintf("peers[%d].max_entries", i)]; written && p.MaxEntries == 0 {
+			add("peers[%d].max_entries: 0 is not a usable value: leave the key out for the default %d", i, peers.DefaultMaxEntries)
+		}
+	}
 	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
 		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
 	}

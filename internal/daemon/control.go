@@ -11,6 +11,7 @@ import (
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/pipeline"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/smtpguard"
@@ -103,6 +104,7 @@ type Status struct {
 	Restore     RestoreStatus      `json:"restore"`
 	Manager     ban.ManagerStatus  `json:"manager"`
 	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
+	Peers       []peers.Status     `json:"peers,omitempty"`
 }
 
 // Status reports what the daemon does now.
@@ -130,6 +132,9 @@ func (d *Daemon) Status() (Status, error) {
 		gs := d.guard.Stats()
 		st.Guard = &gs
 	}
+	if d.peers != nil {
+		st.Peers = d.peers.Status()
+	}
 	return st, nil
 }
 
@@ -149,6 +154,12 @@ func (d *Daemon) metrics() metrics.Snapshot {
 	if d.guard != nil {
 		gs := d.guard.Stats()
 		s.Guard = &metrics.GuardSnapshot{BannedSessions: gs.BannedSessions, Stress: gs.Stress, StressEpisodes: gs.StressEpisodes}
+	}
+	if d.peers != nil {
+		for _, p := range d.peers.Status() {
+			s.Peers = append(s.Peers, metrics.PeerSnapshot{Name: p.Name, Serial: p.Serial, Entries: p.Entries,
+				Skipped: p.Skipped, Failures: p.Failures, LastTransfer: p.LastTransfer})
+		}
 	}
 	if ms, err := d.mgr.Status(); err == nil {
 		s.ActiveBans = ms.ActiveBans + ms.DryRunBans

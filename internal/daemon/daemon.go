@@ -36,6 +36,7 @@ import (
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/metrics"
+	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/pipeline"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/smtpguard"
@@ -93,6 +94,7 @@ type Daemon struct {
 	sources  *logSources       // files and journal; nil when no logs are followed (guard only)
 	guardCfg *smtpguard.Config // nil when the guard is off
 	guard    *smtpguard.Guard  // nil when the guard is off
+	peers    *peers.Set        // nil when no peers are followed
 	ctl      *control.Server
 	met      *metrics.Server
 	restore  atomic.Pointer[RestoreStatus]
@@ -224,14 +226,23 @@ func (d *Daemon) build(ctx context.Context) error {
 		d.guardCfg = &g
 	}
 	d.pipe = pipeline.New(det, &committingDecider{mgr: d.mgr, st: bans}, d.log)
+	if len(cfg.Peers) > 0 {
+		// the followers keep their zones in state_dir/peers; a dry run
+		// writes nothing there, so it keeps none
+		zones := filepath.Join(cfg.StateDir, "peers")
+		if cfg.DryRun {
+			zones = ""
+		}
+		d.peers = peers.NewSet(cfg.PeersConfig(), zones, d.mgr, d.log)
+	}
 
 	if len(cfg.Logs) > 0 {
 		if d.sources, err = buildSources(cfg, d.store.DB(), d); err != nil {
 			return err
 		}
 		d.follower, bans.follower = d.sources.files, d.sources
-	} else if d.guardCfg == nil {
-		return &ConfigError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled)")}
+	} else if d.guardCfg == nil && d.peers == nil {
+		return &ConfigError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled), and no peers are followed")}
 	}
 	if d.guardCfg != nil {
 		return d.buildGuard()
@@ -275,6 +286,11 @@ func (d *Daemon) start(ctx context.Context) error {
 	}
 	if d.guard != nil {
 		if err := d.startGuard(); err != nil {
+			return err
+		}
+	}
+	if d.peers != nil {
+		if err := d.peers.Start(d.runCtx); err != nil {
 			return err
 		}
 	}
@@ -351,6 +367,9 @@ func (d *Daemon) shutdown() error {
 		d.ctl.Close()
 	}
 	d.wg.Wait()
+	if d.peers != nil {
+		_ = d.peers.Close()
+	}
 	if d.guard != nil && !d.guardServing {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = d.guard.Shutdown(sctx) // closes the greylist database

@@ -53,6 +53,7 @@ func (d *Daemon) reload() {
 		{"actions", old.Actions, cfg.Actions}, {"metrics_listen", old.MetricsListen, cfg.MetricsListen},
 		{"log_format", old.LogFormat, cfg.LogFormat}, {"tail", old.Tail, cfg.Tail},
 		{"guard", old.GuardConfig(), cfg.GuardConfig()}, {"publish", old.Publish, cfg.Publish},
+		{"peers", old.Peers, cfg.Peers},
 		// with --dry-run the flag decides, whatever the file says
 		{"dry_run", old.DryRun, fileDryRun || d.opts.DryRun},
 	} {
@@ -64,7 +65,7 @@ func (d *Daemon) reload() {
 	// shows what is in force.
 	cfg.Logs, cfg.StateDir, cfg.ControlSocket, cfg.Ban = old.Logs, old.StateDir, old.ControlSocket, old.Ban
 	cfg.Actions, cfg.MetricsListen, cfg.LogFormat, cfg.Tail = old.Actions, old.MetricsListen, old.LogFormat, old.Tail
-	cfg.Guard, cfg.Publish = old.Guard, old.Publish
+	cfg.Guard, cfg.Publish, cfg.Peers = old.Guard, old.Publish, old.Peers
 	d.cfg.Store(cfg)
 	if len(restart) > 0 {
 		d.log.Warn("reload: these changes need a restart", "keys", restart)

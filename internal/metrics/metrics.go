@@ -38,6 +38,18 @@ type Snapshot struct {
 	PersistDropped       uint64 // decisions refused because the persist queue was full
 	DecisionsNotRecorded uint64 // decisions neither recorded nor queued (decided again later)
 	CheckpointHeldPaths  int    // logs whose checkpoint is held for such decisions
+
+	Peers []PeerSnapshot // followed peers' zones (internal/peers)
+}
+
+// PeerSnapshot is one followed peer's part of a scrape.
+type PeerSnapshot struct {
+	Name         string
+	Serial       uint32
+	Entries      int            // listings mirrored (in force here)
+	Skipped      map[string]int // names of the current zone not mirrored, by reason
+	Failures     uint64         // failed checks (transfer or mirror)
+	LastTransfer time.Time      // zero before the first
 }
 
 // GuardSnapshot is the inline SMTP guard's part of a scrape.
@@ -67,13 +79,20 @@ var (
 	dNotRecorded     = prometheus.NewDesc("mxguard_decisions_not_recorded_total", "Decisions neither recorded nor queued; the detector decides them again.", nil, nil)
 	dHeldPaths       = prometheus.NewDesc("mxguard_checkpoint_held_paths", "Logs whose checkpoint is held back for decisions not recorded.", nil, nil)
 	dFuture          = prometheus.NewDesc("mxguard_future_lines_total", "Log lines stamped more than the tolerance ahead of the clock (their events dated now).", nil, nil)
+
+	dPeerSerial   = prometheus.NewDesc("mxguard_peer_zone_serial", "Serial of the peer's zone held.", []string{"peer"}, nil)
+	dPeerEntries  = prometheus.NewDesc("mxguard_peer_mirrored_bans", "Listings of the peer's zone mirrored as bans.", []string{"peer"}, nil)
+	dPeerSkipped  = prometheus.NewDesc("mxguard_peer_skipped_names", "Names of the peer's zone not mirrored, by reason.", []string{"peer", "reason"}, nil)
+	dPeerFailures = prometheus.NewDesc("mxguard_peer_check_failures_total", "Failed transfers or checks of the peer's zone.", []string{"peer"}, nil)
+	dPeerLast     = prometheus.NewDesc("mxguard_peer_last_transfer_timestamp_seconds", "Unix time of the last transfer that changed the peer's zone.", []string{"peer"}, nil)
 )
 
 type collector struct{ snap func() Snapshot }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending,
-		dGBanned, dGStress, dGEpisode, dPersistPending, dPersistFailures, dPersistDropped, dNotRecorded, dHeldPaths, dFuture} {
+		dGBanned, dGStress, dGEpisode, dPersistPending, dPersistFailures, dPersistDropped, dNotRecorded, dHeldPaths, dFuture,
+		dPeerSerial, dPeerEntries, dPeerSkipped, dPeerFailures, dPeerLast} {
 		ch <- d
 	}
 }
@@ -118,6 +137,17 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(dPersistDropped, prometheus.CounterValue, float64(s.PersistDropped))
 	ch <- prometheus.MustNewConstMetric(dNotRecorded, prometheus.CounterValue, float64(s.DecisionsNotRecorded))
 	ch <- prometheus.MustNewConstMetric(dHeldPaths, prometheus.GaugeValue, float64(s.CheckpointHeldPaths))
+	for _, p := range s.Peers {
+		ch <- prometheus.MustNewConstMetric(dPeerSerial, prometheus.GaugeValue, float64(p.Serial), p.Name)
+		ch <- prometheus.MustNewConstMetric(dPeerEntries, prometheus.GaugeValue, float64(p.Entries), p.Name)
+		for k, v := range p.Skipped {
+			ch <- prometheus.MustNewConstMetric(dPeerSkipped, prometheus.GaugeValue, float64(v), p.Name, k)
+		}
+		ch <- prometheus.MustNewConstMetric(dPeerFailures, prometheus.CounterValue, float64(p.Failures), p.Name)
+		if !p.LastTransfer.IsZero() {
+			ch <- prometheus.MustNewConstMetric(dPeerLast, prometheus.GaugeValue, float64(p.LastTransfer.Unix()), p.Name)
+		}
+	}
 }
 
 // Registry returns a new registry with the mxguard collector plus the Go

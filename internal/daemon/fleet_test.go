@@ -1,0 +1,82 @@
+package daemon
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/mxguard/mxguard/actions/dnsbl"
+	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/duration"
+	"github.com/mxguard/mxguard/internal/peers"
+)
+
+// A fleet of two: mx1 publishes its bans (actions/dnsbl), mx2 follows
+// mx1's zone (internal/peers) through NOTIFY and IXFR with TSIG. Every
+// kind of ban arrives as it was banned — an address, a /16 with a /32
+// inside it (the wildcard the publisher adds between them is no ban of
+// its own), a /23 (as the two /24s the zone can say), IPv6 — and mx1's
+// unban of the /16 lifts exactly that on mx2.
+func TestFleetPublisherToFollower(t *testing.T) {
+	const secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTAxMjM="
+	mx1Listen := freeAddr(t)
+	mx2Notify := freeAddr(t)
+
+	mx1 := newTestConfig(t)
+	mx1.Ban.MaxPrefixV4 = 16
+	mx1.Publish.DNSBL.Enabled = true
+	mx1.Publish.DNSBL.Zone = "bl.mx1.test"
+	mx1.Publish.DNSBL.Listen = mx1Listen
+	mx1.Publish.DNSBL.Secondaries = []string{mx2Notify}
+	mx1.Publish.DNSBL.TSIG = dnsbl.TSIG{Name: "mx1-to-mx2", Algorithm: "hmac-sha256", Secret: secret}
+	mx1.Publish.DNSBL.NotifyDelay = dnsbl.Duration(10 * time.Millisecond)
+	if err := mx1.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	td1 := startDaemonWith(t, mx1, Options{})
+
+	mx2 := newTestConfig(t)
+	mx2.Ban.MaxPrefixV4 = 16
+	mx2.Peers = []peers.Config{{Name: "mx1", Zone: "bl.mx1.test", Primary: mx1Listen, NotifyListen: mx2Notify,
+		TSIG: peers.TSIG{Name: "mx1-to-mx2", Algorithm: "hmac-sha256", Secret: secret}, Refresh: duration.Duration(time.Hour)}}
+	if err := mx2.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	td2 := startDaemonWith(t, mx2, Options{})
+
+	for _, ip := range []string{"203.0.113.7", "198.51.0.0/16", "198.51.100.9", "2001:db8:1::/48", "2001:db8::7", "192.0.2.0/23"} {
+		if err := call(t, td1.sock, control.Request{Cmd: control.CmdBan, IP: ip, For: "2h", Reason: "by hand " + ip}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mirrored := func() []string {
+		var out []string
+		for _, b := range list(t, td2.sock) {
+			out = append(out, b.Prefix.String()+" "+b.Detector+" "+b.Reason)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{
+		"192.0.2.0/24 peer:mx1 manual: by hand [address]",
+		"192.0.3.0/24 peer:mx1 manual: by hand [address]",
+		"198.51.0.0/16 peer:mx1 manual: by hand [address]",
+		"198.51.100.9/32 peer:mx1 manual: by hand [address]",
+		"2001:db8:1::/48 peer:mx1 manual: by hand [address]",
+		"2001:db8::7/128 peer:mx1 manual: by hand [address]",
+		"203.0.113.7/32 peer:mx1 manual: by hand [address]",
+	}
+	waitFor(t, "mx2 to mirror mx1's bans", 10*time.Second, func() bool { return slices.Equal(mirrored(), want) }, td2.logs)
+	if err := call(t, td1.sock, control.Request{Cmd: control.CmdUnban, IP: "198.51.0.0/16"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	want = slices.DeleteFunc(want, func(s string) bool { return s[:13] == "198.51.0.0/16" })
+	waitFor(t, "mx2 to lift the /16", 10*time.Second, func() bool { return slices.Equal(mirrored(), want) }, td2.logs)
+	var st Status
+	if err := call(t, td2.sock, control.Request{Cmd: control.CmdStatus}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if p := st.Peers[0]; p.LastKind != "ixfr" || p.Skipped[peers.SkipTest] != 2 || p.Notifies == 0 {
+		t.Fatalf("mx2's view of mx1: %+v; want IXFRs after NOTIFYs and the two test entries skipped", p)
+	}
+}
