@@ -436,6 +436,19 @@ func TestParseAllocs(t *testing.T) {
 		"Nov 25 10:49:00 mx1 postfix/cleanup[3]: 4F2A31C0B2: message-id=<x@y>",
 		"Nov 25 10:49:00 mx1 sshd[1]: Accepted publickey for root",
 		"2026-11-25T10:49:00.123456+01:00 mx1 postfix/postscreen[11]: PREGREET 11 after 0.13 from [2001:db8::5]:4321: EHLO x",
+		// the forms added with the limits lab; the session table is set
+		// by the connect line and read by the TLS problem
+		"Dec 01 17:11:47 mx postfix/smtpd[5136]: connect from unknown[203.0.113.67]",
+		"Dec 01 17:11:47 mx postfix/smtpd[5136]: warning: TLS library problem: error:0A00009C:SSL routines::http request:../ssl/record/ssl3_record.c:341:",
+		"Dec 01 17:11:47 mx postfix/smtpd[5136]: SSL_accept error from unknown[203.0.113.67]: -1",
+		"Dec 01 17:11:47 mx postfix/smtpd[5136]: disconnect from unknown[203.0.113.67] ehlo=1 starttls=0/1 commands=1/2",
+		"Dec 01 17:11:47 mx postfix/smtpd[5122]: warning: Connection rate limit exceeded: 5 from unknown[203.0.113.62] for service 127.0.0.1:2625",
+		"Dec 01 17:11:48 mx postfix/smtpd[5136]: NOQUEUE: reject_warning: RCPT from unknown[203.0.113.69]: 554 5.7.1 <friend>: Helo command rejected: You are not my friend; from=<> to=<nobody@example.com> proto=ESMTP helo=<friend>",
+		"Dec 01 17:11:48 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 <>: Sender address rejected: Access denied; from=<> to=<c@d.example> proto=ESMTP helo=<x.example> sasl_method=PLAIN sasl_username=bob",
+		"Dec 01 17:11:47 mx postfix/smtpd[5136]: Anonymous TLS connection established from unknown[203.0.113.66]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+		"Dec 01 17:11:51 mx postfix/cleanup[5134]: table hash:/etc/postfix/canonical(0,lock|fold_fix|utf8_request) has changed -- restarting",
+		"Dec 01 17:11:47 mx postfix/master[5067]: daemon started -- version 3.7.11, configuration /etc/postfix",
+		"Mar 7 02:09:33 mx postfix/smtpd[5136]: connect from unknown[203.0.113.67]",
 	}
 	p := NewParser(time.UTC, refTime)
 	var ev event.Event
