@@ -430,8 +430,12 @@ type trailer struct{ from, to, helo string }
 // '"' and '\' escaped), so a quoted local part is read to its opening
 // quote. The text, which quotes addresses unquoted, is never searched.
 func cutTrailer(s string) (text string, tr trailer, ok bool) {
+	if text, tr, ok := cutEnvelope(s); ok {
+		return text, tr, true
+	}
 	// After an AUTH, log_whatsup appends " sasl_method=M[
-	// sasl_username=U][ sasl_sender=S]" to the trailer. U is the
+	// sasl_username=U][ sasl_sender=S]" to the trailer (then the line
+	// ends in neither helo=<H> nor the fields before it). U is the
 	// authenticated name and may hold anything, " sasl_method=" too, so
 	// every candidate is tried from the last; the envelope before it must
 	// read whole.
@@ -447,7 +451,7 @@ func cutTrailer(s string) (text string, tr trailer, ok bool) {
 		}
 		end = i
 	}
-	return cutEnvelope(s)
+	return s, trailer{}, false
 }
 
 // isSASLTail reports whether s, what follows " sasl_method=", is a
