@@ -23,9 +23,9 @@ type chunk struct {
 
 // maxWorkers caps the default number of parsing workers: each keeps its
 // own top-N summaries until the merge (up to ~37 MB each at the default
-// capacity with the longest keys, and ~13 MB more for the reject warnings'
-// clients and HELO names when those are full too), so memory stays bounded on a many-core
-// machine, and parsing is rarely the limit past four cores.
+// capacity with the longest keys, ~13 MB more when the reject warnings'
+// clients and HELO names are full too), so memory stays bounded on a
+// many-core machine, and parsing is rarely the limit past four cores.
 const maxWorkers = 4
 
 // CollectOptions configures Collect.
