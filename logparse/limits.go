@@ -143,6 +143,16 @@ func origin(h *header) uint64 {
 	return x
 }
 
+// ForgetSessions forgets which client each smtpd process serves. Call it
+// when the next line does not follow the last one parsed (a parallel
+// reader's next chunk), so that a TLS problem is left without a client
+// rather than given the client of an earlier session of the same pid.
+func (p *Parser) ForgetSessions() {
+	if p.sessions.slots != nil {
+		clear(p.sessions.slots[:])
+	}
+}
+
 // set records that h's process now serves ev's client.
 func (t *sessions) set(h *header, ev *event.Event) {
 	if h.pid <= 0 || !ev.Client.IsValid() {

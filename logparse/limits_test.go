@@ -104,10 +104,22 @@ func TestTLSProblemAttribution(t *testing.T) {
 			{d + "postfix/tlsproxy[5139]: " + problem, ""},
 		}},
 	}
+	tests = append(tests, struct {
+		name  string
+		steps []step
+	}{"forgotten", []step{
+		{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+		{"forget", ""},
+		{d + "postfix/smtpd[5136]: " + problem, ""},
+	}})
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			p := NewParser(time.UTC, refTime)
 			for _, s := range tc.steps {
+				if s.line == "forget" {
+					p.ForgetSessions()
+					continue
+				}
 				ev, err := p.Parse(s.line)
 				if err != nil && err != ErrContext {
 					t.Fatalf("%q: %v", s.line, err)

@@ -57,6 +57,9 @@ func Collect(paths []string, stdin io.Reader, opts Options, co CollectOptions) (
 			var ev event.Event
 			for c := range work {
 				p.Ref = c.ref
+				// chunks come in any order: what a process did in
+				// this worker's last chunk is not its state now
+				p.ForgetSessions()
 				parseChunk(*c.buf, p, &ev, a)
 				*c.buf = (*c.buf)[:0]
 				pool.Put(c.buf)
