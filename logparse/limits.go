@@ -164,10 +164,12 @@ func (t *sessions) set(h *header, ev *event.Event) {
 	t.slots[h.pid%sessionSlots] = session{pid: h.pid, origin: origin(h), addr: ev.Client, port: uint16(ev.Port)}
 }
 
-// clear forgets h's process's client (its session ended).
+// clear forgets h's process's client (its session ended). The origin is
+// not compared: forgetting another host's process with the same pid loses
+// an attribution, never makes a wrong one, and saves the hash.
 func (t *sessions) clear(h *header) {
-	if s := t.find(h); s != nil {
-		*s = session{}
+	if t.slots != nil && h.pid > 0 && t.slots[h.pid%sessionSlots].pid == h.pid {
+		t.slots[h.pid%sessionSlots] = session{}
 	}
 }
 
