@@ -92,23 +92,27 @@ func isTLSSummary(msg string) bool {
 func isContext(h *header) bool {
 	msg := h.msg
 	switch h.daemon {
-	case "master", "postfix-script", "anvil":
-		// start, stop, reload, process exits; anvil's statistics
+	case "master", "postfix-script", "anvil", "scache":
+		// start, stop, reload, process exits; anvil's and scache's
+		// statistics
 		return true
 	case "smtpd":
 		if isTLSSummary(msg) {
 			return true
 		}
-	case "postscreen":
-		// "cache btree:/path full cleanup: retained=N dropped=M entries"
-		if strings.HasPrefix(msg, "cache ") && strings.Contains(msg, " cleanup: retained=") {
-			return true
-		}
 	case "tlsproxy":
 		return strings.HasPrefix(msg, "CONNECT from ") || strings.HasPrefix(msg, "DISCONNECT ") || isTLSSummary(msg)
 	}
-	// "table hash:/etc/postfix/x(0,lock|fold_fix) has changed -- restarting"
-	return strings.HasPrefix(msg, "table ") && strings.HasSuffix(msg, " has changed -- restarting")
+	switch {
+	case strings.HasPrefix(msg, "table "):
+		// "table hash:/etc/postfix/x(0,lock|fold_fix) has changed -- restarting"
+		return strings.HasSuffix(msg, " has changed -- restarting")
+	case strings.HasPrefix(msg, "cache "):
+		// postscreen's and verify's "cache btree:/path full cleanup:
+		// retained=N dropped=M entries" (dict_cache.c)
+		return strings.Contains(msg, " cleanup: retained=")
+	}
+	return false
 }
 
 // sessionSlots bounds the session table: one entry per smtpd process,

@@ -23,6 +23,8 @@ func TestParseContext(t *testing.T) {
 		d + "postfix/tlsproxy[5139]: Anonymous TLS connection established from [203.0.113.71]:58747: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256",
 		d + "postfix/tlsproxy[5139]: DISCONNECT [203.0.113.71]:58747",
 		d + "postfix/postscreen[5138]: cache btree:/var/lib/postfix/postscreen_cache full cleanup: retained=1 dropped=0 entries",
+		d + "postfix/verify[5140]: cache btree:/var/lib/postfix/verify_cache full cleanup: retained=12 dropped=3 entries",
+		d + "postfix/scache[5141]: statistics: start interval Dec  1 17:11:47",
 		d + "postfix/smtpd[5122]: table hash:/etc/postfix/canonical(0,lock|fold_fix|utf8_request) has changed -- restarting",
 		d + "postfix/cleanup[5134]: table hash:/etc/postfix/canonical(0,lock|fold_fix|utf8_request) has changed -- restarting",
 		d + "postfix/qmgr[5134]: table hash:/etc/postfix/transport(0,lock|fold_fix) has changed -- restarting",
