@@ -2,6 +2,7 @@ package logparse
 
 import (
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,13 +18,21 @@ func FuzzParse(f *testing.F) {
 	for _, l := range benchLines(f) {
 		f.Add(l)
 	}
+	if b, err := os.ReadFile("testdata/limits-lab/limits.log"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			f.Add(l)
+		}
+	}
+	f.Add("Mar 7 02:09:33 mx postfix/smtpd[1]: warning: TLS library problem: error:0A000126:SSL routines::unexpected eof while reading:../ssl/record/rec_layer_s3.c:689:")
+	f.Add("Dec 01 17:11:47 mx postfix/smtpd[5122]: warning: Connection rate limit exceeded: 5 from unknown[203.0.113.62] for service 127.0.0.1:2625")
+	f.Add("Dec 01 17:11:48 mx postfix/smtpd[1]: NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1 <>: Sender address rejected: Access denied; from=<> to=<c@d.example> proto=ESMTP helo=<x> sasl_method=PLAIN sasl_username=u sasl_method=X")
 	f.Add("Nov 25 10:49:00.1 postfix/postscreen[1]: DNSBL rank 99999999999 for [::1]:1")
 	f.Add("2026-11-25T10:49:00,5+01:00 h postfix/smtpd[1]: warning: x[1.2.3.4]: SASL  authentication failed")
 	f.Fuzz(func(t *testing.T, line string) {
 		p := NewParser(time.UTC, refTime)
 		ev, err := p.Parse(line)
 		if err != nil {
-			if err != ErrNotPostfix && err != ErrUnrecognized {
+			if err != ErrNotPostfix && err != ErrUnrecognized && err != ErrContext {
 				t.Fatalf("unexpected error %v", err)
 			}
 			return
@@ -31,7 +40,20 @@ func FuzzParse(f *testing.F) {
 		if ev.Kind == event.KindNone {
 			t.Fatalf("no kind for %q", line)
 		}
-		for _, s := range []string{ev.Host, ev.Service, ev.QueueID, ev.ClientName, ev.Helo, ev.From, ev.To, ev.DSN, ev.Detail} {
+		detail := ev.Detail
+		if ev.Kind == event.KindRateLimit {
+			// the limit's name, not a text of the line
+			switch detail {
+			case event.LimitConnectionRate, event.LimitConnectionCount, event.LimitMessageRate, event.LimitRecipientRate, event.LimitNewTLSRate:
+			default:
+				t.Fatalf("rate limit %q in %q", detail, line)
+			}
+			detail = ""
+		}
+		if ev.Kind == event.KindRejectWarning && ev.Abuse {
+			t.Fatalf("reject_warning is abuse: %q", line)
+		}
+		for _, s := range []string{ev.Host, ev.Service, ev.QueueID, ev.ClientName, ev.Helo, ev.From, ev.To, ev.DSN, detail} {
 			if !strings.Contains(line, s) {
 				t.Fatalf("field %q not in line %q", s, line)
 			}

@@ -11,8 +11,10 @@ import (
 var ErrNotPostfix = errors.New("logparse: not a Postfix line")
 
 // Parser parses lines. It caches the last timestamp (consecutive lines
-// mostly share their second), so it is not safe for concurrent use: give
-// each goroutine its own Parser.
+// mostly share their second) and remembers the client of each smtpd
+// process (a "TLS library problem" warning names none), so it is not safe
+// for concurrent use: give each goroutine its own Parser, and feed one
+// log's lines to one Parser in order.
 type Parser struct {
 	// Loc is the zone of timestamps that carry none (BSD syslog and
 	// maillog_file stamps). Nil means time.Local.
@@ -27,6 +29,9 @@ type Parser struct {
 	cacheLen int
 	cacheT   time.Time
 	zones    map[int]*time.Location
+
+	// the client each smtpd process serves, for lines that name none
+	sessions sessions
 }
 
 // NewParser returns a Parser for timestamps in loc (nil: time.Local) with
@@ -51,7 +56,11 @@ func (p *Parser) parseHeader(line string) (h header, err error) {
 	var rest string
 	switch {
 	case len(line) >= 16 && line[3] == ' ' && line[6] == ' ' && line[9] == ':' && line[12] == ':':
-		h.t, rest, err = p.parseBSD(line)
+		h.t, rest, err = p.parseBSD(line, 15)
+	case len(line) >= 15 && line[3] == ' ' && line[5] == ' ' && line[8] == ':' && line[11] == ':':
+		// "Mar 7 02:09:33": a syslog daemon that pads a one-digit day
+		// with nothing instead of a space
+		h.t, rest, err = p.parseBSD(line, 14)
 	case len(line) >= 20 && line[4] == '-' && line[7] == '-' && line[10] == 'T':
 		h.t, rest, err = p.parseISO(line)
 	default:
@@ -124,14 +133,15 @@ func monthOf(s string) time.Month {
 	return 0
 }
 
-// parseBSD reads "Nov  5 10:49:00" (syslog) or "Nov 05 10:49:00.123456"
-// (Postfix maillog_file) and returns the rest after the following space.
-func (p *Parser) parseBSD(line string) (time.Time, string, error) {
-	key := line[:15]
-	end := 15
+// parseBSD reads "Nov  5 10:49:00" (syslog), "Nov 05 10:49:00.123456"
+// (Postfix maillog_file) or "Nov 5 10:49:00" (n = 14, the stamp's length)
+// and returns the rest after the following space.
+func (p *Parser) parseBSD(line string, n int) (time.Time, string, error) {
+	key := line[:n]
+	end := n
 	nanos := 0
-	if line[15] == '.' {
-		end = 16
+	if line[n] == '.' {
+		end = n + 1
 		n, digits := 0, 0
 		for end < len(line) && line[end] >= '0' && line[end] <= '9' {
 			if digits < 9 {
@@ -156,10 +166,11 @@ func (p *Parser) parseBSD(line string) (time.Time, string, error) {
 		return p.cacheT.Add(time.Duration(nanos)), rest, nil
 	}
 	mon := monthOf(key[:3])
-	day, ok1 := atoi(strings.TrimLeft(key[4:6], " "))
-	hh, ok2 := atoi2(key[7:9])
-	mm, ok3 := atoi2(key[10:12])
-	ss, ok4 := atoi2(key[13:15])
+	d := n - 15 // -1 when the day is one digit without padding
+	day, ok1 := atoi(strings.TrimLeft(key[4:6+d], " "))
+	hh, ok2 := atoi2(key[7+d : 9+d])
+	mm, ok3 := atoi2(key[10+d : 12+d])
+	ss, ok4 := atoi2(key[13+d : 15+d])
 	if mon == 0 || !ok1 || !ok2 || !ok3 || !ok4 || day < 1 || day > 31 || hh > 23 || mm > 59 || ss > 60 {
 		return time.Time{}, "", errBadHeader
 	}

@@ -27,7 +27,9 @@ func (p *Parser) ParseInto(line string, ev *event.Event) error {
 	msg := h.msg
 	switch h.daemon {
 	case "smtpd":
-		err = parseSmtpd(msg, ev)
+		err = p.parseSmtpd(&h, msg, ev)
+	case "tlsproxy":
+		err = p.parseTLSProxy(&h, msg, ev)
 	case "postscreen":
 		err = parsePostscreen(msg, ev)
 	case "cleanup":
@@ -38,6 +40,9 @@ func (p *Parser) ParseInto(line string, ev *event.Event) error {
 		err = parseDelivery(msg, ev)
 	default:
 		err = ErrUnrecognized
+	}
+	if err == ErrUnrecognized && isContext(&h) {
+		return ErrContext
 	}
 	return err
 }
@@ -154,13 +159,14 @@ func stageFrom(s string, ev *event.Event) (rest string, ok bool) {
 	return cutClient(r[6:], ev)
 }
 
-func parseSmtpd(msg string, ev *event.Event) error {
+func (p *Parser) parseSmtpd(h *header, msg string, ev *event.Event) error {
 	switch {
 	case strings.HasPrefix(msg, "connect from "):
 		if _, ok := cutClient(msg[13:], ev); !ok {
 			return ErrUnrecognized
 		}
 		ev.Kind = event.KindConnect
+		p.sessions.set(h, ev)
 		return nil
 	case strings.HasPrefix(msg, "disconnect from "):
 		rest, ok := cutClient(msg[16:], ev)
@@ -169,6 +175,7 @@ func parseSmtpd(msg string, ev *event.Event) error {
 		}
 		ev.Kind = event.KindDisconnect
 		parseStats(strings.TrimPrefix(rest, " "), ev)
+		p.sessions.clear(h)
 		return nil
 	case strings.HasPrefix(msg, "improper command pipelining after "):
 		rest, ok := stageFrom(msg[34:], ev)
@@ -199,7 +206,14 @@ func parseSmtpd(msg string, ev *event.Event) error {
 		ev.Kind, ev.Abuse = event.KindTimeout, !event.AfterData(ev.Stage)
 		return nil
 	case strings.HasPrefix(msg, "warning: "):
-		return parseSmtpdWarning(msg[9:], ev)
+		w := msg[9:]
+		if text, ok := strings.CutPrefix(w, "TLS library problem: "); ok {
+			p.parseTLSProblem(text, h, ev)
+			return nil
+		}
+		return parseSmtpdWarning(w, ev)
+	case strings.HasPrefix(msg, "SSL_accept error from "):
+		return parseSSLAccept(msg, ev)
 	}
 	id, rest, ok := cutQueueID(msg)
 	if !ok {
@@ -209,6 +223,14 @@ func parseSmtpd(msg string, ev *event.Event) error {
 	switch {
 	case strings.HasPrefix(rest, "reject: "):
 		return parseReject(rest[8:], ev)
+	case strings.HasPrefix(rest, "reject_warning: "):
+		// warn_if_reject: what would have been rejected, classified
+		// alike, never evidence (nothing was refused)
+		if err := parseReject(rest[16:], ev); err != nil {
+			return err
+		}
+		ev.Kind, ev.Abuse = event.KindRejectWarning, false
+		return nil
 	case strings.HasPrefix(rest, "milter-reject: "):
 		if err := parseReject(rest[15:], ev); err != nil {
 			return err
@@ -235,7 +257,23 @@ func parseSmtpd(msg string, ev *event.Event) error {
 	return ErrUnrecognized
 }
 
+// parseTLSProxy reads tlsproxy(8)'s failed handshakes (postscreen's
+// STARTTLS); its other lines are context.
+func (p *Parser) parseTLSProxy(h *header, msg string, ev *event.Event) error {
+	switch {
+	case strings.HasPrefix(msg, "SSL_accept error from "):
+		return parseSSLAccept(msg, ev)
+	case strings.HasPrefix(msg, "warning: TLS library problem: "):
+		p.parseTLSProblem(msg[30:], h, ev)
+		return nil
+	}
+	return ErrUnrecognized
+}
+
 func parseSmtpdWarning(w string, ev *event.Event) error {
+	if matched, err := parseRateLimit(w, ev); matched {
+		return err
+	}
 	switch {
 	case strings.HasPrefix(w, "non-SMTP command from "):
 		rest, ok := cutClient(w[22:], ev)
@@ -392,6 +430,43 @@ type trailer struct{ from, to, helo string }
 // '"' and '\' escaped), so a quoted local part is read to its opening
 // quote. The text, which quotes addresses unquoted, is never searched.
 func cutTrailer(s string) (text string, tr trailer, ok bool) {
+	if text, tr, ok := cutEnvelope(s); ok {
+		return text, tr, true
+	}
+	// After an AUTH, log_whatsup appends " sasl_method=M[
+	// sasl_username=U][ sasl_sender=S]" to the trailer (then the line
+	// ends in neither helo=<H> nor the fields before it). U is the
+	// authenticated name and may hold anything, " sasl_method=" too, so
+	// every candidate is tried from the last; the envelope before it must
+	// read whole.
+	for end := len(s); ; {
+		i := strings.LastIndex(s[:end], " sasl_method=")
+		if i < 0 {
+			break
+		}
+		if isSASLTail(s[i+13:]) {
+			if text, tr, ok := cutEnvelope(s[:i]); ok {
+				return text, tr, true
+			}
+		}
+		end = i
+	}
+	return s, trailer{}, false
+}
+
+// isSASLTail reports whether s, what follows " sasl_method=", is a
+// mechanism name that ends the line or is followed by the user name.
+func isSASLTail(s string) bool {
+	i := 0
+	for i < len(s) && (s[i] >= 'A' && s[i] <= 'Z' || s[i] >= 'a' && s[i] <= 'z' || isDigit(s[i]) || s[i] == '-' || s[i] == '_') {
+		i++
+	}
+	return i > 0 && (i == len(s) || strings.HasPrefix(s[i:], " sasl_username="))
+}
+
+// cutEnvelope is cutTrailer for a trailer that ends with helo=<H> (or the
+// field before it).
+func cutEnvelope(s string) (text string, tr trailer, ok bool) {
 	end := len(s)
 	if strings.HasSuffix(s, ">") {
 		// no helo when the '>' ends to=<R> or from=<S>, whose quoted

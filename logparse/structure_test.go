@@ -108,6 +108,12 @@ var rejectTemplates = []struct {
 		"127.0.0.12", event.ReasonMessageRejected, true},
 	{"Dec 01 15:09:27 mx postfix/cleanup[8354]: 8C76C984CDA: reject: body {subj} from local; from=<{se}> to=<{re}>: 5.7.1 message content rejected",
 		"", event.ReasonMessageRejected, false},
+	// warn_if_reject (testdata/limits-lab): classified alike, never abuse
+	{"Dec 01 17:11:48 mx postfix/smtpd[5136]: NOQUEUE: reject_warning: RCPT from unknown[203.0.113.69]: 550 5.1.1 <{ri}>: Recipient address rejected: User unknown in virtual mailbox table; from=<{se}> to=<{re}> proto=ESMTP helo=<{h}>",
+		"203.0.113.69", event.ReasonUnknownRecipient, false},
+	// after AUTH, smtpd's log_whatsup appends the SASL fields
+	{"Dec 01 15:06:05 mx postfix/smtpd[19429]: NOQUEUE: reject: RCPT from unknown[127.0.0.31]: 554 5.7.1 <{si}>: Sender address rejected: Access denied; from=<{se}> to=<{re}> proto=ESMTP helo=<{h}> sasl_method=PLAIN sasl_username=bob@example.com",
+		"127.0.0.31", event.ReasonSenderAccess, true},
 }
 
 // fillTemplate writes local parts and a HELO name into a template the

@@ -37,12 +37,12 @@ const heloClients = 64
 type Aggregator struct {
 	opts Options
 
-	lines, postfix, recognised, notPostfix, unrecognised, tooLong, outOfRange int64
-	first, last                                                               time.Time
-	kinds                                                                     [64]int64
-	psShared                                                                  [64]int64 // postscreen lines of kinds smtpd logs too
-	reasons                                                                   [64]int64
-	rejected, rejectedBenign, abuse                                           int64
+	lines, postfix, recognised, notPostfix, unrecognised, context, tooLong, outOfRange int64
+	first, last                                                                        time.Time
+	kinds                                                                              [64]int64
+	psShared                                                                           [64]int64 // postscreen lines of kinds smtpd logs too
+	reasons                                                                            [64]int64
+	rejected, rejectedBenign, abuse                                                    int64
 
 	helo          *topCounter[string, heloStat]
 	clients       *topCounter[netip.Addr, clientStat]
@@ -51,6 +51,12 @@ type Aggregator struct {
 	senders       *topCounter[string, struct{}]
 	other         *topCounter[string, struct{}]
 	hours         map[int64]*hourStat
+
+	// reject_warning lines (warn_if_reject): what would have been rejected
+	warned      int64
+	warnReasons [64]int64
+	warnHelo    *topCounter[string, heloStat]
+	warnClients *topCounter[netip.Addr, clientStat]
 }
 
 type heloStat struct {
@@ -79,15 +85,19 @@ func NewAggregator(opts Options) *Aggregator {
 		opts.Capacity = DefaultCapacity
 	}
 	c := opts.Capacity
+	mergeHelo := func(a, b *heloStat) { a.clients.mergeFrom(&b.clients) }
+	mergeClient := func(a, b *clientStat) {
+		a.reasons |= b.reasons
+		if betterName(b.name, a.name) {
+			a.name = b.name
+		}
+	}
 	return &Aggregator{
-		opts: opts,
-		helo: newTopCounter(c, strings.Clone, func(a, b *heloStat) { a.clients.mergeFrom(&b.clients) }),
-		clients: newTopCounter[netip.Addr](c, nil, func(a, b *clientStat) {
-			a.reasons |= b.reasons
-			if betterName(b.name, a.name) {
-				a.name = b.name
-			}
-		}),
+		opts:          opts,
+		helo:          newTopCounter(c, strings.Clone, mergeHelo),
+		clients:       newTopCounter[netip.Addr](c, nil, mergeClient),
+		warnHelo:      newTopCounter(c, strings.Clone, mergeHelo),
+		warnClients:   newTopCounter[netip.Addr](c, nil, mergeClient),
 		rejectClients: distinctCounter{size: c},
 		recipients:    newTopCounter[string, struct{}](c, strings.Clone, nil),
 		senders:       newTopCounter[string, struct{}](c, strings.Clone, nil),
@@ -107,6 +117,10 @@ func (a *Aggregator) Add(ev *event.Event, err error) {
 	case nil:
 	case logparse.ErrNotPostfix:
 		a.notPostfix++
+		return
+	case logparse.ErrContext:
+		a.postfix++
+		a.context++
 		return
 	default:
 		a.postfix++
@@ -142,7 +156,48 @@ func (a *Aggregator) Add(ev *event.Event, err error) {
 		h.accepted++
 	case event.KindReject:
 		a.addReject(ev, h)
+	case event.KindRejectWarning:
+		a.addRejectWarning(ev)
 	}
+}
+
+// addRejectWarning counts what warn_if_reject let through, by the same
+// keys as rejects: reason class, client, HELO name.
+func (a *Aggregator) addRejectWarning(ev *event.Event) {
+	a.warned++
+	a.warnReasons[ev.Reason]++
+	var clientHash uint64
+	if ev.Client.IsValid() {
+		clientHash = addrHash(ev.Client)
+	}
+	if ev.Helo != "" {
+		if hs := a.warnHelo.add(clipKey(ev.Helo)); hs != nil && ev.Client.IsValid() {
+			hs.v.addClient(clientHash)
+		}
+	}
+	if ev.Client.IsValid() {
+		a.addClient(a.warnClients, ev)
+	}
+}
+
+// addClient counts ev's client in t with its name and reason class.
+func (a *Aggregator) addClient(t *topCounter[netip.Addr, clientStat], ev *event.Event) *counted[clientStat] {
+	cs := t.add(ev.Client)
+	if cs != nil {
+		if cs.n == 1 || betterName(clipKey(ev.ClientName), cs.v.name) {
+			cs.v.name = clip(ev.ClientName)
+		}
+		cs.v.reasons |= 1 << ev.Reason
+	}
+	return cs
+}
+
+// addClient counts a client of a HELO name (exactly up to heloClients).
+func (s *heloStat) addClient(h uint64) {
+	if s.clients.size == 0 {
+		s.clients.size = heloClients
+	}
+	s.clients.add(h)
 }
 
 func (a *Aggregator) addReject(ev *event.Event, h *hourStat) {
@@ -160,23 +215,13 @@ func (a *Aggregator) addReject(ev *event.Event, h *hourStat) {
 	}
 	if ev.Helo != "" {
 		if hs := a.helo.add(clipKey(ev.Helo)); hs != nil && ev.Client.IsValid() {
-			if hs.v.clients.size == 0 {
-				hs.v.clients.size = heloClients
-			}
-			hs.v.clients.add(clientHash)
+			hs.v.addClient(clientHash)
 		}
 	}
 	if ev.Client.IsValid() {
-		cs := a.clients.add(ev.Client)
-		if cs == nil || cs.n == 1 {
+		if cs := a.addClient(a.clients, ev); cs == nil || cs.n == 1 {
 			// new to the summary: maybe never seen, maybe dropped before
 			a.rejectClients.add(clientHash)
-		}
-		if cs != nil {
-			if cs.n == 1 || betterName(clipKey(ev.ClientName), cs.v.name) {
-				cs.v.name = clip(ev.ClientName)
-			}
-			cs.v.reasons |= 1 << ev.Reason
 		}
 	}
 	if ev.Reason == event.ReasonUnknownRecipient && ev.To != "" {
@@ -263,6 +308,8 @@ func (a *Aggregator) Merge(b *Aggregator) {
 	a.recognised += b.recognised
 	a.notPostfix += b.notPostfix
 	a.unrecognised += b.unrecognised
+	a.context += b.context
+	a.warned += b.warned
 	a.tooLong += b.tooLong
 	a.outOfRange += b.outOfRange
 	a.rejected += b.rejected
@@ -278,7 +325,10 @@ func (a *Aggregator) Merge(b *Aggregator) {
 		a.kinds[i] += b.kinds[i]
 		a.psShared[i] += b.psShared[i]
 		a.reasons[i] += b.reasons[i]
+		a.warnReasons[i] += b.warnReasons[i]
 	}
+	a.warnHelo.mergeFrom(b.warnHelo)
+	a.warnClients.mergeFrom(b.warnClients)
 	a.helo.mergeFrom(b.helo)
 	a.clients.mergeFrom(b.clients)
 	a.rejectClients.mergeFrom(&b.rejectClients)

@@ -23,8 +23,9 @@ type chunk struct {
 
 // maxWorkers caps the default number of parsing workers: each keeps its
 // own top-N summaries until the merge (up to ~37 MB each at the default
-// capacity with the longest keys), so memory stays bounded on a many-core
-// machine, and parsing is rarely the limit past four cores.
+// capacity with the longest keys, ~13 MB more when the reject warnings'
+// clients and HELO names are full too), so memory stays bounded on a
+// many-core machine, and parsing is rarely the limit past four cores.
 const maxWorkers = 4
 
 // CollectOptions configures Collect.
@@ -56,6 +57,9 @@ func Collect(paths []string, stdin io.Reader, opts Options, co CollectOptions) (
 			var ev event.Event
 			for c := range work {
 				p.Ref = c.ref
+				// chunks come in any order: what a process did in
+				// this worker's last chunk is not its state now
+				p.ForgetSessions()
 				parseChunk(*c.buf, p, &ev, a)
 				*c.buf = (*c.buf)[:0]
 				pool.Put(c.buf)

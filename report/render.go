@@ -62,6 +62,7 @@ func sections(r *Report, bars bool) []section {
 			{"lines read", itoa(s.Lines)},
 			{"postfix lines", itoa(s.PostfixLines)},
 			{"recognised", itoa(s.Recognised)},
+			{"context (no client)", itoa(s.Context)},
 			{"skipped", itoa(s.Skipped)},
 			{"too long", itoa(s.TooLong)},
 			{"outside --since/--until", itoa(s.OutOfRange)},
@@ -76,23 +77,21 @@ func sections(r *Report, bars bool) []section {
 			{"deferred", itoa(s.Deferred)},
 			{"bounced", itoa(s.Bounced)},
 			{"abuse events", itoa(s.AbuseEvents)},
+			{"reject warnings (warn_if_reject)", itoa(r.RejectWarnings.Total)},
 		},
 	}}
-	helo := section{name: "helo", title: "Top rejected HELO names", header: []string{"helo", "rejects", "clients"}}
-	for _, h := range r.Helo {
-		helo.rows = append(helo.rows, []string{h.Helo, itoa(h.Rejects), estimate(int64(h.Clients), h.ClientsEstimated)})
-	}
-	clients := section{name: "clients", title: "Top rejected clients", header: []string{"ip", "name", "rejects", "reasons"}}
-	for _, c := range r.Clients {
-		clients.rows = append(clients.rows, []string{c.IP, c.Name, itoa(c.Rejects), strings.Join(c.Reasons, " ")})
-	}
-	out = append(out, helo, clients,
+	w := r.RejectWarnings
+	out = append(out, heloSection("helo", "Top rejected HELO names", "rejects", r.Helo),
+		clientSection("clients", "Top rejected clients", "rejects", r.Clients),
 		countSection("reasons", "Reject reasons", "reason", r.Reasons),
 		countSection("other_reasons", "Other reject texts", "text", r.Other),
 		countSection("recipients", "Top targeted unknown recipients", "recipient", r.Recipients),
 		countSection("senders", "Top rejected senders", "sender", r.Senders),
 		countSection("postscreen", "Postscreen outcomes", "outcome", r.Postscreen),
-		hourSection(r.Hourly, bars))
+		hourSection(r.Hourly, bars),
+		countSection("warning_reasons", "Reject warnings (warn_if_reject): reasons", "reason", w.Reasons),
+		clientSection("warning_clients", "Reject warnings: top clients", "warnings", w.Clients),
+		heloSection("warning_helo", "Reject warnings: top HELO names", "warnings", w.Helo))
 	for _, a := range r.Approximate {
 		for i := range out {
 			if out[i].name == a.Section {
@@ -110,6 +109,22 @@ func estimate(n int64, estimated bool) string {
 		return "~" + itoa(n)
 	}
 	return itoa(n)
+}
+
+func heloSection(name, title, count string, rows []HeloRow) section {
+	s := section{name: name, title: title, header: []string{"helo", count, "clients"}}
+	for _, h := range rows {
+		s.rows = append(s.rows, []string{h.Helo, itoa(h.Rejects), estimate(int64(h.Clients), h.ClientsEstimated)})
+	}
+	return s
+}
+
+func clientSection(name, title, count string, rows []ClientRow) section {
+	s := section{name: name, title: title, header: []string{"ip", "name", count, "reasons"}}
+	for _, c := range rows {
+		s.rows = append(s.rows, []string{c.IP, c.Name, itoa(c.Rejects), strings.Join(c.Reasons, " ")})
+	}
+	return s
 }
 
 func countSection(name, title, key string, rows []CountRow) section {

@@ -21,9 +21,22 @@ type Report struct {
 	Senders    []CountRow  `json:"senders"`
 	Postscreen []CountRow  `json:"postscreen"`
 	Hourly     []HourRow   `json:"hourly"`
+	// RejectWarnings is what warn_if_reject let through that would
+	// otherwise have been rejected.
+	RejectWarnings RejectWarnings `json:"reject_warnings"`
 	// Approximate lists the sections that saw more distinct keys than
 	// they track; their counts are lower bounds.
 	Approximate []Approximation `json:"approximate,omitempty"`
+}
+
+// RejectWarnings summarises the reject_warning lines: the reason classes,
+// clients and HELO names of the rejects warn_if_reject turned into
+// warnings. Their clients and HELO names are ranked like rejected ones.
+type RejectWarnings struct {
+	Total   int64       `json:"total"`
+	Reasons []CountRow  `json:"reasons"`
+	Clients []ClientRow `json:"clients"`
+	Helo    []HeloRow   `json:"helo"`
 }
 
 // Approximation says how far the counts of a section may be off: each
@@ -37,9 +50,12 @@ type Approximation struct {
 
 // Summary counts lines and outcomes.
 type Summary struct {
-	Lines          int64     `json:"lines"`
-	PostfixLines   int64     `json:"postfix_lines"`
-	Recognised     int64     `json:"recognised"`
+	Lines        int64 `json:"lines"`
+	PostfixLines int64 `json:"postfix_lines"`
+	Recognised   int64 `json:"recognised"`
+	// Context: Postfix lines about the mail system rather than a client
+	// (start, stop, reload, table changes, TLS summaries): known, no event.
+	Context        int64     `json:"context"`
 	Skipped        int64     `json:"skipped"`
 	TooLong        int64     `json:"too_long"`
 	OutOfRange     int64     `json:"out_of_range"`
@@ -105,7 +121,7 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 	}
 	k := func(kind event.Kind) int64 { return a.kinds[kind] }
 	r := &Report{Summary: Summary{
-		Lines: a.lines, PostfixLines: a.postfix, Recognised: a.recognised,
+		Lines: a.lines, PostfixLines: a.postfix, Recognised: a.recognised, Context: a.context,
 		Skipped: a.notPostfix + a.unrecognised + a.tooLong, TooLong: a.tooLong, OutOfRange: a.outOfRange,
 		Connections: k(event.KindConnect), Accepted: k(event.KindReceived) + k(event.KindSASLLogin),
 		Rejected: a.rejected, RejectedBenign: a.rejectedBenign,
@@ -119,32 +135,17 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 	}
 	n := a.opts.Top
 
-	for _, h := range topKeys(a.helo.counts(), n, strLess) {
-		s := a.helo.m[h]
-		row := HeloRow{Helo: h, Rejects: s.n, MaxUndercount: a.helo.under}
-		clients, estimated := s.v.clients.count()
-		row.Clients, row.ClientsEstimated = int(clients), estimated
-		r.Helo = append(r.Helo, row)
+	r.Helo = heloRows(a.helo, n)
+	r.Clients = clientRows(a.clients, n)
+	r.Reasons = reasonRows(&a.reasons)
+	r.RejectWarnings = RejectWarnings{Total: a.warned, Reasons: reasonRows(&a.warnReasons),
+		Clients: clientRows(a.warnClients, n), Helo: heloRows(a.warnHelo, n)}
+	if r.RejectWarnings.Clients == nil { // a new section: [] rather than null
+		r.RejectWarnings.Clients = []ClientRow{}
 	}
-
-	for _, c := range topKeys(a.clients.counts(), n, netip.Addr.Less) {
-		s := a.clients.m[c]
-		row := ClientRow{IP: c.String(), Name: s.v.name, Rejects: s.n, Reasons: []string{}, MaxUndercount: a.clients.under}
-		for i := 0; i < 64; i++ {
-			if s.v.reasons&(1<<i) != 0 {
-				row.Reasons = append(row.Reasons, event.Reason(i).String())
-			}
-		}
-		r.Clients = append(r.Clients, row)
+	if r.RejectWarnings.Helo == nil {
+		r.RejectWarnings.Helo = []HeloRow{}
 	}
-
-	reasonCounts := make(map[string]int64)
-	for i, c := range a.reasons {
-		if c > 0 {
-			reasonCounts[event.Reason(i).String()] = c
-		}
-	}
-	r.Reasons = rows(reasonCounts, len(reasonCounts), 0)
 	r.Other = rows(a.other.counts(), n, a.other.under)
 	r.Recipients = rows(a.recipients.counts(), n, a.recipients.under)
 	r.Senders = rows(a.senders.counts(), n, a.senders.under)
@@ -152,7 +153,8 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 		name  string
 		under int64
 	}{{"helo", a.helo.under}, {"clients", a.clients.under}, {"other_reasons", a.other.under},
-		{"recipients", a.recipients.under}, {"senders", a.senders.under}} {
+		{"recipients", a.recipients.under}, {"senders", a.senders.under},
+		{"warning_clients", a.warnClients.under}, {"warning_helo", a.warnHelo.under}} {
 		if s.under > 0 {
 			r.Approximate = append(r.Approximate, Approximation{Section: s.name, Capacity: a.opts.Capacity, MaxUndercount: s.under})
 		}
@@ -182,6 +184,43 @@ func (a *Aggregator) Result(loc *time.Location) *Report {
 			Connections: h.connections, Accepted: h.accepted, Rejected: h.rejected, Abuse: h.abuse})
 	}
 	return r
+}
+
+func heloRows(t *topCounter[string, heloStat], n int) []HeloRow {
+	var out []HeloRow
+	for _, h := range topKeys(t.counts(), n, strLess) {
+		s := t.m[h]
+		row := HeloRow{Helo: h, Rejects: s.n, MaxUndercount: t.under}
+		clients, estimated := s.v.clients.count()
+		row.Clients, row.ClientsEstimated = int(clients), estimated
+		out = append(out, row)
+	}
+	return out
+}
+
+func clientRows(t *topCounter[netip.Addr, clientStat], n int) []ClientRow {
+	var out []ClientRow
+	for _, c := range topKeys(t.counts(), n, netip.Addr.Less) {
+		s := t.m[c]
+		row := ClientRow{IP: c.String(), Name: s.v.name, Rejects: s.n, Reasons: []string{}, MaxUndercount: t.under}
+		for i := 0; i < 64; i++ {
+			if s.v.reasons&(1<<i) != 0 {
+				row.Reasons = append(row.Reasons, event.Reason(i).String())
+			}
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
+func reasonRows(counts *[64]int64) []CountRow {
+	m := make(map[string]int64)
+	for i, c := range counts {
+		if c > 0 {
+			m[event.Reason(i).String()] = c
+		}
+	}
+	return rows(m, len(m), 0)
 }
 
 func strLess(a, b string) bool { return a < b }

@@ -184,3 +184,32 @@ func trailerOf(line string) string {
 	}
 	return ""
 }
+
+// The empty name "<>" (a null sender, a HELO name Postfix kept empty) is
+// stripped when the reply's envelope has it; without an envelope it is
+// not, because "<>: " may open a longer name the client chose
+// (RCPT TO:<">: Relay access denied"@x>).
+func TestClassifyEmptyName(t *testing.T) {
+	tests := []struct {
+		name  string
+		reply event.Reply
+		want  event.Reason
+	}{
+		{"null sender", event.Reply{Code: 554, DSN: "5.7.1", Stage: "RCPT", Text: "<>: Sender address rejected: Access denied",
+			From: "", To: "u@example.com", Helo: "mx.example", Envelope: true}, event.ReasonSenderAccess},
+		{"empty helo", event.Reply{Code: 450, DSN: "4.7.1", Stage: "RCPT", Text: "<>: Helo command rejected: Host not found",
+			From: "a@b.example", To: "u@example.com", Helo: "", Envelope: true}, event.ReasonHeloNotFound},
+		{"no empty name in the envelope", event.Reply{Code: 450, DSN: "4.7.1", Stage: "RCPT", Text: "<>: Helo command rejected: Host not found",
+			From: "a@b.example", To: "u@example.com", Helo: "mx.example", Envelope: true}, event.ReasonOther},
+		{"no envelope", event.Reply{Code: 554, DSN: "5.7.1", Stage: "RCPT", Text: "<>: Relay access denied@x>: Recipient address rejected: User unknown",
+			Client: "unknown[192.0.2.1]"}, event.ReasonOther},
+		{"the client's longer name wins", event.Reply{Code: 550, DSN: "5.1.1", Stage: "RCPT",
+			Text: "<>: Relay access denied@x.example>: Recipient address rejected: User unknown in virtual mailbox table",
+			From: "", To: `">: Relay access denied"@x.example`, Envelope: true}, event.ReasonUnknownRecipient},
+	}
+	for _, tc := range tests {
+		if got := event.Classify(tc.reply); got.Reason != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got.Reason, tc.want)
+		}
+	}
+}
