@@ -87,27 +87,27 @@ func TestNewClasses(t *testing.T) {
 	}{
 		// flood
 		{name: "flood/connect and drop 12 times in a minute", events: every(12, 0, 5*s, lostAfter(ipA, "CONNECT")),
-			want: []string{"9: flood 203.0.113.7/32 n=10"}},
-		{name: "flood/lost after EHLO, 10 in a minute", events: every(10, 0, 5*s, lostAfter(ipA, "EHLO")),
-			want: []string{"5: error_burst 203.0.113.7/32 n=6", "9: flood 203.0.113.7/32 n=10"}},
-		{name: "flood/9 in a minute", events: every(9, 0, 6*s, lostAfter(ipA, "CONNECT"))},
+			want: []string{"7: flood 203.0.113.7/32 n=8"}},
+		{name: "flood/lost after EHLO, 8 in a minute", events: every(10, 0, 5*s, lostAfter(ipA, "EHLO")),
+			want: []string{"5: error_burst 203.0.113.7/32 n=6", "7: flood 203.0.113.7/32 n=8"}},
+		{name: "flood/7 in a minute", events: every(7, 0, 8*s, lostAfter(ipA, "CONNECT"))},
 		{name: "flood/timeouts after HELO", events: every(10, 0, 5*s, func(_ int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindTimeout, stage("HELO"))
-		}), cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, want: []string{"9: flood 203.0.113.7/32 n=10"}},
+		}), cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, want: []string{"7: flood 203.0.113.7/32 n=8"}},
 		{name: "flood/lost after RCPT is error_burst's, not flood", events: every(12, 0, 5*s, lostAfter(ipA, "RCPT")),
 			want: []string{"5: error_burst 203.0.113.7/32 n=6"}},
 		{name: "flood/postscreen hangups", events: every(10, 0, 5*s, func(_ int, at time.Duration) event.Event {
 			return ev(at, ipA, event.KindHangup, service("postscreen"))
-		}), want: []string{"5: error_burst 203.0.113.7/32 n=6", "9: flood 203.0.113.7/32 n=10"}},
+		}), want: []string{"5: error_burst 203.0.113.7/32 n=6", "7: flood 203.0.113.7/32 n=8"}},
 		{name: "flood/a failed TLS handshake counts once", events: tls(10, ipA, 5*s),
-			want: []string{"17: error_burst 203.0.113.7/32 n=6", "27: flood 203.0.113.7/32 n=10"}},
+			want: []string{"17: error_burst 203.0.113.7/32 n=6", "21: flood 203.0.113.7/32 n=8"}},
 		{name: "flood/interleaved handshakes", cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, events: tls(10, ipA, 400*time.Millisecond),
-			want: []string{"24: flood 203.0.113.7/32 n=10"}}, // the 10th session's first line
-		{name: "flood/9 failed TLS handshakes", cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, events: tls(9, ipA, 400*time.Millisecond)},
+			want: []string{"18: flood 203.0.113.7/32 n=8"}}, // the 8th session's first line
+		{name: "flood/7 failed TLS handshakes", cfg: func(c *Config) { c.ErrorBurst.Enabled = false }, events: tls(7, ipA, 400*time.Millisecond)},
 		{name: "flood/connection rate limit", events: every(10, 0, 3*s, limit(event.LimitConnectionRate)),
-			want: []string{"9: flood 203.0.113.7/32 n=10"}},
+			want: []string{"7: flood 203.0.113.7/32 n=8"}},
 		{name: "flood/new TLS session rate limit", events: every(10, 0, 3*s, limit(event.LimitNewTLSRate)),
-			want: []string{"9: flood 203.0.113.7/32 n=10"}},
+			want: []string{"7: flood 203.0.113.7/32 n=8"}},
 		{name: "flood/message rate limit is volume, not a flood", events: every(60, 0, s, limit(event.LimitMessageRate))},
 		{name: "flood/tunable", cfg: func(c *Config) { c.Flood.Threshold = 3 }, events: every(3, 0, 5*s, lostAfter(ipA, "CONNECT")),
 			want: []string{"2: flood 203.0.113.7/32 n=3"}},

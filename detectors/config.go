@@ -132,7 +132,9 @@ type EscalationConfig struct {
 // (a TLS error and the lost connection of the same session count once) and
 // anvil's connection rate, connection count and new TLS session limits
 // (not the message and recipient rate limits: busy legitimate senders meet
-// those), Threshold of them within Window.
+// those), Threshold of them within Window. The default 8 in 1m stays far
+// above a monitoring probe (one a minute) and catches the lab's scanners,
+// which hit Postfix's own connection limits 8 or 9 times in a row.
 type FloodRule = Rule
 
 // SprayRule configures sasl_spray: Threshold distinct SASL usernames
@@ -218,7 +220,7 @@ func DefaultConfig() Config {
 		RelayProbe:    rule(3, time.Hour),
 		DNSBL:         DNSBLRule{Rule: rule(3, time.Hour), Rejects: 1},
 		BadHelo:       rule(2, time.Hour),
-		Flood:         rule(10, time.Minute),
+		Flood:         rule(8, time.Minute),
 		AdminReject:   rule(3, time.Hour),
 		ContentReject: rule(3, time.Hour),
 		SASLSpray:     rule(4, time.Hour),

@@ -18,7 +18,7 @@
 //	relay_probe      ≥3 "Relay access denied" within 1h
 //	dnsbl            postscreen DNSBL rank ≥3, or ≥1 smtpd "blocked using" reject within 1h
 //	bad_helo         ≥2 HELO rejects within 1h
-//	flood            ≥10 connections ended before MAIL (lost/timeout after CONNECT, HELO/EHLO,
+//	flood            ≥8 connections ended before MAIL (lost/timeout after CONNECT, HELO/EHLO,
 //	                 STARTTLS), postscreen HANGUPs, TLS errors, anvil connection limits within 1m
 //	admin_reject     ≥3 refusals by the access lists (client_access, postscreen denylist) within 1h
 //	content_reject   ≥3 messages refused by header/body checks or milters within 1h

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -97,13 +99,21 @@ func TestReplayCommand(t *testing.T) {
 	}
 }
 
-// TestReplayLab replays the log of the real-Postfix lab (testdata/lab,
-// made by testdata/postfix-lab/run.sh): every bad client must be banned by
-// one of the detectors the lab expects, no good client ever, and the
-// output must be the same twice.
+// TestReplayLab replays the logs of the real-Postfix lab (testdata/lab and
+// testdata/lab-classes, made by testdata/postfix-lab/run.sh): every bad
+// client with expectations must be banned (its address or a prefix holding
+// it) by one of the detectors the lab expects, no good client ever, and the
+// output must be the same twice and match its golden file.
 func TestReplayLab(t *testing.T) {
-	logPath := filepath.Join("..", "..", "testdata", "lab", "mail.log")
-	clientsPath := filepath.Join("..", "..", "testdata", "lab", "clients.json")
+	for _, lab := range []string{"lab", "lab-classes"} {
+		t.Run(lab, func(t *testing.T) { replayLab(t, lab) })
+	}
+}
+
+func replayLab(t *testing.T, lab string) {
+	dir := filepath.Join("..", "..", "testdata", lab)
+	logPath := filepath.Join(dir, "mail.log")
+	clientsPath := filepath.Join(dir, "clients.json")
 	b, err := os.ReadFile(clientsPath)
 	if err != nil {
 		t.Skipf("no lab clients (%v): run testdata/postfix-lab/run.sh", err)
@@ -129,14 +139,29 @@ func TestReplayLab(t *testing.T) {
 	if out != out2 {
 		t.Error("replay is not deterministic")
 	}
-	byIP := map[string][]string{}
-	for _, b := range parseReplayJSON(t, out) {
-		ip, _, _ := strings.Cut(b.IP, "/")
-		byIP[ip] = append(byIP[ip], b.Detector)
+	bans := parseReplayJSON(t, out)
+	// detectorsFor lists the detectors of every ban whose prefix holds ip.
+	detectorsFor := func(ip string) []string {
+		a := netip.MustParseAddr(ip)
+		var ds []string
+		for _, b := range bans {
+			p, err := netip.ParsePrefix(b.IP)
+			if err != nil {
+				addr, aerr := netip.ParseAddr(b.IP)
+				if aerr != nil {
+					t.Fatalf("replay ip %q: %v", b.IP, err)
+				}
+				p = netip.PrefixFrom(addr, addr.BitLen())
+			}
+			if p.Contains(a) {
+				ds = append(ds, b.Detector)
+			}
+		}
+		return ds
 	}
 	nBad := 0
 	for _, c := range clients {
-		got := byIP[c.IP]
+		got := detectorsFor(c.IP)
 		switch c.Role {
 		case "good":
 			if len(got) > 0 {
@@ -149,9 +174,7 @@ func TestReplayLab(t *testing.T) {
 			nBad++
 			ok := false
 			for _, d := range got {
-				for _, e := range c.Expect {
-					ok = ok || d == e
-				}
+				ok = ok || slices.Contains(c.Expect, d)
 			}
 			if !ok {
 				t.Errorf("bad client %s: banned by %v, want one of %v (it did: %s)", c.IP, got, c.Expect, c.Did)
@@ -162,7 +185,7 @@ func TestReplayLab(t *testing.T) {
 		t.Error("clients.json lists no bad client with expected detectors")
 	}
 	// The exact bans are pinned too (go test ./cmd/mxguard -update).
-	golden := filepath.Join("..", "..", "testdata", "replay", "lab.golden.jsonl")
+	golden := filepath.Join("..", "..", "testdata", "replay", lab+".golden.jsonl")
 	os.WriteFile(golden+".got", []byte(out), 0o644)
 	if *update {
 		os.WriteFile(golden, []byte(out), 0o644)
@@ -172,7 +195,7 @@ func TestReplayLab(t *testing.T) {
 		t.Fatalf("%v (run go test ./cmd/mxguard -run TestReplayLab -update)", err)
 	}
 	if string(want) != out {
-		t.Errorf("replay of the lab log differs from %s (see .got)", golden)
+		t.Errorf("replay of %s differs from %s (see .got)", logPath, golden)
 	}
 }
 
