@@ -1,7 +1,6 @@
 package dnsbl
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -16,6 +15,7 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/duration"
+	"github.com/mxguard/mxguard/internal/tsig"
 )
 
 // Duration is the config's duration ("1h", "30s"; see internal/duration).
@@ -39,7 +39,7 @@ type Config struct {
 	// Secondaries are NOTIFY targets ("host" = port 53, or "host:port");
 	// their addresses are the only ones allowed to transfer the zone.
 	Secondaries []string `yaml:"secondaries" json:"secondaries"`
-	TSIG        TSIG     `yaml:"tsig" json:"tsig"`
+	TSIG        tsig.Key `yaml:"tsig" json:"tsig"`
 	// RbldnsdFile, when set, is rewritten (atomically) with the same
 	// listings in rbldnsd's combined format after each change.
 	RbldnsdFile string `yaml:"rbldnsd_file" json:"rbldnsd_file"`
@@ -60,13 +60,6 @@ type SOA struct {
 	Retry   Duration `yaml:"retry" json:"retry"`
 	Expire  Duration `yaml:"expire" json:"expire"`
 	Minimum Duration `yaml:"minimum" json:"minimum"`
-}
-
-// TSIG is the key secondaries sign their transfer requests with.
-type TSIG struct {
-	Name      string `yaml:"name" json:"name"`
-	Algorithm string `yaml:"algorithm" json:"algorithm"`
-	Secret    string `yaml:"secret" json:"-"` // base64
 }
 
 // RateLimit bounds the responses per client address (a /32, or the /56
@@ -93,7 +86,7 @@ func DefaultConfig() Config {
 			"pregreet": "127.0.0.3", "bad_helo": "127.0.0.3", "relay_probe": "127.0.0.3",
 			"sasl_bruteforce": "127.0.0.4", "manual": "127.0.0.10",
 		},
-		TSIG:        TSIG{Algorithm: "hmac-sha256"},
+		TSIG:        tsig.Key{Algorithm: tsig.Algorithm},
 		NotifyDelay: Duration(200 * time.Millisecond),
 		RateLimit:   RateLimit{QPS: 200, Burst: 400, Clients: 10000},
 		Journal:     200000,
@@ -159,9 +152,12 @@ func (c Config) Validate() error {
 			add("secondaries[%d]: %v", i, err)
 		}
 	}
-	if len(c.Secondaries) > 0 || c.TSIG.Name != "" || c.TSIG.Secret != "" {
-		if err := c.TSIG.validate(); err != nil {
-			add("tsig.%v", err)
+	if len(c.Secondaries) > 0 || !c.TSIG.IsZero() {
+		// transfers are only ever signed
+		if err := c.TSIG.Validate(); err != nil {
+			for _, e := range strings.Split(err.Error(), "\n") {
+				add("tsig.%s", e)
+			}
 		}
 	}
 	if c.NotifyDelay < 0 || time.Duration(c.NotifyDelay) > time.Minute {
@@ -211,26 +207,6 @@ func (c Config) Warnings() []string {
 		}
 	}
 	return ws
-}
-
-func (t TSIG) validate() error {
-	if t.Name == "" {
-		return errors.New("name: required when secondaries are configured (transfers need TSIG)")
-	}
-	if _, ok := dns.IsDomainName(t.Name); !ok {
-		return fmt.Errorf("name: %q is not a domain name", t.Name)
-	}
-	if !strings.EqualFold(strings.TrimSuffix(t.Algorithm, "."), "hmac-sha256") {
-		return fmt.Errorf("algorithm: %q: only hmac-sha256 is supported", t.Algorithm)
-	}
-	key, err := base64.StdEncoding.DecodeString(t.Secret)
-	if err != nil {
-		return fmt.Errorf("secret: not base64: %v", err)
-	}
-	if len(key) < 16 {
-		return fmt.Errorf("secret: %d bytes: want at least 16 (e.g. openssl rand -base64 32)", len(key))
-	}
-	return nil
 }
 
 // parseCode parses a listing's A record: an address in 127.0.0.0/8.

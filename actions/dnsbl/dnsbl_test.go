@@ -10,6 +10,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/internal/tsig"
 )
 
 const testSecret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTEyMzQ=" // base64, 32 bytes
@@ -286,14 +287,14 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.Codes = map[string]string{"dictionary": "10.0.0.2"} }, "codes.dictionary:"},
 		{func(c *Config) { c.Codes = map[string]string{"manual": "127.0.0.1"} }, "codes.manual:"},
 		{func(c *Config) { c.Secondaries = []string{"ns2.example"} }, "secondaries[0]:"},
-		{func(c *Config) { c.Secondaries = []string{"192.0.2.2"} }, "tsig.name: required"},
+		{func(c *Config) { c.Secondaries = []string{"192.0.2.2"} }, "tsig.name: missing"},
 		{func(c *Config) {
 			c.Secondaries = []string{"192.0.2.2"}
-			c.TSIG = TSIG{Name: "k", Algorithm: "hmac-md5", Secret: testSecret}
+			c.TSIG = tsig.Key{Name: "k", Algorithm: "hmac-md5", Secret: testSecret}
 		}, "tsig.algorithm:"},
 		{func(c *Config) {
 			c.Secondaries = []string{"192.0.2.2:5300"}
-			c.TSIG = TSIG{Name: "k", Algorithm: "hmac-sha256", Secret: "bm9wZQ=="}
+			c.TSIG = tsig.Key{Name: "k", Algorithm: "hmac-sha256", Secret: "bm9wZQ=="}
 		}, "tsig.secret:"},
 		{func(c *Config) { c.Detectors = []string{"peer:mx2"} }, "detectors[0]:"},
 		{func(c *Config) { c.SOA.Refresh = 0 }, "soa.refresh:"},

@@ -136,7 +136,7 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 		p.allowed[sec.addr] = true
 	}
 	if cfg.TSIG.Name != "" {
-		p.tsigKey = map[string]string{dns.CanonicalName(cfg.TSIG.Name): cfg.TSIG.Secret}
+		p.tsigKey = cfg.TSIG.Secrets()
 	}
 	if cfg.RateLimit.QPS > 0 {
 		p.limiter = newRateLimiter(cfg.RateLimit.QPS, cfg.RateLimit.Burst, cfg.RateLimit.Clients)

@@ -399,7 +399,7 @@ func (p *Publisher) notify(ctx context.Context, s secondary, serial uint32) {
 	c := &dns.Client{Net: "udp", Timeout: 2 * time.Second}
 	if p.tsigKey != nil {
 		c.TsigSecret = p.tsigKey
-		m.SetTsig(dns.CanonicalName(p.cfg.TSIG.Name), dns.HmacSHA256, 300, time.Now().Unix())
+		m.SetTsig(p.cfg.TSIG.FQDN(), dns.HmacSHA256, 300, time.Now().Unix())
 	}
 	var err error
 	for try := 0; try < 3 && ctx.Err() == nil; try++ {

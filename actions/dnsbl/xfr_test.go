@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/mxguard/mxguard/internal/tsig"
 )
 
 // recorder is a dns.ResponseWriter that keeps what is written.
@@ -35,7 +37,7 @@ func (r *recorder) Hijack()                   {}
 func xfrConfig() Config {
 	c := testConfig()
 	c.Secondaries = []string{"192.0.2.53:5300"}
-	c.TSIG = TSIG{Name: "xfr-key", Algorithm: "hmac-sha256", Secret: testSecret}
+	c.TSIG = tsig.Key{Name: "xfr-key", Algorithm: "hmac-sha256", Secret: testSecret}
 	return c
 }
 

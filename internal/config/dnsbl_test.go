@@ -17,7 +17,7 @@ func TestPublishDNSBL(t *testing.T) {
 		{"bad code", "publish:\n  dnsbl:\n    enabled: true\n    zone: bl.example\n    codes:\n      manual: 10.0.0.1\n",
 			[]string{`line 6: publish.dnsbl.codes.manual: "10.0.0.1": want an address in 127.0.0.0/8`}},
 		{"secondaries need tsig", "publish:\n  dnsbl:\n    enabled: true\n    zone: bl.example\n    secondaries: [192.0.2.2]\n",
-			[]string{`publish.dnsbl.tsig.name: required`}},
+			[]string{`publish.dnsbl.tsig.name: missing`}},
 		{"disabled is not checked", "publish:\n  dnsbl:\n    codes:\n      manual: nonsense\n", nil},
 	} {
 		c, err := Parse([]byte(tc.yaml))

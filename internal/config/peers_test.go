@@ -50,7 +50,7 @@ func TestPeersConfigErrors(t *testing.T) {
     max_entries: 0
 `, []string{
 			`line 2: peers[0].name: "MX 2"`, `line 3: peers[0].zone: "bad zone..x" is not a domain name`,
-			`line 4: peers[0].primary: "ns.example.org": want host:port`, `peers[0].tsig.algorithm: "hmac-md5": want hmac-sha256`,
+			`line 4: peers[0].primary: "ns.example.org": want host:port`, `peers[0].tsig.algorithm: "hmac-md5": only hmac-sha256 is supported`,
 			`peers[0].tsig.secret: 5 bytes`, `line 6: peers[0].notify_listen`, `line 7: peers[0].refresh: 1s is too often`,
 			`line 8: peers[0].max_ban: 0 is not a usable value`, `line 9: peers[0].max_entries: 0 is not a usable value`}},
 		{"two of a name", peerOK + strings.Replace(strings.TrimPrefix(peerOK, "peers:\n"), "bl.mx2", "bl.mx3", 1),

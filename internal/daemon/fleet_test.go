@@ -9,6 +9,7 @@ import (
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/peers"
+	"github.com/mxguard/mxguard/internal/tsig"
 )
 
 // A fleet of two: mx1 publishes its bans (actions/dnsbl), mx2 follows
@@ -28,7 +29,7 @@ func TestFleetPublisherToFollower(t *testing.T) {
 	mx1.Publish.DNSBL.Zone = "bl.mx1.test"
 	mx1.Publish.DNSBL.Listen = mx1Listen
 	mx1.Publish.DNSBL.Secondaries = []string{mx2Notify}
-	mx1.Publish.DNSBL.TSIG = dnsbl.TSIG{Name: "mx1-to-mx2", Algorithm: "hmac-sha256", Secret: secret}
+	mx1.Publish.DNSBL.TSIG = tsig.Key{Name: "mx1-to-mx2", Algorithm: "hmac-sha256", Secret: secret}
 	mx1.Publish.DNSBL.NotifyDelay = dnsbl.Duration(10 * time.Millisecond)
 	if err := mx1.Validate(); err != nil {
 		t.Fatal(err)
@@ -38,7 +39,7 @@ func TestFleetPublisherToFollower(t *testing.T) {
 	mx2 := newTestConfig(t)
 	mx2.Ban.MaxPrefixV4 = 16
 	mx2.Peers = []peers.Config{{Name: "mx1", Zone: "bl.mx1.test", Primary: mx1Listen, NotifyListen: mx2Notify,
-		TSIG: peers.TSIG{Name: "mx1-to-mx2", Algorithm: "hmac-sha256", Secret: secret}, Refresh: duration.Duration(time.Hour)}}
+		TSIG: tsig.Key{Name: "mx1-to-mx2", Algorithm: "hmac-sha256", Secret: secret}, Refresh: duration.Duration(time.Hour)}}
 	if err := mx2.Validate(); err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/netnstest"
 	"github.com/mxguard/mxguard/internal/peers"
+	"github.com/mxguard/mxguard/internal/tsig"
 )
 
 const (
@@ -197,7 +198,7 @@ func TestPeersKnotNetns(t *testing.T) {
 	cfg.Actions.IPTables.IP6TablesRestorePath = netnstest.Wrapper(t, serverNS, "ip6tables-restore")
 	peer := func(name, zone, secret, notify string) peers.Config {
 		return peers.Config{Name: name, Zone: zone, Primary: k.addr, NotifyListen: notify,
-			TSIG:    peers.TSIG{Name: knotKey, Algorithm: "hmac-sha256", Secret: secret},
+			TSIG:    tsig.Key{Name: knotKey, Algorithm: "hmac-sha256", Secret: secret},
 			Refresh: duration.Duration(time.Hour)} // NOTIFY drives the updates here
 	}
 	cfg.Peers = []peers.Config{

@@ -5,7 +5,6 @@
 package peers
 
 import (
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/internal/duration"
+	"github.com/mxguard/mxguard/internal/tsig"
 )
 
 // Defaults of a peer's keys.
@@ -42,7 +42,7 @@ type Config struct {
 	Primary string `yaml:"primary" json:"primary"`
 	// TSIG signs the transfer requests and checks the answers (and
 	// NOTIFYs that carry a signature).
-	TSIG TSIG `yaml:"tsig" json:"tsig"`
+	TSIG tsig.Key `yaml:"tsig" json:"tsig"`
 	// MaxBan caps a mirrored ban's lifetime from the last transfer that
 	// listed it. Default 24h.
 	MaxBan duration.Duration `yaml:"max_ban" json:"max_ban"`
@@ -57,28 +57,6 @@ type Config struct {
 	MaxEntries int `yaml:"max_entries" json:"max_entries"`
 }
 
-// TSIG is a peer's transaction signature key.
-type TSIG struct {
-	Name      string `yaml:"name" json:"name"`
-	Algorithm string `yaml:"algorithm" json:"algorithm"`
-	Secret    string `yaml:"secret" json:"-"` // base64; never shown by config check or status
-}
-
-// MarshalYAML hides the secret in the effective configuration
-// (`mxguard config check` prints it).
-func (t TSIG) MarshalYAML() (any, error) {
-	type shown struct {
-		Name      string `yaml:"name"`
-		Algorithm string `yaml:"algorithm"`
-		Secret    string `yaml:"secret"`
-	}
-	s := shown{Name: t.Name, Algorithm: t.Algorithm}
-	if t.Secret != "" {
-		s.Secret = "(hidden)"
-	}
-	return s, nil
-}
-
 // WithDefaults fills the keys left out.
 func (c Config) WithDefaults() Config {
 	if c.MaxBan == 0 {
@@ -88,7 +66,7 @@ func (c Config) WithDefaults() Config {
 		c.MaxEntries = DefaultMaxEntries
 	}
 	if c.TSIG.Algorithm == "" && c.TSIG.Name != "" {
-		c.TSIG.Algorithm = "hmac-sha256"
+		c.TSIG.Algorithm = tsig.Algorithm
 	}
 	return c
 }
@@ -98,10 +76,7 @@ func (c Config) ZoneFQDN() string { return dns.CanonicalName(c.Zone) }
 
 // KeyFQDN is the TSIG key name in canonical form ("" without TSIG).
 func (c Config) KeyFQDN() string {
-	if c.TSIG.Name == "" {
-		return ""
-	}
-	return dns.CanonicalName(c.TSIG.Name)
+	return c.TSIG.FQDN()
 }
 
 var peerName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,62}$`)
@@ -148,25 +123,11 @@ func (c Config) validate(key string) []error {
 			add("notify_listen: %q: %v", c.NotifyListen, err)
 		}
 	}
-	t := c.TSIG
-	switch {
-	case t.Name == "" && t.Secret == "":
+	if c.TSIG.IsZero() {
 		add("tsig: missing: a zone of bans is transferred only with a TSIG key (name, algorithm hmac-sha256, secret)")
-	case t.Name == "":
-		add("tsig.name: missing")
-	case t.Secret == "":
-		add("tsig.secret: missing (base64, e.g. from `keymgr -t NAME hmac-sha256` or `tsig-keygen`)")
-	default:
-		if _, ok := dns.IsDomainName(t.Name); !ok {
-			add("tsig.name: %q is not a key name", t.Name)
-		}
-		if strings.ToLower(t.Algorithm) != "hmac-sha256" {
-			add("tsig.algorithm: %q: want hmac-sha256", t.Algorithm)
-		}
-		if b, err := base64.StdEncoding.DecodeString(t.Secret); err != nil {
-			add("tsig.secret: not base64: %v", err)
-		} else if len(b) < 16 {
-			add("tsig.secret: %d bytes: want at least 16 (32 for hmac-sha256)", len(b))
+	} else if err := c.TSIG.Validate(); err != nil {
+		for _, e := range strings.Split(err.Error(), "\n") {
+			add("tsig.%s", e)
 		}
 	}
 	if c.MaxBan <= 0 {

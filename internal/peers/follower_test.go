@@ -16,6 +16,7 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/internal/duration"
+	"github.com/mxguard/mxguard/internal/tsig"
 )
 
 const zoneV1Until = "2099-01-01T00:00:00Z"
@@ -47,7 +48,7 @@ func newTestManager(t testing.TB) *ban.Manager {
 
 func peerConfig(primary string) Config {
 	return Config{Name: "mx2", Zone: "bl.mx2.example.org", Primary: primary,
-		TSIG:   TSIG{Name: testKeyName, Algorithm: "hmac-sha256", Secret: testSecret},
+		TSIG:   tsig.Key{Name: testKeyName, Algorithm: "hmac-sha256", Secret: testSecret},
 		MaxBan: duration.Duration(24 * time.Hour), Refresh: duration.Duration(time.Hour)}
 }
 
