@@ -13,6 +13,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/greylist"
 )
 
 type backend struct{ g *Guard }
@@ -253,7 +254,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.rcpts = append(s.rcpts, to)
 	if retry != nil {
-		if err := g.grey.commit(retry, !s.greyCredited); err != nil {
+		if err := g.grey.Commit(retry, !s.greyCredited); err != nil {
 			g.log.Warn("guard: greylist commit failed", "ip", s.cs.ip.String(), "err", err)
 		}
 		s.greyCredited = true
@@ -294,23 +295,23 @@ func (s *session) checkFCrDNS(to string) *smtp.SMTPError {
 
 // greylist defers a new triplet (see GreylistConfig). A retry that
 // passes comes back to be committed once the upstream accepts it.
-func (s *session) greylist(to string) (*greyRetry, *smtp.SMTPError) {
+func (s *session) greylist(to string) (*greylist.Retry, *smtp.SMTPError) {
 	g := s.g
 	if g.grey == nil || s.cs.allowlisted {
 		return nil, nil
 	}
-	v, err := g.grey.check(s.cs.ip, s.from, to)
+	v, err := g.grey.Check(s.cs.ip, s.from, to)
 	if err != nil {
 		g.log.Warn("guard: greylist failed, recipient let through", "ip", s.cs.ip.String(), "err", err)
 		return nil, nil
 	}
-	if v.pass {
-		return v.retry, nil
+	if v.Pass {
+		return v.Retry, nil
 	}
 	g.ctr.greylisted.Add(1)
-	reply := greylistReply(to, g.cfg.Greylist.InfoURL, v.wait)
+	reply := greylist.Reply(to, g.cfg.Greylist.InfoURL, v.Wait)
 	g.rejectEnv(s.cs, "RCPT", reply, event.ReasonGreylisted, false, s.from, to)
-	g.log.Debug("guard: greylisted", "ip", s.cs.ip.String(), "from", s.from, "to", to, "why", v.reason)
+	g.log.Debug("guard: greylisted", "ip", s.cs.ip.String(), "from", s.from, "to", to, "why", v.Reason)
 	s.cs.noCount = true
 	return nil, smtpErr(reply)
 }
