@@ -211,28 +211,6 @@ func DefaultConfig() Config {
 	}
 }
 
-// dnsblSite is one parsed DNSBL zone.
-type dnsblSite struct {
-	zone   string
-	weight int
-}
-
-func parseSite(s string) (dnsblSite, error) {
-	zone, w, ok := strings.Cut(strings.TrimSpace(s), "*")
-	site := dnsblSite{zone: strings.TrimSuffix(strings.ToLower(zone), "."), weight: 1}
-	if ok {
-		n, err := strconv.Atoi(w)
-		if err != nil || n < 1 {
-			return site, fmt.Errorf("bad weight %q (want zone*N, N ≥ 1)", w)
-		}
-		site.weight = n
-	}
-	if site.zone == "" || !validDomain(site.zone) {
-		return site, fmt.Errorf("bad zone %q", zone)
-	}
-	return site, nil
-}
-
 func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range list {
@@ -379,27 +357,6 @@ func (c *Config) Validate() error {
 		bad("tls", "set both cert and key, or neither")
 	}
 	return errors.Join(errs...)
-}
-
-// validDomain checks LDH labels separated by dots (no trailing dot
-// needed); it does not require a dot.
-func validDomain(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
-	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
 }
 
 // unjoinErrs splits an errors.Join result into its errors.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
 type backend struct{ g *Guard }
@@ -94,29 +94,12 @@ func (g *Guard) checkHelo(cs *connState, verb, name string) string {
 		}
 		return reply
 	}
-	lower := strings.ToLower(strings.TrimSuffix(name, "."))
-	quoted := "<" + sanitize(name, 255) + ">"
-	if ch.HeloDeny != Off && g.heloDeny[lower] {
-		return helo(ch.HeloDeny, "554 5.7.1 "+quoted+": Helo command rejected: Access denied", event.ReasonHeloAccess)
-	}
-	if ch.HeloFQDN == Off {
-		return ""
-	}
-	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") {
-		lit := strings.TrimPrefix(name[1:len(name)-1], "IPv6:")
-		if _, err := netip.ParseAddr(lit); err != nil {
-			return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", event.ReasonHeloInvalid)
-		}
-		return ""
-	}
-	if _, err := netip.ParseAddr(name); err == nil {
-		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN)
-	}
-	if !validDomain(name) {
-		return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", event.ReasonHeloInvalid)
-	}
-	if !strings.Contains(strings.TrimSuffix(name, "."), ".") {
-		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN)
+	p := smtpcheck.CheckHelo(name, sanitize(name, 255), g.heloDeny, ch.HeloDeny != Off, ch.HeloFQDN != Off)
+	switch p.Check {
+	case "helo_deny":
+		return helo(ch.HeloDeny, p.Reply, p.Reason)
+	case "helo_fqdn":
+		return helo(ch.HeloFQDN, p.Reply, p.Reason)
 	}
 	return ""
 }
