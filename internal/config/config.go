@@ -26,7 +26,9 @@ import (
 	"github.com/mxguard/mxguard/actions/firewall"
 	"github.com/mxguard/mxguard/actions/sessions"
 	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/greylist"
 	"github.com/mxguard/mxguard/internal/journal"
+	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -59,6 +61,9 @@ type Config struct {
 	// Guard is the inline SMTP guard's section (see smtpguard.Config);
 	// GuardConfig fills in what depends on other keys.
 	Guard smtpguard.Config `yaml:"guard"`
+	// Policy is the Postfix policy service's section (see policy.Config);
+	// PolicyConfig fills in what depends on other keys.
+	Policy policy.Config `yaml:"policy"`
 	// MetricsListen is the Prometheus endpoint (host:port); empty = off.
 	MetricsListen string `yaml:"metrics_listen"`
 	// LogLevel: debug, info, warn or error.
@@ -131,6 +136,7 @@ func Default() *Config {
 			KillSessions:  sessions.DefaultConfig(),
 		},
 		Guard:     smtpguard.DefaultConfig(),
+		Policy:    policy.DefaultConfig(),
 		LogLevel:  "info",
 		LogFormat: "text",
 		Tail:      Tail{FromEnd: true, CheckpointInterval: detectors.Duration(5 * time.Second), TZ: "Local"},
@@ -324,6 +330,17 @@ func (c *Config) GuardConfig() smtpguard.Config {
 	return g
 }
 
+// PolicyConfig is the policy service's effective configuration: the
+// greylist database lives in state_dir unless policy.greylist.db names
+// one (the guard's, when both greylist: one store).
+func (c *Config) PolicyConfig() policy.Config {
+	p := c.Policy
+	if p.Greylist.DB == "" {
+		p.Greylist.DB = filepath.Join(c.StateDir, "greylist.db")
+	}
+	return p
+}
+
 // DBPath is the bbolt database in StateDir.
 func (c *Config) DBPath() string { return filepath.Join(c.StateDir, "mxguard.db") }
 
@@ -341,6 +358,7 @@ func (c *Config) Level() slog.Level {
 func (c *Config) Marshal() ([]byte, error) {
 	eff := *c
 	eff.Guard = c.GuardConfig()
+	eff.Policy = c.PolicyConfig()
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -464,6 +482,14 @@ func (c *Config) Validate() error {
 		add("tail.checkpoint_interval: must be > 0, got %s", c.Tail.CheckpointInterval)
 	}
 	prefixed("guard", c.Guard.Validate())
+	if err := c.Policy.Validate(); err != nil { // its errors name policy.KEY
+		errs = append(errs, unjoin(err)...)
+	}
+	if g, p := c.GuardConfig(), c.PolicyConfig(); g.Greylist.Enabled && p.Greylist.Enabled && g.Greylist.DB == p.Greylist.DB {
+		if k := greylist.SameStore(g.Greylist, p.Greylist.Config); k != "" {
+			add("policy.greylist.%s: differs from guard.greylist.%s; guard and policy service share one greylist store (%s): give both the same value, or each its own db", k, k, g.Greylist.DB)
+		}
+	}
 	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
 		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
 	}

@@ -22,34 +22,46 @@ type HeloProblem struct {
 // checkFQDN false that check is skipped. quoted is the name as the reply
 // shows it (already made safe for logs).
 func CheckHelo(name, quoted string, deny map[string]bool, checkDeny, checkFQDN bool) HeloProblem {
-	lower := strings.ToLower(strings.TrimSuffix(name, "."))
 	q := "<" + quoted + ">"
-	if checkDeny && deny[lower] {
+	if checkDeny && deny[strings.ToLower(strings.TrimSuffix(name, "."))] {
 		return HeloProblem{"helo_deny", "554 5.7.1 " + q + ": Helo command rejected: Access denied", event.ReasonHeloAccess}
 	}
 	if !checkFQDN {
 		return HeloProblem{}
 	}
-	invalid := HeloProblem{"helo_fqdn", "501 5.5.2 " + q + ": Helo command rejected: Invalid name", event.ReasonHeloInvalid}
-	nonFQDN := HeloProblem{"helo_fqdn", "504 5.5.2 " + q + ": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN}
-	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") {
-		lit := strings.TrimPrefix(name[1:len(name)-1], "IPv6:")
-		if _, err := netip.ParseAddr(lit); err != nil {
-			return invalid
-		}
-		return HeloProblem{}
-	}
-	if _, err := netip.ParseAddr(name); err == nil {
-		return nonFQDN
-	}
-	if !ValidDomain(name) {
-		return invalid
-	}
-	if !strings.Contains(strings.TrimSuffix(name, "."), ".") {
-		return nonFQDN
+	switch heloSyntax(name) {
+	case event.ReasonHeloInvalid:
+		return HeloProblem{"helo_fqdn", "501 5.5.2 " + q + ": Helo command rejected: Invalid name", event.ReasonHeloInvalid}
+	case event.ReasonHeloNonFQDN:
+		return HeloProblem{"helo_fqdn", "504 5.5.2 " + q + ": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN}
 	}
 	return HeloProblem{}
 }
+
+// heloSyntax is ReasonHeloInvalid, ReasonHeloNonFQDN or ReasonNone for a
+// HELO name; it does not allocate.
+func heloSyntax(name string) event.Reason {
+	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") {
+		lit := strings.TrimPrefix(name[1:len(name)-1], "IPv6:")
+		if _, err := netip.ParseAddr(lit); err != nil {
+			return event.ReasonHeloInvalid
+		}
+		return event.ReasonNone
+	}
+	if _, err := netip.ParseAddr(name); err == nil {
+		return event.ReasonHeloNonFQDN
+	}
+	if !ValidDomain(name) {
+		return event.ReasonHeloInvalid
+	}
+	if !strings.Contains(strings.TrimSuffix(name, "."), ".") {
+		return event.ReasonHeloNonFQDN
+	}
+	return event.ReasonNone
+}
+
+// HeloSyntax is CheckHelo's FQDN check alone, without a reply text.
+func HeloSyntax(name string) event.Reason { return heloSyntax(name) }
 
 // ValidDomain checks LDH labels separated by dots (no trailing dot
 // needed); it does not require a dot.
