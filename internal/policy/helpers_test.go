@@ -3,6 +3,7 @@ package policy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -197,10 +199,14 @@ func (c *client) mustAsk(raw string) string {
 }
 
 // closedWithoutReply reports whether the server closed c without
-// writing anything.
+// writing anything (EOF, or a reset when our unread request was still
+// in its buffer).
 func (c *client) closedWithoutReply(within time.Duration) bool {
 	c.c.SetReadDeadline(time.Now().Add(within))
-	b, err := c.br.ReadByte()
-	_ = b
-	return err == io.EOF
+	_, err := c.br.ReadByte()
+	return isClosed(err)
+}
+
+func isClosed(err error) bool {
+	return err == io.EOF || errors.Is(err, syscall.ECONNRESET)
 }
