@@ -189,10 +189,10 @@ func (s *Server) checkHelo(q *query) (finding, Action, bool) {
 	if helo == "" || ch.HeloDeny == Off && ch.HeloFQDN == Off {
 		return finding{}, Off, false
 	}
-	shown := "<" + sanitize(helo, 100) + ">"
+	shown := func() string { return "<" + sanitize(helo, 100) + ">" }
 	if ch.HeloDeny != Off && (s.heloDeny[lowerASCII(strings.TrimSuffix(helo, "."))] || s.isServerAddress(q, helo)) {
 		return finding{kind: event.KindReject, reason: event.ReasonHeloAccess, evidence: true,
-			text: "HELO name " + shown + " denied", detail: sanitize(helo, 255)}, ch.HeloDeny, true
+			text: "HELO name " + shown() + " denied", detail: sanitize(helo, 255)}, ch.HeloDeny, true
 	}
 	if ch.HeloFQDN == Off {
 		return finding{}, Off, false
@@ -200,10 +200,10 @@ func (s *Server) checkHelo(q *query) (finding, Action, bool) {
 	switch smtpcheck.HeloSyntax(helo) {
 	case event.ReasonHeloInvalid:
 		return finding{kind: event.KindReject, reason: event.ReasonHeloInvalid, evidence: true,
-			text: "HELO name " + shown + " is invalid", detail: sanitize(helo, 255)}, ch.HeloFQDN, true
+			text: "HELO name " + shown() + " is invalid", detail: sanitize(helo, 255)}, ch.HeloFQDN, true
 	case event.ReasonHeloNonFQDN:
 		return finding{kind: event.KindReject, reason: event.ReasonHeloNonFQDN, evidence: true,
-			text: "HELO name " + shown + " is not a fully-qualified hostname", detail: sanitize(helo, 255)}, ch.HeloFQDN, true
+			text: "HELO name " + shown() + " is not a fully-qualified hostname", detail: sanitize(helo, 255)}, ch.HeloFQDN, true
 	}
 	return finding{}, Off, false
 }
