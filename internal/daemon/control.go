@@ -12,6 +12,7 @@ import (
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/pipeline"
+	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/smtpguard"
 )
@@ -103,6 +104,7 @@ type Status struct {
 	Restore     RestoreStatus      `json:"restore"`
 	Manager     ban.ManagerStatus  `json:"manager"`
 	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
+	Policy      *policy.Stats      `json:"policy,omitempty"`
 }
 
 // Status reports what the daemon does now.
@@ -129,6 +131,10 @@ func (d *Daemon) Status() (Status, error) {
 	if d.guard != nil {
 		gs := d.guard.Stats()
 		st.Guard = &gs
+	}
+	if d.policy != nil {
+		ps := d.policy.Stats()
+		st.Policy = &ps
 	}
 	return st, nil
 }

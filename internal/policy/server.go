@@ -370,11 +370,11 @@ func (s *Server) serveConn(c net.Conn) {
 			return
 		}
 		action := s.decide(cs, &cs.req)
+		s.ctr.requests.Add(1) // before the reply: a client reading it sees the count
 		c.SetWriteDeadline(time.Now().Add(reqTimeout))
 		if err := writeReply(bw, action); err != nil {
 			return
 		}
-		s.ctr.requests.Add(1)
 	}
 }
 
