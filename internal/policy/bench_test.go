@@ -188,7 +188,7 @@ func BenchmarkPolicy(b *testing.B) {
 		cfg.Greylist.Enabled, cfg.Greylist.DB = true, filepath.Join(b.TempDir(), "g.db")
 		_, path := start(b, cfg, Deps{Blocklist: mgr, Logger: testLogger(b), Now: clk.Now})
 		benchConns(b, path, conns, func(k, i int) string {
-			return req("client_address", "198.51.100."+strconv.Itoa(k+1), "sender", fmt.Sprintf("n%d-%d@x.example", k, i))
+			return req("client_address", fmt.Sprintf("172.16.%d.%d", k, i%250+1), "sender", fmt.Sprintf("n%d-%d@x.example", k, i))
 		}, "DEFER_IF_PERMIT mxguard: Greylisted")
 	})
 }

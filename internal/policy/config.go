@@ -10,10 +10,11 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/greylist"
 	"github.com/mxguard/mxguard/internal/smtpcheck"
-	"go.yaml.in/yaml/v3"
 )
 
 // Duration is the config's duration ("1s", "5m", "35d").
