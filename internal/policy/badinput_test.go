@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/mxguard/mxguard/internal/event"
 )
 
@@ -184,5 +186,29 @@ func TestConfigValidate(t *testing.T) {
 	c.Hostname = "mx.example.com"
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
+	}
+}
+
+// rate_limit.limits reads [count, window] pairs and writes them back the same.
+func TestRateLimitYAML(t *testing.T) {
+	var c RateLimitConfig
+	if err := yaml.Unmarshal([]byte("limits: [[100, 1h], [1000, 1d]]"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Limits) != 2 || c.Limits[0].Count != 100 || c.Limits[1].Window.D() != 24*time.Hour {
+		t.Fatalf("%+v", c.Limits)
+	}
+	out, err := yaml.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back RateLimitConfig
+	if err := yaml.Unmarshal(out, &back); err != nil || len(back.Limits) != 2 || back.Limits[1] != c.Limits[1] {
+		t.Fatalf("round trip %q: %+v %v", out, back.Limits, err)
+	}
+	for _, bad := range []string{"limits: [100]", "limits: [[x, 1h]]", "limits: [[1, soon]]", "limits: [[1, 1h, 2]]"} {
+		if err := yaml.Unmarshal([]byte(bad), &c); err == nil {
+			t.Errorf("%s accepted", bad)
+		}
 	}
 }

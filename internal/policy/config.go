@@ -140,7 +140,7 @@ func (r *RateLimit) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes [count, window].
 func (r RateLimit) MarshalYAML() (any, error) {
-	return []string{strconv.Itoa(r.Count), r.Window.String()}, nil
+	return []any{r.Count, r.Window.String()}, nil
 }
 
 // Config is the `policy:` section: the Postfix policy delegation service.
