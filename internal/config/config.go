@@ -482,6 +482,9 @@ func (c *Config) Validate() error {
 		add("tail.checkpoint_interval: must be > 0, got %s", c.Tail.CheckpointInterval)
 	}
 	prefixed("guard", c.Guard.Validate())
+	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
+		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
+	}
 	if err := c.Policy.Validate(); err != nil { // its errors name policy.KEY
 		errs = append(errs, unjoin(err)...)
 	}
@@ -489,9 +492,6 @@ func (c *Config) Validate() error {
 		if k := greylist.SameStore(g.Greylist, p.Greylist.Config); k != "" {
 			add("policy.greylist.%s: differs from guard.greylist.%s; guard and policy service share one greylist store (%s): give both the same value, or each its own db", k, k, g.Greylist.DB)
 		}
-	}
-	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
-		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
 	}
 	for i, e := range errs {
 		errs[i] = errors.New(c.withLine(e.Error()))

@@ -94,23 +94,24 @@ type Daemon struct {
 	sources  *logSources       // files and journal; nil when no logs are followed (guard only)
 	guardCfg *smtpguard.Config // nil when the guard is off
 	guard    *smtpguard.Guard  // nil when the guard is off
-	// policyCfg and policy: the policy service (nil when off); sharedGrey
-	// is the greylist store the daemon opened for guard and policy both.
-	policyCfg  *policy.Config
-	policy     *policy.Server
-	sharedGrey *greylist.Store
-	ctl        *control.Server
-	met        *metrics.Server
-	restore    atomic.Pointer[RestoreStatus]
+	ctl      *control.Server
+	met      *metrics.Server
+	restore  atomic.Pointer[RestoreStatus]
 
-	runCtx        context.Context // cancelled at shutdown; set by start
-	stopRun       context.CancelFunc
-	wg            sync.WaitGroup
-	guardServing  bool
-	guardErr      chan error // the guard's Serve failed (nil channel: no guard)
+	runCtx       context.Context // cancelled at shutdown; set by start
+	stopRun      context.CancelFunc
+	wg           sync.WaitGroup
+	guardServing bool
+	guardErr     chan error // the guard's Serve failed (nil channel: no guard)
+	followErr    chan error // the follower stopped (nil channel: no follower)
+
+	// The policy service (nil when off) and the greylist store the daemon
+	// opened for guard and policy both (nil unless both greylist).
+	policyCfg     *policy.Config
+	policy        *policy.Server
+	sharedGrey    *greylist.Store
 	policyServing bool
-	policyErr     chan error // the policy service's Serve failed (nil channel: none)
-	followErr     chan error // the follower stopped (nil channel: no follower)
+	policyErr     chan error // its Serve failed (nil channel: no policy service)
 }
 
 // cleaner is an action that can remove what it put into the firewall.

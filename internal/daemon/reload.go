@@ -52,7 +52,8 @@ func (d *Daemon) reload() {
 		{"control_socket", old.ControlSocket, cfg.ControlSocket}, {"ban", old.Ban, cfg.Ban},
 		{"actions", old.Actions, cfg.Actions}, {"metrics_listen", old.MetricsListen, cfg.MetricsListen},
 		{"log_format", old.LogFormat, cfg.LogFormat}, {"tail", old.Tail, cfg.Tail},
-		{"guard", old.GuardConfig(), cfg.GuardConfig()}, {"policy", old.PolicyConfig(), cfg.PolicyConfig()},
+		{"guard", old.GuardConfig(), cfg.GuardConfig()},
+		{"policy", old.PolicyConfig(), cfg.PolicyConfig()},
 		// with --dry-run the flag decides, whatever the file says
 		{"dry_run", old.DryRun, fileDryRun || d.opts.DryRun},
 	} {
@@ -64,7 +65,8 @@ func (d *Daemon) reload() {
 	// shows what is in force.
 	cfg.Logs, cfg.StateDir, cfg.ControlSocket, cfg.Ban = old.Logs, old.StateDir, old.ControlSocket, old.Ban
 	cfg.Actions, cfg.MetricsListen, cfg.LogFormat, cfg.Tail = old.Actions, old.MetricsListen, old.LogFormat, old.Tail
-	cfg.Guard, cfg.Policy = old.Guard, old.Policy
+	cfg.Guard = old.Guard
+	cfg.Policy = old.Policy
 	d.cfg.Store(cfg)
 	if len(restart) > 0 {
 		d.log.Warn("reload: these changes need a restart", "keys", restart)

@@ -147,7 +147,8 @@ func benchConns(b *testing.B, path string, conns int, makeReq func(conn, i int) 
 	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
 }
 
-// BenchmarkPolicy: answers over a unix socket from 16 connections at once,
+// BenchmarkPolicy: answers over a unix socket from 16 connections at once
+// (4 for blocklist-4conns),
 // with 100k bans in the index (and, for greylist, 100k passed triplets).
 //
 //	go test ./internal/policy -run '^$' -bench BenchmarkPolicy -benchtime 200000x
@@ -158,6 +159,14 @@ func BenchmarkPolicy(b *testing.B) {
 		cfg := testConfig(b)
 		_, path := start(b, cfg, Deps{Blocklist: mgr, Logger: testLogger(b)})
 		benchConns(b, path, conns, func(k, i int) string {
+			j := (k*7919 + i) % 100000
+			return req("client_address", netip.AddrFrom4([4]byte{10, byte(j >> 16), byte(j >> 8), byte(j)}).String())
+		}, "REJECT mxguard: client")
+	})
+	b.Run("blocklist-4conns", func(b *testing.B) {
+		cfg := testConfig(b)
+		_, path := start(b, cfg, Deps{Blocklist: mgr, Logger: testLogger(b)})
+		benchConns(b, path, 4, func(k, i int) string {
 			j := (k*7919 + i) % 100000
 			return req("client_address", netip.AddrFrom4([4]byte{10, byte(j >> 16), byte(j >> 8), byte(j)}).String())
 		}, "REJECT mxguard: client")
