@@ -53,9 +53,9 @@ func (d *Daemon) reload() {
 		{"actions", old.Actions, cfg.Actions}, {"metrics_listen", old.MetricsListen, cfg.MetricsListen},
 		{"log_format", old.LogFormat, cfg.LogFormat}, {"tail", old.Tail, cfg.Tail},
 		{"guard", old.GuardConfig(), cfg.GuardConfig()},
-		{"policy", old.PolicyConfig(), cfg.PolicyConfig()},
 		// with --dry-run the flag decides, whatever the file says
 		{"dry_run", old.DryRun, fileDryRun || d.opts.DryRun},
+		{"policy", old.PolicyConfig(), cfg.PolicyConfig()},
 	} {
 		if !reflect.DeepEqual(k.a, k.b) {
 			restart = append(restart, k.key)
@@ -63,10 +63,10 @@ func (d *Daemon) reload() {
 	}
 	// Keep the running values of what was not applied, so that status
 	// shows what is in force.
+	cfg.Policy = old.Policy
 	cfg.Logs, cfg.StateDir, cfg.ControlSocket, cfg.Ban = old.Logs, old.StateDir, old.ControlSocket, old.Ban
 	cfg.Actions, cfg.MetricsListen, cfg.LogFormat, cfg.Tail = old.Actions, old.MetricsListen, old.LogFormat, old.Tail
 	cfg.Guard = old.Guard
-	cfg.Policy = old.Policy
 	d.cfg.Store(cfg)
 	if len(restart) > 0 {
 		d.log.Warn("reload: these changes need a restart", "keys", restart)
