@@ -150,7 +150,8 @@ type Config struct {
 	// Listen: "unix:PATH" or "inet:HOST:PORT". Default: inet:127.0.0.1:10040.
 	Listen string `yaml:"listen"`
 	// Owner, Group and Mode of a unix socket, e.g. postfix, postfix, 0660
-	// for /var/spool/postfix/private/mxguard. Default: unchanged, 0666.
+	// for /var/spool/postfix/private/mxguard: smtpd (user postfix) needs
+	// write access. Default: unchanged (the daemon's user and umask).
 	Owner string `yaml:"owner"`
 	Group string `yaml:"group"`
 	Mode  string `yaml:"mode"`
