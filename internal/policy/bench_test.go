@@ -185,11 +185,15 @@ func BenchmarkPolicy(b *testing.B) {
 		cfg.Greylist.AutoAllowlist = 0 // each answer looks up its triplet
 		s, path := start(b, cfg, Deps{Blocklist: mgr, Logger: testLogger(b), Now: clk.Now})
 		fillGreylist(b, s, clk, 100000)
-		benchConns(b, path, conns, func(k, i int) string {
-			j := (k*7919 + i) % 100000
-			return req("client_address", netip.AddrFrom4([4]byte{100, 64 + byte(j>>16), byte(j >> 8), 9}).String(),
-				"sender", "s"+strconv.Itoa(j)+"@x.example", "recipient", "r@y.example")
-		}, "DUNNO")
+		for _, n := range []int{conns, 4} {
+			b.Run(strconv.Itoa(n)+"conns", func(b *testing.B) {
+				benchConns(b, path, n, func(k, i int) string {
+					j := (k*7919 + i) % 100000
+					return req("client_address", netip.AddrFrom4([4]byte{100, 64 + byte(j>>16), byte(j >> 8), 9}).String(),
+						"sender", "s"+strconv.Itoa(j)+"@x.example", "recipient", "r@y.example")
+				}, "DUNNO")
+			})
+		}
 	})
 	b.Run("greylist-new", func(b *testing.B) {
 		clk := newClock()
