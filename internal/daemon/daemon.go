@@ -237,7 +237,7 @@ func (d *Daemon) build(ctx context.Context) error {
 		}
 		d.follower, bans.follower = d.sources.files, d.sources
 	} else if d.guardCfg == nil && d.policyCfg == nil {
-		return &ConfigError{errors.New("nothing to do: logs is empty and the guard and the policy service are off (guard.enabled, policy.enabled)")}
+		return &ConfigError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled), and so is the policy service (policy.enabled)")}
 	}
 	grey, res, err := d.sharedFrontDoorDeps()
 	if err != nil {
