@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,6 +113,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 			score, zones := smtpcheck.DNSBLScore(context.Background(), s.resolver, s.sites, q.ip, s.cfg.DNSBL.Timeout.D())
 			if score >= s.cfg.DNSBL.Threshold {
 				s.ctr.dnsbl.Add(1)
+				slices.Sort(zones)
 				z := strings.Join(zones, ", ")
 				f := finding{kind: event.KindDNSBL, reason: event.ReasonDNSBL, evidence: true,
 					text: "Service unavailable; client [" + q.ip.String() + "] blocked using " + z, detail: z, count: score}
