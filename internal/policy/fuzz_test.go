@@ -67,3 +67,22 @@ func FuzzPolicyRequest(f *testing.F) {
 		}
 	})
 }
+
+// Once a connection's buffer has grown, parsing a request allocates
+// nothing, however many attributes it has.
+func TestParseAllocatesNothing(t *testing.T) {
+	raw := []byte(req("ccert_subject", "x", "policy_context", "y", "stress", "", "etrn_domain", ""))
+	br := bufio.NewReaderSize(&repeatReader{b: raw}, 4096)
+	r := &request{buf: make([]byte, 0, 1024)}
+	lim := readLimits{maxValue: 512, maxAttrs: 100, maxBytes: 16384}
+	if n := testing.AllocsPerRun(1000, func() {
+		if err := readRequest(br, r, lim, nil); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per request, want 0", n)
+	}
+	if r.str(r.sender) != "alice@remote.example" || r.str(r.state) != "RCPT" {
+		t.Fatalf("parsed %q %q", r.str(r.sender), r.str(r.state))
+	}
+}
