@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/duration"
+	"github.com/mxguard/mxguard/internal/greylist"
 )
 
 // Duration is the config's duration ("1s", "5m", "35d"; see internal/duration).
@@ -125,42 +126,15 @@ type DNSBLConfig struct {
 	CacheTTL Duration `yaml:"cache_ttl"`
 }
 
-// GreylistConfig configures greylisting at RCPT (like postgrey). The
-// triplet is (client network: /24 for IPv4, /64 for IPv6; sender; recipient),
-// addresses compared in lower case. The first attempt of a triplet gets
-// "450 4.2.0 <rcpt>: Recipient address rejected: Greylisted, see URL (try
-// again in N s)", an event with reason greylisted that is not evidence of
-// abuse and not counted toward the error limits. Allowlisted clients
-// (guard.allowlist) skip it; so do clients that failed a local check
-// (those are refused first). If the database fails, recipients pass.
-type GreylistConfig struct {
-	Enabled bool `yaml:"enabled"` // Default: false.
-	// DB is the greylist's own bbolt file. Empty: `mxguard daemon` uses
-	// state_dir/greylist.db.
-	DB string `yaml:"db"`
-	// Delay: a retry passes only this long after the first attempt. Default: 5m.
-	Delay Duration `yaml:"delay"`
-	// RetryWindow: a retry later than this after the first attempt starts
-	// over. Default: 48h.
-	RetryWindow Duration `yaml:"retry_window"`
-	// MaxAge: passed triplets and auto-allowlisted clients unused this long
-	// are forgotten (and deleted by the hourly sweep). Default: 35d (840h).
-	MaxAge Duration `yaml:"max_age"`
-	// AutoAllowlist: a client network whose retries passed for this many
-	// distinct triplets skips greylisting (until unused for max_age).
-	// 0 = off. Default: 5.
-	AutoAllowlist int `yaml:"auto_allowlist"`
-	// MaxEntries caps each bucket (triplets, clients); beyond it the sweep
-	// evicts down to 90%: pending triplets first, from the networks with the
-	// most pending ones, then passed triplets least recently used first
-	// (clients: least recently used). Each network also keeps at most 10000
-	// pending triplets (its oldest make room). Keys are 32 bytes (network +
-	// hash of sender and recipient), so a flood cannot grow them.
-	// 0 = no cap. Default: 1000000.
-	MaxEntries int `yaml:"max_entries"`
-	// InfoURL is named in the 450 reply. Default: https://en.wikipedia.org/wiki/Greylisting.
-	InfoURL string `yaml:"info_url"`
-}
+// GreylistConfig configures greylisting at RCPT (like postgrey; see
+// greylist.Config, the one implementation the policy service shares).
+// The guard answers a greylisted recipient with "450 4.2.0 <rcpt>:
+// Recipient address rejected: Greylisted, see URL (try again in N s)",
+// an event with reason greylisted that is not evidence of abuse and not
+// counted toward the error limits. Allowlisted clients (guard.allowlist)
+// skip it; so do clients that failed a local check (those are refused
+// first).
+type GreylistConfig = greylist.Config
 
 // TLSConfig enables STARTTLS when both files are set.
 type TLSConfig struct {
@@ -232,35 +206,9 @@ func DefaultConfig() Config {
 			UpstreamTimeout: Duration(time.Minute), UpstreamDataTimeout: Duration(10 * time.Minute),
 			StressThreshold: 0.8, StressTimeout: Duration(10 * time.Second),
 		},
-		DNSBL: DNSBLConfig{Threshold: 3, Timeout: Duration(2 * time.Second), CacheTTL: Duration(5 * time.Minute)},
-		Greylist: GreylistConfig{
-			Delay: Duration(5 * time.Minute), RetryWindow: Duration(48 * time.Hour),
-			MaxAge: Duration(35 * 24 * time.Hour), AutoAllowlist: 5, MaxEntries: 1000000,
-			InfoURL: "https://en.wikipedia.org/wiki/Greylisting",
-		},
+		DNSBL:    DNSBLConfig{Threshold: 3, Timeout: Duration(2 * time.Second), CacheTTL: Duration(5 * time.Minute)},
+		Greylist: greylist.DefaultConfig(),
 	}
-}
-
-// dnsblSite is one parsed DNSBL zone.
-type dnsblSite struct {
-	zone   string
-	weight int
-}
-
-func parseSite(s string) (dnsblSite, error) {
-	zone, w, ok := strings.Cut(strings.TrimSpace(s), "*")
-	site := dnsblSite{zone: strings.TrimSuffix(strings.ToLower(zone), "."), weight: 1}
-	if ok {
-		n, err := strconv.Atoi(w)
-		if err != nil || n < 1 {
-			return site, fmt.Errorf("bad weight %q (want zone*N, N ≥ 1)", w)
-		}
-		site.weight = n
-	}
-	if site.zone == "" || !validDomain(site.zone) {
-		return site, fmt.Errorf("bad zone %q", zone)
-	}
-	return site, nil
 }
 
 func parsePrefixes(list []string) ([]netip.Prefix, error) {
@@ -400,24 +348,9 @@ func (c *Config) Validate() error {
 	if usesDNS && c.DNSBL.Timeout <= 0 {
 		bad("dnsbl.timeout", "must be > 0 (it bounds every DNS lookup of the guard)")
 	}
-	if gl := c.Greylist; gl.Enabled {
-		if gl.Delay < 0 {
-			bad("greylist.delay", "must be ≥ 0")
-		}
-		if gl.RetryWindow <= gl.Delay {
-			bad("greylist.retry_window", "must be > delay (%s), got %s", gl.Delay, gl.RetryWindow)
-		}
-		if gl.MaxAge < gl.RetryWindow {
-			bad("greylist.max_age", "must be ≥ retry_window (%s), got %s", gl.RetryWindow, gl.MaxAge)
-		}
-		if gl.AutoAllowlist < 0 {
-			bad("greylist.auto_allowlist", "must be ≥ 0, got %d", gl.AutoAllowlist)
-		}
-		if gl.MaxEntries < 0 {
-			bad("greylist.max_entries", "must be ≥ 0, got %d", gl.MaxEntries)
-		}
-		if strings.ContainsAny(gl.InfoURL, "\r\n") {
-			bad("greylist.info_url", "must be one line")
+	if err := c.Greylist.Validate(); err != nil {
+		for _, e := range unjoinErrs(err) {
+			errs = append(errs, fmt.Errorf("guard.greylist.%w", e))
 		}
 	}
 	if (c.TLS.Cert == "") != (c.TLS.Key == "") {
@@ -426,23 +359,10 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// validDomain checks LDH labels separated by dots (no trailing dot
-// needed); it does not require a dot.
-func validDomain(s string) bool {
-	s = strings.TrimSuffix(s, ".")
-	if s == "" || len(s) > 253 {
-		return false
+// unjoinErrs splits an errors.Join result into its errors.
+func unjoinErrs(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	for _, label := range strings.Split(s, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return false
-			}
-		}
-	}
-	return true
+	return []error{err}
 }

@@ -50,6 +50,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/greylist"
 )
 
 // Service is the Event.Service of every event the guard emits.
@@ -79,6 +80,10 @@ type Deps struct {
 	UpstreamLogged bool
 	Blocklist      Blocklist // nil = nobody is banned
 	Resolver       Resolver  // nil = miekg/dns to guard.resolver
+	// Greylist is the greylist store when the daemon shares one with the
+	// policy service (its owner closes it); nil = the guard opens
+	// guard.greylist.db itself when greylisting is on.
+	Greylist *greylist.Store
 
 	now func() time.Time // greylisting's clock (tests); nil = time.Now
 }
@@ -132,10 +137,11 @@ type Guard struct {
 	heloDeny   map[string]bool
 	tlsConfig  *tls.Config
 
-	srv  *smtp.Server
-	ctr  counters
-	rate *rateLimiter
-	grey *greylister // nil: greylisting off
+	srv       *smtp.Server
+	ctr       counters
+	rate      *rateLimiter
+	grey      *greylist.Store // nil: greylisting off
+	greyOwned bool            // opened by New: closed by Shutdown
 
 	mu        sync.Mutex
 	perClient map[netip.Addr]int
@@ -212,13 +218,15 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 	s.ReadTimeout = 0 // the filter sets its own deadlines
 	s.ErrorLog = slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
 	g.srv = s
-	if cfg.Greylist.Enabled {
+	if cfg.Greylist.Enabled && deps.Greylist != nil {
+		g.grey = deps.Greylist
+	} else if cfg.Greylist.Enabled {
 		// last: nothing after it may fail and leave the file locked
-		gl, err := openGreylist(cfg.Greylist, g.log, deps.now)
+		gl, err := greylist.Open(cfg.Greylist, g.log, deps.now)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("guard.%w", err)
 		}
-		g.grey = gl
+		g.grey, g.greyOwned = gl, true
 	}
 	return g, nil
 }
@@ -347,10 +355,10 @@ func (g *Guard) Shutdown(ctx context.Context) error {
 	case <-waited:
 	case <-ctx.Done():
 	}
-	if g.grey != nil {
+	if g.grey != nil && g.greyOwned {
 		// Sessions still running (ctx ended first) find the database
 		// closed and let their recipients pass.
-		if cerr := g.grey.close(); cerr != nil && err == nil {
+		if cerr := g.grey.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("guard: greylist: %w", cerr)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -13,6 +12,8 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
 type backend struct{ g *Guard }
@@ -93,29 +94,12 @@ func (g *Guard) checkHelo(cs *connState, verb, name string) string {
 		}
 		return reply
 	}
-	lower := strings.ToLower(strings.TrimSuffix(name, "."))
-	quoted := "<" + sanitize(name, 255) + ">"
-	if ch.HeloDeny != Off && g.heloDeny[lower] {
-		return helo(ch.HeloDeny, "554 5.7.1 "+quoted+": Helo command rejected: Access denied", event.ReasonHeloAccess)
-	}
-	if ch.HeloFQDN == Off {
-		return ""
-	}
-	if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") {
-		lit := strings.TrimPrefix(name[1:len(name)-1], "IPv6:")
-		if _, err := netip.ParseAddr(lit); err != nil {
-			return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", event.ReasonHeloInvalid)
-		}
-		return ""
-	}
-	if _, err := netip.ParseAddr(name); err == nil {
-		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN)
-	}
-	if !validDomain(name) {
-		return helo(ch.HeloFQDN, "501 5.5.2 "+quoted+": Helo command rejected: Invalid name", event.ReasonHeloInvalid)
-	}
-	if !strings.Contains(strings.TrimSuffix(name, "."), ".") {
-		return helo(ch.HeloFQDN, "504 5.5.2 "+quoted+": Helo command rejected: need fully-qualified hostname", event.ReasonHeloNonFQDN)
+	p := smtpcheck.CheckHelo(name, sanitize(name, 255), g.heloDeny, ch.HeloDeny != Off, ch.HeloFQDN != Off)
+	switch p.Check {
+	case "helo_deny":
+		return helo(ch.HeloDeny, p.Reply, p.Reason)
+	case "helo_fqdn":
+		return helo(ch.HeloFQDN, p.Reply, p.Reason)
 	}
 	return ""
 }
@@ -253,7 +237,7 @@ func (s *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	s.rcpts = append(s.rcpts, to)
 	if retry != nil {
-		if err := g.grey.commit(retry, !s.greyCredited); err != nil {
+		if err := g.grey.Commit(retry, !s.greyCredited); err != nil {
 			g.log.Warn("guard: greylist commit failed", "ip", s.cs.ip.String(), "err", err)
 		}
 		s.greyCredited = true
@@ -294,23 +278,23 @@ func (s *session) checkFCrDNS(to string) *smtp.SMTPError {
 
 // greylist defers a new triplet (see GreylistConfig). A retry that
 // passes comes back to be committed once the upstream accepts it.
-func (s *session) greylist(to string) (*greyRetry, *smtp.SMTPError) {
+func (s *session) greylist(to string) (*greylist.Retry, *smtp.SMTPError) {
 	g := s.g
 	if g.grey == nil || s.cs.allowlisted {
 		return nil, nil
 	}
-	v, err := g.grey.check(s.cs.ip, s.from, to)
+	v, err := g.grey.Check(s.cs.ip, s.from, to)
 	if err != nil {
 		g.log.Warn("guard: greylist failed, recipient let through", "ip", s.cs.ip.String(), "err", err)
 		return nil, nil
 	}
-	if v.pass {
-		return v.retry, nil
+	if v.Pass {
+		return v.Retry, nil
 	}
 	g.ctr.greylisted.Add(1)
-	reply := greylistReply(to, g.cfg.Greylist.InfoURL, v.wait)
+	reply := greylist.Reply(to, g.cfg.Greylist.InfoURL, v.Wait)
 	g.rejectEnv(s.cs, "RCPT", reply, event.ReasonGreylisted, false, s.from, to)
-	g.log.Debug("guard: greylisted", "ip", s.cs.ip.String(), "from", s.from, "to", to, "why", v.reason)
+	g.log.Debug("guard: greylisted", "ip", s.cs.ip.String(), "from", s.from, "to", to, "why", v.Reason)
 	s.cs.noCount = true
 	return nil, smtpErr(reply)
 }

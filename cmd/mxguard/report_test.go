@@ -50,7 +50,7 @@ func TestExitCodes(t *testing.T) {
 		{"directory", []string{"report", unreadable}, 1, "is a directory"},
 		{"events missing file", []string{"events", filepath.Join(dir, "nope.log")}, 1, "nope.log"},
 		{"events bad kind", []string{"events", "--kind", "bogus"}, 2, `--kind "bogus"`},
-		{"daemon config it cannot run", []string{"daemon", "--config", nothingToDo}, 2, "nothing to do: logs is empty and the guard is off"},
+		{"daemon config it cannot run", []string{"daemon", "--config", nothingToDo}, 2, "nothing to do: logs is empty, the guard (guard.enabled) and the policy service (policy.enabled) are off"},
 		// ban --for is checked before the daemon is asked, with the
 		// config's duration syntax and its maximum.
 		{"ban for above maximum", []string{"ban", "--socket", filepath.Join(dir, "none.sock"), "203.0.113.8", "--for", "213504d"}, 2,

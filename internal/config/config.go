@@ -28,8 +28,10 @@ import (
 	"github.com/mxguard/mxguard/actions/sessions"
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/duration"
+	"github.com/mxguard/mxguard/internal/greylist"
 	"github.com/mxguard/mxguard/internal/journal"
 	"github.com/mxguard/mxguard/internal/peers"
+	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -62,6 +64,9 @@ type Config struct {
 	// Guard is the inline SMTP guard's section (see smtpguard.Config);
 	// GuardConfig fills in what depends on other keys.
 	Guard smtpguard.Config `yaml:"guard"`
+	// Policy is the Postfix policy service's section (see policy.Config);
+	// PolicyConfig fills in what depends on other keys.
+	Policy policy.Config `yaml:"policy"`
 	// MetricsListen is the Prometheus endpoint (host:port); empty = off.
 	MetricsListen string `yaml:"metrics_listen"`
 	// LogLevel: debug, info, warn or error.
@@ -144,6 +149,7 @@ func Default() *Config {
 			KillSessions:  sessions.DefaultConfig(),
 		},
 		Guard:     smtpguard.DefaultConfig(),
+		Policy:    policy.DefaultConfig(),
 		LogLevel:  "info",
 		LogFormat: "text",
 		Tail:      Tail{FromEnd: true, CheckpointInterval: detectors.Duration(5 * time.Second), TZ: "Local"},
@@ -347,6 +353,17 @@ func (c *Config) PeersConfig() []peers.Config {
 	return out
 }
 
+// PolicyConfig is the policy service's effective configuration: the
+// greylist database lives in state_dir unless policy.greylist.db names
+// one (the guard's, when both greylist: one store).
+func (c *Config) PolicyConfig() policy.Config {
+	p := c.Policy
+	if p.Greylist.DB == "" {
+		p.Greylist.DB = filepath.Join(c.StateDir, "greylist.db")
+	}
+	return p
+}
+
 // DBPath is the bbolt database in StateDir.
 func (c *Config) DBPath() string { return filepath.Join(c.StateDir, "mxguard.db") }
 
@@ -365,6 +382,7 @@ func (c *Config) Marshal() ([]byte, error) {
 	eff := *c
 	eff.Guard = c.GuardConfig()
 	eff.Peers = c.PeersConfig()
+	eff.Policy = c.PolicyConfig()
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -502,6 +520,14 @@ func (c *Config) Validate() error {
 	}
 	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
 		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
+	}
+	if err := c.Policy.Validate(); err != nil { // its errors name policy.KEY
+		errs = append(errs, unjoin(err)...)
+	}
+	if g, p := c.GuardConfig(), c.PolicyConfig(); g.Greylist.Enabled && p.Greylist.Enabled && g.Greylist.DB == p.Greylist.DB {
+		if k := greylist.SameStore(g.Greylist, p.Greylist.Config); k != "" {
+			add("policy.greylist.%s: differs from guard.greylist.%s; guard and policy service share one greylist store (%s): give both the same value, or each its own db", k, k, g.Greylist.DB)
+		}
 	}
 	for i, e := range errs {
 		errs[i] = errors.New(c.withLine(e.Error()))

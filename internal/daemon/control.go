@@ -13,6 +13,7 @@ import (
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/pipeline"
+	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/smtpguard"
 )
@@ -105,6 +106,7 @@ type Status struct {
 	Manager     ban.ManagerStatus  `json:"manager"`
 	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
 	Peers       []peers.Status     `json:"peers,omitempty"`
+	Policy      *policy.Stats      `json:"policy,omitempty"`
 }
 
 // Status reports what the daemon does now.
@@ -134,6 +136,10 @@ func (d *Daemon) Status() (Status, error) {
 	}
 	if d.peers != nil {
 		st.Peers = d.peers.Status()
+	}
+	if d.policy != nil {
+		ps := d.policy.Stats()
+		st.Policy = &ps
 	}
 	return st, nil
 }

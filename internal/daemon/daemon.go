@@ -35,9 +35,11 @@ import (
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
+	"github.com/mxguard/mxguard/internal/greylist"
 	"github.com/mxguard/mxguard/internal/metrics"
 	"github.com/mxguard/mxguard/internal/peers"
 	"github.com/mxguard/mxguard/internal/pipeline"
+	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/internal/tailer"
 	"github.com/mxguard/mxguard/smtpguard"
 )
@@ -106,6 +108,14 @@ type Daemon struct {
 	guardServing bool
 	guardErr     chan error // the guard's Serve failed (nil channel: no guard)
 	followErr    chan error // the follower stopped (nil channel: no follower)
+
+	// The policy service (nil when off) and the greylist store the daemon
+	// opened for guard and policy both (nil unless both greylist).
+	policyCfg     *policy.Config
+	policy        *policy.Server
+	sharedGrey    *greylist.Store
+	policyServing bool
+	policyErr     chan error // its Serve failed (nil channel: no policy service)
 }
 
 // cleaner is an action that can remove what it put into the firewall.
@@ -225,6 +235,9 @@ func (d *Daemon) build(ctx context.Context) error {
 	if g := cfg.GuardConfig(); d.guardCfg == nil && g.Enabled {
 		d.guardCfg = &g
 	}
+	if p := cfg.PolicyConfig(); p.Enabled {
+		d.policyCfg = &p
+	}
 	d.pipe = pipeline.New(det, &committingDecider{mgr: d.mgr, st: bans}, d.log)
 	if len(cfg.Peers) > 0 {
 		// the followers keep their zones in state_dir/peers; a dry run
@@ -241,11 +254,21 @@ func (d *Daemon) build(ctx context.Context) error {
 			return err
 		}
 		d.follower, bans.follower = d.sources.files, d.sources
-	} else if d.guardCfg == nil && d.peers == nil {
-		return &ConfigError{errors.New("nothing to do: logs is empty and the guard is off (guard.enabled), and no peers are followed")}
+	} else if d.guardCfg == nil && d.policyCfg == nil && d.peers == nil {
+		return &ConfigError{errors.New("nothing to do: logs is empty, the guard (guard.enabled) and the policy service (policy.enabled) are off, and no peers are followed")}
 	}
+	grey, res, err := d.sharedFrontDoorDeps()
+	if err != nil {
+		return err
+	}
+	d.sharedGrey = grey
 	if d.guardCfg != nil {
-		return d.buildGuard()
+		if err := d.buildGuard(grey, res); err != nil {
+			return err
+		}
+	}
+	if d.policyCfg != nil {
+		return d.buildPolicy(grey, res)
 	}
 	return nil
 }
@@ -294,6 +317,11 @@ func (d *Daemon) start(ctx context.Context) error {
 			return err
 		}
 	}
+	if d.policy != nil {
+		if err := d.startPolicy(); err != nil {
+			return err
+		}
+	}
 	if d.sources != nil {
 		d.followErr = make(chan error, 1)
 		go func() {
@@ -309,9 +337,13 @@ func (d *Daemon) start(ctx context.Context) error {
 	if d.guardCfg != nil {
 		guardListen = d.guardCfg.Listen
 	}
+	policyListen := ""
+	if d.policyCfg != nil {
+		policyListen = d.policyCfg.Listen
+	}
 	d.log.Info("mxguard daemon started", "config", cfg.Path, "logs", cfg.Logs, "dry_run", cfg.DryRun,
 		"control_socket", cfg.ControlSocket, "metrics_listen", cfg.MetricsListen, "actions", len(d.acts),
-		"guard", guardListen)
+		"guard", guardListen, "policy", policyListen)
 	if d.opts.Ready != nil {
 		d.opts.Ready(d)
 	}
@@ -348,6 +380,9 @@ func (d *Daemon) loop(ctx context.Context, reload <-chan os.Signal) error {
 			// that systemd restarts us (Restart=on-failure)
 			_ = stopping()
 			return fmt.Errorf("guard: %w", gerr)
+		case perr := <-d.policyErr:
+			_ = stopping()
+			return fmt.Errorf("policy: %w", perr)
 		case <-reload:
 			d.reload()
 		}
@@ -374,6 +409,16 @@ func (d *Daemon) shutdown() error {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = d.guard.Shutdown(sctx) // closes the greylist database
 		cancel()
+	}
+	if d.policy != nil && !d.policyServing {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = d.policy.Shutdown(sctx)
+		cancel()
+	}
+	if d.sharedGrey != nil { // after both front doors stopped using it
+		if err := d.sharedGrey.Close(); err != nil {
+			d.log.Warn("greylist close", "err", err)
+		}
 	}
 	var errs []error
 	if d.mgr != nil {

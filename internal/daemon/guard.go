@@ -9,12 +9,14 @@ import (
 
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/smtpcheck"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
 // buildGuard makes the guard; its events go through the daemon's pipeline
 // (the same detectors and ban manager as the log lines).
-func (d *Daemon) buildGuard() error {
+func (d *Daemon) buildGuard(grey *greylist.Store, res smtpcheck.Resolver) error {
 	g, err := smtpguard.New(*d.guardCfg, smtpguard.Deps{
 		Logger: d.log.With("component", "guard"),
 		// Events arrive only once Serve runs, after start set runCtx.
@@ -26,6 +28,9 @@ func (d *Daemon) buildGuard() error {
 		// XCLIENT) are the evidence for its refusals; the guard's copies
 		// would count them twice.
 		UpstreamLogged: d.sources != nil,
+		// shared with the policy service when both run (nil: its own)
+		Greylist: grey,
+		Resolver: res,
 	})
 	if err != nil {
 		return &ConfigError{err}

@@ -56,6 +56,7 @@ func (d *Daemon) reload() {
 		{"peers", old.Peers, cfg.Peers},
 		// with --dry-run the flag decides, whatever the file says
 		{"dry_run", old.DryRun, fileDryRun || d.opts.DryRun},
+		{"policy", old.PolicyConfig(), cfg.PolicyConfig()},
 	} {
 		if !reflect.DeepEqual(k.a, k.b) {
 			restart = append(restart, k.key)
@@ -63,6 +64,7 @@ func (d *Daemon) reload() {
 	}
 	// Keep the running values of what was not applied, so that status
 	// shows what is in force.
+	cfg.Policy = old.Policy
 	cfg.Logs, cfg.StateDir, cfg.ControlSocket, cfg.Ban = old.Logs, old.StateDir, old.ControlSocket, old.Ban
 	cfg.Actions, cfg.MetricsListen, cfg.LogFormat, cfg.Tail = old.Actions, old.MetricsListen, old.LogFormat, old.Tail
 	cfg.Guard, cfg.Publish, cfg.Peers = old.Guard, old.Publish, old.Peers

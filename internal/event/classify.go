@@ -70,8 +70,22 @@ func Classify(r Reply) Class {
 	if c.Reason == ReasonDNSBL {
 		c.Detail = dnsblZone(text)
 	}
-	c.Abuse = abusive(c.Reason, r.Code) && !oursToFix(r, text)
+	c.Abuse = abusive(c.Reason, r.Code) && !oursToFix(r, text) && !PolicyOwned(text)
 	return c
+}
+
+// PolicyMark starts the text of every reply of mxguard's policy service
+// ("REJECT mxguard: ..."). Postfix logs such a reply as
+// "<rcpt>: Recipient address rejected: mxguard: ...".
+const PolicyMark = "mxguard: "
+
+// PolicyOwned reports a reject whose text came from mxguard's policy
+// service. The policy service emitted the event for it (evidence or
+// not), so the line Postfix logs for the same reply is context only:
+// counting it too would count the client twice.
+func PolicyOwned(text string) bool {
+	after, _ := cutClassPrefix(text)
+	return strings.HasPrefix(after, PolicyMark)
 }
 
 // oursToFix reports a temporary reject that is trouble on our side, not
@@ -177,7 +191,7 @@ func classifyText(t string, r Reply) Reason {
 	}
 	switch {
 	case strings.HasPrefix(t, "Recipient address rejected: "):
-		a := t[28:]
+		a := strings.TrimPrefix(t[28:], PolicyMark)
 		switch {
 		case strings.HasPrefix(a, "User unknown"), strings.HasPrefix(a, "undeliverable address"),
 			strings.HasPrefix(a, "unverified address"):
@@ -193,7 +207,7 @@ func classifyText(t string, r Reply) Reason {
 	case strings.HasPrefix(t, "Relay access denied"):
 		return ReasonRelayDenied
 	case strings.HasPrefix(t, "Helo command rejected: "):
-		a := t[23:]
+		a := strings.TrimPrefix(t[23:], PolicyMark)
 		switch {
 		case strings.HasPrefix(a, "need fully-qualified hostname"):
 			return ReasonHeloNonFQDN
@@ -213,7 +227,7 @@ func classifyText(t string, r Reply) Reason {
 		}
 		return ReasonSenderAccess
 	case strings.HasPrefix(t, "Client host rejected: "):
-		if strings.HasPrefix(t[22:], "cannot find your") {
+		if strings.HasPrefix(strings.TrimPrefix(t[22:], PolicyMark), "cannot find your") {
 			return ReasonClientNoRDNS
 		}
 		return ReasonClientAccess

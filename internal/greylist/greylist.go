@@ -1,4 +1,7 @@
-package smtpguard
+// Package greylist is the one greylisting implementation (postgrey's
+// semantics) shared by the inline SMTP guard and the policy service: one
+// store per file, opened once per process, however many front doors ask.
+package greylist
 
 import (
 	"bytes"
@@ -77,10 +80,10 @@ const (
 	tripletKeyLen            = netKeyLen + 16
 )
 
-// greylister keeps the triplet and client databases.
-type greylister struct {
+// Store keeps the triplet and client databases.
+type Store struct {
 	db         *bolt.DB
-	cfg        GreylistConfig
+	cfg        Config
 	log        *slog.Logger
 	now        func() time.Time
 	maxCount   int
@@ -96,26 +99,32 @@ type greylister struct {
 	closed    atomic.Bool
 }
 
-// greyVerdict is the outcome of one check.
-type greyVerdict struct {
-	pass   bool
-	wait   time.Duration // until a retry passes (when !pass)
-	reason string        // for logs: "new", "early", "expired", "passed", "retry", "client"
-	// retry is set for a retry that may pass: it is recorded as passed
+// Verdict is the outcome of one check.
+type Verdict struct {
+	Pass   bool
+	Wait   time.Duration // until a retry passes (when !Pass)
+	Reason string        // for logs: "new", "early", "expired", "passed", "retry", "client"
+	// Delayed is how long ago the triplet was first seen, for a retry
+	// that passes (postgrey's X-Greylist header).
+	Delayed time.Duration
+	// Retry is set for a retry that may pass: it is recorded as passed
 	// (and counted toward auto_allowlist) only by commit, once the
 	// upstream has accepted the recipient, so that retries to addresses
 	// Postfix refuses never allowlist anything.
-	retry *greyRetry
+	Retry *Retry
 }
 
-type greyRetry struct {
+// Retry is a retry to record with Commit.
+type Retry struct {
 	network string
 	key     []byte
 }
 
-func openGreylist(cfg GreylistConfig, log *slog.Logger, now func() time.Time) (*greylister, error) {
+// Open opens (or creates) the store in cfg.DB. It holds the file's lock
+// until Close: open it once per process and share the *Store.
+func Open(cfg Config, log *slog.Logger, now func() time.Time) (*Store, error) {
 	if cfg.DB == "" {
-		return nil, errors.New("guard.greylist.db: no file set")
+		return nil, errors.New("greylist.db: no file set")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -125,7 +134,7 @@ func openGreylist(cfg GreylistConfig, log *slog.Logger, now func() time.Time) (*
 	}
 	db, err := bolt.Open(cfg.DB, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("guard.greylist.db: open %s: %w", cfg.DB, err)
+		return nil, fmt.Errorf("greylist.db: open %s: %w", cfg.DB, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketTriplets, bucketClients} {
@@ -140,9 +149,9 @@ func openGreylist(cfg GreylistConfig, log *slog.Logger, now func() time.Time) (*
 	}
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("guard.greylist.db: %s: %w", cfg.DB, err)
+		return nil, fmt.Errorf("greylist.db: %s: %w", cfg.DB, err)
 	}
-	gl := &greylister{db: db, cfg: cfg, log: log, now: now, maxCount: cfg.MaxEntries,
+	gl := &Store{db: db, cfg: cfg, log: log, now: now, maxCount: cfg.MaxEntries,
 		maxPending: greylistMaxPendingPerNet, every: greylistSweepEvery, batch: greylistDelBatch}
 	gl.lastSweep = now()
 	return gl, nil
@@ -174,7 +183,7 @@ func convertTripletsV1(db *bolt.DB, log *slog.Logger) error {
 				if _, ok := parseTriplet(v); err != nil || !ok {
 					continue
 				}
-				if err := nb.Put(tripletKey(netKey(p), parts[1], parts[2]), v); err != nil {
+				if err := nb.Put(tripletKey(netKey(p), NormalizeSender(parts[1]), parts[2]), v); err != nil {
 					return err
 				}
 				moved++
@@ -195,14 +204,15 @@ func convertTripletsV1(db *bolt.DB, log *slog.Logger) error {
 		}
 		if done {
 			if moved > 0 {
-				log.Info("guard: greylist: converted triplets to hashed keys", "n", moved)
+				log.Info("greylist: converted triplets to hashed keys", "n", moved)
 			}
 			return nil
 		}
 	}
 }
 
-func (gl *greylister) close() error {
+// Close waits for a running sweep and closes the file; nil-safe.
+func (gl *Store) Close() error {
 	if gl == nil {
 		return nil
 	}
@@ -293,15 +303,15 @@ func parseClient(b []byte) (clientVal, bool) {
 	return clientVal{last: int64(binary.BigEndian.Uint64(b)), passes: binary.BigEndian.Uint32(b[8:])}, true
 }
 
-// check decides one RCPT. An error means the database failed; the caller
+// Check decides one RCPT. An error means the database failed; the caller
 // lets the recipient through (greylisting fails open).
-func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error) {
+func (gl *Store) Check(ip netip.Addr, from, to string) (Verdict, error) {
 	now := gl.now()
 	gl.maybeSweep(now)
 	t := now.Unix()
 	network := greyNet(ip)
 	nk := netKey(greyPrefix(ip))
-	key := tripletKey(nk, from, to)
+	key := tripletKey(nk, NormalizeSender(from), to)
 	maxAge := int64(gl.cfg.MaxAge.D() / time.Second)
 	delay := int64(gl.cfg.Delay.D() / time.Second)
 	window := int64(gl.cfg.RetryWindow.D() / time.Second)
@@ -311,13 +321,13 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 	// Fast path, read only: a known client or a passed triplet seen
 	// lately, or a retry too early (nothing to record: the sweep and the
 	// window go by the first attempt).
-	var out greyVerdict
+	var out Verdict
 	var fast bool
 	err := gl.db.View(func(tx *bolt.Tx) error {
 		if auto > 0 {
 			if c, ok := parseClient(tx.Bucket(bucketClients).Get([]byte(network))); ok &&
 				c.passes >= uint32(auto) && t-c.last <= maxAge && t-c.last < touch {
-				fast, out = true, greyVerdict{pass: true, reason: "passed"}
+				fast, out = true, Verdict{Pass: true, Reason: "passed"}
 				return nil
 			}
 		}
@@ -325,15 +335,15 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 		switch {
 		case !ok:
 		case v.passed && t-v.last <= maxAge && t-v.last < touch:
-			fast, out = true, greyVerdict{pass: true, reason: "passed"}
+			fast, out = true, Verdict{Pass: true, Reason: "passed"}
 		case !v.passed && t-v.first < delay && t >= v.first &&
 			(auto <= 0 || !clientAllowed(tx, network, auto, t, maxAge)):
-			fast, out = true, greyVerdict{wait: time.Duration(delay-(t-v.first)) * time.Second, reason: "early"}
+			fast, out = true, Verdict{Wait: time.Duration(delay-(t-v.first)) * time.Second, Reason: "early"}
 		}
 		return nil
 	})
 	if err != nil {
-		return greyVerdict{pass: true}, fmt.Errorf("greylist: %w", err)
+		return Verdict{Pass: true}, fmt.Errorf("greylist: %w", err)
 	}
 	if fast {
 		return out, nil
@@ -347,38 +357,39 @@ func (gl *greylister) check(ip netip.Addr, from, to string) (greyVerdict, error)
 		}
 		if auto > 0 && cok && c.passes >= uint32(auto) {
 			c.last = t
-			out = greyVerdict{pass: true, reason: "client"}
+			out = Verdict{Pass: true, Reason: "client"}
 			return cb.Put([]byte(network), c.bytes())
 		}
 		v, ok := parseTriplet(tb.Get(key))
 		switch {
 		case !ok:
-			out = greyVerdict{wait: time.Duration(delay) * time.Second, reason: "new"}
+			out = Verdict{Wait: time.Duration(delay) * time.Second, Reason: "new"}
 			v = tripletVal{first: t, last: t}
 			if err := gl.capNetwork(tb, nk, key); err != nil {
 				return err
 			}
 			gl.inserted.Add(1) // may count twice if Batch reruns this: harmless
 		case v.passed && t-v.last <= maxAge:
-			out = greyVerdict{pass: true, reason: "passed"}
+			out = Verdict{Pass: true, Reason: "passed"}
 			v.last = t
 		case v.passed || t-v.first > window:
 			// unused too long, or the retry came too late: start over
-			out = greyVerdict{wait: time.Duration(delay) * time.Second, reason: "expired"}
+			out = Verdict{Wait: time.Duration(delay) * time.Second, Reason: "expired"}
 			v = tripletVal{first: t, last: t}
 		case t-v.first < delay:
 			// early: nothing to record (see the fast path)
-			out = greyVerdict{wait: time.Duration(delay-(t-v.first)) * time.Second, reason: "early"}
+			out = Verdict{Wait: time.Duration(delay-(t-v.first)) * time.Second, Reason: "early"}
 			return nil
 		default:
 			// a retry in the window: pass it, record it in commit
-			out = greyVerdict{pass: true, reason: "retry", retry: &greyRetry{network: network, key: key}}
+			out = Verdict{Pass: true, Reason: "retry", Delayed: time.Duration(t-v.first) * time.Second,
+				Retry: &Retry{network: network, key: key}}
 			return nil
 		}
 		return tb.Put(key, v.bytes())
 	})
 	if err != nil {
-		return greyVerdict{pass: true}, fmt.Errorf("greylist: %w", err)
+		return Verdict{Pass: true}, fmt.Errorf("greylist: %w", err)
 	}
 	return out, nil
 }
@@ -394,7 +405,7 @@ func clientAllowed(tx *bolt.Tx, network string, auto int, t, maxAge int64) bool 
 // is the new one): beyond gl.maxPending it deletes the network's oldest
 // pending triplets. It walks the network's keys with a cursor, so its
 // cost is bounded by the cap.
-func (gl *greylister) capNetwork(tb *bolt.Bucket, nk, key []byte) error {
+func (gl *Store) capNetwork(tb *bolt.Bucket, nk, key []byte) error {
 	if gl.maxPending <= 0 {
 		return nil
 	}
@@ -426,10 +437,10 @@ func (gl *greylister) capNetwork(tb *bolt.Bucket, nk, key []byte) error {
 	return nil
 }
 
-// commit records a retried triplet as passed once the upstream accepted
+// Commit records a retried triplet as passed once the upstream accepted
 // the recipient; credit also counts it toward the network's
 // auto_allowlist (once per session, not once per recipient).
-func (gl *greylister) commit(r *greyRetry, credit bool) error {
+func (gl *Store) Commit(r *Retry, credit bool) error {
 	t := gl.now().Unix()
 	err := gl.db.Batch(func(tx *bolt.Tx) error {
 		tb, cb := tx.Bucket(bucketTriplets), tx.Bucket(bucketClients)
@@ -458,7 +469,7 @@ func (gl *greylister) commit(r *greyRetry, credit bool) error {
 }
 
 // maybeSweep starts a sweep in the background when one is due.
-func (gl *greylister) maybeSweep(now time.Time) {
+func (gl *Store) maybeSweep(now time.Time) {
 	gl.mu.Lock()
 	due := now.Sub(gl.lastSweep) >= gl.every ||
 		gl.maxCount > 0 && gl.inserted.Load() >= int64(max(gl.maxCount/10, 1000))
@@ -479,9 +490,9 @@ func (gl *greylister) maybeSweep(now time.Time) {
 		defer gl.wg.Done()
 		defer gl.sweeping.Store(false)
 		if n, err := gl.sweep(now); err != nil {
-			gl.log.Warn("guard: greylist sweep", "err", err)
+			gl.log.Warn("greylist: sweep", "err", err)
 		} else if n > 0 {
-			gl.log.Info("guard: greylist sweep", "deleted", n)
+			gl.log.Info("greylist: sweep", "deleted", n)
 		}
 	}()
 }
@@ -490,7 +501,7 @@ func (gl *greylister) maybeSweep(now time.Time) {
 // per transaction (so it never holds a long read transaction nor
 // all keys in memory). With write set, each chunk is an update
 // transaction and the entries fn returns true for are deleted in it.
-func (gl *greylister) walk(bucket []byte, write bool, fn func(k, v []byte) bool) (int, error) {
+func (gl *Store) walk(bucket []byte, write bool, fn func(k, v []byte) bool) (int, error) {
 	var resume []byte
 	deleted := 0
 	for {
@@ -545,7 +556,7 @@ func (gl *greylister) walk(bucket []byte, write bool, fn func(k, v []byte) bool)
 // retry window has closed, and the entries beyond max_entries in each
 // bucket (see the top of this file for which go first). It returns how
 // many it deleted.
-func (gl *greylister) sweep(now time.Time) (int, error) {
+func (gl *Store) sweep(now time.Time) (int, error) {
 	t := now.Unix()
 	maxAge := int64(gl.cfg.MaxAge.D() / time.Second)
 	window := int64(gl.cfg.RetryWindow.D() / time.Second)
@@ -563,7 +574,7 @@ func (gl *greylister) sweep(now time.Time) (int, error) {
 	return total, nil
 }
 
-func (gl *greylister) sweepTriplets(t, maxAge, window int64) (int, error) {
+func (gl *Store) sweepTriplets(t, maxAge, window int64) (int, error) {
 	// classify parses an entry and says whether it is live (not stale)
 	classify := func(k, v []byte) (tripletVal, bool) {
 		tv, ok := parseTriplet(v)
@@ -681,7 +692,7 @@ func overLevel(counts []int, level int) int {
 
 // sweepClients deletes clients unused for max_age and, beyond the cap,
 // the least recently used.
-func (gl *greylister) sweepClients(t, maxAge int64) (int, error) {
+func (gl *Store) sweepClients(t, maxAge int64) (int, error) {
 	lastOf := func(v []byte) (int64, bool) {
 		cv, ok := parseClient(v)
 		return cv.last, ok && t-cv.last <= maxAge
@@ -726,11 +737,11 @@ func (gl *greylister) sweepClients(t, maxAge int64) (int, error) {
 	})
 }
 
-// greylistReply is the answer to a greylisted recipient. The text must
+// Reply is the answer to a greylisted recipient. The text must
 // start with "Greylisted" after the class: event.Classify, which the log
 // parser and the guard both use, classes it as greylisting, which is not
 // evidence of abuse.
-func greylistReply(to, url string, wait time.Duration) string {
+func Reply(to, url string, wait time.Duration) string {
 	secs := int64((wait + time.Second - 1) / time.Second)
 	return fmt.Sprintf("450 4.2.0 <%s>: Recipient address rejected: Greylisted, see %s (try again in %d s)", to, url, secs)
 }

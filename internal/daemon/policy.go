@@ -1,0 +1,84 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/policy"
+	"github.com/mxguard/mxguard/internal/smtpcheck"
+)
+
+// sharedFrontDoorDeps opens what the guard and the policy service share
+// when both run: the one greylist store (a bbolt file can be opened once
+// per process) and one caching resolver.
+func (d *Daemon) sharedFrontDoorDeps() (*greylist.Store, smtpcheck.Resolver, error) {
+	if d.guardCfg == nil || d.policyCfg == nil {
+		return nil, nil, nil
+	}
+	g, p := d.guardCfg, d.policyCfg
+	var grey *greylist.Store
+	if g.Greylist.Enabled && p.Greylist.Enabled && g.Greylist.DB == p.Greylist.DB {
+		var err error
+		if grey, err = greylist.Open(g.Greylist, d.log.With("component", "greylist"), nil); err != nil {
+			return nil, nil, &ConfigError{fmt.Errorf("guard.%w", err)}
+		}
+	}
+	var res smtpcheck.Resolver
+	guardDNS := len(g.DNSBL.Sites) > 0 || g.Checks.FCrDNS != "off" || g.Checks.SenderDomainDNS != "off"
+	policyDNS := len(p.DNSBL.Sites) > 0 && p.Checks.DNSBL != policy.Off || p.Checks.FCrDNS != policy.Off
+	if guardDNS && policyDNS {
+		addr := g.Resolver
+		if addr == "" {
+			addr = smtpcheck.DefaultResolverAddr()
+		}
+		res = smtpcheck.NewResolver(addr, g.DNSBL.Timeout.D(), g.DNSBL.CacheTTL.D())
+	}
+	return grey, res, nil
+}
+
+// buildPolicy makes the policy service; its events go through the
+// daemon's pipeline, its block list is the Manager's ban index.
+func (d *Daemon) buildPolicy(grey *greylist.Store, res smtpcheck.Resolver) error {
+	p, err := policy.New(*d.policyCfg, policy.Deps{
+		Logger:    d.log.With("component", "policy"),
+		Sink:      func(ev event.Event) { d.pipe.HandleEvent(d.runCtx, ev) },
+		Blocklist: d.mgr,
+		Greylist:  grey,
+		Resolver:  res,
+	})
+	if err != nil {
+		return &ConfigError{err}
+	}
+	d.policy = p
+	return nil
+}
+
+// startPolicy listens on policy.listen and serves until runCtx is done.
+func (d *Daemon) startPolicy() error {
+	l, err := d.policy.Listen()
+	if err != nil {
+		return err
+	}
+	d.policyServing = true
+	d.policyErr = make(chan error, 1)
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		if err := d.policy.Serve(d.runCtx, l); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error("policy service stopped", "err", err)
+			d.policyErr <- err
+		}
+	}()
+	go func() {
+		defer d.wg.Done()
+		<-d.runCtx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = d.policy.Shutdown(sctx)
+	}()
+	return nil
+}

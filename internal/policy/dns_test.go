@@ -1,0 +1,99 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/smtpcheck"
+)
+
+// fakeResolver answers DNSBL queries from listed (query name → listed)
+// and PTR queries from ptr; tempFail makes PTR lookups fail.
+type fakeResolver struct {
+	listed   map[string]bool
+	ptr      map[netip.Addr][]string
+	fwd      map[string][]netip.Addr
+	tempFail atomic.Bool
+	queries  atomic.Int64
+}
+
+func (f *fakeResolver) LookupIP(_ context.Context, name string, _ bool) ([]netip.Addr, error) {
+	f.queries.Add(1)
+	if f.listed[name] {
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2")}, nil
+	}
+	if a, ok := f.fwd[name]; ok {
+		return a, nil
+	}
+	return nil, smtpcheck.ErrNotFound
+}
+
+func (f *fakeResolver) LookupMX(context.Context, string) ([]string, error) {
+	return nil, smtpcheck.ErrNotFound
+}
+
+func (f *fakeResolver) LookupAddr(_ context.Context, a netip.Addr) ([]string, error) {
+	if f.tempFail.Load() {
+		return nil, errors.New("SERVFAIL")
+	}
+	if n, ok := f.ptr[a]; ok {
+		return n, nil
+	}
+	return nil, smtpcheck.ErrNotFound
+}
+
+func TestDNSBLAndFCrDNS(t *testing.T) {
+	res := &fakeResolver{
+		listed: map[string]bool{
+			"10.2.0.192.big.example": true, "10.2.0.192.small.example": true, // 192.0.2.10: 3 + 1
+			"11.2.0.192.small.example": true, // 192.0.2.11: 1
+		},
+		ptr: map[netip.Addr][]string{netip.MustParseAddr("192.0.2.12"): {"mta.remote.example"}},
+		fwd: map[string][]netip.Addr{"mta.remote.example": {netip.MustParseAddr("192.0.2.12")}},
+	}
+	cfg := testConfig(t)
+	cfg.DNSBL.Sites = []string{"big.example*3", "small.example"}
+	cfg.DNSBL.Threshold = 3
+	cfg.Checks.FCrDNS = Defer
+	ev := &events{}
+	_, path := start(t, cfg, Deps{Resolver: res, Sink: ev.sink})
+	c := dial(t, path)
+	for _, tc := range []struct {
+		name, ip, clientName, want string
+		kind                       event.Kind
+		abuse                      bool
+	}{
+		{"listed over the threshold", "192.0.2.10", "mta.remote.example",
+			"REJECT mxguard: Service unavailable; client [192.0.2.10] blocked using big.example, small.example", event.KindDNSBL, true},
+		{"listed under the threshold", "192.0.2.11", "mta.remote.example", "DUNNO", event.KindNone, false},
+		{"Postfix confirmed the name", "192.0.2.13", "mta.remote.example", "DUNNO", event.KindNone, false},
+		{"unknown to Postfix, confirmed by us", "192.0.2.12", "unknown", "DUNNO", event.KindNone, false},
+		{"no PTR", "192.0.2.14", "unknown", "DEFER_IF_PERMIT mxguard: cannot find your hostname, [192.0.2.14]", event.KindReject, false},
+	} {
+		n := len(ev.all())
+		got := c.mustAsk(req("client_address", tc.ip, "client_name", tc.clientName))
+		if !strings.HasPrefix(got, tc.want) {
+			t.Fatalf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+		evs := ev.all()[n:]
+		if tc.kind == event.KindNone {
+			if len(evs) != 0 {
+				t.Fatalf("%s: events %+v", tc.name, evs)
+			}
+			continue
+		}
+		if len(evs) != 1 || evs[0].Kind != tc.kind || evs[0].Abuse != tc.abuse {
+			t.Fatalf("%s: events %+v, want one %v abuse=%v", tc.name, evs, tc.kind, tc.abuse)
+		}
+	}
+	// a DNS failure is our trouble: the client passes
+	res.tempFail.Store(true)
+	if got := c.mustAsk(req("client_address", "192.0.2.15", "client_name", "unknown")); got != "DUNNO" {
+		t.Fatalf("PTR lookup failed: %q, want DUNNO", got)
+	}
+}
