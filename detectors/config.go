@@ -127,15 +127,27 @@ type EscalationConfig struct {
 }
 
 // FloodRule configures flood: connections that end before any mail
-// transaction (lost connection or timeout after CONNECT, EHLO, HELO, lost
-// connection after STARTTLS), postscreen HANGUP, TLS handshake errors
-// (a TLS error and the lost connection of the same session count once) and
-// anvil's connection rate, connection count and new TLS session limits
-// (not the message and recipient rate limits: busy legitimate senders meet
-// those), Threshold of them within Window. The default 8 in 1m stays far
-// above a monitoring probe (one a minute) and catches the lab's scanners,
-// which hit Postfix's own connection limits 8 or 9 times in a row.
-type FloodRule = Rule
+// transaction (lost connection or timeout after EHLO, HELO, lost
+// connection after STARTTLS, timeout after CONNECT), postscreen HANGUP,
+// failed TLS handshakes (an SSL_accept error and the lost connection of
+// the same session count once; a "TLS library problem" line never counts
+// on its own) and anvil's connection rate and new TLS session limits
+// (not the message and recipient rate limits: busy legitimate senders
+// meet those), Threshold of them within Window. The connection
+// concurrency limit counts at most once per Window: a relay reconnecting
+// its backlog meets it many times in a row. A client that had mail
+// accepted within the last two windows is not decided (a relay restarting
+// drops all its open sessions at once). The default 8 in 1m stays far
+// above a monitoring probe (one a minute) and catches the lab's scanners.
+type FloodRule struct {
+	Rule `yaml:",inline"`
+	// ConnectDropsThreshold: connections closed right after connecting
+	// without any error ("lost connection after CONNECT": port scans, but
+	// also TCP health checks of load balancers and Kubernetes, often
+	// every 5 s) are counted on their own and decide only at this many
+	// within Window. Allowlist health checkers anyway. Default: 30.
+	ConnectDropsThreshold int `yaml:"connect_drops_threshold" json:"connect_drops_threshold"`
+}
 
 // SprayRule configures sasl_spray: Threshold distinct SASL usernames
 // failing within Window from one address. A successful login takes its
@@ -220,7 +232,7 @@ func DefaultConfig() Config {
 		RelayProbe:    rule(3, time.Hour),
 		DNSBL:         DNSBLRule{Rule: rule(3, time.Hour), Rejects: 1},
 		BadHelo:       rule(2, time.Hour),
-		Flood:         rule(8, time.Minute),
+		Flood:         FloodRule{Rule: rule(8, time.Minute), ConnectDropsThreshold: 30},
 		AdminReject:   rule(3, time.Hour),
 		ContentReject: rule(3, time.Hour),
 		SASLSpray:     rule(4, time.Hour),
@@ -285,6 +297,9 @@ func (c Config) Validate() error {
 		c.ContentReject.validate(ContentReject),
 		c.SASLSpray.validate(SASLSpray),
 		c.Score.validate())
+	if c.Flood.ConnectDropsThreshold < 1 {
+		errs = append(errs, fmt.Errorf("detectors.flood.connect_drops_threshold: must be ≥ 1, got %d", c.Flood.ConnectDropsThreshold))
+	}
 	if c.SASLSpray.Threshold < 2 {
 		errs = append(errs, fmt.Errorf("detectors.sasl_spray.threshold: must be ≥ 2 (one username is sasl_bruteforce's job), got %d", c.SASLSpray.Threshold))
 	}

@@ -271,3 +271,50 @@ func (t *table) expire(now int64) {
 		t.expired++
 	}
 }
+
+// goodSlot is what the engine remembers of an address without tracking
+// it: times of its latest successful login, accepted message and
+// hostname warning (0: none).
+type goodSlot struct {
+	h                          uint64 // hashAddr of the address
+	login, accepted, mismatch int64
+}
+
+// recentGood remembers the recent honest signs of many addresses in fixed
+// memory, so that logins, accepted mail and hostname warnings (most of a
+// busy server's clients) need no state of their own. It is direct-mapped
+// by address hash: a collision forgets the older address, which then
+// counts as it would without the sign, never borrows another's.
+type recentGood struct {
+	slots []goodSlot
+	mask  uint64
+}
+
+// newRecentGood sizes the table for maxClients addresses, between 64 and
+// 16384 slots (512 KiB).
+func newRecentGood(maxClients int) recentGood {
+	n := 64
+	for n < maxClients && n < 1<<14 {
+		n *= 2
+	}
+	return recentGood{slots: make([]goodSlot, n), mask: uint64(n - 1)}
+}
+
+// slot returns addr's slot, taking it over from another address.
+func (g *recentGood) slot(a netip.Addr) *goodSlot {
+	h := hashAddr(a)
+	s := &g.slots[h&g.mask]
+	if s.h != h {
+		*s = goodSlot{h: h}
+	}
+	return s
+}
+
+// find returns addr's slot, or nil.
+func (g *recentGood) find(a netip.Addr) *goodSlot {
+	h := hashAddr(a)
+	if s := &g.slots[h&g.mask]; s.h == h {
+		return s
+	}
+	return nil
+}
