@@ -44,7 +44,7 @@ func TestNewClasses(t *testing.T) {
 			at := time.Duration(i) * gap
 			p := 4000 + i%3
 			out = append(out,
-				ev(at, ip, event.KindTLSError, pid(p)), // SSL_accept error: abuse, as the parser says
+				ev(at, ip, event.KindTLSError, pid(p)),                // SSL_accept error: abuse, as the parser says
 				ev(at+s/2, ip, event.KindTLSError, pid(p), noAbuse()), // TLS library problem: client borrowed
 				ev(at+s, ip, event.KindLostConnection, stage("STARTTLS"), pid(p)))
 		}

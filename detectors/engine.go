@@ -134,6 +134,7 @@ type Engine struct {
 	halfLife  int64
 	prefAddrs int // dictionary.prefix_addresses
 	spans     [nDet]int64
+	limits    [nDet]int
 	recent    recentGood // logins, accepted mail and hostname warnings of clients not tracked for them
 }
 
@@ -222,9 +223,14 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 			ph = max(ph, r.span)
 		}
 	}
-	e.clients = newTable(cfg.MaxClients, ch, &e.spans, e.rules[dScore].span)
+	for d := range nDet {
+		if d != dScore {
+			e.limits[d] = e.rules[d].limit()
+		}
+	}
+	e.clients = newTable(cfg.MaxClients, ch, &e.spans, &e.limits, e.rules[dScore].span, sc.Threshold)
+	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, &e.limits, 0, 0)
 	e.recent = newRecentGood(cfg.MaxClients)
-	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, 0)
 	return e, nil
 }
 
@@ -332,8 +338,16 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 	}
 	var s *state
 	if e.rules[dFlood].enabled && floodEvent(&ev) {
-		s = e.state(key, t)
-		out = e.flood(s, o, out)
+		if ev.Kind == event.KindTLSError && !ev.Abuse {
+			// a TLS library problem only folds into its handshake's
+			// entry: it needs no state of its own
+			if st := e.clients.lookup(key); st != nil {
+				out = e.flood(st, o, out)
+			}
+		} else {
+			s = e.state(key, t)
+			out = e.flood(s, o, out)
+		}
 	}
 	if e.rules[dScore].enabled {
 		if c, n := scoreClassOf(&ev, e.dnsblRank); c == scHostnameMismatch && e.weights[c] > 0 {
