@@ -139,7 +139,6 @@ func TestNewClasses(t *testing.T) {
 			want: []string{"2: content_reject 203.0.113.7/32 n=3"}},
 		{name: "content_reject/the guard's own peer", events: every(3, 0, 10*m, content("mxguard/guard")),
 			want: []string{"2: content_reject 203.0.113.7/32 n=3"}},
-		{name: "content_reject/client not from the line's own spec", events: every(6, 0, 10*m, content("postfix/bounce"))},
 		{name: "content_reject/two", events: every(2, 0, 10*m, content("postfix/cleanup"))},
 		{name: "content_reject/after a successful AUTH", events: cat(
 			one(ev(0, ipA, event.KindSASLLogin, user("alice@example.com"))),
