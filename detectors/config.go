@@ -256,6 +256,19 @@ func DefaultScoreWeights() ScoreWeights {
 	}
 }
 
+// maxWindow bounds every window and the score's half-life: a month is
+// more than any detector needs, and far from where event time plus a
+// window (or four half-lives) would overflow.
+const maxWindow = Duration(31 * 24 * time.Hour)
+
+// checkWindow reports a duration above maxWindow, naming key.
+func checkWindow(key string, d Duration) error {
+	if d > maxWindow {
+		return fmt.Errorf("%s: must be at most %s, got %s", key, maxWindow, d)
+	}
+	return nil
+}
+
 func (r Rule) validate(name string) error {
 	var errs []error
 	if r.Threshold < 1 {
@@ -263,6 +276,9 @@ func (r Rule) validate(name string) error {
 	}
 	if r.Window <= 0 {
 		errs = append(errs, fmt.Errorf("detectors.%s.window: must be > 0, got %s", name, r.Window))
+	}
+	if err := checkWindow("detectors."+name+".window", r.Window); err != nil {
+		errs = append(errs, err)
 	}
 	if err := r.Mode.validate("detectors." + name + ".mode"); err != nil {
 		errs = append(errs, err)
@@ -313,6 +329,9 @@ func (c Config) Validate() error {
 	if d.PrefixWindow <= 0 {
 		errs = append(errs, fmt.Errorf("detectors.dictionary.prefix_window: must be > 0, got %s", d.PrefixWindow))
 	}
+	errs = append(errs, checkWindow("detectors.dictionary.prefix_window", d.PrefixWindow),
+		checkWindow("detectors.sasl_bruteforce.long_window", c.SASLBruteforce.LongWindow),
+		checkWindow("detectors.prefix_escalation.window", c.PrefixEscalation.Window))
 	s := c.SASLBruteforce
 	if s.LongThreshold < 0 {
 		errs = append(errs, fmt.Errorf("detectors.sasl_bruteforce.long_threshold: must be ≥ 0 (0 = off), got %d", s.LongThreshold))
@@ -359,6 +378,9 @@ func (r ScoreRule) validate() error {
 	if r.HalfLife <= 0 {
 		errs = append(errs, fmt.Errorf("detectors.score.half_life: must be > 0, got %s", r.HalfLife))
 	}
+	if err := checkWindow("detectors.score.half_life", r.HalfLife); err != nil {
+		errs = append(errs, err)
+	}
 	if !(r.ClassCap >= 1) {
 		errs = append(errs, fmt.Errorf("detectors.score.class_cap: must be ≥ 1, got %g", r.ClassCap))
 	}
@@ -371,4 +393,33 @@ func (r ScoreRule) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings lists settings that are valid but probably not meant, each
+// starting with its key.
+func (c Config) Warnings() []string {
+	var ws []string
+	if s := c.SASLBruteforce; s.Enabled && s.LongThreshold > 0 && !s.LongActive() {
+		switch {
+		case s.LongWindow <= s.Window:
+			ws = append(ws, fmt.Sprintf("detectors.sasl_bruteforce.long_window: %s is not longer than window %s: the long window is off", s.LongWindow, s.Window))
+		default:
+			ws = append(ws, fmt.Sprintf("detectors.sasl_bruteforce.long_threshold: %d is not above threshold %d: the long window is off", s.LongThreshold, s.Threshold))
+		}
+	}
+	sc := c.Score
+	if !sc.Enabled {
+		return ws
+	}
+	var reach float64
+	for i, w := range sc.Weights.list() {
+		reach += w * sc.ClassCap
+		if w > 0 && w*sc.ClassCap >= sc.Threshold {
+			ws = append(ws, fmt.Sprintf("detectors.score.weights.%s: %g × class_cap %g reaches threshold %g alone: one repeated weak signal decides", scoreClassNames[i], w, sc.ClassCap, sc.Threshold))
+		}
+	}
+	if reach < sc.Threshold {
+		ws = append(ws, fmt.Sprintf("detectors.score.threshold: %g is above the %g all weighted classes can add together (weight × class_cap): score never decides", sc.Threshold, reach))
+	}
+	return ws
 }
