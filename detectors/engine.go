@@ -6,7 +6,10 @@
 // the network, files or the firewall, and keeps bounded memory: windows
 // hold at most threshold entries, idle clients expire (the few that hold a
 // long window wait in an idle list until it has passed), and the number of
-// tracked clients is capped (least recently seen dropped first).
+// tracked clients is capped (of the least recently seen, the one nearest to
+// no decision is dropped first, so address churn does not push out the
+// long windows). Logins, accepted mail and hostname warnings create no
+// state: a fixed table remembers them.
 //
 // Detectors (config key = Decision.Detector):
 //
@@ -18,10 +21,11 @@
 //	relay_probe      ≥3 "Relay access denied" within 1h
 //	dnsbl            postscreen DNSBL rank ≥3, or ≥1 smtpd "blocked using" reject within 1h
 //	bad_helo         ≥2 HELO rejects within 1h
-//	flood            ≥8 connections ended before MAIL (lost/timeout after CONNECT, HELO/EHLO,
-//	                 STARTTLS), postscreen HANGUPs, TLS errors, anvil connection limits within 1m
-//	admin_reject     ≥3 refusals by the access lists (client_access, postscreen denylist) within 1h
-//	content_reject   ≥3 messages refused by header/body checks or milters within 1h
+//	flood            ≥8 connections ended before MAIL (lost/timeout after HELO/EHLO, STARTTLS,
+//	                 timeout after CONNECT), postscreen HANGUPs, failed TLS handshakes, anvil
+//	                 connection limits within 1m; ≥30 bare connect-and-close drops within 1m
+//	admin_reject     ≥3 permanent refusals by the access lists (client_access, postscreen denylist) within 1h
+//	content_reject   ≥3 messages permanently refused by header/body checks or milters within 1h
 //	sasl_spray       ≥4 distinct SASL usernames failing within 1h
 //	score            weighted weak signals, halving every 30m, ≥10 points
 //
@@ -29,8 +33,9 @@
 // (flood counts drops after CONNECT; score weighs hostname warnings and
 // disconnect statistics). Forgiveness: a successful AUTH of the same
 // address (KindSASLLogin) resets its sasl_bruteforce, error_burst,
-// dictionary, relay_probe and score windows, takes its own username out of
-// sasl_spray's and exempts the address from content_reject for a window.
+// dictionary, relay_probe, admin_reject, content_reject and score windows,
+// takes its own username (and its local part) out of sasl_spray's and
+// exempts the address from admin_reject and content_reject for a window.
 // An accepted message without AUTH (KindReceived) only softens error_burst:
 // it removes the oldest error from the window, at most threshold/2 times
 // within one window (sliding), so threshold + threshold/2 errors within a
@@ -41,10 +46,15 @@
 // as much accepted mail as it gets unknown recipients from being decided
 // as a whole.
 //
+// Accepted mail also takes one failed TLS handshake out of flood's window
+// (an MTA falling back to plain text), and flood does not decide for a
+// client with mail accepted within two of its windows.
+//
 // error_burst counts every abuse event except disconnect statistics (they
 // repeat failures already counted), postscreen DNSBL ranks (dnsbl's job),
-// TLS errors and rate limits (flood's) and lost connection / timeout after
-// CONNECT (health checks and port scans).
+// flood's events while flood is on (counting them twice would decide a
+// retrying MTA twice as fast), TLS errors and rate limits, and lost
+// connection / timeout after CONNECT (health checks and port scans).
 // After a decision a detector is quiet for that client for one window
 // (dedupe; Redecide takes a decision back); the ban manager handles repeat
 // offenders. Feed events in log
