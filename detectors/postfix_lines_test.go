@@ -2,6 +2,7 @@ package detectors
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -211,5 +212,32 @@ func TestPostfixLines(t *testing.T) {
 				t.Errorf("decisions:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestAcceptedMailTakesBackAHandshake: each message accepted from a client
+// takes one failed TLS handshake out of its flood window; a borrowed TLS
+// library problem and the lost connection fold into their handshake.
+func TestAcceptedMailTakesBackAHandshake(t *testing.T) {
+	e, err := New(DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := logparse.NewParser(time.UTC, time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	const ip = "192.0.2.70"
+	lines := linesN(3, func(i int) []string { return failedHandshake(i*5, 5000+i, "smtpd", ip) })
+	lines = append(lines, received(20, 5100, 1, "smtpd", ip)...)
+	lines = append(lines, received(21, 5101, 2, "smtpd", ip)...)
+	for _, l := range lines {
+		if ev, err := p.Parse(l); err == nil {
+			e.Observe(ev.Clone())
+		}
+	}
+	s := e.clients.lookup(netip.MustParsePrefix(ip + "/32"))
+	if s == nil || s.find(dFlood) == nil {
+		t.Fatal("no flood window")
+	}
+	if n := len(s.find(dFlood).ev); n != 1 {
+		t.Errorf("flood window holds %d entries, want 1 (3 handshakes, 2 taken back)", n)
 	}
 }
