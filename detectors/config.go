@@ -127,15 +127,27 @@ type EscalationConfig struct {
 }
 
 // FloodRule configures flood: connections that end before any mail
-// transaction (lost connection or timeout after CONNECT, EHLO, HELO, lost
-// connection after STARTTLS), postscreen HANGUP, TLS handshake errors
-// (a TLS error and the lost connection of the same session count once) and
-// anvil's connection rate, connection count and new TLS session limits
-// (not the message and recipient rate limits: busy legitimate senders meet
-// those), Threshold of them within Window. The default 8 in 1m stays far
-// above a monitoring probe (one a minute) and catches the lab's scanners,
-// which hit Postfix's own connection limits 8 or 9 times in a row.
-type FloodRule = Rule
+// transaction (lost connection or timeout after EHLO, HELO, lost
+// connection after STARTTLS, timeout after CONNECT), postscreen HANGUP,
+// failed TLS handshakes (an SSL_accept error and the lost connection of
+// the same session count once; a "TLS library problem" line never counts
+// on its own) and anvil's connection rate and new TLS session limits
+// (not the message and recipient rate limits: busy legitimate senders
+// meet those), Threshold of them within Window. The connection
+// concurrency limit counts at most once per Window: a relay reconnecting
+// its backlog meets it many times in a row. A client that had mail
+// accepted within the last two windows is not decided (a relay restarting
+// drops all its open sessions at once). The default 8 in 1m stays far
+// above a monitoring probe (one a minute) and catches the lab's scanners.
+type FloodRule struct {
+	Rule `yaml:",inline"`
+	// ConnectDropsThreshold: connections closed right after connecting
+	// without any error ("lost connection after CONNECT": port scans, but
+	// also TCP health checks of load balancers and Kubernetes, often
+	// every 5 s) are counted on their own and decide only at this many
+	// within Window. Allowlist health checkers anyway. Default: 30.
+	ConnectDropsThreshold int `yaml:"connect_drops_threshold" json:"connect_drops_threshold"`
+}
 
 // SprayRule configures sasl_spray: Threshold distinct SASL usernames
 // failing within Window from one address. A successful login takes its
@@ -220,7 +232,7 @@ func DefaultConfig() Config {
 		RelayProbe:    rule(3, time.Hour),
 		DNSBL:         DNSBLRule{Rule: rule(3, time.Hour), Rejects: 1},
 		BadHelo:       rule(2, time.Hour),
-		Flood:         rule(8, time.Minute),
+		Flood:         FloodRule{Rule: rule(8, time.Minute), ConnectDropsThreshold: 30},
 		AdminReject:   rule(3, time.Hour),
 		ContentReject: rule(3, time.Hour),
 		SASLSpray:     rule(4, time.Hour),
@@ -244,6 +256,19 @@ func DefaultScoreWeights() ScoreWeights {
 	}
 }
 
+// maxWindow bounds every window and the score's half-life: a month is
+// more than any detector needs, and far from where event time plus a
+// window (or four half-lives) would overflow.
+const maxWindow = Duration(31 * 24 * time.Hour)
+
+// checkWindow reports a duration above maxWindow, naming key.
+func checkWindow(key string, d Duration) error {
+	if d > maxWindow {
+		return fmt.Errorf("%s: must be at most %s, got %s", key, maxWindow, d)
+	}
+	return nil
+}
+
 func (r Rule) validate(name string) error {
 	var errs []error
 	if r.Threshold < 1 {
@@ -251,6 +276,9 @@ func (r Rule) validate(name string) error {
 	}
 	if r.Window <= 0 {
 		errs = append(errs, fmt.Errorf("detectors.%s.window: must be > 0, got %s", name, r.Window))
+	}
+	if err := checkWindow("detectors."+name+".window", r.Window); err != nil {
+		errs = append(errs, err)
 	}
 	if err := r.Mode.validate("detectors." + name + ".mode"); err != nil {
 		errs = append(errs, err)
@@ -285,6 +313,9 @@ func (c Config) Validate() error {
 		c.ContentReject.validate(ContentReject),
 		c.SASLSpray.validate(SASLSpray),
 		c.Score.validate())
+	if c.Flood.ConnectDropsThreshold < 1 {
+		errs = append(errs, fmt.Errorf("detectors.flood.connect_drops_threshold: must be ≥ 1, got %d", c.Flood.ConnectDropsThreshold))
+	}
 	if c.SASLSpray.Threshold < 2 {
 		errs = append(errs, fmt.Errorf("detectors.sasl_spray.threshold: must be ≥ 2 (one username is sasl_bruteforce's job), got %d", c.SASLSpray.Threshold))
 	}
@@ -298,6 +329,9 @@ func (c Config) Validate() error {
 	if d.PrefixWindow <= 0 {
 		errs = append(errs, fmt.Errorf("detectors.dictionary.prefix_window: must be > 0, got %s", d.PrefixWindow))
 	}
+	errs = append(errs, checkWindow("detectors.dictionary.prefix_window", d.PrefixWindow),
+		checkWindow("detectors.sasl_bruteforce.long_window", c.SASLBruteforce.LongWindow),
+		checkWindow("detectors.prefix_escalation.window", c.PrefixEscalation.Window))
 	s := c.SASLBruteforce
 	if s.LongThreshold < 0 {
 		errs = append(errs, fmt.Errorf("detectors.sasl_bruteforce.long_threshold: must be ≥ 0 (0 = off), got %d", s.LongThreshold))
@@ -344,6 +378,9 @@ func (r ScoreRule) validate() error {
 	if r.HalfLife <= 0 {
 		errs = append(errs, fmt.Errorf("detectors.score.half_life: must be > 0, got %s", r.HalfLife))
 	}
+	if err := checkWindow("detectors.score.half_life", r.HalfLife); err != nil {
+		errs = append(errs, err)
+	}
 	if !(r.ClassCap >= 1) {
 		errs = append(errs, fmt.Errorf("detectors.score.class_cap: must be ≥ 1, got %g", r.ClassCap))
 	}
@@ -356,4 +393,33 @@ func (r ScoreRule) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings lists settings that are valid but probably not meant, each
+// starting with its key.
+func (c Config) Warnings() []string {
+	var ws []string
+	if s := c.SASLBruteforce; s.Enabled && s.LongThreshold > 0 && !s.LongActive() {
+		switch {
+		case s.LongWindow <= s.Window:
+			ws = append(ws, fmt.Sprintf("detectors.sasl_bruteforce.long_window: %s is not longer than window %s: the long window is off", s.LongWindow, s.Window))
+		default:
+			ws = append(ws, fmt.Sprintf("detectors.sasl_bruteforce.long_threshold: %d is not above threshold %d: the long window is off", s.LongThreshold, s.Threshold))
+		}
+	}
+	sc := c.Score
+	if !sc.Enabled {
+		return ws
+	}
+	var reach float64
+	for i, w := range sc.Weights.list() {
+		reach += w * sc.ClassCap
+		if w > 0 && w*sc.ClassCap >= sc.Threshold {
+			ws = append(ws, fmt.Sprintf("detectors.score.weights.%s: %g × class_cap %g reaches threshold %g alone: one repeated weak signal decides", scoreClassNames[i], w, sc.ClassCap, sc.Threshold))
+		}
+	}
+	if reach < sc.Threshold {
+		ws = append(ws, fmt.Sprintf("detectors.score.threshold: %g is above the %g all weighted classes can add together (weight × class_cap): score never decides", sc.Threshold, reach))
+	}
+	return ws
 }

@@ -73,7 +73,7 @@ func TestConfigYAMLNewKeys(t *testing.T) {
 	cfg, err := decodeStrict(t, `
 dictionary: {per_prefix: false, prefix_threshold: 20, prefix_addresses: 4, prefix_window: 2h}
 sasl_bruteforce: {long_threshold: 0}
-flood: {threshold: 20, window: 2m}
+flood: {threshold: 20, window: 2m, connect_drops_threshold: 60}
 sasl_spray: {mode: warn}
 score: {threshold: 12.5, half_life: 1h, class_cap: 3, weights: {no_helo: 5, hostname_mismatch: 0}}
 `)
@@ -84,7 +84,7 @@ score: {threshold: 12.5, half_life: 1h, class_cap: 3, weights: {no_helo: 5, host
 	want.Dictionary.PerPrefix, want.Dictionary.PrefixThreshold, want.Dictionary.PrefixAddresses = false, 20, 4
 	want.Dictionary.PrefixWindow = Duration(2 * time.Hour)
 	want.SASLBruteforce.LongThreshold = 0
-	want.Flood.Threshold, want.Flood.Window = 20, Duration(2*time.Minute)
+	want.Flood.Threshold, want.Flood.Window, want.Flood.ConnectDropsThreshold = 20, Duration(2*time.Minute), 60
 	want.SASLSpray.Mode = ModeWarn
 	want.Score.Threshold, want.Score.HalfLife, want.Score.ClassCap = 12.5, Duration(time.Hour), 3
 	want.Score.Weights.NoHelo, want.Score.Weights.HostnameMismatch = 5, 0
@@ -148,6 +148,12 @@ func TestValidate(t *testing.T) {
 		{func(c *Config) { c.Score.ClassCap = 0.5 }, "detectors.score.class_cap"},
 		{func(c *Config) { c.Score.Mode = "" }, "detectors.score.mode"},
 		{func(c *Config) { c.Score.Weights.RelayDenied = -1 }, "detectors.score.weights.relay_denied: must be between 0 and 1000, got -1"},
+		{func(c *Config) { c.Flood.ConnectDropsThreshold = 0 }, "detectors.flood.connect_drops_threshold: must be ≥ 1"},
+		{func(c *Config) { c.Score.HalfLife = Duration(1 << 62) }, "detectors.score.half_life: must be at most 744h"},
+		{func(c *Config) { c.BadHelo.Window = Duration(1 << 62) }, "detectors.bad_helo.window: must be at most 744h"},
+		{func(c *Config) { c.SASLBruteforce.LongWindow = Duration(1 << 62) }, "detectors.sasl_bruteforce.long_window: must be at most"},
+		{func(c *Config) { c.Dictionary.PrefixWindow = Duration(1 << 62) }, "detectors.dictionary.prefix_window: must be at most"},
+		{func(c *Config) { c.PrefixEscalation.Window = Duration(1 << 62) }, "detectors.prefix_escalation.window: must be at most"},
 	} {
 		cfg := DefaultConfig()
 		tc.mut(&cfg)
@@ -172,6 +178,39 @@ func TestDurationString(t *testing.T) {
 		var back Duration
 		if err := back.UnmarshalText([]byte(Duration(d).String())); err != nil || back != Duration(d) {
 			t.Errorf("%v: text round trip %v %v", d, back, err)
+		}
+	}
+}
+
+func TestConfigWarnings(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mut  func(*Config)
+		want []string // prefixes of the warnings
+	}{
+		{"defaults", func(*Config) {}, nil},
+		{"long SASL window not longer", func(c *Config) { c.SASLBruteforce.LongWindow = Duration(5 * time.Minute) },
+			[]string{"detectors.sasl_bruteforce.long_window: 5m is not longer than window 10m"}},
+		{"long SASL threshold not above", func(c *Config) { c.SASLBruteforce.LongThreshold = 5 },
+			[]string{"detectors.sasl_bruteforce.long_threshold: 5 is not above threshold 5"}},
+		{"long SASL window off on purpose", func(c *Config) { c.SASLBruteforce.LongThreshold = 0 }, nil},
+		{"score unreachable", func(c *Config) { c.Score.Threshold = 100 },
+			[]string{"detectors.score.threshold: 100 is above the 55 all weighted classes can add"}},
+		{"one class decides alone", func(c *Config) { c.Score.Weights.Pipelining = 5 },
+			[]string{"detectors.score.weights.pipelining: 5 × class_cap 2 reaches threshold 10 alone"}},
+		{"score off", func(c *Config) { c.Score.Enabled = false; c.Score.Threshold = 100 }, nil},
+	} {
+		cfg := DefaultConfig()
+		tc.mut(&cfg)
+		ws := cfg.Warnings()
+		if len(ws) != len(tc.want) {
+			t.Errorf("%s: warnings %q, want %q", tc.name, ws, tc.want)
+			continue
+		}
+		for i := range ws {
+			if !strings.HasPrefix(ws[i], tc.want[i]) {
+				t.Errorf("%s: warning %q, want %q…", tc.name, ws[i], tc.want[i])
+			}
 		}
 	}
 }

@@ -6,7 +6,10 @@
 // the network, files or the firewall, and keeps bounded memory: windows
 // hold at most threshold entries, idle clients expire (the few that hold a
 // long window wait in an idle list until it has passed), and the number of
-// tracked clients is capped (least recently seen dropped first).
+// tracked clients is capped (of the least recently seen, the one nearest to
+// no decision is dropped first, so address churn does not push out the
+// long windows). Logins, accepted mail and hostname warnings create no
+// state: a fixed table remembers them.
 //
 // Detectors (config key = Decision.Detector):
 //
@@ -18,10 +21,11 @@
 //	relay_probe      ≥3 "Relay access denied" within 1h
 //	dnsbl            postscreen DNSBL rank ≥3, or ≥1 smtpd "blocked using" reject within 1h
 //	bad_helo         ≥2 HELO rejects within 1h
-//	flood            ≥8 connections ended before MAIL (lost/timeout after CONNECT, HELO/EHLO,
-//	                 STARTTLS), postscreen HANGUPs, TLS errors, anvil connection limits within 1m
-//	admin_reject     ≥3 refusals by the access lists (client_access, postscreen denylist) within 1h
-//	content_reject   ≥3 messages refused by header/body checks or milters within 1h
+//	flood            ≥8 connections ended before MAIL (lost/timeout after HELO/EHLO, STARTTLS,
+//	                 timeout after CONNECT), postscreen HANGUPs, failed TLS handshakes, anvil
+//	                 connection limits within 1m; ≥30 bare connect-and-close drops within 1m
+//	admin_reject     ≥3 permanent refusals by the access lists (client_access, postscreen denylist) within 1h
+//	content_reject   ≥3 messages permanently refused by header/body checks or milters within 1h
 //	sasl_spray       ≥4 distinct SASL usernames failing within 1h
 //	score            weighted weak signals, halving every 30m, ≥10 points
 //
@@ -29,8 +33,9 @@
 // (flood counts drops after CONNECT; score weighs hostname warnings and
 // disconnect statistics). Forgiveness: a successful AUTH of the same
 // address (KindSASLLogin) resets its sasl_bruteforce, error_burst,
-// dictionary, relay_probe and score windows, takes its own username out of
-// sasl_spray's and exempts the address from content_reject for a window.
+// dictionary, relay_probe, admin_reject, content_reject and score windows,
+// takes its own username (and its local part) out of sasl_spray's and
+// exempts the address from admin_reject and content_reject for a window.
 // An accepted message without AUTH (KindReceived) only softens error_burst:
 // it removes the oldest error from the window, at most threshold/2 times
 // within one window (sliding), so threshold + threshold/2 errors within a
@@ -41,10 +46,15 @@
 // as much accepted mail as it gets unknown recipients from being decided
 // as a whole.
 //
+// Accepted mail also takes one failed TLS handshake out of flood's window
+// (an MTA falling back to plain text), and flood does not decide for a
+// client with mail accepted within two of its windows.
+//
 // error_burst counts every abuse event except disconnect statistics (they
 // repeat failures already counted), postscreen DNSBL ranks (dnsbl's job),
-// TLS errors and rate limits (flood's) and lost connection / timeout after
-// CONNECT (health checks and port scans).
+// flood's events while flood is on (counting them twice would decide a
+// retrying MTA twice as fast), TLS errors and rate limits, and lost
+// connection / timeout after CONNECT (health checks and port scans).
 // After a decision a detector is quiet for that client for one window
 // (dedupe; Redecide takes a decision back); the ban manager handles repeat
 // offenders. Feed events in log
@@ -78,6 +88,7 @@ const (
 	dAdminReject
 	dContentReject
 	dSASLSpray
+	dConnectDrops    // flood's bare connect-and-close drops, at their own bar
 	dScore           // no counter: the client's scoreState
 	dSASLPrefix      // sasl_bruteforce per prefix, in the prefix table
 	dDictPrefix      // dictionary per prefix: distinct unknown recipients
@@ -133,6 +144,8 @@ type Engine struct {
 	halfLife  int64
 	prefAddrs int // dictionary.prefix_addresses
 	spans     [nDet]int64
+	limits    [nDet]int
+	recent    recentGood // logins, accepted mail and hostname warnings of clients not tracked for them
 }
 
 // Stats is a snapshot of the engine's counters.
@@ -175,7 +188,9 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 		r := &e.rules[dSASL]
 		r.longThreshold, r.longWindow, r.longWin = sb.LongThreshold, int64(sb.LongWindow), sb.LongWindow
 	}
-	e.rules[dFlood] = mk(Flood, cfg.Flood)
+	e.rules[dFlood] = mk(Flood, cfg.Flood.Rule)
+	e.rules[dConnectDrops] = mk(Flood, cfg.Flood.Rule)
+	e.rules[dConnectDrops].threshold = cfg.Flood.ConnectDropsThreshold
 	e.rules[dAdminReject] = mk(AdminReject, cfg.AdminReject)
 	e.rules[dContentReject] = mk(ContentReject, cfg.ContentReject)
 	e.rules[dSASLSpray] = mk(SASLSpray, cfg.SASLSpray)
@@ -218,8 +233,14 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 			ph = max(ph, r.span)
 		}
 	}
-	e.clients = newTable(cfg.MaxClients, ch, &e.spans, e.rules[dScore].span)
-	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, 0)
+	for d := range nDet {
+		if d != dScore {
+			e.limits[d] = e.rules[d].limit()
+		}
+	}
+	e.clients = newTable(cfg.MaxClients, ch, &e.spans, &e.limits, e.rules[dScore].span, sc.Threshold)
+	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, &e.limits, 0, 0)
+	e.recent = newRecentGood(cfg.MaxClients)
 	return e, nil
 }
 
@@ -315,21 +336,39 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 	var out []Decision
 	switch ev.Kind {
 	case event.KindSASLLogin:
-		e.forgive(key, dSASL, dErrorBurst, dDictionary, dRelay, dScore)
-		e.forgiveUser(key, t, ev.Detail)
+		e.forgive(key, dSASL, dErrorBurst, dDictionary, dRelay, dScore, dAdminReject, dContentReject)
+		e.forgiveUser(key, addr, t, ev.Detail)
 		return nil
 	case event.KindReceived:
 		e.soften(key, t)
+		e.softenFlood(key)
+		e.recent.slot(addr).accepted = t
 		e.prefixAccepted(addr, t)
 		return nil
 	}
 	var s *state
 	if e.rules[dFlood].enabled && floodEvent(&ev) {
-		s = e.state(key, t)
-		out = e.flood(s, o, out)
+		if ev.Kind == event.KindTLSError && !ev.Abuse {
+			// a TLS library problem only folds into its handshake's
+			// entry: it needs no state of its own
+			if st := e.clients.lookup(key); st != nil {
+				out = e.flood(st, o, out)
+			}
+		} else {
+			s = e.state(key, t)
+			out = e.flood(s, o, out)
+		}
 	}
 	if e.rules[dScore].enabled {
-		if c, n := scoreClassOf(&ev, e.dnsblRank); c != scNone && e.weights[c] > 0 {
+		if c, n := scoreClassOf(&ev, e.dnsblRank); c == scHostnameMismatch && e.weights[c] > 0 {
+			// Common for honest senders and never enough alone: kept
+			// aside (no state) until a scored event of another class.
+			if st := e.clients.lookup(key); st != nil && st.score != nil {
+				out = e.score(st, c, n, o, out)
+			} else {
+				e.recent.slot(addr).mismatch = t
+			}
+		} else if c != scNone && e.weights[c] > 0 {
 			if s == nil {
 				s = e.state(key, t)
 			}
@@ -368,10 +407,14 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 			out = e.bump(s, dDNSBL, o, 0, 1, out)
 		case r == event.ReasonPipelining:
 			out = e.bump(s, dPipelining, o, 0, 1, out)
-		case r == event.ReasonClientAccess:
-			out = e.bump(s, dAdminReject, o, 0, 1, out)
+		case r == event.ReasonClientAccess && permanent(&ev):
+			// a temporary one is a policy service's or greylister's
+			// "try again", not the admin's access list
+			if !e.loggedIn(addr, dAdminReject, t) {
+				out = e.bump(s, dAdminReject, o, 0, 1, out)
+			}
 		case r == event.ReasonMessageRejected:
-			if structuralClient(&ev) {
+			if structuralClient(&ev) && !e.loggedIn(addr, dContentReject, t) {
 				out = e.bump(s, dContentReject, o, 0, 1, out)
 			}
 		}
@@ -392,6 +435,12 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 		}
 	}
 
+	switch {
+	case e.rules[dFlood].enabled && floodEvent(&ev):
+		// flood's; counting it here too would decide a retrying MTA
+		// twice as fast
+		return e.escalate(o, out)
+	}
 	switch ev.Kind {
 	case event.KindTooManyErrors:
 		out = e.now1(s, dErrorBurst, o, out)
@@ -446,32 +495,95 @@ func floodEvent(ev *event.Event) bool {
 
 // flood counts a flood event. A failed TLS handshake is one session
 // however many lines it leaves (SSL_accept error, TLS library problem,
-// lost connection after STARTTLS, all of one smtpd process): the first
-// TLS error of a pid opens an entry, its further TLS errors fold into it,
-// and its lost connection after STARTTLS folds in and closes it, so the
-// next session of the same process counts anew.
+// lost connection after STARTTLS, or after CONNECT on the wrapper-mode
+// port, all of one smtpd process): the SSL_accept error opens an entry,
+// the pid's TLS library problems fold into it, and its lost connection
+// folds in and closes it, so the next session of the same process counts
+// anew. A TLS library problem has its client only borrowed from the
+// process's last "connect from" (OpenSSL 3 logs one at the end of many
+// ordinary sessions): it folds into an open entry or counts nothing.
+// Bare connect-and-close drops count at their own, higher bar, and the
+// connection concurrency limit once per window.
 func (e *Engine) flood(s *state, o *obs, out []Decision) []Decision {
-	tlsLine := o.ev.Kind == event.KindTLSError
-	lost := o.ev.Kind == event.KindLostConnection && o.ev.Stage == "STARTTLS"
-	if (!tlsLine && !lost) || o.ev.PID <= 0 {
-		return e.bump(s, dFlood, o, 0, 1, out)
-	}
-	open := uint64(o.ev.PID)<<1 | 1
-	if c := s.find(dFlood); c != nil && o.t >= c.muted {
-		for i := len(c.ev) - 1; i >= 0 && o.t-c.ev[i].t < int64(tlsPairGap); i-- {
-			if c.ev[i].h == open {
-				if lost {
-					c.ev[i].h = open &^ 1 // closed
+	ev := &o.ev
+	tlsLine := ev.Kind == event.KindTLSError
+	borrowed := tlsLine && !ev.Abuse
+	lost := ev.Kind == event.KindLostConnection && (ev.Stage == "STARTTLS" || ev.Stage == "CONNECT")
+	open := uint64(ev.PID)<<1 | 1
+	if (tlsLine || lost) && ev.PID > 0 {
+		if c := s.find(dFlood); c != nil && o.t >= c.muted {
+			for i := len(c.ev) - 1; i >= 0 && o.t-c.ev[i].t < int64(tlsPairGap); i-- {
+				if c.ev[i].h == open {
+					if lost {
+						c.ev[i].h = open &^ 1 // closed
+					}
+					return out
 				}
-				return out
 			}
 		}
 	}
 	h := uint64(0)
-	if tlsLine {
+	switch {
+	case borrowed:
+		return out
+	case tlsLine && ev.PID > 0:
 		h = open
+	case lost && ev.Stage == "CONNECT" && !ev.Abuse:
+		return e.bump(s, dConnectDrops, o, 0, 1, out)
+	case ev.Kind == event.KindRateLimit && ev.Detail == event.LimitConnectionCount:
+		if c := s.find(dFlood); c != nil {
+			c.expire(o.t, e.rules[dFlood].window)
+			for i := range c.ev {
+				if c.ev[i].h == concurrencyMark {
+					return out
+				}
+			}
+		}
+		h = concurrencyMark
 	}
 	return e.bump(s, dFlood, o, h, 1, out)
+}
+
+// concurrencyMark is the hash of a flood entry for the connection
+// concurrency limit; pid entries are below 2^33.
+const concurrencyMark = ^uint64(0)
+
+// softenFlood takes one failed TLS handshake out of key's flood window
+// for a message accepted from it: an MTA whose TLS stack fails falls
+// back to plain text and delivers once per failure.
+func (e *Engine) softenFlood(key netip.Prefix) {
+	s := e.clients.lookup(key)
+	if s == nil {
+		return
+	}
+	c := s.find(dFlood)
+	if c == nil {
+		return
+	}
+	for i := range c.ev {
+		if h := c.ev[i].h; h != 0 && h != concurrencyMark {
+			c.remove(h)
+			return
+		}
+	}
+}
+
+// permanent reports a 5xx reject; a reject logged with only its DSN
+// (cleanup) goes by the DSN's class.
+func permanent(ev *event.Event) bool {
+	if ev.Code == 0 {
+		return strings.HasPrefix(ev.DSN, "5.")
+	}
+	return ev.Code/100 == 5
+}
+
+// loggedIn reports whether addr logged in successfully within detector
+// d's window before t: its refusals are then the user's trouble (an
+// attachment a body check refuses, a submission port that rejects mail
+// sent without AUTH), not abuse.
+func (e *Engine) loggedIn(addr netip.Addr, d detID, t int64) bool {
+	g := e.recent.find(addr)
+	return g != nil && g.login != 0 && t-g.login < e.rules[d].window
 }
 
 // tlsPairGap bounds the time between the lines of one failed handshake.
@@ -496,14 +608,11 @@ const guardService = "mxguard/guard"
 
 // forgiveUser takes the username of a successful login out of the
 // address's sasl_spray window (a user who mistyped, then got it right, is
-// not a spray), and mutes content_reject for the address for one window:
-// the refused messages of an authenticated user (an attachment a body
-// check refuses, sent again and again) are the user's trouble, not abuse.
-func (e *Engine) forgiveUser(key netip.Prefix, t int64, user string) {
-	if r := &e.rules[dContentReject]; r.enabled {
-		c := e.state(key, t).counter(dContentReject)
-		c.muted = max(c.muted, t+r.window)
-	}
+// not a spray; "bob" failing and "bob@example.com" logging in is the same
+// user), and remembers the login, which keeps admin_reject and
+// content_reject quiet for the address for one of their windows.
+func (e *Engine) forgiveUser(key netip.Prefix, addr netip.Addr, t int64, user string) {
+	e.recent.slot(addr).login = t
 	if user == "" || !e.rules[dSASLSpray].enabled {
 		return
 	}
@@ -513,6 +622,9 @@ func (e *Engine) forgiveUser(key netip.Prefix, t int64, user string) {
 	}
 	if c := s.find(dSASLSpray); c != nil {
 		c.remove(hashLower(user))
+		if at := strings.LastIndexByte(user, '@'); at > 0 {
+			c.remove(hashLower(user[:at]))
+		}
 	}
 }
 
@@ -644,6 +756,13 @@ func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision
 		line = "" // one line of evidence per log line
 	}
 	n, win := len(c.ev), r.win
+	if (d == dFlood || d == dConnectDrops) && n >= r.threshold && !e.owes(s.key, d, o.t) {
+		// A client whose mail we accepted lately is a relay whose
+		// sessions dropped at once (its restart, a network hiccup).
+		if g := e.recent.find(o.addr); g != nil && g.accepted != 0 && o.t-g.accepted < 2*r.window {
+			return out
+		}
+	}
 	if r.longWindow > 0 {
 		n = c.since(o.t - r.window)
 		if n < r.threshold && len(c.ev) >= r.longThreshold {

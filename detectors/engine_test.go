@@ -480,19 +480,37 @@ func TestLRUCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	fail := func(at time.Duration, ip string) []Decision { return e.Observe(ev(at, ip, event.KindSASLFail)) }
-	// A has 4 failures, then B, C, D push it out.
+	// A has 4 failures, then B, C, D arrive with one each: the table
+	// drops the state nearest to no decision (B), not A.
 	for i := range 4 {
 		fail(time.Duration(i)*time.Second, ipA)
 	}
 	fail(10*time.Second, "192.0.2.1")
 	fail(11*time.Second, "192.0.2.2")
 	fail(12*time.Second, "192.0.2.3")
-	if ds := fail(13*time.Second, ipA); len(ds) != 0 {
-		t.Errorf("evicted client kept its count: %+v", ds)
+	if ds := fail(13*time.Second, ipA); len(ds) != 1 {
+		t.Errorf("the client nearest to a decision was evicted: %+v", ds)
+	}
+	if _, ok := e.clients.m[netip.MustParsePrefix("192.0.2.1/32")]; ok {
+		t.Errorf("the oldest of the least evidenced clients was kept")
 	}
 	st := e.Stats()
-	if st.Clients != 3 || st.Evicted != 2 {
-		t.Errorf("stats %+v, want 3 clients, 2 evicted", st)
+	if st.Clients != 3 || st.Evicted != 1 {
+		t.Errorf("stats %+v, want 3 clients, 1 evicted", st)
+	}
+
+	// Churn of new addresses, one drop each, leaves a 6h SASL window alone.
+	cfg.MaxClients = 10
+	e, _ = New(cfg, nil)
+	for i := range 7 {
+		fail(time.Duration(i)*40*time.Minute, ipA) // 7 in 4h: idle from 5h on
+	}
+	for i := range 200 {
+		at := 5*time.Hour + time.Duration(i)*time.Second
+		e.Observe(ev(at, fmt.Sprintf("2001:db8::%x", i), event.KindLostConnection, stage("EHLO")))
+	}
+	if ds := fail(5*time.Hour+10*time.Minute, ipA); len(ds) != 1 || ds[0].Reason != "8 SASL authentication failures within 6h" {
+		t.Errorf("the long window was evicted by churn: %+v", ds)
 	}
 
 	// Recently seen clients stay: touch A between newcomers.

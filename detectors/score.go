@@ -191,6 +191,12 @@ func (e *Engine) score(s *state, c scoreClass, n int, o *obs, out []Decision) []
 	}
 	if s.score == nil {
 		s.score = &scoreState{at: o.t}
+		if g := e.recent.find(o.addr); g != nil && g.mismatch != 0 && c != scHostnameMismatch {
+			// the hostname warning kept aside, decayed since
+			m := e.weights[scHostnameMismatch]
+			s.score.val[scHostnameMismatch] = m * float32(math.Exp2(-float64(o.t-g.mismatch)/float64(e.halfLife)))
+			g.mismatch = 0
+		}
 	}
 	sc := s.score
 	if o.t < sc.muted {

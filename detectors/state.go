@@ -176,19 +176,22 @@ func (l *list) pushFront(s *state) {
 // one, a score): then it waits in the idle list until that has passed
 // too. So the long windows keep only the few states that use them.
 type table struct {
-	m       map[netip.Prefix]*state
-	recent  list // idle for less than horizon
-	idleL   list // idle past horizon, holding a longer window; all older than recent's
-	max     int
-	horizon int64
-	spans   *[nDet]int64 // how long an entry of each detector matters
-	scoreSp int64        // how long a score matters
-	evicted uint64       // dropped because of max
-	expired uint64       // dropped because idle for horizon
+	m        map[netip.Prefix]*state
+	recent   list // idle for less than horizon
+	idleL    list // idle past horizon, holding a longer window; all older than recent's
+	max      int
+	horizon  int64
+	spans    *[nDet]int64 // how long an entry of each detector matters
+	limits   *[nDet]int   // how many entries a window of each detector holds
+	scoreSp  int64        // how long a score matters
+	scoreThr float64      // the score's threshold
+	evicted  uint64       // dropped because of max
+	expired  uint64       // dropped because idle for horizon
 }
 
-func newTable(max int, horizon int64, spans *[nDet]int64, scoreSpan int64) *table {
-	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon, spans: spans, scoreSp: scoreSpan}
+func newTable(max int, horizon int64, spans *[nDet]int64, limits *[nDet]int, scoreSpan int64, scoreThr float64) *table {
+	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon, spans: spans, limits: limits,
+		scoreSp: scoreSpan, scoreThr: scoreThr}
 }
 
 func (t *table) listOf(s *state) *list {
@@ -207,11 +210,7 @@ func (t *table) get(key netip.Prefix, now int64) *state {
 	s := t.m[key]
 	if s == nil {
 		if len(t.m) >= t.max {
-			old := t.idleL.tail // the idle ones are the oldest
-			if old == nil {
-				old = t.recent.tail
-			}
-			if old != nil {
+			if old := t.victim(); old != nil {
 				t.listOf(old).unlink(old)
 				delete(t.m, old.key)
 				t.evicted++
@@ -231,6 +230,50 @@ func (t *table) get(key netip.Prefix, now int64) *state {
 		t.recent.pushFront(s)
 	}
 	return s
+}
+
+// victimScan bounds how many states at the old end of each list victim
+// looks at.
+const victimScan = 8
+
+// victim picks the state to drop when the table is full: of the few least
+// recently seen states of each list, the one nearest to no decision (one
+// holding nothing first), the older one on a tie. So a churn of new
+// addresses (IPv6), each with an event or two, does not throw away the
+// evidence that takes longest to gather (sasl_bruteforce's 6 h window, a
+// score), which waits in the idle list.
+func (t *table) victim() *state {
+	var best *state
+	bestP := 2.0
+	for _, l := range [2]*list{&t.idleL, &t.recent} {
+		n := 0
+		for s := l.tail; s != nil && n < victimScan; s, n = s.prev, n+1 {
+			if p := t.progress(s); p < bestP {
+				best, bestP = s, p
+			}
+			if bestP == 0 {
+				return best
+			}
+		}
+	}
+	return best
+}
+
+// progress is how near s is to a decision, 0 (holds nothing) to 1: its
+// fullest window relative to the detector's limit, or its score (not
+// decayed) relative to the threshold.
+func (t *table) progress(s *state) float64 {
+	var p float64
+	for i := range s.ctrs {
+		c := &s.ctrs[i]
+		if lim := t.limits[c.det]; lim > 0 && len(c.ev) > 0 {
+			p = max(p, float64(len(c.ev))/float64(lim))
+		}
+	}
+	if s.score != nil && s.score.events > 0 && t.scoreThr > 0 {
+		p = max(p, s.score.total()/t.scoreThr)
+	}
+	return min(p, 1)
 }
 
 // span is how long after its last event s still holds something.
@@ -270,4 +313,51 @@ func (t *table) expire(now int64) {
 		delete(t.m, s.key)
 		t.expired++
 	}
+}
+
+// goodSlot is what the engine remembers of an address without tracking
+// it: times of its latest successful login, accepted message and
+// hostname warning (0: none).
+type goodSlot struct {
+	h                         uint64 // hashAddr of the address
+	login, accepted, mismatch int64
+}
+
+// recentGood remembers the recent honest signs of many addresses in fixed
+// memory, so that logins, accepted mail and hostname warnings (most of a
+// busy server's clients) need no state of their own. It is direct-mapped
+// by address hash: a collision forgets the older address, which then
+// counts as it would without the sign, never borrows another's.
+type recentGood struct {
+	slots []goodSlot
+	mask  uint64
+}
+
+// newRecentGood sizes the table for maxClients addresses, between 64 and
+// 16384 slots (512 KiB).
+func newRecentGood(maxClients int) recentGood {
+	n := 64
+	for n < maxClients && n < 1<<14 {
+		n *= 2
+	}
+	return recentGood{slots: make([]goodSlot, n), mask: uint64(n - 1)}
+}
+
+// slot returns addr's slot, taking it over from another address.
+func (g *recentGood) slot(a netip.Addr) *goodSlot {
+	h := hashAddr(a)
+	s := &g.slots[h&g.mask]
+	if s.h != h {
+		*s = goodSlot{h: h}
+	}
+	return s
+}
+
+// find returns addr's slot, or nil.
+func (g *recentGood) find(a netip.Addr) *goodSlot {
+	h := hashAddr(a)
+	if s := &g.slots[h&g.mask]; s.h == h {
+		return s
+	}
+	return nil
 }

@@ -157,6 +157,41 @@ func (p *Parser) ForgetSessions() {
 	}
 }
 
+// masterLine forgets the client of an smtpd process that master(8)
+// reports dead ("warning: process /usr/libexec/postfix/smtpd pid 4242 exit
+// status 1", "... killed by signal 9"), and every client when master
+// starts ("daemon started -- version 3.8.6, ..."): such a process logged
+// no "disconnect from", and its pid's slot must not lend the old client to
+// a later process with the same pid.
+func (p *Parser) masterLine(msg string) {
+	if strings.HasPrefix(msg, "daemon started") {
+		p.ForgetSessions()
+		return
+	}
+	rest, ok := strings.CutPrefix(msg, "warning: process ")
+	if !ok {
+		return
+	}
+	_, rest, ok = strings.Cut(rest, " pid ")
+	if !ok {
+		return
+	}
+	n, rest, _ := strings.Cut(rest, " ")
+	if !strings.HasPrefix(rest, "exit status ") && !strings.HasPrefix(rest, "killed by signal ") {
+		return
+	}
+	if pid, ok := atoi(n); ok {
+		p.sessions.clearPID(pid)
+	}
+}
+
+// clearPID forgets the client of process pid, on whatever host.
+func (t *sessions) clearPID(pid int) {
+	if t.slots != nil && pid > 0 && t.slots[pid%sessionSlots].pid == pid {
+		t.slots[pid%sessionSlots] = session{}
+	}
+}
+
 // set records that h's process now serves ev's client.
 func (t *sessions) set(h *header, ev *event.Event) {
 	if h.pid <= 0 || !ev.Client.IsValid() {

@@ -101,6 +101,28 @@ func TestTLSProblemAttribution(t *testing.T) {
 			{d + "postfix/smtpd[5136]: " + problem, ""},
 			{d + "postfix/smtpd[6160]: " + problem, "203.0.113.68"},
 		}},
+		{"smtpd killed, no disconnect logged", []step{
+			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{d + "postfix/master[812]: warning: process /usr/lib/postfix/sbin/smtpd pid 5136 killed by signal 9", ""},
+			{d + "postfix/smtpd[5136]: " + problem, ""},
+		}},
+		{"smtpd exited with an error", []step{
+			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{d + "postfix/smtpd[5137]: connect from unknown[203.0.113.68]", ""},
+			{d + "postfix/master[812]: warning: process /usr/lib/postfix/sbin/smtpd pid 5136 exit status 1", ""},
+			{d + "postfix/smtpd[5136]: " + problem, ""},
+			{d + "postfix/smtpd[5137]: " + problem, "203.0.113.68"},
+		}},
+		{"master restarted", []step{
+			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{d + "postfix/master[9001]: daemon started -- version 3.8.6, configuration /etc/postfix", ""},
+			{d + "postfix/smtpd[5136]: " + problem, ""},
+		}},
+		{"another process's exit", []step{
+			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{d + "postfix/master[812]: warning: process /usr/lib/postfix/sbin/smtpd pid 5137 exit status 1", ""},
+			{d + "postfix/smtpd[5136]: " + problem, "203.0.113.67"},
+		}},
 		{"tlsproxy serves many clients", []step{
 			{d + "postfix/tlsproxy[5139]: CONNECT from [203.0.113.71]:58747", ""},
 			{d + "postfix/tlsproxy[5139]: " + problem, ""},

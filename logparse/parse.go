@@ -34,6 +34,9 @@ func (p *Parser) ParseInto(line string, ev *event.Event) error {
 		err = parsePostscreen(msg, ev)
 	case "cleanup":
 		err = parseCleanup(msg, ev)
+	case "master":
+		p.masterLine(h.msg)
+		err = ErrUnrecognized // context: nothing about a client
 	case "qmgr", "oqmgr":
 		err = parseQmgr(msg, ev)
 	case "smtp", "lmtp", "local", "virtual", "pipe", "error", "retry", "discard":

@@ -295,8 +295,8 @@ func writeStatus(w io.Writer, st daemon.Status) {
 	fmt.Fprintln(w, "files:")
 	_ = writeTable(w, []string{"PATH", "OFFSET", "SIZE", "LAG", "LINES", "ROTATIONS", "STATE"}, rows)
 	p := st.Pipeline
-	fmt.Fprintf(w, "\nlines: %d (%.1f/s), events: %d, skipped: %d (not postfix %d, unrecognized %d, too long %d), tracked clients: %d\n",
-		p.Lines, st.LinesPerSec, p.Events, p.Skipped(), p.NotPostfix, p.Unrecognized, p.TooLong, p.Clients)
+	fmt.Fprintf(w, "\nlines: %d (%.1f/s), events: %d, skipped: %d (not postfix %d, unrecognized %d, context %d, too long %d), tracked clients: %d\n",
+		p.Lines, st.LinesPerSec, p.Events, p.Skipped(), p.NotPostfix, p.Unrecognized, p.Context, p.TooLong, p.Clients)
 	if p.FutureLines > 0 {
 		fmt.Fprintf(w, "future-stamped lines: %d (over %s ahead of the clock, dated now: check the clock of the log's host and tail.tz)\n",
 			p.FutureLines, pipeline.FutureTolerance)

@@ -562,6 +562,9 @@ func (c *Config) Warnings() []string {
 			ws = append(ws, c.withLine(fmt.Sprintf("metrics_listen: %q binds all interfaces: anyone who reaches the port reads the counters (detectors, log paths); bind 127.0.0.1:%s or filter the port", c.MetricsListen, port)))
 		}
 	}
+	for _, w := range c.Detectors.Warnings() {
+		ws = append(ws, c.withLine(w))
+	}
 	for _, w := range c.Publish.DNSBL.Warnings() {
 		ws = append(ws, c.withLine("publish.dnsbl."+w))
 	}

@@ -148,7 +148,7 @@ func (d *Daemon) metrics() metrics.Snapshot {
 	ps := d.pipe.Stats()
 	s := metrics.Snapshot{
 		Lines: ps.Lines, EventsByKind: ps.Kinds, Decisions: ps.Decisions, Bans: ps.Bans, FutureLines: ps.FutureLines,
-		ParseSkipped: map[string]uint64{"not_postfix": ps.NotPostfix, "unrecognized": ps.Unrecognized, "too_long": ps.TooLong},
+		ParseSkipped: map[string]uint64{"not_postfix": ps.NotPostfix, "unrecognized": ps.Unrecognized, "context": ps.Context, "too_long": ps.TooLong},
 		TailLagBytes: map[string]int64{}, ActionFailures: map[string]uint64{}, ActionPending: map[string]int{},
 		DecisionsNotRecorded: ps.NotRecorded, CheckpointHeldPaths: ps.HeldPaths,
 	}

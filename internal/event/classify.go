@@ -70,8 +70,19 @@ func Classify(r Reply) Class {
 	if c.Reason == ReasonDNSBL {
 		c.Detail = dnsblZone(text)
 	}
-	c.Abuse = abusive(c.Reason, r.Code) && !oursToFix(r, text) && !PolicyOwned(text)
+	code := replyCode(r)
+	c.Abuse = abusive(c.Reason, code) && !oursToFix(code, r.DSN, text) && !PolicyOwned(text)
 	return c
+}
+
+// replyCode is r's reply code, or the class of its DSN times 100 when the
+// line logs none: cleanup's milter and header/body check rejects carry only
+// the DSN ("4.7.1 Service unavailable" is a temporary reject).
+func replyCode(r Reply) int {
+	if r.Code == 0 && len(r.DSN) > 0 && r.DSN[0] >= '2' && r.DSN[0] <= '5' {
+		return int(r.DSN[0]-'0') * 100
+	}
+	return r.Code
 }
 
 // PolicyMark starts the text of every reply of mxguard's policy service
@@ -93,11 +104,11 @@ func PolicyOwned(text string) bool {
 // configuration error, no storage) or an address verification that could
 // not finish. During a DNS or backend outage every honest MTA gets these
 // and retries: counting them would ban it.
-func oursToFix(r Reply, text string) bool {
-	if r.Code/100 != 4 {
+func oursToFix(code int, dsn, text string) bool {
+	if code/100 != 4 {
 		return false
 	}
-	return strings.HasPrefix(r.DSN, "4.3.") ||
+	return strings.HasPrefix(dsn, "4.3.") ||
 		strings.HasPrefix(text, "Recipient address rejected: unverified address") ||
 		strings.HasPrefix(text, "Sender address rejected: unverified address")
 }
@@ -110,6 +121,11 @@ func abusive(r Reason, code int) bool {
 	case r == ReasonOther && code/100 == 4:
 		// temporary trouble on our side (lookup failure, too many
 		// recipients)
+		return false
+	case r == ReasonMessageRejected && code/100 == 4:
+		// a milter's tempfail: milter_default_action = tempfail during a
+		// milter outage refuses every sender's mail alike, and soft
+		// rejects and greylisting milters ask an honest MTA to retry
 		return false
 	case r == ReasonClientNoRDNS && code/100 == 4:
 		// reject_unknown_client_hostname's default 450: DNS may be at
@@ -227,8 +243,14 @@ func classifyText(t string, r Reply) Reason {
 		}
 		return ReasonSenderAccess
 	case strings.HasPrefix(t, "Client host rejected: "):
-		if strings.HasPrefix(strings.TrimPrefix(t[22:], PolicyMark), "cannot find your") {
+		a := strings.TrimPrefix(t[22:], PolicyMark)
+		switch {
+		case strings.HasPrefix(a, "cannot find your"):
 			return ReasonClientNoRDNS
+		case isGreylist(a):
+			// postgrey and other greylisting policy services in
+			// smtpd_client_restrictions
+			return ReasonGreylisted
 		}
 		return ReasonClientAccess
 	case strings.HasPrefix(t, "Data command rejected: Multi-recipient bounce"):

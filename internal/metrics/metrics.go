@@ -21,7 +21,7 @@ import (
 type Snapshot struct {
 	Lines          uint64            // lines read
 	EventsByKind   map[string]uint64 // events by kind
-	ParseSkipped   map[string]uint64 // lines without an event, by reason (not_postfix, unrecognized, too_long)
+	ParseSkipped   map[string]uint64 // lines without an event, by reason (not_postfix, unrecognized, context, too_long)
 	Decisions      map[string]uint64 // detector decisions, by detector
 	Bans           map[string]uint64 // decisions that banned or extended, by detector
 	ActiveBans     int

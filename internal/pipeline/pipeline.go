@@ -46,6 +46,7 @@ type Pipeline struct {
 	tooLong      atomic.Uint64
 	notPostfix   atomic.Uint64
 	unrecognized atomic.Uint64
+	context      atomic.Uint64
 	events       atomic.Uint64
 	kinds        [64]atomic.Uint64
 	decideErrs   atomic.Uint64
@@ -117,9 +118,12 @@ func (p *Pipeline) handleLine(ctx context.Context, parser *logparse.Parser, line
 	p.lines.Add(1)
 	var ev event.Event
 	if err := parser.ParseInto(line, &ev); err != nil {
-		if errors.Is(err, logparse.ErrNotPostfix) {
+		switch {
+		case errors.Is(err, logparse.ErrNotPostfix):
 			p.notPostfix.Add(1)
-		} else {
+		case errors.Is(err, logparse.ErrContext):
+			p.context.Add(1)
+		default:
 			p.unrecognized.Add(1)
 		}
 		return time.Time{}, false, 0
@@ -271,6 +275,7 @@ type Stats struct {
 	TooLong      uint64            `json:"too_long"`     // of which skipped for their length
 	NotPostfix   uint64            `json:"not_postfix"`  // other programs' lines, no syslog header
 	Unrecognized uint64            `json:"unrecognized"` // Postfix lines of no interest
+	Context      uint64            `json:"context"`      // recognised Postfix lines about the mail system, not a client (master, anvil, TLS summaries)
 	Events       uint64            `json:"events"`       // events handled (log and guard)
 	Kinds        map[string]uint64 `json:"events_by_kind"`
 	Decisions    map[string]uint64 `json:"decisions"` // by detector
@@ -292,13 +297,13 @@ type Stats struct {
 }
 
 // Skipped is every line that produced no event.
-func (s Stats) Skipped() uint64 { return s.TooLong + s.NotPostfix + s.Unrecognized }
+func (s Stats) Skipped() uint64 { return s.TooLong + s.NotPostfix + s.Unrecognized + s.Context }
 
 // Stats returns a snapshot.
 func (p *Pipeline) Stats() Stats {
 	st := Stats{
 		Lines: p.lines.Load(), TooLong: p.tooLong.Load(), NotPostfix: p.notPostfix.Load(),
-		Unrecognized: p.unrecognized.Load(), Events: p.events.Load(), DecideErrors: p.decideErrs.Load(),
+		Unrecognized: p.unrecognized.Load(), Context: p.context.Load(), Events: p.events.Load(), DecideErrors: p.decideErrs.Load(),
 		NotRecorded: p.notRecorded.Load(), HeldPaths: int(p.heldPaths.Load()), FutureLines: p.futureLines.Load(),
 		Kinds: map[string]uint64{}, Decisions: map[string]uint64{}, Bans: map[string]uint64{},
 		Warm: WarmStats{Lines: p.warm.lines.Load(), Decisions: p.warm.decisions.Load(),

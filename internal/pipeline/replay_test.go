@@ -28,7 +28,8 @@ func dictLines(ip string, start time.Time, n int) []string {
 func writeLog(t *testing.T, lines []string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "mail.log")
-	content := strings.Join(lines, "\n") + "\nnot a syslog line\nNov 25 10:49:00 mx1 postfix/qmgr[1]: something else\n"
+	content := strings.Join(lines, "\n") + "\nnot a syslog line\nNov 25 10:49:00 mx1 postfix/qmgr[1]: something else\n" +
+		"Nov 25 10:49:01 mx1 postfix/master[1]: warning: process /usr/lib/postfix/sbin/smtpd pid 8965 exit status 1\n"
 	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,8 @@ func TestReplay(t *testing.T) {
 		t.Errorf("summary %+v", dict)
 	}
 	st := res.Stats
-	if st.Lines != uint64(len(lines)+2) || st.NotPostfix != 1 || st.Unrecognized != 1 || st.Kinds["reject"] != uint64(len(lines)) {
+	if st.Lines != uint64(len(lines)+3) || st.NotPostfix != 1 || st.Unrecognized != 1 || st.Context != 1 || st.Skipped() != 3 ||
+		st.Kinds["reject"] != uint64(len(lines)) {
 		t.Errorf("stats %+v", st)
 	}
 }
