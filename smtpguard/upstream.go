@@ -263,6 +263,19 @@ func (u *upstream) sendMessage(r io.Reader) (reply string, readErr, err error) {
 	return msg, nil, err
 }
 
+// relayMessage relays the client's message from gc as it comes (see
+// dataRelay) and reads the final reply. A readErr leaves the transaction
+// broken: the caller must close the upstream so that nothing partial is
+// delivered.
+func (u *upstream) relayMessage(gc *guardConn, maxBytes int64) (reply string, readErr, err error) {
+	u.c.SetDeadline(time.Now().Add(u.dataTimeout))
+	if readErr, err = gc.relayData(u.c, maxBytes); readErr != nil || err != nil {
+		return "", readErr, err
+	}
+	msg, err := u.read(250)
+	return msg, nil, err
+}
+
 // readerOnly records read errors apart from write errors in io.Copy.
 type readerOnly struct {
 	r   io.Reader
