@@ -123,12 +123,12 @@ func TestTarpitReleasesUpstream(t *testing.T) {
 	if n := h.up.connCount(); n != 2 {
 		t.Errorf("upstream connections %d, want 2 (one, then one after the first tarpitted error)", n)
 	}
-	if got := h.up.quits(); got != 2 {
+	if got := h.up.waitQuits(2); got != 2 {
 		t.Errorf("upstream QUITs %d, want 2 (one before each delay)", got)
 	}
 	c.cmd("RCPT TO:<alice@example.com>", 250)
 	c.cmd("RCPT TO:<nobody9@example.com>", 550) // tarpitted, but alice is accepted: kept
-	if got := h.up.quits(); got != 2 {
+	if got := h.up.waitQuits(3); got != 2 {
 		t.Errorf("upstream QUITs %d, want still 2", got)
 	}
 	c.cmd("DATA", 354)
@@ -143,15 +143,22 @@ func TestTarpitReleasesUpstream(t *testing.T) {
 	}
 }
 
-// quits counts the QUIT commands the upstream got.
-func (f *fakeUpstream) quits() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, l := range f.lines {
-		if l == "QUIT" {
-			n++
+// waitQuits counts the QUIT commands the upstream got, waiting up to
+// 200 ms for want of them (the guard does not wait for the 221).
+func (f *fakeUpstream) waitQuits(want int) int {
+	deadline := time.Now().Add(200 * time.Millisecond)
+	for {
+		f.mu.Lock()
+		n := 0
+		for _, l := range f.lines {
+			if l == "QUIT" {
+				n++
+			}
 		}
+		f.mu.Unlock()
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	return n
 }

@@ -124,6 +124,7 @@ type result struct {
 	BotConnects     int64   `json:"bot_connects"`
 	BotRcpts        int64   `json:"bot_rcpts_accepted_replies"`
 	DefenderCPUs    float64 `json:"defender_cpu_s"`
+	ExtraCPUs       float64 `json:"extra_cpu_s"` // of DefenderCPUs: the -pids processes (the guard)
 	CPUmsPerMsg     float64 `json:"cpu_ms_per_msg"`
 	PeakPSSMB       float64 `json:"peak_pss_mb"`
 	PeakProcs       int     `json:"peak_procs"`
@@ -134,8 +135,8 @@ type result struct {
 func (r *result) print(w io.Writer) {
 	fmt.Fprintf(w, "%s: %.0fs, %d bots, good started %d: delivered %d (%.1f/s), deferred %d, refused %d, failed %d, not started %d, unfinished %d\n",
 		r.Label, r.Seconds, r.Bots, r.GoodStarted, r.GoodDelivered, r.DeliveredPerSec, r.GoodDeferred, r.GoodRefused, r.GoodFailed, r.GoodNotStarted, r.GoodUnfinished)
-	fmt.Fprintf(w, "  good latency p50 %.0f ms p99 %.0f ms; defenders CPU %.2f s (%.2f ms/msg), peak PSS %.1f MB in %d processes; bot connects %d; generator CPU %.1f s; load %s\n",
-		r.P50ms, r.P99ms, r.DefenderCPUs, r.CPUmsPerMsg, r.PeakPSSMB, r.PeakProcs, r.BotConnects, r.GeneratorCPUs, r.Load1)
+	fmt.Fprintf(w, "  good latency p50 %.0f ms p99 %.0f ms; defenders CPU %.2f s (of it -pids %.2f s; %.2f ms/msg), peak PSS %.1f MB in %d processes; bot connects %d; generator CPU %.1f s; load %s\n",
+		r.P50ms, r.P99ms, r.DefenderCPUs, r.ExtraCPUs, r.CPUmsPerMsg, r.PeakPSSMB, r.PeakProcs, r.BotConnects, r.GeneratorCPUs, r.Load1)
 }
 
 func run(o options) (*result, error) {
@@ -183,6 +184,7 @@ func run(o options) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	extra0 := meter.extraCPU()
 	var self0 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self0)
 	load := loadavg()
@@ -213,6 +215,7 @@ func run(o options) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	extra1 := meter.extraCPU()
 	var self1 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &self1)
 	<-sampled
@@ -223,7 +226,7 @@ func run(o options) (*result, error) {
 		GoodStarted: good.started, GoodDelivered: int64(len(good.latencies)), GoodDeferred: good.deferred,
 		GoodRefused: good.refused, GoodFailed: good.failed, GoodNotStarted: good.notStarted, GoodUnfinished: good.unfinished,
 		BotConnects: a.connects.Load(), BotRcpts: a.rcptOK.Load(),
-		DefenderCPUs: cpu1 - cpu0, PeakPSSMB: peakPSS, PeakProcs: peakProcs,
+		DefenderCPUs: cpu1 - cpu0, ExtraCPUs: extra1 - extra0, PeakPSSMB: peakPSS, PeakProcs: peakProcs,
 		GeneratorCPUs: rusageSeconds(&self1) - rusageSeconds(&self0), Load1: load}
 	r.DeliveredPerSec = float64(r.GoodDelivered) / el.Seconds()
 	if r.GoodDelivered > 0 {
@@ -638,6 +641,17 @@ func (m *defenderMeter) cpu() (float64, error) {
 		}
 	}
 	return float64(ticks) / clockTicks, nil
+}
+
+// extraCPU is the CPU seconds of the -pids processes alone.
+func (m *defenderMeter) extraCPU() float64 {
+	var ticks int64
+	for _, p := range m.pids {
+		if own, ch, _, err := procStat(p); err == nil {
+			ticks += own + ch
+		}
+	}
+	return float64(ticks) / clockTicks
 }
 
 // pss is the proportional set size of the defending processes in MB and
