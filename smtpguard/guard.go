@@ -153,6 +153,8 @@ type Guard struct {
 	stressEnter, stressLeave int
 	stress                   atomic.Bool
 	stressGen                atomic.Uint64 // bumped at each change: sessions recompute deadlines
+
+	dataBufs sync.Pool // *[]byte of dataBufSize: a session's read buffer while it relays a message
 }
 
 // New validates cfg and builds a Guard.

@@ -114,6 +114,7 @@ func appendCRs(b []byte, n int) []byte {
 // Afterwards go-smtp's own data reader sees an empty message: the relay
 // hands it a lone end marker.
 func (c *guardConn) relayData(up net.Conn, maxBytes int64) (readErr, err error) {
+	defer c.bigBuffer()()
 	rl := newDataRelay()
 	rl.out = make([]byte, 0, 4096)
 	tooLarge := false
@@ -144,6 +145,34 @@ func (c *guardConn) relayData(up net.Conn, maxBytes int64) (readErr, err error) 
 		return smtp.ErrDataTooLarge, nil
 	}
 	return nil, err
+}
+
+// dataBufSize is the read buffer while a message is relayed: each read
+// from the client is one write to the upstream, so large messages go in
+// large writes. Command lines need far less (max_line_length).
+const dataBufSize = 32 << 10
+
+// bigBuffer swaps the session's read buffer for a pooled dataBufSize one
+// (with the bytes not yet handed over) and returns the function that
+// swaps it back: only sessions in the middle of a message hold one.
+func (c *guardConn) bigBuffer() (restore func()) {
+	bp, _ := c.g.dataBufs.Get().(*[]byte)
+	if bp == nil {
+		b := make([]byte, dataBufSize)
+		bp = &b
+	}
+	small := c.in
+	c.in = *bp
+	c.r, c.w = 0, copy(c.in, small[c.r:c.w])
+	return func() {
+		rest := c.in[c.r:c.w]
+		if len(rest) > len(small) { // pipelined commands behind the message
+			small = make([]byte, len(rest))
+		}
+		c.r, c.w = 0, copy(small, rest)
+		c.in = small
+		c.g.dataBufs.Put(bp)
+	}
 }
 
 // fillData waits for message bytes (data_timeout for the whole message,

@@ -162,3 +162,46 @@ func (f *fakeUpstream) waitQuits(want int) int {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A large message (long lines, dot-stuffed lines) arrives unchanged, and
+// a message that tries to end early for an upstream that splits lines at
+// a bare LF ("\n.\r\n" followed by commands) stays one message.
+func TestRelayMessageThroughGuard(t *testing.T) {
+	h := newHarness(t, nil)
+	var big strings.Builder
+	big.WriteString("Subject: big\r\n\r\n")
+	for i := 0; big.Len() < 300<<10; i++ {
+		fmt.Fprintf(&big, "%s line %d %s\r\n", strings.Repeat("x", i%3000), i, strings.Repeat("y", i%7))
+		if i%50 == 0 {
+			big.WriteString("..a stuffed line\r\n")
+		}
+	}
+	smuggle := "Subject: s\r\n\r\nhello\n.\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nforged\r\n"
+	for _, tc := range []struct{ name, wire, want string }{
+		{"big", big.String(), strings.ReplaceAll(big.String(), "\r\n..", "\r\n.")},
+		{"smuggling", smuggle, "Subject: s\r\n\r\nhello\r\n.\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<bob@example.com>\r\nDATA\r\nforged\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := len(h.up.messages())
+			c := dial(t, h.addr)
+			c.expect(220)
+			c.cmd("EHLO client.example.org", 250)
+			c.cmd("MAIL FROM:<a@example.org>", 250)
+			c.cmd("RCPT TO:<alice@example.com>", 250)
+			c.cmd("DATA", 354)
+			c.send(tc.wire + ".\r\nQUIT\r\n")
+			c.expect(250)
+			c.expect(221)
+			msgs := h.up.messages()[before:]
+			if len(msgs) != 1 {
+				t.Fatalf("upstream got %d messages, want 1", len(msgs))
+			}
+			if msgs[0].data != tc.want {
+				t.Errorf("upstream got %d bytes, want %d; first 200: %q", len(msgs[0].data), len(tc.want), msgs[0].data[:min(200, len(msgs[0].data))])
+			}
+			if strings.Join(msgs[0].to, ",") != "alice@example.com" || msgs[0].from != "a@example.org" {
+				t.Errorf("envelope %s → %v", msgs[0].from, msgs[0].to)
+			}
+		})
+	}
+}
