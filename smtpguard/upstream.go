@@ -1,7 +1,6 @@
 package smtpguard
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -236,30 +235,6 @@ func (u *upstream) data() error {
 	return err
 }
 
-// sendMessage copies the message (dot-stuffed by the writer) and reads
-// the final reply. An error reading r is returned as readErr: the
-// transaction is then broken and the caller must close the upstream so
-// that nothing partial is delivered.
-func (u *upstream) sendMessage(r io.Reader) (reply string, readErr, err error) {
-	u.c.SetDeadline(time.Now().Add(u.dataTimeout))
-	w := u.tp.DotWriter()
-	bw := bufio.NewWriterSize(w, 32*1024)
-	if _, err := io.Copy(bw, readerOnly{r, &readErr}); err != nil {
-		if readErr != nil {
-			return "", readErr, nil
-		}
-		return "", nil, err
-	}
-	if err := bw.Flush(); err != nil {
-		return "", nil, err
-	}
-	if err := w.Close(); err != nil {
-		return "", nil, err
-	}
-	msg, err := u.read(250)
-	return msg, nil, err
-}
-
 // relayMessage relays the client's message from gc as it comes (see
 // dataRelay) and reads the final reply. A readErr leaves the transaction
 // broken: the caller must close the upstream so that nothing partial is
@@ -271,20 +246,6 @@ func (u *upstream) relayMessage(gc *guardConn, maxBytes int64) (reply string, re
 	}
 	msg, err := u.read(250)
 	return msg, nil, err
-}
-
-// readerOnly records read errors apart from write errors in io.Copy.
-type readerOnly struct {
-	r   io.Reader
-	err *error
-}
-
-func (r readerOnly) Read(p []byte) (int, error) {
-	n, err := r.r.Read(p)
-	if err != nil && err != io.EOF {
-		*r.err = err
-	}
-	return n, err
 }
 
 // close ends the session with QUIT without waiting for the 221: the
