@@ -53,6 +53,9 @@ type options struct {
 	goodMax     int
 	goodTimeout time.Duration
 	warmup      bool
+	botNet      string
+	goodNet     string
+	good16      [2]byte // goodNet parsed
 	postfixDir  string
 	pids        string
 	jsonOut     bool
@@ -72,6 +75,8 @@ func main() {
 	flag.IntVar(&o.goodMax, "good-max", 1000, "good sessions in flight at most (more are counted as not started)")
 	flag.DurationVar(&o.goodTimeout, "good-timeout", 60*time.Second, "bound of one good session")
 	flag.BoolVar(&o.warmup, "warmup", true, "one session per good address before the attack (postscreen's pass cache)")
+	flag.StringVar(&o.botNet, "bot-net", "127.1", "first two octets of the bots' addresses (a /16 that is local here)")
+	flag.StringVar(&o.goodNet, "good-net", "127.2", "first two octets of the good senders' addresses")
 	flag.StringVar(&o.postfixDir, "postfix-dir", "", "Postfix instance (postfix-up.sh DIR) whose processes are measured")
 	flag.StringVar(&o.pids, "pids", "", "more defending process ids (comma-separated), e.g. the guard")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON line")
@@ -144,6 +149,13 @@ func run(o options) (*result, error) {
 	if bots > 250*250 || o.goodAddrs > 250*250 || o.goodAddrs < 1 {
 		return nil, fmt.Errorf("at most %d bots and good addresses, at least one good address", 250*250)
 	}
+	botNet, err := parseNet16(o.botNet)
+	if err != nil {
+		return nil, err
+	}
+	if o.good16, err = parseNet16(o.goodNet); err != nil {
+		return nil, err
+	}
 	if o.warmup {
 		warm(o)
 	}
@@ -163,7 +175,7 @@ func run(o options) (*result, error) {
 	spread := 2 * time.Second / time.Duration(max(bots, 1))
 	for _, k := range kinds {
 		for range k.n {
-			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 1, byte(i/250), byte(i%250+1))}, Timeout: 10 * time.Second}
+			d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(botNet[0], botNet[1], byte(i/250), byte(i%250+1))}, Timeout: 10 * time.Second}
 			delay := time.Duration(i) * spread
 			id := i
 			wg.Go(func() {
@@ -234,6 +246,17 @@ func run(o options) (*result, error) {
 	}
 	r.P50ms, r.P99ms = percentile(good.latencies, 0.50), percentile(good.latencies, 0.99)
 	return r, nil
+}
+
+// parseNet16 parses "A.B", the first two octets of a /16.
+func parseNet16(s string) ([2]byte, error) {
+	a, b, ok := strings.Cut(s, ".")
+	x, err1 := strconv.ParseUint(a, 10, 8)
+	y, err2 := strconv.ParseUint(b, 10, 8)
+	if !ok || err1 != nil || err2 != nil {
+		return [2]byte{}, fmt.Errorf("want the first two octets of a /16 (like 127.1), got %q", s)
+	}
+	return [2]byte{byte(x), byte(y)}, nil
 }
 
 func rusageSeconds(u *syscall.Rusage) float64 {
@@ -323,7 +346,7 @@ func goodSenders(ctx context.Context, o options, end time.Time) *goodStats {
 			g.wg.Go(func() {
 				defer inFlight.Add(-1)
 				t0 := time.Now()
-				out := goodSession(o.target, a, t0.Add(o.goodTimeout))
+				out := goodSession(o.target, o.good16, a, t0.Add(o.goodTimeout))
 				el := time.Since(t0)
 				g.mu.Lock()
 				defer g.mu.Unlock()
@@ -358,7 +381,7 @@ func warm(o options) {
 		wg.Go(func() {
 			defer func() { <-sem }()
 			for range 3 {
-				if goodSession(o.target, a, time.Now().Add(30*time.Second)) == delivered {
+				if goodSession(o.target, o.good16, a, time.Now().Add(30*time.Second)) == delivered {
 					return
 				}
 			}
@@ -376,9 +399,9 @@ var goodMessage = func() string {
 	return b.String()
 }()
 
-// goodSession sends one message from good address number a.
-func goodSession(target string, a int, deadline time.Time) outcome {
-	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 2, byte(a/250), byte(a%250+1))}, Deadline: deadline}
+// goodSession sends one message from good address number a in net16.
+func goodSession(target string, net16 [2]byte, a int, deadline time.Time) outcome {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(net16[0], net16[1], byte(a/250), byte(a%250+1))}, Deadline: deadline}
 	c, err := d.Dial("tcp", target)
 	if err != nil {
 		return failed
