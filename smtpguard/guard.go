@@ -154,7 +154,7 @@ type Guard struct {
 	stress                   atomic.Bool
 	stressGen                atomic.Uint64 // bumped at each change: sessions recompute deadlines
 
-	dataBufs sync.Pool // *[]byte of dataBufSize: a session's read buffer while it relays a message
+	dataBufs sync.Pool // *relayBufs: a session's buffers while it relays a message
 }
 
 // New validates cfg and builds a Guard.

@@ -114,9 +114,11 @@ func appendCRs(b []byte, n int) []byte {
 // Afterwards go-smtp's own data reader sees an empty message: the relay
 // hands it a lone end marker.
 func (c *guardConn) relayData(up net.Conn, maxBytes int64) (readErr, err error) {
-	defer c.bigBuffer()()
+	bufs := c.bigBuffer()
+	defer c.restoreBuffer(bufs)
 	rl := newDataRelay()
-	rl.out = make([]byte, 0, 4096)
+	rl.out = bufs.out[:0]
+	defer func() { bufs.out = rl.out[:0] }() // keep what append grew
 	tooLarge := false
 	for !rl.done {
 		if c.r == c.w {
@@ -152,27 +154,38 @@ func (c *guardConn) relayData(up net.Conn, maxBytes int64) (readErr, err error) 
 // large writes. Command lines need far less (max_line_length).
 const dataBufSize = 32 << 10
 
-// bigBuffer swaps the session's read buffer for a pooled dataBufSize one
-// (with the bytes not yet handed over) and returns the function that
-// swaps it back: only sessions in the middle of a message hold one.
-func (c *guardConn) bigBuffer() (restore func()) {
-	bp, _ := c.g.dataBufs.Get().(*[]byte)
-	if bp == nil {
-		b := make([]byte, dataBufSize)
-		bp = &b
+// relayBufs are a session's buffers while it relays a message, pooled
+// (Guard.dataBufs): only sessions in the middle of a message hold them.
+type relayBufs struct {
+	in    []byte // the read buffer, dataBufSize
+	out   []byte // what goes upstream from one read
+	small []byte // the session's own read buffer, back after the message
+}
+
+// bigBuffer swaps the session's read buffer for a pooled dataBufSize one,
+// with the bytes not yet handed over.
+func (c *guardConn) bigBuffer() *relayBufs {
+	b, _ := c.g.dataBufs.Get().(*relayBufs)
+	if b == nil {
+		b = &relayBufs{in: make([]byte, dataBufSize), out: make([]byte, 0, dataBufSize+dataBufSize/8)}
 	}
-	small := c.in
-	c.in = *bp
-	c.r, c.w = 0, copy(c.in, small[c.r:c.w])
-	return func() {
-		rest := c.in[c.r:c.w]
-		if len(rest) > len(small) { // pipelined commands behind the message
-			small = make([]byte, len(rest))
-		}
-		c.r, c.w = 0, copy(small, rest)
-		c.in = small
-		c.g.dataBufs.Put(bp)
+	b.small = c.in
+	c.in = b.in
+	c.r, c.w = 0, copy(c.in, b.small[c.r:c.w])
+	return b
+}
+
+// restoreBuffer gives the session its own read buffer back (with the
+// commands pipelined behind the message) and the big one to the pool.
+func (c *guardConn) restoreBuffer(b *relayBufs) {
+	small, rest := b.small, c.in[c.r:c.w]
+	if len(rest) > len(small) {
+		small = make([]byte, len(rest))
 	}
+	c.r, c.w = 0, copy(small, rest)
+	c.in = small
+	b.small = nil
+	c.g.dataBufs.Put(b)
 }
 
 // fillData waits for message bytes (data_timeout for the whole message,

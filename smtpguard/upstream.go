@@ -1,6 +1,7 @@
 package smtpguard
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +18,8 @@ import (
 // sends one command at a time and never pipelines.
 type upstream struct {
 	c           net.Conn
-	tp          *textproto.Conn
+	r           *textproto.Reader
+	w           *textproto.Writer
 	timeout     time.Duration
 	dataTimeout time.Duration
 	born        time.Time // connected at (for the pool's idle limit)
@@ -79,7 +81,10 @@ func connectUpstream(cfg *Config) (*upstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", cfg.Upstream, err)
 	}
-	u := &upstream{c: c, tp: textproto.NewConn(c), timeout: to, dataTimeout: cfg.Limits.UpstreamDataTimeout.D(), born: time.Now()}
+	// Small buffers: replies and commands are short, and the message
+	// goes to c directly (relayMessage).
+	u := &upstream{c: c, r: textproto.NewReader(bufio.NewReaderSize(c, 1024)), w: textproto.NewWriter(bufio.NewWriterSize(c, 1024)),
+		timeout: to, dataTimeout: cfg.Limits.UpstreamDataTimeout.D(), born: time.Now()}
 	if cfg.Handoff == HandoffProxy {
 		return u, nil
 	}
@@ -180,7 +185,15 @@ func hasExtension(ehlo, ext string) bool {
 
 // xtext encodes an XCLIENT attribute value (RFC 3461 xtext).
 func xtext(s string) string {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		plain = s[i] >= 33 && s[i] <= 126 && s[i] != '+' && s[i] != '='
+	}
+	if plain {
+		return s
+	}
 	var b strings.Builder
+	b.Grow(len(s) + 8)
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 33 || c > 126 || c == '+' || c == '=' {
@@ -197,7 +210,7 @@ func xtext(s string) string {
 func (u *upstream) expect(code int, line string) (string, error) {
 	u.c.SetDeadline(time.Now().Add(u.timeout))
 	if line != "" {
-		if err := u.tp.PrintfLine("%s", line); err != nil {
+		if err := u.w.PrintfLine("%s", line); err != nil {
 			return "", err
 		}
 	}
@@ -209,14 +222,14 @@ func (u *upstream) expect(code int, line string) (string, error) {
 func (u *upstream) send(lines ...string) error {
 	u.c.SetDeadline(time.Now().Add(u.timeout))
 	for _, l := range lines {
-		u.tp.W.WriteString(l)
-		u.tp.W.WriteString("\r\n")
+		u.w.W.WriteString(l)
+		u.w.W.WriteString("\r\n")
 	}
-	return u.tp.W.Flush()
+	return u.w.W.Flush()
 }
 
 func (u *upstream) read(code int) (string, error) {
-	got, msg, err := u.tp.ReadResponse(0)
+	got, msg, err := u.r.ReadResponse(0)
 	if err != nil {
 		var te *textproto.Error
 		if !errors.As(err, &te) {
@@ -256,7 +269,7 @@ func (u *upstream) close() {
 		return
 	}
 	u.c.SetDeadline(time.Now().Add(min(u.timeout, 5*time.Second)))
-	u.tp.PrintfLine("QUIT")
+	u.w.PrintfLine("QUIT")
 	u.c.Close()
 }
 
