@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -229,6 +230,7 @@ func loadRun(b *testing.B, n int, one func() error) {
 	var next, failed atomic.Int64
 	deadline := time.Now().Add(60 * time.Second)
 	total := int64(b.N)
+	cpu0 := processCPU()
 	b.ResetTimer()
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -248,7 +250,22 @@ func loadRun(b *testing.B, n int, one func() error) {
 	el := time.Since(start)
 	done := min(next.Load(), total)
 	b.ReportMetric(float64(done)/el.Seconds(), "msgs/s")
+	if done > 0 {
+		b.ReportMetric((processCPU()-cpu0).Seconds()*1e3/float64(done), "cpu-ms/msg")
+	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// processCPU is the user+system CPU time of this process so far: the
+// clients, and the guard when it is in the path (the upstream is another
+// process with GUARD_BENCH_UPSTREAM). guard minus direct is the guard's
+// CPU per message.
+func processCPU() time.Duration {
+	var u syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &u); err != nil {
+		return 0
+	}
+	return time.Duration(u.Utime.Nano() + u.Stime.Nano())
 }
 
 // BenchmarkSMTPSource is BenchmarkLoad with Postfix's own load generator
@@ -277,6 +294,7 @@ func BenchmarkSMTPSource(b *testing.B) {
 				cmd := exec.CommandContext(ctx, bin, "-s", strconv.Itoa(n), "-m", strconv.Itoa(m), "-l", "1024",
 					"-M", "bench.example.org", "-f", "bench@example.net", "-t", "alice@example.com", tc.addr)
 				b.ResetTimer()
+				cpu0 := processCPU()
 				start := time.Now()
 				out, err := cmd.CombinedOutput()
 				el := time.Since(start)
@@ -284,6 +302,9 @@ func BenchmarkSMTPSource(b *testing.B) {
 					b.Fatalf("smtp-source: %v\n%s", err, out)
 				}
 				b.ReportMetric(float64(m)/el.Seconds(), "msgs/s")
+				// the client and the upstream are other processes: this is
+				// the guard's own CPU per message (direct: ~0)
+				b.ReportMetric((processCPU()-cpu0).Seconds()*1e3/float64(m), "guard-cpu-ms/msg")
 				b.ReportMetric(0, "ns/op")
 			})
 		}

@@ -139,6 +139,7 @@ type guardConn struct {
 	dDeadline  time.Time
 	pipeAfter  string // improper pipelining seen after the end of a message
 	wbuf       []byte // partial reply line written by go-smtp
+	pend       []byte // reply lines not yet written (the rest of their reply is to come)
 	ehloReply  bool   // go-smtp is writing the reply to EHLO
 	eof        bool   // the guard ended the session: Read returns io.EOF
 	closeOnce  sync.Once
@@ -334,6 +335,9 @@ func (c *guardConn) onReply(code int) {
 	l := c.g.cfg.Limits
 	sleep := c.g.errorSleep()
 	if l.SoftErrorLimit > 0 && cs.errors > l.SoftErrorLimit && sleep > 0 && code != 421 {
+		if cs.sess != nil {
+			cs.sess.releaseUpstream()
+		}
 		d := sleep * time.Duration(cs.errors-l.SoftErrorLimit)
 		d = min(d, 30*time.Second)
 		t := time.NewTimer(d)
@@ -545,14 +549,7 @@ func (c *guardConn) readData(p []byte) (int, error) {
 		return 0, errBanned
 	}
 	if c.r == c.w {
-		idleSince := time.Now()
-		deadline := func() time.Time {
-			if d := idleSince.Add(c.g.idleTimeout()); d.Before(c.dDeadline) {
-				return d
-			}
-			return c.dDeadline
-		}
-		if err := c.fill(deadline); err != nil {
+		if err := c.fill(c.dataDeadline()); err != nil {
 			var ne net.Error
 			if errors.Is(err, errBanned) {
 				c.eof = true
@@ -615,38 +612,67 @@ func (c *guardConn) readData(p []byte) (int, error) {
 	}
 	c.dstate = st
 	if st == stEOF {
-		c.mode = modeCommand
-		c.cs.stage = "END-OF-MESSAGE"
-		if c.r < c.w && !c.cs.esmtp {
-			c.pipeAfter = string(c.in[c.r:c.w])
-		}
+		c.endData()
 	}
 	return n, nil
 }
 
+// dataDeadline bounds the wait for more message bytes: idle_timeout from
+// now, within data_timeout of the 354.
+func (c *guardConn) dataDeadline() func() time.Time {
+	idleSince := time.Now()
+	return func() time.Time {
+		if d := idleSince.Add(c.g.idleTimeout()); d.Before(c.dDeadline) {
+			return d
+		}
+		return c.dDeadline
+	}
+}
+
+// endData returns to command mode after the end of a message. Bytes
+// already read after it were sent before its reply: improper pipelining
+// unless PIPELINING was offered.
+func (c *guardConn) endData() {
+	c.mode = modeCommand
+	c.cs.stage = "END-OF-MESSAGE"
+	if c.r < c.w && !c.cs.esmtp {
+		c.pipeAfter = string(c.in[c.r:c.w])
+	}
+}
+
 // Write receives go-smtp's replies line by line: it edits the EHLO
 // reply, enters DATA mode after 354, counts and delays error replies.
+// go-smtp flushes every line; the lines of one reply go to the client in
+// one write, when its last line is done.
 func (c *guardConn) Write(p []byte) (int, error) {
 	c.wbuf = append(c.wbuf, p...)
-	var out []byte
+	done := 0
 	for {
-		i := bytes.IndexByte(c.wbuf, '\n')
+		i := bytes.IndexByte(c.wbuf[done:], '\n')
 		if i < 0 {
 			break
 		}
-		line := c.wbuf[:i+1]
-		c.wbuf = c.wbuf[i+1:]
-		out = c.editReply(out, line)
-	}
-	if len(c.wbuf) == 0 {
-		c.wbuf = nil
-	}
-	if len(out) > 0 {
-		if _, err := c.c.Write(out); err != nil {
-			return 0, err
+		line := c.wbuf[done : done+i+1]
+		done += i + 1
+		c.pend = c.editReply(c.pend, line)
+		if len(line) < 4 || line[3] != '-' || len(c.pend) >= 4096 {
+			if err := c.flushReplies(); err != nil {
+				return 0, err
+			}
 		}
 	}
+	c.wbuf = c.wbuf[:copy(c.wbuf, c.wbuf[done:])]
 	return len(p), nil
+}
+
+// flushReplies writes the reply lines held back so far.
+func (c *guardConn) flushReplies() error {
+	if len(c.pend) == 0 {
+		return nil
+	}
+	_, err := c.c.Write(c.pend)
+	c.pend = c.pend[:0]
+	return err
 }
 
 func (c *guardConn) editReply(out, line []byte) []byte {

@@ -159,6 +159,8 @@ type Guard struct {
 	stressEnter, stressLeave int
 	stress                   atomic.Bool
 	stressGen                atomic.Uint64 // bumped at each change: sessions recompute deadlines
+
+	dataBufs sync.Pool // *relayBufs: a session's buffers while it relays a message
 }
 
 // New validates cfg and builds a Guard.

@@ -114,10 +114,14 @@ func (c *guardConn) banned() (string, bool) {
 		return "", false
 	}
 	why, ok := g.blocklist.Banned(c.cs.ip)
-	if ok && c.cs.banReason.CompareAndSwap(nil, &why) {
+	if !ok {
+		return "", false
+	}
+	reason := why // only a ban's reason goes to the heap, not every command's lookup
+	if c.cs.banReason.CompareAndSwap(nil, &reason) {
 		close(c.cs.banKill)
 	}
-	return why, ok
+	return why, true
 }
 
 // bannedEnd does the bookkeeping of ending a banned client's session,

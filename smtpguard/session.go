@@ -24,7 +24,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	if !ok {
 		return nil, &smtp.SMTPError{Code: 421, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Error: internal error"}
 	}
-	s := &session{g: b.g, cs: gc.cs}
+	s := &session{g: b.g, cs: gc.cs, gc: gc}
 	gc.cs.sess = s
 	return s, nil
 }
@@ -34,6 +34,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 type session struct {
 	g  *Guard
 	cs *connState
+	gc *guardConn // the client connection (the message is relayed from it)
 
 	from     string
 	null     bool // MAIL FROM:<>
@@ -409,7 +410,7 @@ func (s *session) Data(r io.Reader) error {
 		return errUpstream
 	}
 	s.dataOpen = false
-	reply, readErr, err := s.up.sendMessage(r)
+	reply, readErr, err := s.up.relayMessage(s.gc, int64(s.g.cfg.Limits.MaxMessageBytes))
 	if errors.Is(readErr, errBanned) {
 		s.up.abort() // without the final dot: nothing of it is delivered
 		s.up = nil
@@ -465,6 +466,22 @@ func (s *session) Reset() {
 func (s *session) Logout() error {
 	s.closeUpstream()
 	return nil
+}
+
+// releaseUpstream ends the upstream session of a client about to be
+// tarpitted if no recipient of its transaction was accepted: the upstream
+// serves a limited number of sessions (Postfix: smtpd's process limit),
+// and a dictionary attacker waiting out its error delays must not hold
+// one. The next RCPT opens a fresh session (MAIL is sent again).
+func (s *session) releaseUpstream() {
+	s.upMu.Lock()
+	defer s.upMu.Unlock()
+	if s.up == nil || len(s.rcpts) > 0 || s.dataOpen {
+		return
+	}
+	s.up.close()
+	s.up = nil
+	s.upMail = false // a refused MAIL (upMailRj) stays refused without a new session
 }
 
 // closeUpstream ends the upstream session politely (QUIT). go-smtp
