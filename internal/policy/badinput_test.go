@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mxguard/mxguard/actions/ban"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/mxguard/mxguard/internal/event"
 )
 
 // A request the service cannot read closes that connection without a
@@ -132,13 +132,7 @@ func TestConnectionFloodBounded(t *testing.T) {
 // An internal error (here a sink that panics) closes that connection
 // only; the service keeps answering.
 func TestInternalErrorClosesConnectionOnly(t *testing.T) {
-	bl := &memBlocklist{}
-	bl.ban("192.0.2.66/32", false)
-	s, path := start(t, testConfig(t), Deps{Blocklist: bl, Sink: func(ev event.Event) {
-		if ev.Client.String() == "192.0.2.66" {
-			panic("sink failed")
-		}
-	}})
+	s, path := start(t, testConfig(t), Deps{Blocklist: panickingBlocklist{"192.0.2.66"}})
 	bad := dial(t, path)
 	io.WriteString(bad.c, req("client_address", "192.0.2.66"))
 	if !bad.closedWithoutReply(3 * time.Second) {
@@ -152,6 +146,16 @@ func TestInternalErrorClosesConnectionOnly(t *testing.T) {
 	}
 }
 
+// panickingBlocklist fails (panics) for one address.
+type panickingBlocklist struct{ addr string }
+
+func (p panickingBlocklist) Lookup(a netip.Addr, _ time.Time) (ban.Ban, bool) {
+	if a.String() == p.addr {
+		panic("block list failed")
+	}
+	return ban.Ban{}, false
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -161,7 +165,11 @@ func TestConfigValidate(t *testing.T) {
 		{"listen", func(c *Config) { c.Listen = "127.0.0.1:10040" }, "policy.listen"},
 		{"relative unix", func(c *Config) { c.Listen = "unix:private/mxguard" }, "policy.listen"},
 		{"mode", func(c *Config) { c.Mode = "rw" }, "policy.mode"},
-		{"owner on inet", func(c *Config) { c.Listen, c.Owner = "inet:127.0.0.1:1", "postfix" }, "policy.listen"},
+		{"allow_peers", func(c *Config) { c.AllowPeers = []string{"localhost"} }, "policy.allow_peers"},
+		{"dnsbl timeout over the cap", func(c *Config) {
+			c.DNSBL.Sites = []string{"zen.example"}
+			c.DNSBL.Timeout = Duration(time.Minute)
+		}, "policy.dnsbl.timeout"},
 		{"action", func(c *Config) { c.Checks.HeloFQDN = "drop" }, "policy.checks.helo_fqdn"},
 		{"disconnect only for blocklist", func(c *Config) { c.Checks.HeloDeny = Disconnect }, "policy.checks.helo_deny"},
 		{"rate limit", func(c *Config) { c.RateLimit.Limits = []RateLimit{{0, Duration(time.Hour)}} }, "policy.rate_limit.limits[0]"},

@@ -47,16 +47,19 @@ func (s *Server) answer(q *query, act Action, f finding) (action string, final b
 	text := event.PolicyMark + f.text
 	action, code, dsn := reply(act, text)
 	kind := f.kind
-	if act == Warn && kind == event.KindReject {
+	if act == Warn && (kind == event.KindReject || kind == event.KindDNSBL) {
+		// as Postfix logs warn_if_reject: a warning, never a listing
+		// the DNSBL detectors would weigh
 		kind = event.KindRejectWarning
 	}
 	s.emit(q, event.Event{Kind: kind, Code: code, DSN: dsn, Reason: f.reason, Detail: f.detail,
-		Count: f.count, Abuse: f.evidence && act != Warn}, action)
+		Count: f.count, Abuse: f.evidence && act != Warn && q.cs.evidence}, action)
 	return action, act != Warn
 }
 
 // query is one request as the checks see it.
 type query struct {
+	cs    *connState
 	r     *request
 	state string
 	ip    netip.Addr
@@ -73,7 +76,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 		s.warn.Warn("client_address", "policy: unparsable client_address, answered DUNNO", "client_address", sanitize(raw, 64))
 		return dunno
 	}
-	q := &query{r: r, state: r.str(r.state), ip: ip.Unmap(), now: s.now()}
+	q := &query{cs: cs, r: r, state: r.str(r.state), ip: ip.Unmap(), now: s.now()}
 	allowlisted := s.allowed(q.ip)
 	ch := s.cfg.Checks
 	warned := ""
@@ -295,8 +298,9 @@ func (s *Server) allowed(a netip.Addr) bool {
 	return false
 }
 
-// emit sends an event for the answer action to the sink; its strings
-// are copies (the request's buffer is reused).
+// emit queues an event for the answer action; serveConn sends it to the
+// sink once the reply is written. Its strings are copies (the request's
+// buffer is reused).
 func (s *Server) emit(q *query, ev event.Event, action string) {
 	if s.sink == nil {
 		return
@@ -320,7 +324,7 @@ func (s *Server) emit(q *query, ev event.Event, action string) {
 	}
 	ev.Raw = fmt.Sprintf("policy: %s: %s from %s[%s]: action=%s; from=<%s> to=<%s> helo=<%s>",
 		Service, ev.Stage, ev.ClientName, q.ip, action, ev.From, ev.To, ev.Helo)
-	s.sink(ev)
+	q.cs.pending = append(q.cs.pending, ev)
 }
 
 // sanitize makes Postfix-supplied text safe for logs and replies:

@@ -80,6 +80,7 @@ func TestDNSBLAndFCrDNS(t *testing.T) {
 		if !strings.HasPrefix(got, tc.want) {
 			t.Fatalf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+		c.flushed()
 		evs := ev.all()[n:]
 		if tc.kind == event.KindNone {
 			if len(evs) != 0 {

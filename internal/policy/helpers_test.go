@@ -82,6 +82,7 @@ func (c *fakeClock) add(d time.Duration) {
 func testConfig(t testing.TB) Config {
 	c := DefaultConfig()
 	c.Listen = "unix:" + filepath.Join(t.TempDir(), "policy.sock")
+	c.Owner, c.Group, c.Mode = "", "", "" // the test's user may ask
 	c.Hostname = "mx.ours.example"
 	return c
 }
@@ -209,4 +210,16 @@ func (c *client) closedWithoutReply(within time.Duration) bool {
 
 func isClosed(err error) bool {
 	return err == io.EOF || errors.Is(err, syscall.ECONNRESET)
+}
+
+// flushed returns once the server has sent the events of every request
+// answered on c so far: the server sends a request's events after its
+// reply and before it reads the next request, so one more round trip (a
+// request without events: an unparsable client_address is answered DUNNO
+// and counted in BadClient only) is the barrier.
+func (c *client) flushed() {
+	c.t.Helper()
+	if a := c.mustAsk(req("client_address", "flush")); a != "DUNNO" {
+		c.t.Fatalf("flush request: %q", a)
+	}
 }

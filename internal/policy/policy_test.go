@@ -72,10 +72,15 @@ func TestProtocolTable(t *testing.T) {
 			}
 			ev := &events{}
 			_, path := start(t, cfg, Deps{Blocklist: bl, Sink: ev.sink})
-			got := dial(t, path).mustAsk(tc.req)
+			c := dial(t, path)
+			got, err := c.ask(tc.req)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
 			if !strings.HasPrefix(got, tc.want) {
 				t.Fatalf("action %q, want %q...", got, tc.want)
 			}
+			c.flushed()
 			evs := ev.all()
 			if tc.kind == event.KindNone {
 				if len(evs) != 0 {
@@ -141,6 +146,7 @@ func TestGreylisting(t *testing.T) {
 	if a := msg("192.0.2.10", "list-1001@lists.example", "bob@example.com", "i1"); !strings.HasPrefix(a, "DEFER_IF_PERMIT mxguard: Greylisted, see ") {
 		t.Fatalf("first attempt: %q", a)
 	}
+	c.flushed()
 	if e := ev.all(); len(e) != 1 || e[0].Reason != event.ReasonGreylisted || e[0].Abuse {
 		t.Fatalf("greylist event %+v: want one, reason greylisted, not evidence", e)
 	}
@@ -217,6 +223,7 @@ func TestRateLimit(t *testing.T) {
 	if a != "DEFER_IF_PERMIT mxguard: rate limit of 3 per 1h reached" {
 		t.Fatalf("4th rcpt: %q", a)
 	}
+	c.flushed()
 	if e := ev.all(); len(e) != 1 || e[0].Kind != event.KindRateLimit || e[0].Abuse || e[0].Detail != "from:alice@remote.example" {
 		t.Fatalf("events %+v", e)
 	}
