@@ -27,7 +27,8 @@ func TestBadRequestsCloseThatConnectionOnly(t *testing.T) {
 		{"empty name", nil, "request=smtpd_access_policy\n=x\n\n"},
 		{"NUL byte", nil, strings.Replace(req(), "helo_name=mta", "helo_name=m\x00ta", 1)},
 		{"NUL in a long line's tail", nil, "request=smtpd_access_policy\nccert_subject=" + strings.Repeat("a", 5000) + "\x00\n\n"},
-		{"request too large", nil, "request=smtpd_access_policy\n" + strings.Repeat("x_attr=yyyyyyyyyy\n", 1000) + "\n"},
+		// many short lines under max_attributes: only max_request_bytes stops them
+		{"request too large", func(c *Config) { c.Limits.MaxAttributes = 100000 }, "request=smtpd_access_policy\n" + strings.Repeat("x_attr=yyyyyyyyyy\n", 1000) + "\n"},
 		{"one line too large", nil, "request=smtpd_access_policy\nsender=" + strings.Repeat("a", 20000) + "\n\n"},
 		{"too many attributes", func(c *Config) { c.Limits.MaxAttributes = 20 }, req("a1", "1", "a2", "2", "a3", "3", "a4", "4", "a5", "5")},
 	} {
@@ -51,6 +52,31 @@ func TestBadRequestsCloseThatConnectionOnly(t *testing.T) {
 			}
 			if s.Stats().BadRequests != 1 {
 				t.Fatalf("BadRequests = %d", s.Stats().BadRequests)
+			}
+		})
+	}
+}
+
+// Each limit of readRequest is reached by its own case, whatever the
+// other limits.
+func TestReadRequestLimits(t *testing.T) {
+	shortLines := "request=smtpd_access_policy\n" + strings.Repeat("x_attr=yyyyyyyyyy\n", 1000) + "\n"
+	for _, tc := range []struct {
+		name string
+		raw  string
+		lim  readLimits
+		want error
+	}{
+		{"many short lines: size", shortLines, readLimits{maxValue: 512, maxAttrs: 100000, maxBytes: 16384}, errTooBig},
+		{"many short lines: count", shortLines, readLimits{maxValue: 512, maxAttrs: 100, maxBytes: 1 << 20}, errTooMany},
+		{"one long line: size", "request=smtpd_access_policy\nsender=" + strings.Repeat("a", 20000) + "\n\n",
+			readLimits{maxValue: 512, maxAttrs: 100, maxBytes: 16384}, errTooBig},
+		{"within every limit", shortLines, readLimits{maxValue: 512, maxAttrs: 100000, maxBytes: 1 << 20}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := readRequest(bufio.NewReaderSize(strings.NewReader(tc.raw), 4096), &request{}, tc.lim, nil)
+			if err != tc.want {
+				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
 	}

@@ -112,8 +112,18 @@ func (s *Server) decide(cs *connState, r *request) string {
 				}
 			}
 		}
-		if early && ch.DNSBL != Off && len(s.sites) > 0 && s.resolver != nil {
-			score, zones := smtpcheck.DNSBLScore(context.Background(), s.resolver, s.sites, q.ip, s.cfg.DNSBL.Timeout.D())
+		// one DNS budget for the whole request, DNSBL and FCrDNS together:
+		// a dead DNS server costs dnsbl.timeout once, not once per check
+		askDNSBL := early && ch.DNSBL != Off && len(s.sites) > 0 && s.resolver != nil
+		askFCrDNS := rcpt && ch.FCrDNS != Off && s.resolver != nil && r.str(r.clientName) == "unknown"
+		dnsCtx := context.Background()
+		if askDNSBL || askFCrDNS {
+			var cancel context.CancelFunc
+			dnsCtx, cancel = context.WithTimeout(dnsCtx, s.cfg.DNSBL.Timeout.D())
+			defer cancel()
+		}
+		if askDNSBL {
+			score, zones := smtpcheck.DNSBLScore(dnsCtx, s.resolver, s.sites, q.ip, s.cfg.DNSBL.Timeout.D())
 			if score >= s.cfg.DNSBL.Threshold {
 				s.ctr.dnsbl.Add(1)
 				slices.Sort(zones)
@@ -125,10 +135,8 @@ func (s *Server) decide(cs *connState, r *request) string {
 				}
 			}
 		}
-		if rcpt && ch.FCrDNS != Off && s.resolver != nil && r.str(r.clientName) == "unknown" {
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DNSBL.Timeout.D())
-			_, err := smtpcheck.FCrDNS(ctx, s.resolver, q.ip)
-			cancel()
+		if askFCrDNS {
+			_, err := smtpcheck.FCrDNS(dnsCtx, s.resolver, q.ip)
 			// a DNS failure is our resolver's trouble: let the client through
 			if errors.Is(err, smtpcheck.ErrNotFound) {
 				s.ctr.fcrdns.Add(1)
