@@ -154,8 +154,18 @@ func (s *Server) decide(cs *connState, r *request) string {
 	if s.rate != nil && (rcpt || q.state == "END-OF-MESSAGE") {
 		rateKey = s.rateKey(q)
 	}
+	countAtRcpt := s.cfg.RateLimit.CountAt == "rcpt"
+	counted := false // this recipient is counted already
 	if rcpt && rateKey != "" {
-		if l, over := s.rate.over(rateKey, 1, q.now); over {
+		var l RateLimit
+		var over bool
+		if countAtRcpt {
+			l, over = s.rate.tryAdd(rateKey, 1, q.now)
+			counted = !over
+		} else {
+			l, over = s.rate.over(rateKey, 1, q.now)
+		}
+		if over {
 			s.ctr.rateLimited.Add(1)
 			// context, not evidence: one busy sender behind a shared
 			// relay must not get the relay banned
@@ -170,6 +180,9 @@ func (s *Server) decide(cs *connState, r *request) string {
 	if rcpt && !allowlisted && s.grey != nil {
 		a, final := s.greylist(cs, q)
 		if final {
+			if counted { // greylisted: it comes back and counts then
+				s.rate.refund(rateKey, 1, q.now, q.now)
+			}
 			return a
 		}
 		if a != "" {
@@ -178,7 +191,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 	}
 	if rateKey != "" {
 		switch {
-		case rcpt && s.cfg.RateLimit.CountAt == "rcpt":
+		case rcpt && countAtRcpt && !counted: // over a limit, but only warned: it goes on, so it counts
 			s.rate.add(rateKey, 1, q.now)
 		case q.state == "END-OF-MESSAGE" && s.cfg.RateLimit.CountAt == "end_of_message":
 			n, err := strconv.Atoi(r.str(r.recipientCount))

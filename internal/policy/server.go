@@ -156,9 +156,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		s.sites = append(s.sites, st)
 	}
 	for _, h := range cfg.Checks.HeloDenyNames {
-		s.heloDeny[lowerASCII(h)] = true
+		s.heloDeny[smtpcheck.HeloName(h)] = true
 	}
-	s.heloDeny[lowerASCII(cfg.Hostname)] = true
+	s.heloDeny[smtpcheck.HeloName(cfg.Hostname)] = true
 	if len(cfg.RateLimit.Limits) > 0 {
 		s.rate = newRateLimiter(cfg.RateLimit.Limits, cfg.RateLimit.MaxKeys)
 	}

@@ -18,13 +18,20 @@ type HeloProblem struct {
 	Reason event.Reason // ReasonHeloAccess, ReasonHeloInvalid, ReasonHeloNonFQDN
 }
 
-// CheckHelo judges a HELO/EHLO name. deny holds the lower-case names
+// HeloName is the form of a HELO name (or a name to deny) the deny list
+// holds and is looked up by: lower case, no trailing dot, so that
+// "Localhost." in the config and "localhost" from a client meet.
+func HeloName(name string) string {
+	return strings.ToLower(strings.TrimSuffix(name, "."))
+}
+
+// CheckHelo judges a HELO/EHLO name. deny holds the names (HeloName)
 // nobody may use (our own hostname among them); with checkDeny or
 // checkFQDN false that check is skipped. quoted is the name as the reply
 // shows it (already made safe for logs).
 func CheckHelo(name, quoted string, deny map[string]bool, checkDeny, checkFQDN bool) HeloProblem {
 	q := "<" + quoted + ">"
-	if checkDeny && deny[strings.ToLower(strings.TrimSuffix(name, "."))] {
+	if checkDeny && deny[HeloName(name)] {
 		return HeloProblem{"helo_deny", "554 5.7.1 " + q + ": Helo command rejected: Access denied", event.ReasonHeloAccess}
 	}
 	if !checkFQDN {
