@@ -175,7 +175,7 @@ func TestInternalErrorClosesConnectionOnly(t *testing.T) {
 // panickingBlocklist fails (panics) for one address.
 type panickingBlocklist struct{ addr string }
 
-func (p panickingBlocklist) Lookup(a netip.Addr, _ time.Time) (ban.Ban, bool) {
+func (p panickingBlocklist) LookupEnforced(a netip.Addr, _ time.Time) (ban.Ban, bool) {
 	if a.String() == p.addr {
 		panic("block list failed")
 	}

@@ -92,7 +92,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 	rcpt := q.state == "RCPT"
 	if !allowlisted {
 		if ch.Blocklist != Off && s.blocklist != nil {
-			if b, ok := s.blocklist.Lookup(q.ip, q.now); ok && !b.DryRun {
+			if b, ok := s.blocklist.LookupEnforced(q.ip, q.now); ok {
 				s.ctr.blocked.Add(1)
 				// not evidence: the client is banned already, and counting
 				// its refused attempts would feed the ban back into itself

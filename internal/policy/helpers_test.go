@@ -19,7 +19,8 @@ import (
 	"github.com/mxguard/mxguard/internal/event"
 )
 
-// memBlocklist bans prefixes; Lookup returns the longest holding a.
+// memBlocklist bans prefixes; LookupEnforced returns the longest holding
+// a that is not a dry run's, as the Manager's does.
 type memBlocklist struct {
 	mu   sync.Mutex
 	bans []ban.Ban
@@ -31,13 +32,13 @@ func (m *memBlocklist) ban(p string, dry bool) {
 	m.bans = append(m.bans, ban.Ban{Prefix: netip.MustParsePrefix(p), Reason: "test ban", DryRun: dry})
 }
 
-func (m *memBlocklist) Lookup(a netip.Addr, _ time.Time) (ban.Ban, bool) {
+func (m *memBlocklist) LookupEnforced(a netip.Addr, _ time.Time) (ban.Ban, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var best ban.Ban
 	ok := false
 	for _, b := range m.bans {
-		if b.Prefix.Contains(a) && (!ok || b.Prefix.Bits() > best.Prefix.Bits()) {
+		if b.Prefix.Contains(a) && !b.DryRun && (!ok || b.Prefix.Bits() > best.Prefix.Bits()) {
 			best, ok = b, true
 		}
 	}

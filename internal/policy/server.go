@@ -49,10 +49,11 @@ const Service = "mxguard/policy"
 // it must be safe for concurrent use.
 type EventSink func(event.Event)
 
-// Blocklist is the ban manager's index (ban.Manager.Lookup): the longest
-// prefix holding the address.
+// Blocklist is the ban manager's index (ban.Manager.LookupEnforced): the
+// longest prefix holding the address with a ban to enforce (never a dry
+// run's would-be ban).
 type Blocklist interface {
-	Lookup(a netip.Addr, now time.Time) (ban.Ban, bool)
+	LookupEnforced(a netip.Addr, now time.Time) (ban.Ban, bool)
 }
 
 // Deps are the service's collaborators; all optional.
