@@ -381,7 +381,7 @@ func (c *Config) Warnings() []string {
 	var ws []string
 	if network, addr, err := c.ListenAddr(); err == nil && network == "tcp" {
 		host, _, _ := net.SplitHostPort(addr)
-		if a, err := netip.ParseAddr(host); err != nil || !a.Unmap().IsLoopback() {
+		if a, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !a.Unmap().IsLoopback()) {
 			ws = append(ws, fmt.Sprintf("listen: %q is not a loopback address: hosts that reach it (and allow_peers lets in) can ask about any client; prefer unix:/var/spool/postfix/private/mxguard", c.Listen))
 		}
 		if c.InetEvidence {

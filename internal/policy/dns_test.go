@@ -153,3 +153,31 @@ func TestOneDNSBudgetPerRequest(t *testing.T) {
 		}
 	}
 }
+
+// A DNSBL finding only warned about is a reject_warning (as Postfix logs
+// warn_if_reject), never a DNSBL listing the detectors would weigh.
+func TestDNSBLWarnIsNoListingEvent(t *testing.T) {
+	res := &fakeResolver{listed: map[string]bool{"10.2.0.192.big.example": true}}
+	for _, tc := range []struct {
+		act   Action
+		kind  event.Kind
+		abuse bool
+	}{
+		{Reject, event.KindDNSBL, true},
+		{Defer, event.KindDNSBL, true},
+		{Warn, event.KindRejectWarning, false},
+	} {
+		cfg := testConfig(t)
+		cfg.DNSBL.Sites = []string{"big.example*3"}
+		cfg.Checks.DNSBL = tc.act
+		ev := &events{}
+		_, path := start(t, cfg, Deps{Resolver: res, Sink: ev.sink})
+		c := dial(t, path)
+		c.mustAsk(req())
+		c.flushed()
+		evs := ev.all()
+		if len(evs) != 1 || evs[0].Kind != tc.kind || evs[0].Abuse != tc.abuse || evs[0].Reason != event.ReasonDNSBL {
+			t.Fatalf("%s: events %+v, want one %v abuse=%v reason dnsbl", tc.act, evs, tc.kind, tc.abuse)
+		}
+	}
+}

@@ -343,6 +343,8 @@ func TestConfigWarnings(t *testing.T) {
 		{"unix:/var/spool/postfix/private/mxguard", false, nil},
 		{"inet:127.0.0.1:10040", false, nil},
 		{"inet:[::1]:10040", false, nil},
+		{"inet:localhost:10040", false, nil},
+		{"inet:mx.example:10040", false, []string{"listen:"}},
 		{"inet:0.0.0.0:10040", false, []string{"listen:"}},
 		{"inet:192.0.2.1:10040", true, []string{"listen:", "inet_evidence:"}},
 		{"inet:127.0.0.1:10040", true, []string{"inet_evidence:"}},
