@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mxguard/mxguard/actions/ban"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mxguard/mxguard/actions/ban"
 )
 
 // A request the service cannot read closes that connection without a

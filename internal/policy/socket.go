@@ -64,7 +64,13 @@ func listenUnix(path string, perms socketPerms) (net.Listener, error) {
 	}()
 	// Bound through our descriptor of the private directory, not through
 	// its name, which the parent's owner could rename and replace.
-	l, err := net.Listen("unix", "/proc/self/fd/"+strconv.Itoa(tmp)+"/"+sockName)
+	// Without /proc the name is used: a replaced directory then makes
+	// the Fstatat below fail (the socket is not in ours), never a chown.
+	bindPath := "/proc/self/fd/" + strconv.Itoa(tmp) + "/" + sockName
+	if _, err := os.Stat("/proc/self/fd"); err != nil {
+		bindPath = filepath.Join(dir, tmpName, sockName)
+	}
+	l, err := net.Listen("unix", bindPath)
 	if err != nil {
 		return nil, fmt.Errorf("bind: %w", err)
 	}
