@@ -51,6 +51,7 @@ import (
 
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
 // Service is the Event.Service of every event the guard emits.
@@ -190,9 +191,9 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 		g.recipients[strings.ToLower(r)] = true
 	}
 	for _, h := range cfg.Checks.HeloDenyNames {
-		g.heloDeny[strings.ToLower(h)] = true
+		g.heloDeny[smtpcheck.HeloName(h)] = true
 	}
-	g.heloDeny[strings.ToLower(cfg.Hostname)] = true
+	g.heloDeny[smtpcheck.HeloName(cfg.Hostname)] = true
 	if g.resolver == nil && (len(g.sites) > 0 || cfg.Checks.SenderDomainDNS != Off || cfg.Checks.FCrDNS != Off) {
 		addr := cfg.Resolver
 		if addr == "" {

@@ -255,8 +255,9 @@ func (x *banIndex) get(p netip.Prefix) (Ban, bool) {
 
 // lookup returns the ban in force at now of the longest banned prefix
 // containing a. Bans over at now never match, even before the sweep
-// removes them.
-func (x *banIndex) lookup(a netip.Addr, now time.Time) (Ban, bool) {
+// removes them. With enforced, a dry run's would-be bans are skipped: a
+// would-be /32 must not hide the real /24 around it.
+func (x *banIndex) lookup(a netip.Addr, now time.Time, enforced bool) (Ban, bool) {
 	a = a.Unmap()
 	x.mu.RLock()
 	defer x.mu.RUnlock()
@@ -269,7 +270,7 @@ func (x *banIndex) lookup(a netip.Addr, now time.Time) (Ban, bool) {
 			if !x.mayHave(v4Hash(k, l)) {
 				continue
 			}
-			if e, ok := x.v4[l][k]; ok && e.until.After(now) {
+			if e, ok := x.v4[l][k]; ok && e.until.After(now) && !(enforced && e.dryRun) {
 				return e.ban(v4Prefix(k, l)), true
 			}
 		}
@@ -288,7 +289,7 @@ func (x *banIndex) lookup(a netip.Addr, now time.Time) (Ban, bool) {
 			if !x.mayHave(v6Hash(k, l)) {
 				continue
 			}
-			if e, ok := x.v6[l][k]; ok && e.until.After(now) {
+			if e, ok := x.v6[l][k]; ok && e.until.After(now) && !(enforced && e.dryRun) {
 				return e.ban(v6Prefix(k, l)), true
 			}
 		}

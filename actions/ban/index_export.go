@@ -29,7 +29,7 @@ func (i *Index) Replace(bans []Ban) { i.x.replace(bans) }
 func (i *Index) Get(p netip.Prefix) (Ban, bool) { return i.x.get(p) }
 
 // Lookup returns the ban in force at now of the longest prefix containing a.
-func (i *Index) Lookup(a netip.Addr, now time.Time) (Ban, bool) { return i.x.lookup(a, now) }
+func (i *Index) Lookup(a netip.Addr, now time.Time) (Ban, bool) { return i.x.lookup(a, now, false) }
 
 // Len returns how many bans the index holds, in force or not.
 func (i *Index) Len() int {

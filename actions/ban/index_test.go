@@ -58,7 +58,7 @@ func TestIndexLongestPrefixMatch(t *testing.T) {
 		{"10.0.0.1", ""},
 	}
 	for _, tt := range tests {
-		b, ok := x.lookup(netip.MustParseAddr(tt.addr), t0)
+		b, ok := x.lookup(netip.MustParseAddr(tt.addr), t0, false)
 		if got := b.Prefix.String(); ok != (tt.want != "") || ok && got != tt.want {
 			t.Errorf("lookup(%s) = %s %v, want %q", tt.addr, got, ok, tt.want)
 		}
@@ -68,15 +68,15 @@ func TestIndexLongestPrefixMatch(t *testing.T) {
 	}
 	// /0 matches everything of its family; removal drops the length.
 	x.set(indexBan("0.0.0.0/0", t0.Add(time.Hour)))
-	if b, ok := x.lookup(netip.MustParseAddr("10.0.0.1"), t0); !ok || b.Prefix.Bits() != 0 {
+	if b, ok := x.lookup(netip.MustParseAddr("10.0.0.1"), t0, false); !ok || b.Prefix.Bits() != 0 {
 		t.Errorf("/0 did not match: %+v %v", b, ok)
 	}
-	if _, ok := x.lookup(netip.MustParseAddr("2001:db8:5::1"), t0); ok {
+	if _, ok := x.lookup(netip.MustParseAddr("2001:db8:5::1"), t0, false); ok {
 		t.Error("an IPv4 /0 matched IPv6")
 	}
 	x.remove(netip.MustParsePrefix("0.0.0.0/0"))
 	x.remove(netip.MustParsePrefix("192.0.2.7/32"))
-	if b, _ := x.lookup(netip.MustParseAddr("192.0.2.7"), t0); b.Prefix.String() != "192.0.2.0/24" {
+	if b, _ := x.lookup(netip.MustParseAddr("192.0.2.7"), t0, false); b.Prefix.String() != "192.0.2.0/24" {
 		t.Errorf("after removal lookup = %v", b.Prefix)
 	}
 	if x.v4[0] != nil || x.v4Lens&1 != 0 {
@@ -93,7 +93,7 @@ func TestIndexLookupDoesNotAllocate(t *testing.T) {
 	x.set(indexBan("2001:db8::/64", t0.Add(time.Hour)))
 	for _, a := range []string{"192.0.2.1", "192.0.3.1", "2001:db8::1", "2001:db9::1"} {
 		addr := netip.MustParseAddr(a)
-		if n := testing.AllocsPerRun(100, func() { x.lookup(addr, t0) }); n != 0 {
+		if n := testing.AllocsPerRun(100, func() { x.lookup(addr, t0, true) }); n != 0 {
 			t.Errorf("lookup(%s) allocates %v times", a, n)
 		}
 	}
@@ -278,7 +278,7 @@ func BenchmarkIndexLookup(b *testing.B) {
 	cpu0 := cpuTime(b)
 	hits := 0
 	for i := 0; b.Loop(); i++ {
-		if _, ok := x.lookup(lookups[i&(len(lookups)-1)], t0); ok {
+		if _, ok := x.lookup(lookups[i&(len(lookups)-1)], t0, false); ok {
 			hits++
 		}
 	}

@@ -464,17 +464,24 @@ func (m *Manager) unbanLocked(p netip.Prefix) (bool, error) {
 }
 
 // Lookup returns the ban in force at now of the longest banned prefix
-// that contains a. It allocates nothing.
+// that contains a, a dry run's would-be bans included (what the index
+// shows). It allocates nothing.
 func (m *Manager) Lookup(a netip.Addr, now time.Time) (Ban, bool) {
-	return m.index.lookup(a, now)
+	return m.index.lookup(a, now, false)
 }
 
-// Banned reports whether a is banned now, and why (the guard's block list).
+// LookupEnforced is Lookup for enforcement (the policy service's block
+// list): the longest ban in force that is not a dry run's would-be ban.
+// A would-be ban is never enforced, and must not hide a real, shorter
+// ban around it. It allocates nothing.
+func (m *Manager) LookupEnforced(a netip.Addr, now time.Time) (Ban, bool) {
+	return m.index.lookup(a, now, true)
+}
+
+// Banned reports whether a is banned now, and why (the guard's block
+// list); as LookupEnforced.
 func (m *Manager) Banned(a netip.Addr) (reason string, ok bool) {
-	b, ok := m.index.lookup(a, m.cfg.Now())
-	if b.DryRun { // a would-be ban is shown, never enforced
-		return "", false
-	}
+	b, ok := m.index.lookup(a, m.cfg.Now(), true)
 	return b.Reason, ok
 }
 

@@ -568,6 +568,9 @@ func (c *Config) Warnings() []string {
 	for _, w := range c.Publish.DNSBL.Warnings() {
 		ws = append(ws, c.withLine("publish.dnsbl."+w))
 	}
+	for _, w := range c.Policy.Warnings() {
+		ws = append(ws, c.withLine("policy."+w))
+	}
 	return ws
 }
 

@@ -30,20 +30,40 @@ func (d *Daemon) sharedFrontDoorDeps() (*greylist.Store, smtpcheck.Resolver, err
 	var res smtpcheck.Resolver
 	guardDNS := len(g.DNSBL.Sites) > 0 || g.Checks.FCrDNS != "off" || g.Checks.SenderDomainDNS != "off"
 	policyDNS := len(p.DNSBL.Sites) > 0 && p.Checks.DNSBL != policy.Off || p.Checks.FCrDNS != policy.Off
-	if guardDNS && policyDNS {
-		addr := g.Resolver
-		if addr == "" {
-			addr = smtpcheck.DefaultResolverAddr()
-		}
-		res = smtpcheck.NewResolver(addr, g.DNSBL.Timeout.D(), g.DNSBL.CacheTTL.D())
+	// One resolver (one cache) only when both would build the same one:
+	// a policy.resolver or policy.dnsbl.cache_ttl of its own must not be
+	// ignored for the guard's.
+	gAddr := g.Resolver
+	if gAddr == "" {
+		gAddr = smtpcheck.DefaultResolverAddr()
+	}
+	if guardDNS && policyDNS && policyResolverAddr(g.Resolver, p.Resolver) == gAddr &&
+		g.DNSBL.CacheTTL == p.DNSBL.CacheTTL && g.DNSBL.Timeout == p.DNSBL.Timeout {
+		res = smtpcheck.NewResolver(gAddr, g.DNSBL.Timeout.D(), g.DNSBL.CacheTTL.D())
 	}
 	return grey, res, nil
+}
+
+// policyResolverAddr is the policy service's DNS server: policy.resolver,
+// else the guard's resolver, else resolv.conf's.
+func policyResolverAddr(guard, policy string) string {
+	switch {
+	case policy != "":
+		return policy
+	case guard != "":
+		return guard
+	}
+	return smtpcheck.DefaultResolverAddr()
 }
 
 // buildPolicy makes the policy service; its events go through the
 // daemon's pipeline, its block list is the Manager's ban index.
 func (d *Daemon) buildPolicy(grey *greylist.Store, res smtpcheck.Resolver) error {
-	p, err := policy.New(*d.policyCfg, policy.Deps{
+	cfg := *d.policyCfg
+	if cfg.Resolver == "" && d.guardCfg != nil { // the guard's, as documented
+		cfg.Resolver = d.guardCfg.Resolver
+	}
+	p, err := policy.New(cfg, policy.Deps{
 		Logger:    d.log.With("component", "policy"),
 		Sink:      func(ev event.Event) { d.pipe.HandleEvent(d.runCtx, ev) },
 		Blocklist: d.mgr,

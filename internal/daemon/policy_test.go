@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/config"
+	"github.com/mxguard/mxguard/internal/policy"
 	"github.com/mxguard/mxguard/smtpguard"
 )
 
@@ -26,6 +27,7 @@ func TestPolicyInDaemon(t *testing.T) {
 	cfg.Policy.Enabled = true
 	cfg.Policy.Hostname = "mx.test.example"
 	cfg.Policy.Listen = "unix:" + filepath.Join(t.TempDir(), "policy.sock")
+	cfg.Policy.Owner, cfg.Policy.Group, cfg.Policy.Mode = "", "", "" // the test's user asks
 	cfg.Policy.Greylist.Enabled = true
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -79,5 +81,43 @@ func TestPolicyGreylistMustMatchGuard(t *testing.T) {
 	cfg.Policy.Greylist.DB = "/elsewhere/greylist.db" // its own store: fine
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("own db: %v", err)
+	}
+}
+
+// Guard and policy share one resolver (one cache) only when both would
+// build the same one; a policy.resolver or policy.dnsbl.cache_ttl of its
+// own is not ignored.
+func TestPolicyResolverSharedOnlyWhenEqual(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mod    func(g *smtpguard.Config, p *policy.Config)
+		shared bool
+	}{
+		{"same defaults", func(*smtpguard.Config, *policy.Config) {}, true},
+		{"policy resolver unset: the guard's", func(g *smtpguard.Config, _ *policy.Config) { g.Resolver = "127.0.0.1:5353" }, true},
+		{"same resolver named twice", func(g *smtpguard.Config, p *policy.Config) {
+			g.Resolver, p.Resolver = "127.0.0.1:5353", "127.0.0.1:5353"
+		}, true},
+		{"own policy.resolver", func(g *smtpguard.Config, p *policy.Config) {
+			g.Resolver, p.Resolver = "127.0.0.1:5353", "127.0.0.1:5354"
+		}, false},
+		{"own policy.dnsbl.cache_ttl", func(_ *smtpguard.Config, p *policy.Config) { p.DNSBL.CacheTTL = policy.Duration(time.Minute) }, false},
+		{"own policy.dnsbl.timeout", func(_ *smtpguard.Config, p *policy.Config) { p.DNSBL.Timeout = policy.Duration(time.Second) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := smtpguard.DefaultConfig()
+			g.DNSBL.Sites = []string{"zen.example"}
+			p := policy.DefaultConfig()
+			p.DNSBL.Sites = []string{"zen.example"}
+			tc.mod(&g, &p)
+			d := &Daemon{guardCfg: &g, policyCfg: &p}
+			_, res, err := d.sharedFrontDoorDeps()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (res != nil) != tc.shared {
+				t.Fatalf("shared resolver: %v, want %v", res != nil, tc.shared)
+			}
+		})
 	}
 }

@@ -4,13 +4,14 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/actions/ban"
 )
 
 // A request the service cannot read closes that connection without a
@@ -27,7 +28,8 @@ func TestBadRequestsCloseThatConnectionOnly(t *testing.T) {
 		{"empty name", nil, "request=smtpd_access_policy\n=x\n\n"},
 		{"NUL byte", nil, strings.Replace(req(), "helo_name=mta", "helo_name=m\x00ta", 1)},
 		{"NUL in a long line's tail", nil, "request=smtpd_access_policy\nccert_subject=" + strings.Repeat("a", 5000) + "\x00\n\n"},
-		{"request too large", nil, "request=smtpd_access_policy\n" + strings.Repeat("x_attr=yyyyyyyyyy\n", 1000) + "\n"},
+		// many short lines under max_attributes: only max_request_bytes stops them
+		{"request too large", func(c *Config) { c.Limits.MaxAttributes = 100000 }, "request=smtpd_access_policy\n" + strings.Repeat("x_attr=yyyyyyyyyy\n", 1000) + "\n"},
 		{"one line too large", nil, "request=smtpd_access_policy\nsender=" + strings.Repeat("a", 20000) + "\n\n"},
 		{"too many attributes", func(c *Config) { c.Limits.MaxAttributes = 20 }, req("a1", "1", "a2", "2", "a3", "3", "a4", "4", "a5", "5")},
 	} {
@@ -51,6 +53,31 @@ func TestBadRequestsCloseThatConnectionOnly(t *testing.T) {
 			}
 			if s.Stats().BadRequests != 1 {
 				t.Fatalf("BadRequests = %d", s.Stats().BadRequests)
+			}
+		})
+	}
+}
+
+// Each limit of readRequest is reached by its own case, whatever the
+// other limits.
+func TestReadRequestLimits(t *testing.T) {
+	shortLines := "request=smtpd_access_policy\n" + strings.Repeat("x_attr=yyyyyyyyyy\n", 1000) + "\n"
+	for _, tc := range []struct {
+		name string
+		raw  string
+		lim  readLimits
+		want error
+	}{
+		{"many short lines: size", shortLines, readLimits{maxValue: 512, maxAttrs: 100000, maxBytes: 16384}, errTooBig},
+		{"many short lines: count", shortLines, readLimits{maxValue: 512, maxAttrs: 100, maxBytes: 1 << 20}, errTooMany},
+		{"one long line: size", "request=smtpd_access_policy\nsender=" + strings.Repeat("a", 20000) + "\n\n",
+			readLimits{maxValue: 512, maxAttrs: 100, maxBytes: 16384}, errTooBig},
+		{"within every limit", shortLines, readLimits{maxValue: 512, maxAttrs: 100000, maxBytes: 1 << 20}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := readRequest(bufio.NewReaderSize(strings.NewReader(tc.raw), 4096), &request{}, tc.lim, nil)
+			if err != tc.want {
+				t.Fatalf("got %v, want %v", err, tc.want)
 			}
 		})
 	}
@@ -132,13 +159,7 @@ func TestConnectionFloodBounded(t *testing.T) {
 // An internal error (here a sink that panics) closes that connection
 // only; the service keeps answering.
 func TestInternalErrorClosesConnectionOnly(t *testing.T) {
-	bl := &memBlocklist{}
-	bl.ban("192.0.2.66/32", false)
-	s, path := start(t, testConfig(t), Deps{Blocklist: bl, Sink: func(ev event.Event) {
-		if ev.Client.String() == "192.0.2.66" {
-			panic("sink failed")
-		}
-	}})
+	s, path := start(t, testConfig(t), Deps{Blocklist: panickingBlocklist{"192.0.2.66"}})
 	bad := dial(t, path)
 	io.WriteString(bad.c, req("client_address", "192.0.2.66"))
 	if !bad.closedWithoutReply(3 * time.Second) {
@@ -152,6 +173,16 @@ func TestInternalErrorClosesConnectionOnly(t *testing.T) {
 	}
 }
 
+// panickingBlocklist fails (panics) for one address.
+type panickingBlocklist struct{ addr string }
+
+func (p panickingBlocklist) LookupEnforced(a netip.Addr, _ time.Time) (ban.Ban, bool) {
+	if a.String() == p.addr {
+		panic("block list failed")
+	}
+	return ban.Ban{}, false
+}
+
 func TestConfigValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -161,7 +192,11 @@ func TestConfigValidate(t *testing.T) {
 		{"listen", func(c *Config) { c.Listen = "127.0.0.1:10040" }, "policy.listen"},
 		{"relative unix", func(c *Config) { c.Listen = "unix:private/mxguard" }, "policy.listen"},
 		{"mode", func(c *Config) { c.Mode = "rw" }, "policy.mode"},
-		{"owner on inet", func(c *Config) { c.Listen, c.Owner = "inet:127.0.0.1:1", "postfix" }, "policy.listen"},
+		{"allow_peers", func(c *Config) { c.AllowPeers = []string{"localhost"} }, "policy.allow_peers"},
+		{"dnsbl timeout over the cap", func(c *Config) {
+			c.DNSBL.Sites = []string{"zen.example"}
+			c.DNSBL.Timeout = Duration(time.Minute)
+		}, "policy.dnsbl.timeout"},
 		{"action", func(c *Config) { c.Checks.HeloFQDN = "drop" }, "policy.checks.helo_fqdn"},
 		{"disconnect only for blocklist", func(c *Config) { c.Checks.HeloDeny = Disconnect }, "policy.checks.helo_deny"},
 		{"rate limit", func(c *Config) { c.RateLimit.Limits = []RateLimit{{0, Duration(time.Hour)}} }, "policy.rate_limit.limits[0]"},

@@ -17,6 +17,10 @@ import (
 	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
+// MaxDNSTimeout caps dnsbl.timeout: a request waits for DNS at most this
+// long, well under the timeout Postfix gives the policy service.
+const MaxDNSTimeout = 5 * time.Second
+
 // Duration is the config's duration ("1s", "5m", "35d").
 type Duration = duration.Duration
 
@@ -80,8 +84,11 @@ type Checks struct {
 type DNSBLConfig struct {
 	Sites     []string `yaml:"sites"`     // "zone" or "zone*weight". Empty = off.
 	Threshold int      `yaml:"threshold"` // Default: 3.
-	Timeout   Duration `yaml:"timeout"`   // all lookups of one client; bounds every DNS lookup. Default: 2s.
-	CacheTTL  Duration `yaml:"cache_ttl"` // Default: 5m.
+	// Timeout is one request's DNS budget: DNSBL and FCrDNS together
+	// (≤ MaxDNSTimeout). Keep it under half of check_policy_service's
+	// timeout (Postfix's default 100s, the README's 10s). Default: 2s.
+	Timeout  Duration `yaml:"timeout"`
+	CacheTTL Duration `yaml:"cache_ttl"` // Default: 5m.
 }
 
 // GreylistConfig is greylisting at RCPT: greylist.Config (one store, the
@@ -147,14 +154,32 @@ func (r RateLimit) MarshalYAML() (any, error) {
 type Config struct {
 	// Enabled runs the service inside `mxguard daemon` (and `mxguard guard`). Default: false.
 	Enabled bool `yaml:"enabled"`
-	// Listen: "unix:PATH" or "inet:HOST:PORT". Default: inet:127.0.0.1:10040.
+	// Listen: "unix:PATH" or "inet:HOST:PORT". Default:
+	// unix:/var/spool/postfix/private/mxguard (Postfix: unix:private/mxguard,
+	// reachable by a chrooted smtpd). A unix socket tells who connects
+	// (SO_PEERCRED), a TCP port does not: see PeerUsers, AllowPeers and
+	// InetEvidence.
 	Listen string `yaml:"listen"`
-	// Owner, Group and Mode of a unix socket, e.g. postfix, postfix, 0660
-	// for /var/spool/postfix/private/mxguard: smtpd (user postfix) needs
-	// write access. Default: unchanged (the daemon's user and umask).
+	// Owner, Group and Mode of a unix socket (a user or group name, or a
+	// number): smtpd (user postfix) needs write access. Set before the
+	// socket appears under its name. "" = unchanged (the daemon's user,
+	// the umask). Ignored for inet. Default: postfix, postfix, 0660.
 	Owner string `yaml:"owner"`
 	Group string `yaml:"group"`
 	Mode  string `yaml:"mode"`
+	// PeerUsers may ask over a unix socket besides root, the daemon's own
+	// user and Owner (names or uids); a connection from anyone else
+	// (SO_PEERCRED) is closed at once. Default: [].
+	PeerUsers []string `yaml:"peer_users"`
+	// AllowPeers: the addresses (CIDRs) that may ask over inet; others
+	// are closed at once. Default: [127.0.0.0/8, ::1/128].
+	AllowPeers []string `yaml:"allow_peers"`
+	// InetEvidence: findings of requests that came over inet count
+	// against clients (ban evidence). Any local process can connect to a
+	// TCP port and name any client_address, so by default they are only
+	// answered and logged, never evidence; turn on only when no
+	// untrusted user can reach the port. Default: false.
+	InetEvidence bool `yaml:"inet_evidence"`
 	// Hostname: our name (denied as HELO; in X-Greylist). Default: os.Hostname().
 	Hostname string `yaml:"hostname"`
 	// Allowlist: clients that skip every check but the rate limits.
@@ -173,8 +198,12 @@ type Config struct {
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		Listen:   "inet:127.0.0.1:10040",
-		Hostname: host,
+		Listen:     "unix:/var/spool/postfix/private/mxguard",
+		Owner:      "postfix",
+		Group:      "postfix",
+		Mode:       "0660",
+		AllowPeers: []string{"127.0.0.0/8", "::1/128"},
+		Hostname:   host,
 		Limits: Limits{MaxAttributeLength: 512, MaxAttributes: 100, MaxRequestBytes: 16384,
 			IdleTimeout: Duration(10 * time.Minute), RequestTimeout: Duration(10 * time.Second), MaxConnections: 1000},
 		Checks: Checks{Blocklist: Reject, HeloDeny: Reject, HeloFQDN: Reject, DNSBL: Reject, FCrDNS: Off,
@@ -216,9 +245,12 @@ func (c *Config) SocketMode() (os.FileMode, error) {
 	return os.FileMode(m), nil
 }
 
-func (c *Config) allowlist() ([]netip.Prefix, error) {
+func (c *Config) allowlist() ([]netip.Prefix, error) { return parsePrefixes(c.Allowlist) }
+
+// parsePrefixes reads CIDRs and bare addresses.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
-	for _, s := range c.Allowlist {
+	for _, s := range list {
 		s = strings.TrimSpace(s)
 		if p, err := netip.ParsePrefix(s); err == nil {
 			out = append(out, p.Masked())
@@ -240,15 +272,19 @@ func (c *Config) Validate() error {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("policy.%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	network, _, err := c.ListenAddr()
-	if err != nil {
+	if _, _, err := c.ListenAddr(); err != nil {
 		bad("listen", "%v", err)
 	}
 	if _, err := c.SocketMode(); err != nil {
 		bad("mode", "%v", err)
 	}
-	if network != "unix" && (c.Owner != "" || c.Group != "" || c.Mode != "") {
-		bad("listen", "owner, group and mode need a unix: socket")
+	if _, err := parsePrefixes(c.AllowPeers); err != nil {
+		bad("allow_peers", "%v", err)
+	}
+	for _, u := range c.PeerUsers {
+		if strings.TrimSpace(u) == "" {
+			bad("peer_users", "empty name")
+		}
 	}
 	if c.Hostname == "" || !smtpcheck.ValidDomain(c.Hostname) {
 		bad("hostname", "want a host name, got %q", c.Hostname)
@@ -299,8 +335,9 @@ func (c *Config) Validate() error {
 	if len(c.DNSBL.Sites) > 0 && c.DNSBL.Threshold < 1 {
 		bad("dnsbl.threshold", "must be ≥ 1, got %d", c.DNSBL.Threshold)
 	}
-	if (len(c.DNSBL.Sites) > 0 || ch.FCrDNS != Off) && c.DNSBL.Timeout <= 0 {
-		bad("dnsbl.timeout", "must be > 0 (it bounds every DNS lookup)")
+	if (len(c.DNSBL.Sites) > 0 || ch.FCrDNS != Off) && (c.DNSBL.Timeout <= 0 || c.DNSBL.Timeout.D() > MaxDNSTimeout) {
+		bad("dnsbl.timeout", "must be > 0 and ≤ %s, got %s (it is every request's DNS budget, DNSBL and FCrDNS together; keep it under half of check_policy_service's timeout, or Postfix gives up and applies default_action)",
+			MaxDNSTimeout, c.DNSBL.Timeout)
 	}
 	if c.Greylist.Enabled {
 		action("greylist.action", c.Greylist.Action, Reject, Defer, Warn)
@@ -333,4 +370,23 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// Warnings lists what is allowed but probably not meant, each starting
+// with its key under policy.
+func (c *Config) Warnings() []string {
+	if !c.Enabled {
+		return nil
+	}
+	var ws []string
+	if network, addr, err := c.ListenAddr(); err == nil && network == "tcp" {
+		host, _, _ := net.SplitHostPort(addr)
+		if a, err := netip.ParseAddr(host); host != "localhost" && (err != nil || !a.Unmap().IsLoopback()) {
+			ws = append(ws, fmt.Sprintf("listen: %q is not a loopback address: hosts that reach it (and allow_peers lets in) can ask about any client; prefer unix:/var/spool/postfix/private/mxguard", c.Listen))
+		}
+		if c.InetEvidence {
+			ws = append(ws, "inet_evidence: true: every local user who can connect to the port can get any address banned; prefer a unix socket, whose peers are checked (peer_users)")
+		}
+	}
+	return ws
 }

@@ -47,16 +47,19 @@ func (s *Server) answer(q *query, act Action, f finding) (action string, final b
 	text := event.PolicyMark + f.text
 	action, code, dsn := reply(act, text)
 	kind := f.kind
-	if act == Warn && kind == event.KindReject {
+	if act == Warn && (kind == event.KindReject || kind == event.KindDNSBL) {
+		// as Postfix logs warn_if_reject: a warning, never a listing
+		// the DNSBL detectors would weigh
 		kind = event.KindRejectWarning
 	}
 	s.emit(q, event.Event{Kind: kind, Code: code, DSN: dsn, Reason: f.reason, Detail: f.detail,
-		Count: f.count, Abuse: f.evidence && act != Warn}, action)
+		Count: f.count, Abuse: f.evidence && act != Warn && q.cs.evidence}, action)
 	return action, act != Warn
 }
 
 // query is one request as the checks see it.
 type query struct {
+	cs    *connState
 	r     *request
 	state string
 	ip    netip.Addr
@@ -73,7 +76,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 		s.warn.Warn("client_address", "policy: unparsable client_address, answered DUNNO", "client_address", sanitize(raw, 64))
 		return dunno
 	}
-	q := &query{r: r, state: r.str(r.state), ip: ip.Unmap(), now: s.now()}
+	q := &query{cs: cs, r: r, state: r.str(r.state), ip: ip.Unmap(), now: s.now()}
 	allowlisted := s.allowed(q.ip)
 	ch := s.cfg.Checks
 	warned := ""
@@ -89,7 +92,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 	rcpt := q.state == "RCPT"
 	if !allowlisted {
 		if ch.Blocklist != Off && s.blocklist != nil {
-			if b, ok := s.blocklist.Lookup(q.ip, q.now); ok && !b.DryRun {
+			if b, ok := s.blocklist.LookupEnforced(q.ip, q.now); ok {
 				s.ctr.blocked.Add(1)
 				// not evidence: the client is banned already, and counting
 				// its refused attempts would feed the ban back into itself
@@ -109,8 +112,18 @@ func (s *Server) decide(cs *connState, r *request) string {
 				}
 			}
 		}
-		if early && ch.DNSBL != Off && len(s.sites) > 0 && s.resolver != nil {
-			score, zones := smtpcheck.DNSBLScore(context.Background(), s.resolver, s.sites, q.ip, s.cfg.DNSBL.Timeout.D())
+		// one DNS budget for the whole request, DNSBL and FCrDNS together:
+		// a dead DNS server costs dnsbl.timeout once, not once per check
+		askDNSBL := early && ch.DNSBL != Off && len(s.sites) > 0 && s.resolver != nil
+		askFCrDNS := rcpt && ch.FCrDNS != Off && s.resolver != nil && r.str(r.clientName) == "unknown"
+		dnsCtx := context.Background()
+		if askDNSBL || askFCrDNS {
+			var cancel context.CancelFunc
+			dnsCtx, cancel = context.WithTimeout(dnsCtx, s.cfg.DNSBL.Timeout.D())
+			defer cancel()
+		}
+		if askDNSBL {
+			score, zones := smtpcheck.DNSBLScore(dnsCtx, s.resolver, s.sites, q.ip, s.cfg.DNSBL.Timeout.D())
 			if score >= s.cfg.DNSBL.Threshold {
 				s.ctr.dnsbl.Add(1)
 				slices.Sort(zones)
@@ -122,10 +135,8 @@ func (s *Server) decide(cs *connState, r *request) string {
 				}
 			}
 		}
-		if rcpt && ch.FCrDNS != Off && s.resolver != nil && r.str(r.clientName) == "unknown" {
-			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DNSBL.Timeout.D())
-			_, err := smtpcheck.FCrDNS(ctx, s.resolver, q.ip)
-			cancel()
+		if askFCrDNS {
+			_, err := smtpcheck.FCrDNS(dnsCtx, s.resolver, q.ip)
 			// a DNS failure is our resolver's trouble: let the client through
 			if errors.Is(err, smtpcheck.ErrNotFound) {
 				s.ctr.fcrdns.Add(1)
@@ -143,8 +154,18 @@ func (s *Server) decide(cs *connState, r *request) string {
 	if s.rate != nil && (rcpt || q.state == "END-OF-MESSAGE") {
 		rateKey = s.rateKey(q)
 	}
+	countAtRcpt := s.cfg.RateLimit.CountAt == "rcpt"
+	counted := false // this recipient is counted already
 	if rcpt && rateKey != "" {
-		if l, over := s.rate.over(rateKey, 1, q.now); over {
+		var l RateLimit
+		var over bool
+		if countAtRcpt {
+			l, over = s.rate.tryAdd(rateKey, 1, q.now)
+			counted = !over
+		} else {
+			l, over = s.rate.over(rateKey, 1, q.now)
+		}
+		if over {
 			s.ctr.rateLimited.Add(1)
 			// context, not evidence: one busy sender behind a shared
 			// relay must not get the relay banned
@@ -159,6 +180,9 @@ func (s *Server) decide(cs *connState, r *request) string {
 	if rcpt && !allowlisted && s.grey != nil {
 		a, final := s.greylist(cs, q)
 		if final {
+			if counted { // greylisted: it comes back and counts then
+				s.rate.refund(rateKey, 1, q.now, q.now)
+			}
 			return a
 		}
 		if a != "" {
@@ -167,7 +191,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 	}
 	if rateKey != "" {
 		switch {
-		case rcpt && s.cfg.RateLimit.CountAt == "rcpt":
+		case rcpt && countAtRcpt && !counted: // over a limit, but only warned: it goes on, so it counts
 			s.rate.add(rateKey, 1, q.now)
 		case q.state == "END-OF-MESSAGE" && s.cfg.RateLimit.CountAt == "end_of_message":
 			n, err := strconv.Atoi(r.str(r.recipientCount))
@@ -295,8 +319,9 @@ func (s *Server) allowed(a netip.Addr) bool {
 	return false
 }
 
-// emit sends an event for the answer action to the sink; its strings
-// are copies (the request's buffer is reused).
+// emit queues an event for the answer action; serveConn sends it to the
+// sink once the reply is written. Its strings are copies (the request's
+// buffer is reused).
 func (s *Server) emit(q *query, ev event.Event, action string) {
 	if s.sink == nil {
 		return
@@ -320,7 +345,7 @@ func (s *Server) emit(q *query, ev event.Event, action string) {
 	}
 	ev.Raw = fmt.Sprintf("policy: %s: %s from %s[%s]: action=%s; from=<%s> to=<%s> helo=<%s>",
 		Service, ev.Stage, ev.ClientName, q.ip, action, ev.From, ev.To, ev.Helo)
-	s.sink(ev)
+	q.cs.pending = append(q.cs.pending, ev)
 }
 
 // sanitize makes Postfix-supplied text safe for logs and replies:

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/smtpcheck"
@@ -80,6 +82,7 @@ func TestDNSBLAndFCrDNS(t *testing.T) {
 		if !strings.HasPrefix(got, tc.want) {
 			t.Fatalf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+		c.flushed()
 		evs := ev.all()[n:]
 		if tc.kind == event.KindNone {
 			if len(evs) != 0 {
@@ -95,5 +98,86 @@ func TestDNSBLAndFCrDNS(t *testing.T) {
 	res.tempFail.Store(true)
 	if got := c.mustAsk(req("client_address", "192.0.2.15", "client_name", "unknown")); got != "DUNNO" {
 		t.Fatalf("PTR lookup failed: %q, want DUNNO", got)
+	}
+}
+
+// deadResolver never answers (a dead DNS server): each lookup waits for
+// its context to end; it records the deadline every lookup was given.
+type deadResolver struct {
+	mu        sync.Mutex
+	deadlines []time.Time
+}
+
+func (d *deadResolver) wait(ctx context.Context) error {
+	dl, _ := ctx.Deadline()
+	d.mu.Lock()
+	d.deadlines = append(d.deadlines, dl)
+	d.mu.Unlock()
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (d *deadResolver) LookupIP(ctx context.Context, _ string, _ bool) ([]netip.Addr, error) {
+	return nil, d.wait(ctx)
+}
+func (d *deadResolver) LookupMX(ctx context.Context, _ string) ([]string, error) {
+	return nil, d.wait(ctx)
+}
+func (d *deadResolver) LookupAddr(ctx context.Context, _ netip.Addr) ([]string, error) {
+	return nil, d.wait(ctx)
+}
+
+// With DNS down a request spends one DNS budget (dnsbl.timeout) for
+// DNSBL and FCrDNS together, not one each: every lookup shares the
+// deadline the first one got.
+func TestOneDNSBudgetPerRequest(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DNSBL.Sites = []string{"zen.example", "bl.example"}
+	cfg.DNSBL.Timeout = Duration(100 * time.Millisecond)
+	cfg.Checks.FCrDNS = Reject
+	res := &deadResolver{}
+	_, path := start(t, cfg, Deps{Resolver: res})
+	c := dial(t, path)
+	if a := c.mustAsk(req("client_name", "unknown")); a != "DUNNO" {
+		t.Fatalf("DNS down: %q, want DUNNO (a DNS failure lets the client through)", a)
+	}
+	res.mu.Lock()
+	defer res.mu.Unlock()
+	if len(res.deadlines) != 3 { // two DNSBL sites and the PTR
+		t.Fatalf("%d lookups, want 3", len(res.deadlines))
+	}
+	first := res.deadlines[0]
+	for i, dl := range res.deadlines {
+		if first.IsZero() || !dl.Equal(first) {
+			t.Fatalf("lookup %d has deadline %v, not the request's one budget %v: %v", i, dl, first, res.deadlines)
+		}
+	}
+}
+
+// A DNSBL finding only warned about is a reject_warning (as Postfix logs
+// warn_if_reject), never a DNSBL listing the detectors would weigh.
+func TestDNSBLWarnIsNoListingEvent(t *testing.T) {
+	res := &fakeResolver{listed: map[string]bool{"10.2.0.192.big.example": true}}
+	for _, tc := range []struct {
+		act   Action
+		kind  event.Kind
+		abuse bool
+	}{
+		{Reject, event.KindDNSBL, true},
+		{Defer, event.KindDNSBL, true},
+		{Warn, event.KindRejectWarning, false},
+	} {
+		cfg := testConfig(t)
+		cfg.DNSBL.Sites = []string{"big.example*3"}
+		cfg.Checks.DNSBL = tc.act
+		ev := &events{}
+		_, path := start(t, cfg, Deps{Resolver: res, Sink: ev.sink})
+		c := dial(t, path)
+		c.mustAsk(req())
+		c.flushed()
+		evs := ev.all()
+		if len(evs) != 1 || evs[0].Kind != tc.kind || evs[0].Abuse != tc.abuse || evs[0].Reason != event.ReasonDNSBL {
+			t.Fatalf("%s: events %+v, want one %v abuse=%v reason dnsbl", tc.act, evs, tc.kind, tc.abuse)
+		}
 	}
 }

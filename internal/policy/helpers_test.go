@@ -19,7 +19,8 @@ import (
 	"github.com/mxguard/mxguard/internal/event"
 )
 
-// memBlocklist bans prefixes; Lookup returns the longest holding a.
+// memBlocklist bans prefixes; LookupEnforced returns the longest holding
+// a that is not a dry run's, as the Manager's does.
 type memBlocklist struct {
 	mu   sync.Mutex
 	bans []ban.Ban
@@ -31,13 +32,13 @@ func (m *memBlocklist) ban(p string, dry bool) {
 	m.bans = append(m.bans, ban.Ban{Prefix: netip.MustParsePrefix(p), Reason: "test ban", DryRun: dry})
 }
 
-func (m *memBlocklist) Lookup(a netip.Addr, _ time.Time) (ban.Ban, bool) {
+func (m *memBlocklist) LookupEnforced(a netip.Addr, _ time.Time) (ban.Ban, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var best ban.Ban
 	ok := false
 	for _, b := range m.bans {
-		if b.Prefix.Contains(a) && (!ok || b.Prefix.Bits() > best.Prefix.Bits()) {
+		if b.Prefix.Contains(a) && !b.DryRun && (!ok || b.Prefix.Bits() > best.Prefix.Bits()) {
 			best, ok = b, true
 		}
 	}
@@ -82,6 +83,7 @@ func (c *fakeClock) add(d time.Duration) {
 func testConfig(t testing.TB) Config {
 	c := DefaultConfig()
 	c.Listen = "unix:" + filepath.Join(t.TempDir(), "policy.sock")
+	c.Owner, c.Group, c.Mode = "", "", "" // the test's user may ask
 	c.Hostname = "mx.ours.example"
 	return c
 }
@@ -209,4 +211,16 @@ func (c *client) closedWithoutReply(within time.Duration) bool {
 
 func isClosed(err error) bool {
 	return err == io.EOF || errors.Is(err, syscall.ECONNRESET)
+}
+
+// flushed returns once the server has sent the events of every request
+// answered on c so far: the server sends a request's events after its
+// reply and before it reads the next request, so one more round trip (a
+// request without events: an unparsable client_address is answered DUNNO
+// and counted in BadClient only) is the barrier.
+func (c *client) flushed() {
+	c.t.Helper()
+	if a := c.mustAsk(req("client_address", "flush")); a != "DUNNO" {
+		c.t.Fatalf("flush request: %q", a)
+	}
 }

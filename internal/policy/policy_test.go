@@ -3,6 +3,8 @@ package policy
 import (
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,10 +74,15 @@ func TestProtocolTable(t *testing.T) {
 			}
 			ev := &events{}
 			_, path := start(t, cfg, Deps{Blocklist: bl, Sink: ev.sink})
-			got := dial(t, path).mustAsk(tc.req)
+			c := dial(t, path)
+			got, err := c.ask(tc.req)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
 			if !strings.HasPrefix(got, tc.want) {
 				t.Fatalf("action %q, want %q...", got, tc.want)
 			}
+			c.flushed()
 			evs := ev.all()
 			if tc.kind == event.KindNone {
 				if len(evs) != 0 {
@@ -141,6 +148,7 @@ func TestGreylisting(t *testing.T) {
 	if a := msg("192.0.2.10", "list-1001@lists.example", "bob@example.com", "i1"); !strings.HasPrefix(a, "DEFER_IF_PERMIT mxguard: Greylisted, see ") {
 		t.Fatalf("first attempt: %q", a)
 	}
+	c.flushed()
 	if e := ev.all(); len(e) != 1 || e[0].Reason != event.ReasonGreylisted || e[0].Abuse {
 		t.Fatalf("greylist event %+v: want one, reason greylisted, not evidence", e)
 	}
@@ -217,6 +225,7 @@ func TestRateLimit(t *testing.T) {
 	if a != "DEFER_IF_PERMIT mxguard: rate limit of 3 per 1h reached" {
 		t.Fatalf("4th rcpt: %q", a)
 	}
+	c.flushed()
 	if e := ev.all(); len(e) != 1 || e[0].Kind != event.KindRateLimit || e[0].Abuse || e[0].Detail != "from:alice@remote.example" {
 		t.Fatalf("events %+v", e)
 	}
@@ -276,5 +285,106 @@ func TestRateLimiterBounded(t *testing.T) {
 	}
 	if _, over := rl.over("k0", 1, now); over {
 		t.Fatal("the oldest key is still counted")
+	}
+}
+
+// An allowlisted client skips greylisting (and every other check) but
+// not the rate limits: an allowlisted relay can still send too much.
+func TestAllowlistedClient(t *testing.T) {
+	clk := newClock()
+	cfg := testConfig(t)
+	cfg.Allowlist = []string{"192.0.2.0/28"}
+	cfg.Greylist.Enabled = true
+	cfg.Greylist.DB = t.TempDir() + "/greylist.db"
+	cfg.RateLimit.Limits = []RateLimit{{Count: 2, Window: Duration(time.Hour)}}
+	bl := &memBlocklist{}
+	bl.ban("192.0.2.10/32", false)
+	_, path := start(t, cfg, Deps{Now: clk.Now, Blocklist: bl})
+	c := dial(t, path)
+	for i, want := range []string{"DUNNO", "DUNNO", "DEFER_IF_PERMIT mxguard: rate limit of 2 per 1h reached"} {
+		// banned, HELO localhost and a new triplet: all skipped for the allowlisted client
+		a := c.mustAsk(req("helo_name", "localhost", "recipient", fmt.Sprintf("r%d@example.com", i)))
+		if a != want {
+			t.Fatalf("allowlisted rcpt %d: %q, want %q", i, a, want)
+		}
+	}
+	// the same new triplet from outside the allowlist is greylisted
+	if a := c.mustAsk(req("client_address", "192.0.2.200", "sender", "new@remote.example")); !strings.HasPrefix(a, "DEFER_IF_PERMIT mxguard: Greylisted") {
+		t.Fatalf("client outside the allowlist: %q", a)
+	}
+}
+
+// A recipient deferred by greylisting does not count toward the rate
+// limit: it comes back and counts then.
+func TestGreylistedRecipientsDoNotCount(t *testing.T) {
+	clk := newClock()
+	cfg := testConfig(t)
+	cfg.Greylist.Enabled = true
+	cfg.Greylist.DB = t.TempDir() + "/greylist.db"
+	cfg.RateLimit.Limits = []RateLimit{{Count: 2, Window: Duration(time.Hour)}}
+	_, path := start(t, cfg, Deps{Now: clk.Now})
+	c := dial(t, path)
+	for i := range 2 {
+		for range 2 { // the first try and an early retry: both greylisted
+			if a := c.mustAsk(req("recipient", fmt.Sprintf("r%d@example.com", i))); !strings.HasPrefix(a, "DEFER_IF_PERMIT mxguard: Greylisted") {
+				t.Fatalf("first try %d: %q", i, a)
+			}
+		}
+	}
+	clk.add(10 * time.Minute)
+	for i := range 2 {
+		if a := c.mustAsk(req("recipient", fmt.Sprintf("r%d@example.com", i))); !strings.HasPrefix(a, "PREPEND X-Greylist") {
+			t.Fatalf("retry %d after the delay: %q (greylisted tries were counted)", i, a)
+		}
+	}
+	if a := c.mustAsk(req("recipient", "r0@example.com")); a != "DEFER_IF_PERMIT mxguard: rate limit of 2 per 1h reached" {
+		t.Fatalf("third delivered recipient: %q", a)
+	}
+}
+
+// Check and count are one step: concurrent requests never pass more
+// than the limit.
+func TestRateLimiterTryAddIsAtomic(t *testing.T) {
+	r := newRateLimiter([]RateLimit{{Count: 100, Window: Duration(time.Hour)}}, 10)
+	now := time.Now()
+	var passed atomic.Int64
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Go(func() {
+			for range 50 {
+				if _, over := r.tryAdd("from:a@example", 1, now); !over {
+					passed.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if passed.Load() != 100 {
+		t.Fatalf("%d passed, want exactly 100", passed.Load())
+	}
+	r.refund("from:a@example", 1, now, now)
+	if _, over := r.tryAdd("from:a@example", 1, now); over {
+		t.Fatal("a refunded slot is not free again")
+	}
+	if _, over := r.tryAdd("from:a@example", 1, now); !over {
+		t.Fatal("over the limit after the refunded slot was used")
+	}
+}
+
+// Names to deny match whatever their case and trailing dot, in the
+// config and in the HELO.
+func TestHeloDenyNamesNormalised(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Hostname = "MX.Ours.Example."
+	cfg.Checks.HeloDenyNames = []string{"Evil.Example."}
+	_, path := start(t, cfg, Deps{})
+	c := dial(t, path)
+	for _, helo := range []string{"evil.example", "EVIL.example.", "mx.ours.example", "mx.ours.example."} {
+		if a := c.mustAsk(req("helo_name", helo)); !strings.HasPrefix(a, "REJECT mxguard: HELO name <"+helo+"> denied") {
+			t.Errorf("HELO %s: %q", helo, a)
+		}
+	}
+	if a := c.mustAsk(req("helo_name", "good.example")); a != "DUNNO" {
+		t.Errorf("HELO good.example: %q", a)
 	}
 }

@@ -98,6 +98,58 @@ func (r *rateLimiter) over(key string, n int, now time.Time) (RateLimit, bool) {
 	return RateLimit{}, false
 }
 
+// tryAdd counts n for key unless that would exceed a limit, in one
+// step: two requests at once cannot both pass the last free slot. It
+// returns the limit that refused (over true; nothing counted).
+func (r *rateLimiter) tryAdd(key string, n int, now time.Time) (RateLimit, bool) {
+	t := now.UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var e *rateEntry
+	if el, ok := r.m[key]; ok {
+		e = el.Value.(*rateEntry)
+	}
+	for i, l := range r.limits {
+		est := 0.0
+		if e != nil {
+			est = e.wins[i].estimate(t, int64(l.Window))
+		}
+		if est+float64(n) > float64(l.Count) {
+			return l, true
+		}
+	}
+	e = r.entry(key, t)
+	for i, l := range r.limits {
+		e.wins[i].roll(t, int64(l.Window))
+		e.wins[i].cur += n
+	}
+	return RateLimit{}, false
+}
+
+// refund takes back n counted for key at countedAt (a recipient a later
+// check deferred: it will be asked again). Counts in windows that have
+// since passed are left alone.
+func (r *rateLimiter) refund(key string, n int, countedAt, now time.Time) {
+	t, at := now.UnixNano(), countedAt.UnixNano()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	el, ok := r.m[key]
+	if !ok {
+		return
+	}
+	e := el.Value.(*rateEntry)
+	for i, l := range r.limits {
+		w := &e.wins[i]
+		w.roll(t, int64(l.Window))
+		switch {
+		case at >= w.start:
+			w.cur = max(w.cur-n, 0)
+		case at >= w.start-int64(l.Window):
+			w.prev = max(w.prev-n, 0)
+		}
+	}
+}
+
 // add counts n for key.
 func (r *rateLimiter) add(key string, n int, now time.Time) {
 	t := now.UnixNano()

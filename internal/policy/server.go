@@ -34,6 +34,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/greylist"
@@ -47,10 +49,11 @@ const Service = "mxguard/policy"
 // it must be safe for concurrent use.
 type EventSink func(event.Event)
 
-// Blocklist is the ban manager's index (ban.Manager.Lookup): the longest
-// prefix holding the address.
+// Blocklist is the ban manager's index (ban.Manager.LookupEnforced): the
+// longest prefix holding the address with a ban to enforce (never a dry
+// run's would-be ban).
 type Blocklist interface {
-	Lookup(a netip.Addr, now time.Time) (ban.Ban, bool)
+	LookupEnforced(a netip.Addr, now time.Time) (ban.Ban, bool)
 }
 
 // Deps are the service's collaborators; all optional.
@@ -83,11 +86,12 @@ type Stats struct {
 	Greylisted  uint64 // recipients deferred by greylisting
 	RateLimited uint64 // requests over a rate limit
 	BadClient   uint64 // unparsable client_address (answered DUNNO)
+	Denied      uint64 // closed at once: a peer not in peer_users / allow_peers
 }
 
 type counters struct {
 	conns, refused, requests, bad, timeouts, errors, blocked, helo, dnsbl, fcrdns,
-	greylisted, rateLimited, badClient atomic.Uint64
+	greylisted, rateLimited, badClient, denied atomic.Uint64
 	active atomic.Int64
 }
 
@@ -108,6 +112,10 @@ type Server struct {
 	rate     *rateLimiter
 	lim      readLimits
 	warn     *rateLog
+
+	perms      socketPerms     // of a unix socket, resolved before bind
+	peerUIDs   map[uint32]bool // who may ask over a unix socket
+	allowPeers []netip.Prefix  // who may ask over TCP
 
 	ctr counters
 
@@ -134,14 +142,24 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.warn = newRateLog(s.log, 10*time.Second)
 	s.allow, _ = cfg.allowlist()
+	s.allowPeers, _ = parsePrefixes(cfg.AllowPeers)
+	if network, _, _ := cfg.ListenAddr(); network == "unix" {
+		var err error
+		if s.perms, err = cfg.socketPerms(); err != nil {
+			return nil, err
+		}
+		if s.peerUIDs, err = cfg.peerUIDs(s.perms.uid); err != nil {
+			return nil, err
+		}
+	}
 	for _, site := range cfg.DNSBL.Sites {
 		st, _ := smtpcheck.ParseSite(site)
 		s.sites = append(s.sites, st)
 	}
 	for _, h := range cfg.Checks.HeloDenyNames {
-		s.heloDeny[lowerASCII(h)] = true
+		s.heloDeny[smtpcheck.HeloName(h)] = true
 	}
-	s.heloDeny[lowerASCII(cfg.Hostname)] = true
+	s.heloDeny[smtpcheck.HeloName(cfg.Hostname)] = true
 	if len(cfg.RateLimit.Limits) > 0 {
 		s.rate = newRateLimiter(cfg.RateLimit.Limits, cfg.RateLimit.MaxKeys)
 	}
@@ -171,12 +189,13 @@ func (s *Server) Stats() Stats {
 	return Stats{Connections: c.conns.Load(), Active: c.active.Load(), Refused: c.refused.Load(),
 		Requests: c.requests.Load(), BadRequests: c.bad.Load(), Timeouts: c.timeouts.Load(), Errors: c.errors.Load(),
 		Blocked: c.blocked.Load(), Helo: c.helo.Load(), DNSBL: c.dnsbl.Load(), FCrDNS: c.fcrdns.Load(),
-		Greylisted: c.greylisted.Load(), RateLimited: c.rateLimited.Load(), BadClient: c.badClient.Load()}
+		Greylisted: c.greylisted.Load(), RateLimited: c.rateLimited.Load(), BadClient: c.badClient.Load(),
+		Denied: c.denied.Load()}
 }
 
-// Listen opens policy.listen. A unix socket left over from an earlier run
-// is replaced (only if it is a socket); owner, group and mode are set
-// before the first connection can arrive.
+// Listen opens policy.listen. A unix socket gets its owner, group and
+// mode before it appears under its name (see listenUnix); a stale socket
+// is replaced, a live one or anything else at the path is refused.
 func (s *Server) Listen() (net.Listener, error) {
 	network, addr, err := s.cfg.ListenAddr()
 	if err != nil {
@@ -189,54 +208,119 @@ func (s *Server) Listen() (net.Listener, error) {
 		}
 		return l, nil
 	}
-	if fi, err := os.Lstat(addr); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("policy.listen: %s exists and is not a socket", addr)
-		}
-		if err := os.Remove(addr); err != nil {
-			return nil, fmt.Errorf("policy.listen: removing old socket: %w", err)
-		}
-	}
-	l, err := net.Listen("unix", addr)
+	l, err := listenUnix(addr, s.perms)
 	if err != nil {
 		return nil, fmt.Errorf("policy.listen %s: %w", s.cfg.Listen, err)
-	}
-	if err := s.setSocketOwner(addr); err != nil {
-		l.Close()
-		return nil, err
 	}
 	return l, nil
 }
 
-func (s *Server) setSocketOwner(path string) error {
-	mode, _ := s.cfg.SocketMode()
-	if mode != 0 {
-		if err := os.Chmod(path, mode); err != nil {
-			return fmt.Errorf("policy.mode: %w", err)
+// socketPerms resolves owner, group and mode (before anything is bound).
+func (c *Config) socketPerms() (socketPerms, error) {
+	p := socketPerms{uid: -1, gid: -1}
+	mode, err := c.SocketMode()
+	if err != nil {
+		return p, fmt.Errorf("policy.mode: %w", err)
+	}
+	p.mode = mode
+	if c.Owner != "" {
+		if p.uid, err = lookupUID(c.Owner); err != nil {
+			return p, fmt.Errorf("policy.owner: %w", err)
 		}
 	}
-	if s.cfg.Owner == "" && s.cfg.Group == "" {
-		return nil
-	}
-	uid, gid := -1, -1
-	if s.cfg.Owner != "" {
-		u, err := user.Lookup(s.cfg.Owner)
+	if c.Group != "" {
+		g, err := user.LookupGroup(c.Group)
 		if err != nil {
-			return fmt.Errorf("policy.owner: %w", err)
+			return p, fmt.Errorf("policy.group: %w", err)
 		}
-		uid, _ = strconv.Atoi(u.Uid)
+		if p.gid, err = strconv.Atoi(g.Gid); err != nil {
+			return p, fmt.Errorf("policy.group: gid %q: %w", g.Gid, err)
+		}
 	}
-	if s.cfg.Group != "" {
-		g, err := user.LookupGroup(s.cfg.Group)
+	return p, nil
+}
+
+// lookupUID takes a user name or a numeric uid.
+func lookupUID(name string) (int, error) {
+	if n, err := strconv.ParseUint(name, 10, 31); err == nil {
+		return int(n), nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return -1, err
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil {
+		return -1, fmt.Errorf("uid %q: %w", u.Uid, err)
+	}
+	return uid, nil
+}
+
+// peerUIDs are the users that may ask over a unix socket: root, the
+// daemon's own user, owner, and peer_users.
+func (c *Config) peerUIDs(owner int) (map[uint32]bool, error) {
+	m := map[uint32]bool{0: true, uint32(os.Geteuid()): true}
+	if owner >= 0 {
+		m[uint32(owner)] = true
+	}
+	for _, name := range c.PeerUsers {
+		uid, err := lookupUID(name)
 		if err != nil {
-			return fmt.Errorf("policy.group: %w", err)
+			return nil, fmt.Errorf("policy.peer_users: %w", err)
 		}
-		gid, _ = strconv.Atoi(g.Gid)
+		m[uint32(uid)] = true
 	}
-	if err := os.Chown(path, uid, gid); err != nil {
-		return fmt.Errorf("policy.owner/group: %w", err)
+	return m, nil
+}
+
+// peer is who is at the other end of a policy connection.
+type peer struct {
+	// allowed: a user in peerUIDs (unix) or an address in allow_peers (inet)
+	allowed bool
+	// evidence: its findings may count against clients (unix always:
+	// only the allowed users can ask; inet only with inet_evidence,
+	// because any local process can connect to a TCP port)
+	evidence bool
+	who      string // for the log
+}
+
+// checkPeer identifies the other end of c. A connection of another type
+// (a listener handed to Serve by a test) is allowed, as evidence.
+func (s *Server) checkPeer(c net.Conn) peer {
+	switch conn := c.(type) {
+	case *net.UnixConn:
+		raw, err := conn.SyscallConn()
+		if err != nil {
+			return peer{who: "unix: " + err.Error()}
+		}
+		var cred *unix.Ucred
+		var credErr error
+		if err := raw.Control(func(fd uintptr) {
+			cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+		}); err != nil {
+			credErr = err
+		}
+		if credErr != nil {
+			return peer{who: "unix: SO_PEERCRED: " + credErr.Error()}
+		}
+		return peer{allowed: s.peerUIDs[cred.Uid], evidence: true,
+			who: fmt.Sprintf("uid %d pid %d", cred.Uid, cred.Pid)}
+	case *net.TCPConn:
+		ap, err := netip.ParseAddrPort(conn.RemoteAddr().String())
+		if err != nil {
+			return peer{who: conn.RemoteAddr().String()}
+		}
+		a := ap.Addr().Unmap()
+		ok := false
+		for _, p := range s.allowPeers {
+			if p.Contains(a) {
+				ok = true
+				break
+			}
+		}
+		return peer{allowed: ok, evidence: s.cfg.InetEvidence, who: a.String()}
 	}
-	return nil
+	return peer{allowed: true, evidence: true, who: c.RemoteAddr().String()}
 }
 
 // Serve accepts connections on l until ctx ends or Shutdown is called,
@@ -329,6 +413,12 @@ type connState struct {
 	// counted toward greylist.auto_allowlist: once per message, not per
 	// recipient.
 	greyCredited string
+	// evidence: findings on this connection may count against clients
+	evidence bool
+	// pending are the events of the request being answered: sent after
+	// its reply is written, so that a request Postfix gave up on (and
+	// will ask again) is not counted twice
+	pending []event.Event
 }
 
 // serveConn answers requests on c until it closes, times out or sends one
@@ -346,9 +436,16 @@ func (s *Server) serveConn(c net.Conn) {
 		s.ctr.active.Add(-1)
 		s.wg.Done()
 	}()
+	p := s.checkPeer(c)
+	if !p.allowed {
+		s.ctr.denied.Add(1)
+		s.warn.Warn("denied", "policy: connection from a peer not allowed to ask (policy.peer_users, policy.allow_peers), closed",
+			"peer", p.who)
+		return
+	}
 	br := bufio.NewReaderSize(c, 4096)
 	bw := bufio.NewWriterSize(c, 512)
-	cs := &connState{req: request{buf: make([]byte, 0, 1024)}}
+	cs := &connState{req: request{buf: make([]byte, 0, 1024)}, evidence: p.evidence}
 	idle, reqTimeout := s.cfg.Limits.IdleTimeout.D(), s.cfg.Limits.RequestTimeout.D()
 	started := func() { c.SetReadDeadline(time.Now().Add(reqTimeout)) }
 	for {
@@ -373,8 +470,14 @@ func (s *Server) serveConn(c net.Conn) {
 		s.ctr.requests.Add(1) // before the reply: a client reading it sees the count
 		c.SetWriteDeadline(time.Now().Add(reqTimeout))
 		if err := writeReply(bw, action); err != nil {
+			cs.pending = cs.pending[:0]
 			return
 		}
+		for i := range cs.pending {
+			s.sink(cs.pending[i])
+			cs.pending[i] = event.Event{}
+		}
+		cs.pending = cs.pending[:0]
 	}
 }
 

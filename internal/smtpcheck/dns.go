@@ -54,6 +54,12 @@ type dnsEntry struct {
 
 const dnsCacheMax = 50000
 
+// tempFailTTL is how long a failed lookup (timeout, SERVFAIL, REFUSED)
+// is remembered: while the DNS server is down, each request would
+// otherwise wait the whole DNS budget again; the checks let the client
+// through on a failure, so remembering one errs toward letting mail in.
+const tempFailTTL = 30 * time.Second
+
 // DefaultResolverAddr returns the first nameserver of /etc/resolv.conf.
 func DefaultResolverAddr() string {
 	cc, err := dns.ClientConfigFromFile("/etc/resolv.conf")
@@ -93,7 +99,11 @@ func (r *dnsResolver) query(ctx context.Context, name string, qtype uint16) ([]d
 	m.RecursionDesired = true
 	in, _, err := r.client.ExchangeContext(ctx, m, r.server)
 	if err != nil {
-		return nil, fmt.Errorf("dns %s %s: %w", key.name, dns.TypeToString[qtype], err)
+		err = fmt.Errorf("dns %s %s: %w", key.name, dns.TypeToString[qtype], err)
+		if !errors.Is(err, context.Canceled) { // the caller gave up: says nothing about DNS
+			r.store(key, nil, err, now, min(tempFailTTL, r.maxTTL))
+		}
+		return nil, err
 	}
 	var rrs []dns.RR
 	ttl := r.maxTTL
@@ -113,25 +123,33 @@ func (r *dnsResolver) query(ctx context.Context, name string, qtype uint16) ([]d
 	case dns.RcodeNameError:
 		err = ErrNotFound
 	default:
-		// SERVFAIL, REFUSED: temporary, not cached.
-		return nil, fmt.Errorf("dns %s %s: %s", key.name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])
+		// SERVFAIL, REFUSED: temporary, remembered briefly
+		err := fmt.Errorf("dns %s %s: %s", key.name, dns.TypeToString[qtype], dns.RcodeToString[in.Rcode])
+		r.store(key, nil, err, now, min(tempFailTTL, r.maxTTL))
+		return nil, err
 	}
-	if ttl > 0 {
-		r.mu.Lock()
-		if len(r.cache) >= dnsCacheMax {
-			for k, e := range r.cache { // drop expired, else everything
-				if !now.Before(e.expires) {
-					delete(r.cache, k)
-				}
-			}
-			if len(r.cache) >= dnsCacheMax {
-				clear(r.cache)
+	r.store(key, rrs, err, now, ttl)
+	return rrs, err
+}
+
+// store caches an answer for ttl (nothing when ttl ≤ 0).
+func (r *dnsResolver) store(key dnsKey, rrs []dns.RR, err error, now time.Time, ttl time.Duration) {
+	if ttl <= 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.cache) >= dnsCacheMax {
+		for k, e := range r.cache { // drop expired, else everything
+			if !now.Before(e.expires) {
+				delete(r.cache, k)
 			}
 		}
-		r.cache[key] = dnsEntry{rrs: rrs, err: err, expires: now.Add(ttl)}
-		r.mu.Unlock()
+		if len(r.cache) >= dnsCacheMax {
+			clear(r.cache)
+		}
 	}
-	return rrs, err
+	r.cache[key] = dnsEntry{rrs: rrs, err: err, expires: now.Add(ttl)}
 }
 
 func (r *dnsResolver) LookupIP(ctx context.Context, name string, v6 bool) ([]netip.Addr, error) {
@@ -254,8 +272,10 @@ func ReverseName(a netip.Addr, zone string) string {
 }
 
 // DNSBLScore asks every site in parallel and returns the summed weight
-// of the sites that list a (answer in 127.0.0.0/8), and their zones.
-// Lookups that fail or time out count as not listed.
+// of the sites that list a (an answer the site's Match accepts, by
+// default in 127.0.0.0/24), and their zones. Lookups that fail or time
+// out, and a DNSBL's error answers (127.255.255.0/24), count as not
+// listed.
 func DNSBLScore(ctx context.Context, r Resolver, sites []Site, a netip.Addr, timeout time.Duration) (int, []string) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -270,7 +290,7 @@ func DNSBLScore(ctx context.Context, r Resolver, sites []Site, a netip.Addr, tim
 			listed := false
 			if err == nil {
 				for _, ip := range ips {
-					if ip.Is4() && ip.As4()[0] == 127 {
+					if s.Listed(ip) {
 						listed = true
 					}
 				}

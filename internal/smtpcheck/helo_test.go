@@ -36,3 +36,15 @@ func TestCheckHelo(t *testing.T) {
 		t.Errorf("fqdn off: %+v", p)
 	}
 }
+
+func TestHeloDenyListNormalised(t *testing.T) {
+	deny := map[string]bool{HeloName("Friend."): true, HeloName("MX.Example.COM"): true}
+	for _, name := range []string{"friend", "FRIEND.", "mx.example.com.", "Mx.Example.Com"} {
+		if p := CheckHelo(name, name, deny, true, false); p.Check != "helo_deny" {
+			t.Errorf("%s: %+v, want helo_deny", name, p)
+		}
+	}
+	if p := CheckHelo("other.example", "other.example", deny, true, false); p.Check != "" {
+		t.Errorf("other.example: %+v", p)
+	}
+}
