@@ -61,10 +61,11 @@ type Publisher struct {
 	// one, and a map of one entry costs ten times as much).
 	regions map[netip.Prefix][]ban.Ban
 	count   int // listings, test entries included
-	// v6Top counts the IPv6 listings per /16: its four nibble labels are
-	// also an IPv4 address's name (1.0.0.2 is 2.0.0.1 and 2001::/16), and
-	// such a name must not be NXDOMAIN while IPv6 listings are below it.
-	v6Top      map[uint16]int
+	// v6Paths counts the IPv6 listings below each IPv6 prefix of one to
+	// four nibbles: those names are also IPv4 names when the nibbles are
+	// digits (1.0.0.2 is 2.0.0.1 and 2001::/16), and such a name exists
+	// (NODATA, not NXDOMAIN) while IPv6 listings are below it.
+	v6Paths    map[netip.Prefix]int
 	serial     uint32
 	journal    []journalEntry
 	journalRRs int
@@ -106,7 +107,7 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 	p := &Publisher{cfg: cfg, zone: zone, log: opts.Logger.With("action", "dnsbl"), now: opts.Now,
 		codes: map[string]dns.A{}, ttl: uint32(time.Duration(cfg.TTL).Seconds()),
 		allowed: map[netip.Addr]bool{}, reg4: regionBits(opts.MaxPrefixV4, 8), reg6: regionBits(opts.MaxPrefixV6, 4),
-		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{}, v6Top: map[uint16]int{}, reasons: map[string]string{},
+		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{}, v6Paths: map[netip.Prefix]int{}, reasons: map[string]string{},
 		changed: make(chan struct{}, 1), expWake: make(chan struct{}, 1)}
 	for det, s := range cfg.Codes {
 		a, _ := parseCode(s)
@@ -302,7 +303,7 @@ func (p *Publisher) applyLocked(cs []change, step bool) {
 	// more; one that is not costs an AXFR) is not rendered: the journal
 	// starts afresh after it.
 	journal := step && len(cs) <= p.cfg.Journal/4
-	var before map[string]ban.Ban
+	var before map[string]record
 	if journal {
 		before = p.renderTouched(touched)
 	}
@@ -317,7 +318,7 @@ func (p *Publisher) applyLocked(cs []change, step bool) {
 			if i >= 0 {
 				bans = slices.Concat(bans[:i], bans[i+1:])
 				p.count--
-				p.countV6Top(c.prefix, -1)
+				p.countV6Paths(c.prefix, -1)
 			}
 			if len(bans) == 0 {
 				delete(p.regions, r)
@@ -334,7 +335,7 @@ func (p *Publisher) applyLocked(cs []change, step bool) {
 		} else {
 			p.regions[r] = append(bans[:len(bans):len(bans)], *c.new)
 			p.count++
-			p.countV6Top(c.prefix, 1)
+			p.countV6Paths(c.prefix, 1)
 		}
 		heap.Push(&p.expiry, expiryItem{until: c.new.Until, prefix: c.prefix})
 	}
@@ -375,23 +376,24 @@ func (p *Publisher) changedLocked() {
 	}
 }
 
-func (p *Publisher) countV6Top(pr netip.Prefix, d int) {
+func (p *Publisher) countV6Paths(pr netip.Prefix, d int) {
 	if pr.Addr().Is4() {
 		return
 	}
-	a := pr.Addr().As16()
-	k := uint16(a[0])<<8 | uint16(a[1])
-	if p.v6Top[k] += d; p.v6Top[k] <= 0 {
-		delete(p.v6Top, k)
+	for bits := 4; bits <= 16; bits += 4 {
+		k, _ := pr.Addr().Prefix(bits)
+		if p.v6Paths[k] += d; p.v6Paths[k] <= 0 {
+			delete(p.v6Paths, k)
+		}
 	}
 }
 
-// renderTouched renders the given regions: owner name (relative) → ban.
-func (p *Publisher) renderTouched(regions map[netip.Prefix]bool) map[string]ban.Ban {
-	out := map[string]ban.Ban{}
+// renderTouched renders the given regions: owner name (relative) → record.
+func (p *Publisher) renderTouched(regions map[netip.Prefix]bool) map[string]record {
+	out := map[string]record{}
 	for r := range regions {
 		for _, rec := range renderRegion(p.regions[r], r.Bits()) {
-			out[rec.name] = rec.ban
+			out[rec.name] = rec
 		}
 	}
 	return out
@@ -399,20 +401,20 @@ func (p *Publisher) renderTouched(regions map[netip.Prefix]bool) map[string]ban.
 
 // addJournal records the step from → to as the records that went and
 // came, dropping the oldest steps beyond the journal bound.
-func (p *Publisher) addJournal(from, to uint32, before, after map[string]ban.Ban) {
+func (p *Publisher) addJournal(from, to uint32, before, after map[string]record) {
 	var e journalEntry
 	e.from, e.to = from, to
 	for name, ob := range before {
 		if nb, ok := after[name]; ok && p.sameRecord(ob, nb) {
 			continue
 		}
-		e.del = append(e.del, p.rrs(name, ob)...)
+		e.del = append(e.del, p.recordRRs(ob)...)
 	}
 	for name, nb := range after {
 		if ob, ok := before[name]; ok && p.sameRecord(ob, nb) {
 			continue
 		}
-		e.add = append(e.add, p.rrs(name, nb)...)
+		e.add = append(e.add, p.recordRRs(nb)...)
 	}
 	n := len(e.del) + len(e.add) + 2
 	if n > p.cfg.Journal {
@@ -427,8 +429,11 @@ func (p *Publisher) addJournal(from, to uint32, before, after map[string]ban.Ban
 	}
 }
 
-func (p *Publisher) sameRecord(a, b ban.Ban) bool {
-	return p.code(a.Detector).A.Equal(p.code(b.Detector).A) && txtOf(a) == txtOf(b)
+func (p *Publisher) sameRecord(a, b record) bool {
+	if a.placeholder || b.placeholder {
+		return a.placeholder == b.placeholder
+	}
+	return p.code(a.ban.Detector).A.Equal(p.code(b.ban.Detector).A) && txtOf(a.ban) == txtOf(b.ban)
 }
 
 func (p *Publisher) code(detector string) dns.A {
@@ -436,6 +441,16 @@ func (p *Publisher) code(detector string) dns.A {
 		return a
 	}
 	return dns.A{A: net.IPv4(127, 0, 0, 2).To4()}
+}
+
+// recordRRs are the resource records of one rendered record.
+func (p *Publisher) recordRRs(rec record) []dns.RR {
+	if rec.placeholder {
+		owner := rec.name + "." + p.zone
+		return []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: p.ttl},
+			Txt: []string{placeholderText}}}
+	}
+	return p.rrs(rec.name, rec.ban)
 }
 
 // rrs are the A and TXT records of one owner name (relative).
@@ -543,6 +558,11 @@ func (p *Publisher) Start() error {
 			}
 		}()
 	}
+	// Once at start, changed or not: the rbldnsd file and the secondaries
+	// may still hold what the previous run published.
+	p.mu.Lock()
+	p.changedLocked()
+	p.mu.Unlock()
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.expireLoop(ctx) }()
 	go func() { defer p.wg.Done(); p.notifyLoop(ctx) }()
