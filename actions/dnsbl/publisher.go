@@ -291,53 +291,41 @@ func sameListing(a, b ban.Ban) bool {
 
 // applyLocked makes the changes: index, regions, expiry, and, when step
 // is true (always but for the test entries at start), one serial step
-// with one journal entry: the difference of the touched regions' records.
+// with one journal entry: the difference of the records the changes
+// touch. Each touched region is copied once (a transfer renders the
+// slices it took under the read lock after releasing it), and only the
+// names on the paths of the changed prefixes are rendered.
 // p.mu is held for writing.
 func (p *Publisher) applyLocked(cs []change, step bool) {
-	touched := map[netip.Prefix]bool{}
+	byRegion := map[netip.Prefix][]change{}
 	for _, c := range cs {
 		r, _ := p.regionOf(c.prefix)
-		touched[r] = true
+		byRegion[r] = append(byRegion[r], c)
 	}
 	// A step too large for the journal (most changes are two records or
 	// more; one that is not costs an AXFR) is not rendered: the journal
 	// starts afresh after it.
 	journal := step && len(cs) <= p.cfg.Journal/4
-	var before map[string]record
+	var before, after map[string]record
 	if journal {
-		before = p.renderTouched(touched)
+		before, after = map[string]record{}, map[string]record{}
 	}
-	for _, c := range cs {
-		r, _ := p.regionOf(c.prefix)
-		// Copy on write: a transfer renders the slices it took under the
-		// read lock after releasing it.
-		bans := p.regions[r]
-		i := slices.IndexFunc(bans, func(b ban.Ban) bool { return b.Prefix == c.prefix })
-		if c.new == nil {
-			p.index.Remove(c.prefix)
-			if i >= 0 {
-				bans = slices.Concat(bans[:i], bans[i+1:])
-				p.count--
-				p.countV6Paths(c.prefix, -1)
-			}
-			if len(bans) == 0 {
-				delete(p.regions, r)
-			} else {
-				p.regions[r] = bans
-			}
-			continue
-		}
-		p.index.Set(*c.new)
-		if i >= 0 {
-			bans = slices.Clone(bans)
-			bans[i] = *c.new
-			p.regions[r] = bans
+	for r, rcs := range byRegion {
+		old := p.regions[r]
+		bans := p.applyRegion(slices.Clone(old), rcs)
+		if len(bans) == 0 {
+			delete(p.regions, r)
 		} else {
-			p.regions[r] = append(bans[:len(bans):len(bans)], *c.new)
-			p.count++
-			p.countV6Paths(c.prefix, 1)
+			p.regions[r] = bans
 		}
-		heap.Push(&p.expiry, expiryItem{until: c.new.Until, prefix: c.prefix})
+		if journal {
+			scopes := make([]netip.Prefix, len(rcs))
+			for i, c := range rcs {
+				scopes[i] = c.prefix
+			}
+			renderScoped(before, old, r.Bits(), scopes)
+			renderScoped(after, bans, r.Bits(), scopes)
+		}
 	}
 	if len(p.expiry) > 2*p.count+1024 {
 		p.compactExpiry()
@@ -347,11 +335,65 @@ func (p *Publisher) applyLocked(cs []change, step bool) {
 	}
 	from := p.bumpSerial()
 	if journal {
-		p.addJournal(from, p.serial, before, p.renderTouched(touched))
+		p.addJournal(from, p.serial, before, after)
 	} else {
 		p.journal, p.journalRRs = nil, 0
 	}
 	p.changedLocked()
+}
+
+// applyRegion applies the changes of one region to bans (the region's own
+// copy) and to the index, count and expiry; it returns the region's bans.
+func (p *Publisher) applyRegion(bans []ban.Ban, cs []change) []ban.Ban {
+	var pos map[netip.Prefix]int // many changes (a Sync, a sweep): no search per change
+	if len(cs) > 4 {
+		pos = make(map[netip.Prefix]int, len(bans)+len(cs))
+		for i, b := range bans {
+			pos[b.Prefix] = i
+		}
+	}
+	find := func(pr netip.Prefix) int {
+		if pos == nil {
+			return slices.IndexFunc(bans, func(b ban.Ban) bool { return b.Prefix == pr })
+		}
+		if i, ok := pos[pr]; ok {
+			return i
+		}
+		return -1
+	}
+	for _, c := range cs {
+		i := find(c.prefix)
+		if c.new == nil {
+			p.index.Remove(c.prefix)
+			if i >= 0 {
+				last := len(bans) - 1
+				bans[i] = bans[last]
+				bans = bans[:last]
+				if pos != nil {
+					delete(pos, c.prefix)
+					if i < last {
+						pos[bans[i].Prefix] = i
+					}
+				}
+				p.count--
+				p.countV6Paths(c.prefix, -1)
+			}
+			continue
+		}
+		p.index.Set(*c.new)
+		if i >= 0 {
+			bans[i] = *c.new
+		} else {
+			bans = append(bans, *c.new)
+			if pos != nil {
+				pos[c.prefix] = len(bans) - 1
+			}
+			p.count++
+			p.countV6Paths(c.prefix, 1)
+		}
+		heap.Push(&p.expiry, expiryItem{until: c.new.Until, prefix: c.prefix})
+	}
+	return bans
 }
 
 // bumpSerial moves to the next serial and returns the one before.
@@ -386,17 +428,6 @@ func (p *Publisher) countV6Paths(pr netip.Prefix, d int) {
 			delete(p.v6Paths, k)
 		}
 	}
-}
-
-// renderTouched renders the given regions: owner name (relative) → record.
-func (p *Publisher) renderTouched(regions map[netip.Prefix]bool) map[string]record {
-	out := map[string]record{}
-	for r := range regions {
-		for _, rec := range renderRegion(p.regions[r], r.Bits()) {
-			out[rec.name] = rec
-		}
-	}
-	return out
 }
 
 // addJournal records the step from → to as the records that went and

@@ -3,6 +3,7 @@ package dnsbl
 import (
 	"math/bits"
 	"net/netip"
+	"slices"
 
 	"github.com/mxguard/mxguard/actions/ban"
 )
@@ -36,6 +37,9 @@ type record struct {
 	ban  ban.Ban
 	// placeholder records carry a TXT only (see placeholders).
 	placeholder bool
+	// node is the boundary prefix the name belongs to (for a placeholder:
+	// the prefix carrying the wildcard it stops).
+	node netip.Prefix
 }
 
 // regionOf returns the region of p for region widths v4Bits and v6Bits
@@ -102,13 +106,13 @@ func renderRegion(bans []ban.Ban, regionBits int) []record {
 		// The common case: one ban on a label boundary is one name.
 		b := bans[0]
 		if b.Prefix.Bits() == full {
-			return []record{{name: prefixLabels(b.Prefix), ban: b}}
+			return []record{{name: prefixLabels(b.Prefix), ban: b, node: b.Prefix}}
 		}
 		name := "*"
 		if b.Prefix.Bits() > 0 {
 			name += "." + prefixLabels(b.Prefix)
 		}
-		return []record{{name: name, ban: b}}
+		return []record{{name: name, ban: b, node: b.Prefix}}
 	}
 	exact := make(map[netip.Prefix]ban.Ban, len(bans))
 	var broad []ban.Ban // bans that are not single addresses
@@ -148,7 +152,7 @@ func renderRegion(bans []ban.Ban, regionBits int) []record {
 				best, ok = longestCovering(broad, n)
 			}
 			if ok {
-				out = append(out, record{name: prefixLabels(n), ban: best})
+				out = append(out, record{name: prefixLabels(n), ban: best, node: n})
 			}
 			continue
 		}
@@ -157,10 +161,83 @@ func renderRegion(bans []ban.Ban, regionBits int) []record {
 			if n.Bits() > 0 {
 				name += "." + prefixLabels(n)
 			}
-			out = append(out, record{name: name, ban: best})
+			out = append(out, record{name: name, ban: best, node: n})
 		}
 	}
 	return out
+}
+
+// maxScopes is the most changed prefixes of one region rendered on their
+// own; more (a Sync, a sweep) render the whole region.
+const maxScopes = 8
+
+// renderScoped adds to out the records of a region's bans whose names lie
+// on the paths of the changed prefixes (scopes): the names at or below a
+// changed prefix and above it up to the region. Those are all the records
+// a change of those prefixes can alter: a name's record depends on
+// whether it exists (some ban at or below it) and on the bans containing
+// it. The bans that overlap a scope decide all but the existence of the
+// names above it, for which the ban sharing the longest path with the
+// scope stands in for the others.
+func renderScoped(out map[string]record, bans []ban.Ban, regionBits int, scopes []netip.Prefix) {
+	if len(scopes) > maxScopes || len(bans) <= 4*maxScopes {
+		for _, rec := range renderRegion(bans, regionBits) {
+			out[rec.name] = rec
+		}
+		return
+	}
+	var some []ban.Ban
+	witness := make([]int, len(scopes)) // per scope: the other ban reaching deepest
+	reach := make([]int, len(scopes))
+	for i := range witness {
+		witness[i], reach[i] = -1, -1
+	}
+	for bi, b := range bans {
+		overlaps := false
+		for si, sc := range scopes {
+			if b.Prefix.Overlaps(sc) {
+				overlaps = true
+				continue
+			}
+			// b makes the names above sc exist down to the path they share
+			if r := min(commonBits(b.Prefix.Addr(), sc.Addr()), boundaryDepthBits(b.Prefix)); r > reach[si] {
+				witness[si], reach[si] = bi, r
+			}
+		}
+		if overlaps {
+			some = append(some, b)
+		}
+	}
+	for _, w := range witness {
+		if w >= 0 && !slices.ContainsFunc(some, func(b ban.Ban) bool { return b.Prefix == bans[w].Prefix }) {
+			some = append(some, bans[w])
+		}
+	}
+	for _, rec := range renderRegion(some, regionBits) {
+		for _, sc := range scopes {
+			if rec.node.Overlaps(sc) {
+				out[rec.name] = rec
+				break
+			}
+		}
+	}
+}
+
+// commonBits is the length of the prefix a and b (one family) share.
+func commonBits(a, b netip.Addr) int {
+	x, y := a.As16(), b.As16()
+	n := 0
+	for i := range x {
+		if d := x[i] ^ y[i]; d != 0 {
+			n += bits.LeadingZeros8(d)
+			break
+		}
+		n += 8
+	}
+	if a.Is4() {
+		n -= 96
+	}
+	return n
 }
 
 // longestCovering returns the longest ban of bs whose prefix contains n.
@@ -243,7 +320,7 @@ func placeholders(n netip.Prefix) []record {
 		base = "." + prefixLabels(n)
 	}
 	for _, c := range hexDigits[10:] {
-		out = append(out, record{name: placeholderLabel + "." + string(c) + base, placeholder: true})
+		out = append(out, record{name: placeholderLabel + "." + string(c) + base, placeholder: true, node: n})
 	}
 	return out
 }
