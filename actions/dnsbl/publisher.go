@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/internal/dnsserve"
 )
 
 // Options are the wiring of a Publisher.
@@ -54,6 +55,7 @@ type Publisher struct {
 	reg6    int
 	serials *serialKeeper
 	limiter *rateLimiter
+	refusal *dnsserve.RefusalLog // refused transfers, logged at most every 10 s
 
 	mu    sync.RWMutex
 	index *ban.Index
@@ -104,7 +106,8 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 		opts.MaxPrefixV6 = 48
 	}
 	zone := dns.CanonicalName(cfg.Zone)
-	p := &Publisher{cfg: cfg, zone: zone, log: opts.Logger.With("action", "dnsbl"), now: opts.Now,
+	log := opts.Logger.With("action", "dnsbl")
+	p := &Publisher{cfg: cfg, zone: zone, log: log, refusal: &dnsserve.RefusalLog{Log: log}, now: opts.Now,
 		codes: map[string]dns.A{}, ttl: uint32(time.Duration(cfg.TTL).Seconds()),
 		allowed: map[netip.Addr]bool{}, reg4: regionBits(opts.MaxPrefixV4, 8), reg6: regionBits(opts.MaxPrefixV6, 4),
 		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{}, v6Paths: map[netip.Prefix]int{}, reasons: map[string]string{},
@@ -565,7 +568,7 @@ func (p *Publisher) Start() error {
 	if p.started || p.closed {
 		return errors.New("dnsbl: Start called twice or after Close")
 	}
-	pc, ln, err := listenBoth(p.cfg.Listen)
+	pc, ln, err := dnsserve.Listen(p.cfg.Listen, 0)
 	if err != nil {
 		return fmt.Errorf("publish.dnsbl.listen: %w", err)
 	}
@@ -601,26 +604,6 @@ func (p *Publisher) Start() error {
 	p.log.Info("dnsbl serving", "zone", p.zone, "listen", pc.LocalAddr().String(), "serial", p.Serial(),
 		"secondaries", len(p.secs))
 	return nil
-}
-
-// listenBoth listens on UDP and TCP at the same address; with port 0 the
-// port the kernel picks for UDP may be taken for TCP, so it tries again.
-func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
-	_, port, _ := net.SplitHostPort(addr)
-	for try := 0; ; try++ {
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, err
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, ln, nil
-		}
-		pc.Close()
-		if port != "0" || try == 10 {
-			return nil, nil, err
-		}
-	}
 }
 
 // Addr returns the address served (after Start), UDP and TCP alike.

@@ -276,7 +276,7 @@ func (p *Publisher) transfer(w dns.ResponseWriter, r, m *dns.Msg, client netip.A
 		return
 	}
 	if !p.allowed[client] || !signed || p.tsigKey == nil {
-		p.log.Warn("zone transfer refused", "client", client, "signed", signed)
+		p.refusal.Warn(time.Now(), "zone transfer refused", "client", client, "signed", signed)
 		refuse(dns.RcodeRefused)
 		return
 	}

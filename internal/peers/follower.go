@@ -63,7 +63,15 @@ type Follower struct {
 	status   Status
 	primary  []netip.Addr // the primary's addresses, for NOTIFY checks
 	resolved time.Time
+	// resolveFailed is when resolving the primary last failed: NOTIFYs
+	// arriving meanwhile do not each wait for the resolver again.
+	resolveFailed time.Time
+	// lookupHost resolves the primary's host name.
+	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 }
+
+// resolveFailureTTL is how long a failed resolution of the primary holds.
+const resolveFailureTTL = 10 * time.Second
 
 // NewFollower makes the follower of cfg (defaults filled, validated by
 // the config). logger nil discards; now nil is time.Now.
@@ -76,8 +84,11 @@ func NewFollower(cfg Config, m Mirrorer, logger *slog.Logger, now func() time.Ti
 		now = time.Now
 	}
 	return &Follower{cfg: cfg, origin: cfg.ZoneFQDN(), mirror: m, now: now, timeout: 10 * time.Second,
-		log:    logger.With("peer", cfg.Name, "zone", cfg.ZoneFQDN()),
-		wake:   make(chan struct{}, 1),
+		log:  logger.With("peer", cfg.Name, "zone", cfg.ZoneFQDN()),
+		wake: make(chan struct{}, 1),
+		lookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
 		status: Status{Name: cfg.Name, Zone: cfg.ZoneFQDN(), Primary: cfg.Primary, Skipped: map[string]int{}}}
 }
 
@@ -452,7 +463,7 @@ func serialNewer(a, b uint32) bool { return a != b && int32(a-b) > 0 }
 // primary's, resolved again at most once a minute.
 func (f *Follower) primaryAddrs(ctx context.Context) []netip.Addr {
 	f.mu.Lock()
-	if f.primary != nil && f.now().Sub(f.resolved) < time.Minute {
+	if f.primary != nil && f.now().Sub(f.resolved) < time.Minute || f.now().Sub(f.resolveFailed) < resolveFailureTTL {
 		defer f.mu.Unlock()
 		return f.primary
 	}
@@ -467,9 +478,12 @@ func (f *Follower) primaryAddrs(ctx context.Context) []netip.Addr {
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		got, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		got, err := f.lookupHost(rctx, host)
 		if err != nil {
 			f.log.Warn("resolve the peer's primary for NOTIFY", "primary", f.cfg.Primary, "err", err)
+			f.mu.Lock()
+			f.resolveFailed = f.now()
+			f.mu.Unlock()
 		}
 		for _, a := range got {
 			addrs = append(addrs, a.Unmap())

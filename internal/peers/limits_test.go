@@ -2,7 +2,9 @@ package peers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,5 +73,30 @@ func TestSavedZoneNotTouchedWhileNewerWaits(t *testing.T) {
 	}
 	if !fi.ModTime().Equal(old) {
 		t.Errorf("the file holding serial 1 was touched (%s) while serial 2 waits to be saved", fi.ModTime())
+	}
+}
+
+// A failed resolution of the primary holds for a while: a burst of
+// NOTIFYs does not wait for the resolver once each.
+func TestFailedPrimaryResolutionCached(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	f := NewFollower(peerConfig("ns.mx2.example.org:53"), nil, nil, func() time.Time { return now })
+	lookups := 0
+	f.lookupHost = func(context.Context, string) ([]netip.Addr, error) {
+		lookups++
+		return nil, errors.New("no such host")
+	}
+	for range 5 {
+		if got := f.primaryAddrs(context.Background()); got != nil {
+			t.Fatalf("addresses %v", got)
+		}
+	}
+	if lookups != 1 {
+		t.Fatalf("%d lookups for 5 NOTIFYs within %s, want 1", lookups, resolveFailureTTL)
+	}
+	now = now.Add(resolveFailureTTL)
+	f.primaryAddrs(context.Background())
+	if lookups != 2 {
+		t.Fatalf("%d lookups after %s, want 2", lookups, resolveFailureTTL)
 	}
 }
