@@ -23,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/miekg/dns"
+
 	"github.com/mxguard/mxguard/actions/accessmap"
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/dnsbl"
