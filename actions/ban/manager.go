@@ -375,7 +375,11 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 	}
 	st.Bans++
 	b := m.banOf(rec)
-	m.index.set(b)
+	// A decision from an old log line may be over already: it must not
+	// hide a peer's ban in force.
+	if cur, ok := m.index.get(p); !ok || !cur.Mirrored() || !cur.Until.After(now) || rec.Until.After(now) {
+		m.index.set(b)
+	}
 	m.notifyBan(b)
 	m.logDecision("ban", "would ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 		"evidence", rec.Evidence, "offence", offence, "until", rec.Until)

@@ -271,10 +271,9 @@ func (m *Manager) expireQueued(now time.Time) int {
 		}
 		it.expired = true
 		n++
-		m.index.remove(p)
 		m.logDecision("ban expired", "dry-run ban expired", "ip", p, "detector", it.rec.Detector,
 			"until", it.rec.Until, "persist_pending", true)
-		m.enqueueRevoke(p)
+		m.localGone(p, now) // a peer's ban it shadowed comes back
 	}
 	return n
 }

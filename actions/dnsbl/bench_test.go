@@ -337,3 +337,54 @@ func TestServeForDNSPerf(t *testing.T) {
 }
 
 var _ net.Addr = (*net.UDPAddr)(nil)
+
+// busyRegionBans are n single-address bans inside one IPv6 /48 (an
+// attacker banned per address): one region of the zone.
+func busyRegionBans(n int, until time.Time) []ban.Ban {
+	bans := make([]ban.Ban, n)
+	for i := range bans {
+		a := netip.MustParseAddr(fmt.Sprintf("2001:db8:1:%x::%x", i/256, i%256+1))
+		bans[i] = ban.Ban{Prefix: netip.PrefixFrom(a, 128), Detector: "dictionary", Reason: "5 unknown recipients within 10m0s", Until: until}
+	}
+	return bans
+}
+
+// BenchmarkApplyBusyRegion is one Apply into a /48 that holds 20k bans:
+// the write lock is held for it, queries wait.
+func BenchmarkApplyBusyRegion(b *testing.B) {
+	until := time.Now().Add(24 * time.Hour)
+	p, err := New(testConfig(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	if err := p.Sync(context.Background(), busyRegionBans(20_000, until)); err != nil {
+		b.Fatal(err)
+	}
+	extra := make([]ban.Ban, 4096)
+	for i := range extra {
+		a := netip.MustParseAddr(fmt.Sprintf("2001:db8:1:ffff::%x", i+1))
+		extra[i] = ban.Ban{Prefix: netip.PrefixFrom(a, 128), Detector: "dictionary", Reason: "r", Until: until}
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		x := extra[i%len(extra)]
+		x.Until = until.Add(time.Duration(i) * time.Second) // a change every time
+		_ = p.Apply(context.Background(), x)
+	}
+}
+
+// BenchmarkSyncBusyRegion is a Sync of 20k bans in one /48 into an empty
+// zone (a start).
+func BenchmarkSyncBusyRegion(b *testing.B) {
+	bans := busyRegionBans(20_000, time.Now().Add(24*time.Hour))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p, err := New(testConfig(), Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = p.Sync(context.Background(), bans)
+		p.Close()
+	}
+}

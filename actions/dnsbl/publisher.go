@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/internal/dnsserve"
 )
 
 // Options are the wiring of a Publisher.
@@ -54,6 +55,7 @@ type Publisher struct {
 	reg6    int
 	serials *serialKeeper
 	limiter *rateLimiter
+	refusal *dnsserve.RefusalLog // refused transfers, logged at most every 10 s
 
 	mu    sync.RWMutex
 	index *ban.Index
@@ -61,10 +63,11 @@ type Publisher struct {
 	// one, and a map of one entry costs ten times as much).
 	regions map[netip.Prefix][]ban.Ban
 	count   int // listings, test entries included
-	// v6Top counts the IPv6 listings per /16: its four nibble labels are
-	// also an IPv4 address's name (1.0.0.2 is 2.0.0.1 and 2001::/16), and
-	// such a name must not be NXDOMAIN while IPv6 listings are below it.
-	v6Top      map[uint16]int
+	// v6Paths counts the IPv6 listings below each IPv6 prefix of one to
+	// four nibbles: those names are also IPv4 names when the nibbles are
+	// digits (1.0.0.2 is 2.0.0.1 and 2001::/16), and such a name exists
+	// (NODATA, not NXDOMAIN) while IPv6 listings are below it.
+	v6Paths    map[netip.Prefix]int
 	serial     uint32
 	journal    []journalEntry
 	journalRRs int
@@ -103,10 +106,11 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 		opts.MaxPrefixV6 = 48
 	}
 	zone := dns.CanonicalName(cfg.Zone)
-	p := &Publisher{cfg: cfg, zone: zone, log: opts.Logger.With("action", "dnsbl"), now: opts.Now,
+	log := opts.Logger.With("action", "dnsbl")
+	p := &Publisher{cfg: cfg, zone: zone, log: log, refusal: &dnsserve.RefusalLog{Log: log}, now: opts.Now,
 		codes: map[string]dns.A{}, ttl: uint32(time.Duration(cfg.TTL).Seconds()),
 		allowed: map[netip.Addr]bool{}, reg4: regionBits(opts.MaxPrefixV4, 8), reg6: regionBits(opts.MaxPrefixV6, 4),
-		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{}, v6Top: map[uint16]int{}, reasons: map[string]string{},
+		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{}, v6Paths: map[netip.Prefix]int{}, reasons: map[string]string{},
 		changed: make(chan struct{}, 1), expWake: make(chan struct{}, 1)}
 	for det, s := range cfg.Codes {
 		a, _ := parseCode(s)
@@ -290,53 +294,41 @@ func sameListing(a, b ban.Ban) bool {
 
 // applyLocked makes the changes: index, regions, expiry, and, when step
 // is true (always but for the test entries at start), one serial step
-// with one journal entry: the difference of the touched regions' records.
+// with one journal entry: the difference of the records the changes
+// touch. Each touched region is copied once (a transfer renders the
+// slices it took under the read lock after releasing it), and only the
+// names on the paths of the changed prefixes are rendered.
 // p.mu is held for writing.
 func (p *Publisher) applyLocked(cs []change, step bool) {
-	touched := map[netip.Prefix]bool{}
+	byRegion := map[netip.Prefix][]change{}
 	for _, c := range cs {
 		r, _ := p.regionOf(c.prefix)
-		touched[r] = true
+		byRegion[r] = append(byRegion[r], c)
 	}
 	// A step too large for the journal (most changes are two records or
 	// more; one that is not costs an AXFR) is not rendered: the journal
 	// starts afresh after it.
 	journal := step && len(cs) <= p.cfg.Journal/4
-	var before map[string]ban.Ban
+	var before, after map[string]record
 	if journal {
-		before = p.renderTouched(touched)
+		before, after = map[string]record{}, map[string]record{}
 	}
-	for _, c := range cs {
-		r, _ := p.regionOf(c.prefix)
-		// Copy on write: a transfer renders the slices it took under the
-		// read lock after releasing it.
-		bans := p.regions[r]
-		i := slices.IndexFunc(bans, func(b ban.Ban) bool { return b.Prefix == c.prefix })
-		if c.new == nil {
-			p.index.Remove(c.prefix)
-			if i >= 0 {
-				bans = slices.Concat(bans[:i], bans[i+1:])
-				p.count--
-				p.countV6Top(c.prefix, -1)
-			}
-			if len(bans) == 0 {
-				delete(p.regions, r)
-			} else {
-				p.regions[r] = bans
-			}
-			continue
-		}
-		p.index.Set(*c.new)
-		if i >= 0 {
-			bans = slices.Clone(bans)
-			bans[i] = *c.new
-			p.regions[r] = bans
+	for r, rcs := range byRegion {
+		old := p.regions[r]
+		bans := p.applyRegion(slices.Clone(old), rcs)
+		if len(bans) == 0 {
+			delete(p.regions, r)
 		} else {
-			p.regions[r] = append(bans[:len(bans):len(bans)], *c.new)
-			p.count++
-			p.countV6Top(c.prefix, 1)
+			p.regions[r] = bans
 		}
-		heap.Push(&p.expiry, expiryItem{until: c.new.Until, prefix: c.prefix})
+		if journal {
+			scopes := make([]netip.Prefix, len(rcs))
+			for i, c := range rcs {
+				scopes[i] = c.prefix
+			}
+			renderScoped(before, old, r.Bits(), scopes)
+			renderScoped(after, bans, r.Bits(), scopes)
+		}
 	}
 	if len(p.expiry) > 2*p.count+1024 {
 		p.compactExpiry()
@@ -346,11 +338,65 @@ func (p *Publisher) applyLocked(cs []change, step bool) {
 	}
 	from := p.bumpSerial()
 	if journal {
-		p.addJournal(from, p.serial, before, p.renderTouched(touched))
+		p.addJournal(from, p.serial, before, after)
 	} else {
 		p.journal, p.journalRRs = nil, 0
 	}
 	p.changedLocked()
+}
+
+// applyRegion applies the changes of one region to bans (the region's own
+// copy) and to the index, count and expiry; it returns the region's bans.
+func (p *Publisher) applyRegion(bans []ban.Ban, cs []change) []ban.Ban {
+	var pos map[netip.Prefix]int // many changes (a Sync, a sweep): no search per change
+	if len(cs) > 4 {
+		pos = make(map[netip.Prefix]int, len(bans)+len(cs))
+		for i, b := range bans {
+			pos[b.Prefix] = i
+		}
+	}
+	find := func(pr netip.Prefix) int {
+		if pos == nil {
+			return slices.IndexFunc(bans, func(b ban.Ban) bool { return b.Prefix == pr })
+		}
+		if i, ok := pos[pr]; ok {
+			return i
+		}
+		return -1
+	}
+	for _, c := range cs {
+		i := find(c.prefix)
+		if c.new == nil {
+			p.index.Remove(c.prefix)
+			if i >= 0 {
+				last := len(bans) - 1
+				bans[i] = bans[last]
+				bans = bans[:last]
+				if pos != nil {
+					delete(pos, c.prefix)
+					if i < last {
+						pos[bans[i].Prefix] = i
+					}
+				}
+				p.count--
+				p.countV6Paths(c.prefix, -1)
+			}
+			continue
+		}
+		p.index.Set(*c.new)
+		if i >= 0 {
+			bans[i] = *c.new
+		} else {
+			bans = append(bans, *c.new)
+			if pos != nil {
+				pos[c.prefix] = len(bans) - 1
+			}
+			p.count++
+			p.countV6Paths(c.prefix, 1)
+		}
+		heap.Push(&p.expiry, expiryItem{until: c.new.Until, prefix: c.prefix})
+	}
+	return bans
 }
 
 // bumpSerial moves to the next serial and returns the one before.
@@ -375,44 +421,34 @@ func (p *Publisher) changedLocked() {
 	}
 }
 
-func (p *Publisher) countV6Top(pr netip.Prefix, d int) {
+func (p *Publisher) countV6Paths(pr netip.Prefix, d int) {
 	if pr.Addr().Is4() {
 		return
 	}
-	a := pr.Addr().As16()
-	k := uint16(a[0])<<8 | uint16(a[1])
-	if p.v6Top[k] += d; p.v6Top[k] <= 0 {
-		delete(p.v6Top, k)
-	}
-}
-
-// renderTouched renders the given regions: owner name (relative) → ban.
-func (p *Publisher) renderTouched(regions map[netip.Prefix]bool) map[string]ban.Ban {
-	out := map[string]ban.Ban{}
-	for r := range regions {
-		for _, rec := range renderRegion(p.regions[r], r.Bits()) {
-			out[rec.name] = rec.ban
+	for bits := 4; bits <= 16; bits += 4 {
+		k, _ := pr.Addr().Prefix(bits)
+		if p.v6Paths[k] += d; p.v6Paths[k] <= 0 {
+			delete(p.v6Paths, k)
 		}
 	}
-	return out
 }
 
 // addJournal records the step from → to as the records that went and
 // came, dropping the oldest steps beyond the journal bound.
-func (p *Publisher) addJournal(from, to uint32, before, after map[string]ban.Ban) {
+func (p *Publisher) addJournal(from, to uint32, before, after map[string]record) {
 	var e journalEntry
 	e.from, e.to = from, to
 	for name, ob := range before {
 		if nb, ok := after[name]; ok && p.sameRecord(ob, nb) {
 			continue
 		}
-		e.del = append(e.del, p.rrs(name, ob)...)
+		e.del = append(e.del, p.recordRRs(ob)...)
 	}
 	for name, nb := range after {
 		if ob, ok := before[name]; ok && p.sameRecord(ob, nb) {
 			continue
 		}
-		e.add = append(e.add, p.rrs(name, nb)...)
+		e.add = append(e.add, p.recordRRs(nb)...)
 	}
 	n := len(e.del) + len(e.add) + 2
 	if n > p.cfg.Journal {
@@ -427,8 +463,11 @@ func (p *Publisher) addJournal(from, to uint32, before, after map[string]ban.Ban
 	}
 }
 
-func (p *Publisher) sameRecord(a, b ban.Ban) bool {
-	return p.code(a.Detector).A.Equal(p.code(b.Detector).A) && txtOf(a) == txtOf(b)
+func (p *Publisher) sameRecord(a, b record) bool {
+	if a.placeholder || b.placeholder {
+		return a.placeholder == b.placeholder
+	}
+	return p.code(a.ban.Detector).A.Equal(p.code(b.ban.Detector).A) && txtOf(a.ban) == txtOf(b.ban)
 }
 
 func (p *Publisher) code(detector string) dns.A {
@@ -436,6 +475,16 @@ func (p *Publisher) code(detector string) dns.A {
 		return a
 	}
 	return dns.A{A: net.IPv4(127, 0, 0, 2).To4()}
+}
+
+// recordRRs are the resource records of one rendered record.
+func (p *Publisher) recordRRs(rec record) []dns.RR {
+	if rec.placeholder {
+		owner := rec.name + "." + p.zone
+		return []dns.RR{&dns.TXT{Hdr: dns.RR_Header{Name: owner, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: p.ttl},
+			Txt: []string{placeholderText}}}
+	}
+	return p.rrs(rec.name, rec.ban)
 }
 
 // rrs are the A and TXT records of one owner name (relative).
@@ -519,7 +568,7 @@ func (p *Publisher) Start() error {
 	if p.started || p.closed {
 		return errors.New("dnsbl: Start called twice or after Close")
 	}
-	pc, ln, err := listenBoth(p.cfg.Listen)
+	pc, ln, err := dnsserve.Listen(p.cfg.Listen, 0)
 	if err != nil {
 		return fmt.Errorf("publish.dnsbl.listen: %w", err)
 	}
@@ -543,6 +592,11 @@ func (p *Publisher) Start() error {
 			}
 		}()
 	}
+	// Once at start, changed or not: the rbldnsd file and the secondaries
+	// may still hold what the previous run published.
+	p.mu.Lock()
+	p.changedLocked()
+	p.mu.Unlock()
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.expireLoop(ctx) }()
 	go func() { defer p.wg.Done(); p.notifyLoop(ctx) }()
@@ -550,26 +604,6 @@ func (p *Publisher) Start() error {
 	p.log.Info("dnsbl serving", "zone", p.zone, "listen", pc.LocalAddr().String(), "serial", p.Serial(),
 		"secondaries", len(p.secs))
 	return nil
-}
-
-// listenBoth listens on UDP and TCP at the same address; with port 0 the
-// port the kernel picks for UDP may be taken for TCP, so it tries again.
-func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
-	_, port, _ := net.SplitHostPort(addr)
-	for try := 0; ; try++ {
-		pc, err := net.ListenPacket("udp", addr)
-		if err != nil {
-			return nil, nil, err
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			return pc, ln, nil
-		}
-		pc.Close()
-		if port != "0" || try == 10 {
-			return nil, nil, err
-		}
-	}
 }
 
 // Addr returns the address served (after Start), UDP and TCP alike.

@@ -135,6 +135,17 @@ func (p *Publisher) answer(m *dns.Msg, q dns.Question, now time.Time) {
 	}
 	pr, full, ok := ParseQueryName(name, p.zone)
 	if !ok {
+		if p.isPlaceholder(name) {
+			txt := &dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: p.ttl},
+				Txt: []string{placeholderText}}
+			switch q.Qtype {
+			case dns.TypeTXT, dns.TypeANY:
+				m.Answer = []dns.RR{txt}
+			default:
+				negative(dns.RcodeSuccess)
+			}
+			return
+		}
 		negative(dns.RcodeNameError)
 		return
 	}
@@ -169,7 +180,7 @@ func (p *Publisher) lookup(pr netip.Prefix, full bool, now time.Time) (b ban.Ban
 	if full {
 		b, ok := p.index.Lookup(pr.Addr(), now)
 		if !ok && pr.Addr().Is4() {
-			exists = p.v6Below(pr.Addr())
+			exists = p.v6Below(pr)
 		}
 		return b, ok, ok || exists
 	}
@@ -182,29 +193,74 @@ func (p *Publisher) lookup(pr netip.Prefix, full bool, now time.Time) (b ban.Ban
 	p.mu.RLock()
 	bans := p.regions[reg] // copied on write by applyLocked
 	p.mu.RUnlock()
-	if nodeExists(bans, pr) {
+	if nodeExists(bans, pr) || spelledOut(bans, pr, reg.Bits()) {
 		return ban.Ban{}, false, true
 	}
 	if b, ok := longestCovering(bans, pr); ok && b.Until.After(now) {
 		return b, true, true
 	}
-	return ban.Ban{}, false, false
+	return ban.Ban{}, false, p.v6Below(pr)
 }
 
-// v6Below reports whether the name of IPv4 address a, read as the four
-// nibbles of an IPv6 /16, has IPv6 listings below it.
-func (p *Publisher) v6Below(a netip.Addr) bool {
-	o := a.As4()
-	var k uint16
-	for i := 0; i < 4; i++ {
-		if o[i] > 9 { // "10" is no nibble label
-			return false
-		}
-		k |= uint16(o[i]) << (12 - 4*i)
+// v6Below reports whether the name of IPv4 prefix pr, read as IPv6
+// nibbles (1.0.0.2 is 2.0.0.1 and 2001::/16), has IPv6 listings below
+// it: then it exists in the transferred zone (an empty non-terminal).
+func (p *Publisher) v6Below(pr netip.Prefix) bool {
+	k, ok := v6PathOf(pr)
+	if !ok {
+		return false
 	}
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return p.v6Top[k] > 0
+	return p.v6Paths[k] > 0
+}
+
+// v6PathOf is the IPv6 prefix whose nibble name is the name of IPv4
+// prefix pr, if every label of that name is a single digit.
+func v6PathOf(pr netip.Prefix) (netip.Prefix, bool) {
+	if !sharedWithIPv6(pr) || pr.Bits() == 0 {
+		return netip.Prefix{}, false
+	}
+	o := pr.Addr().As4()
+	var a [16]byte
+	for i := 0; i < pr.Bits()/8; i++ {
+		a[i/2] |= o[i] << (4 * (1 - i%2))
+	}
+	return netip.PrefixFrom(netip.AddrFrom16(a), pr.Bits()/2), true
+}
+
+// isPlaceholder reports whether name (lower case) is a placeholder name
+// of the rendered zone (see placeholders).
+func (p *Publisher) isPlaceholder(name string) bool {
+	rest, ok := strings.CutPrefix(name, placeholderLabel+".")
+	if !ok || len(rest) < 2 || rest[0] < 'a' || rest[0] > 'f' || rest[1] != '.' {
+		return false
+	}
+	parent := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if rest[2:] != p.zone {
+		pr, full, ok := ParseQueryName(rest[2:], p.zone)
+		if !ok || full || !pr.Addr().Is4() {
+			return false
+		}
+		parent = pr
+	}
+	reg, inRegion := p.regionOf(parent)
+	if !inRegion || !sharedWithIPv6(parent) {
+		return false
+	}
+	p.mu.RLock()
+	bans := p.regions[reg]
+	p.mu.RUnlock()
+	var broad []ban.Ban
+	for _, b := range bans {
+		if b.Prefix.Bits() < 32 {
+			broad = append(broad, b)
+		}
+	}
+	if _, wild := longestCovering(broad, parent); !wild {
+		return false
+	}
+	return nodeExists(bans, parent) || spelledOut(bans, parent, reg.Bits())
 }
 
 // transfer answers AXFR and IXFR: only to a configured secondary whose
@@ -220,7 +276,7 @@ func (p *Publisher) transfer(w dns.ResponseWriter, r, m *dns.Msg, client netip.A
 		return
 	}
 	if !p.allowed[client] || !signed || p.tsigKey == nil {
-		p.log.Warn("zone transfer refused", "client", client, "signed", signed)
+		p.refusal.Warn(time.Now(), "zone transfer refused", "client", client, "signed", signed)
 		refuse(dns.RcodeRefused)
 		return
 	}
@@ -287,7 +343,7 @@ func (p *Publisher) axfrRecords() func(emit func(dns.RR) bool) uint32 {
 		}
 		for i, bans := range regions {
 			for _, rec := range renderRegion(bans, widths[i]) {
-				for _, rr := range p.rrs(rec.name, rec.ban) {
+				for _, rr := range p.recordRRs(rec) {
 					if !emit(rr) {
 						return serial
 					}

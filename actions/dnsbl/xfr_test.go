@@ -196,11 +196,12 @@ func TestIXFRJournalAndFallback(t *testing.T) {
 
 // TestRenderedZoneMatchesLookups checks that a secondary, resolving with
 // DNS wildcard rules over the transferred records, answers every probed
-// address as the built-in server does, nested and off-boundary bans
-// included.
+// address and path name as the built-in server does, nested and
+// off-boundary bans included, and across the families: IPv4 names whose
+// labels are single digits are also IPv6 nibble paths.
 func TestRenderedZoneMatchesLookups(t *testing.T) {
 	ck := &clock{time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
-	p := newTestPublisher(t, xfrConfig(), ck)
+	p := newTestPublisher(t, xfrConfig(), ck) // IPv4 regions are /16s
 	ctx := context.Background()
 	until := ck.t.Add(time.Hour)
 	bans := []struct{ prefix, det string }{
@@ -208,19 +209,25 @@ func TestRenderedZoneMatchesLookups(t *testing.T) {
 		{"10.2.3.4/32", "sasl_bruteforce"}, {"10.2.3.0/30", "bad_helo"},
 		{"2001:db8:7::/48", "manual"}, {"2001:db8:7:1:2::/80", "dictionary"}, {"2001:db8:7:1:2:3:4:5/128", "sasl_bruteforce"},
 		{"2001:db8:8::/50", "pregreet"},
+		// cross-family: digit-only IPv4 wildcards over IPv6 paths, and
+		// IPv6 listings whose path names are IPv4 names
+		{"2.6.0.0/24", "manual"}, {"3.0.0.0/16", "pregreet"}, {"3.0.5.6/32", "dictionary"},
+		{"2607:1::5/128", "dictionary"}, {"3005:1::/48", "sasl_bruteforce"}, {"4001:2::9/128", "bad_helo"},
 	}
 	for _, b := range bans {
 		p.Apply(ctx, mkBan(b.prefix, b.det, until))
 	}
 	zone := records(xfr(t, p, tcpAddr("192.0.2.53"), dns.TypeAXFR, 0, true, nil))
 	names := map[string]string{} // owner → A
+	owners := map[string]bool{}
 	for _, rr := range zone {
+		owners[strings.ToLower(rr.Header().Name)] = true
 		if a, ok := rr.(*dns.A); ok {
 			names[strings.ToLower(a.Hdr.Name)] = a.A.String()
 		}
 	}
 	exists := func(n string) bool {
-		for owner := range names {
+		for owner := range owners {
 			if owner == n || strings.HasSuffix(owner, "."+n) {
 				return true
 			}
@@ -228,10 +235,13 @@ func TestRenderedZoneMatchesLookups(t *testing.T) {
 		return false
 	}
 	// resolve applies RFC 4592: exact name, else the wildcard at the
-	// closest encloser.
+	// closest encloser; it returns the A record, NODATA or NXDOMAIN.
 	resolve := func(q string) string {
 		if a, ok := names[q]; ok {
 			return a
+		}
+		if exists(q) {
+			return "NODATA"
 		}
 		ce := q
 		for ce != p.zone {
@@ -240,19 +250,52 @@ func TestRenderedZoneMatchesLookups(t *testing.T) {
 				break
 			}
 		}
-		return names["*."+ce]
+		if a, ok := names["*."+ce]; ok {
+			return a
+		}
+		return "NXDOMAIN"
+	}
+	served := func(name string) string {
+		m := ask(t, p, name, dns.TypeA)
+		switch {
+		case m.Rcode != dns.RcodeSuccess:
+			return dns.RcodeToString[m.Rcode]
+		case len(m.Answer) == 0:
+			return "NODATA"
+		}
+		return m.Answer[0].(*dns.A).A.String()
 	}
 	probes := []string{"10.1.0.1", "10.1.0.200", "10.1.1.77", "10.1.1.78", "10.1.2.1", "10.2.3.4", "10.2.3.3", "10.2.3.5",
 		"2001:db8:7::1", "2001:db8:7:1:2::9", "2001:db8:7:1:2:3:4:5", "2001:db8:7:1:2:3:4:6", "2001:db8:7:1:3::1",
-		"2001:db8:8::1", "2001:db8:8:3fff::1", "2001:db8:8:4000::1", "127.0.0.2", "::2"}
+		"2001:db8:8::1", "2001:db8:8:3fff::1", "2001:db8:8:4000::1", "127.0.0.2", "::2",
+		"2.6.0.7", "2.6.0.77", "2.6.0.10", "2.6.1.7", "2600:1f18::1", "2607:1::5", "2607:1::6", "260a::1", "2607:f8b0::1",
+		"3.0.0.5", "3.0.5.6", "3.0.5.7", "3.0.9.200", "3.0.200.1", "3000::1", "3005:1::1", "3005:2::1", "30a0::1", "300f::1",
+		"4.0.0.1", "4001:2::9", "4001:2::8"}
 	for _, s := range probes {
 		a := netip.MustParseAddr(s)
-		want := ""
+		want := "not listed"
 		if b, ok := p.index.Lookup(a, ck.t); ok {
 			want = p.code(b.Detector).A.String()
 		}
-		if got := resolve(queryName(a, p.zone)); got != want {
-			t.Errorf("%s: the transferred zone answers %q, the server %q", s, got, want)
+		got := resolve(queryName(a, p.zone))
+		if got == "NXDOMAIN" || got == "NODATA" {
+			got = "not listed"
+		}
+		if got != want {
+			t.Errorf("%s: the transferred zone answers %q, the index %q", s, got, want)
+		}
+		if got, srv := resolve(queryName(a, p.zone)), served(queryName(a, p.zone)); got != srv {
+			t.Errorf("%s: the transferred zone answers %q, the server %q", s, got, srv)
+		}
+	}
+	// path names: prefixes of either family and placeholders (not names
+	// above an IPv6 region: the server says NODATA for all of them)
+	for _, rel := range []string{"2", "6.2", "0.6.2", "1.6.2", "7.0.6.2", "a.0.6.2", "_.a.0.6.2", "_.f.0.6.2", "_.a.1.6.2",
+		"0.3", "5.0.3", "9.0.3", "a.0.3", "_.a.0.3", "_.c.5.0.3", "0.0.3", "1.0.0.3", "1.0.4", "0.0.4", "0.4",
+		"1.0.0.4", "10.1", "1.10"} {
+		name := rel + "." + p.zone
+		if got, srv := resolve(name), served(name); got != srv {
+			t.Errorf("%s: the transferred zone answers %q, the server %q", rel, got, srv)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -20,6 +21,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/actions/accessmap"
 	"github.com/mxguard/mxguard/actions/ban"
@@ -518,6 +521,7 @@ func (c *Config) Validate() error {
 			add("peers[%d].max_entries: 0 is not a usable value: leave the key out for the default %d", i, peers.DefaultMaxEntries)
 		}
 	}
+	errs = append(errs, c.fleetErrors()...)
 	if t := c.Guard.TLS; t.Cert != "" && t.Key != "" {
 		errs = append(errs, checkKeyPair(t.Cert, t.Key)...)
 	}
@@ -533,6 +537,55 @@ func (c *Config) Validate() error {
 		errs[i] = errors.New(c.withLine(e.Error()))
 	}
 	return errors.Join(errs...)
+}
+
+// fleetErrors are the mistakes between publish.dnsbl and peers: a host
+// following its own zone, a NOTIFY listener on the DNSBL's own address,
+// an rbldnsd file where it may be lost or clash with the state.
+func (c *Config) fleetErrors() []error {
+	d := c.Publish.DNSBL
+	if !d.Enabled {
+		return nil
+	}
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if f := d.RbldnsdFile; f != "" {
+		switch rel, err := filepath.Rel(filepath.Clean(c.StateDir), filepath.Clean(f)); {
+		case !filepath.IsAbs(f):
+			add("publish.dnsbl.rbldnsd_file: %q: want an absolute path", f)
+		case c.StateDir != "" && err == nil && rel != ".." && !strings.HasPrefix(rel, "../"):
+			add("publish.dnsbl.rbldnsd_file: %q is inside state_dir (%s): rbldnsd reads it; keep it out of mxguard's state", f, c.StateDir)
+		}
+	}
+	for i, p := range c.Peers {
+		if p.Zone != "" && d.Zone != "" && strings.EqualFold(dns.CanonicalName(p.Zone), dns.CanonicalName(d.Zone)) {
+			add("peers[%d].zone: %q is publish.dnsbl.zone: a host does not follow its own zone", i, p.Zone)
+		}
+		if p.NotifyListen != "" && sameHostPort(p.NotifyListen, d.Listen) {
+			add("peers[%d].notify_listen: %q is publish.dnsbl.listen: the DNSBL server answers there; NOTIFYs need their own port", i, p.NotifyListen)
+		}
+	}
+	return errs
+}
+
+// sameHostPort reports whether two listen addresses are the same (an
+// empty or unspecified host is every address).
+func sameHostPort(a, b string) bool {
+	ha, pa, err1 := net.SplitHostPort(a)
+	hb, pb, err2 := net.SplitHostPort(b)
+	if err1 != nil || err2 != nil || pa != pb || pa == "0" {
+		return false
+	}
+	ia, errA := netip.ParseAddr(ha)
+	ib, errB := netip.ParseAddr(hb)
+	every := func(h string, ip netip.Addr, err error) bool { return h == "" || err == nil && ip.IsUnspecified() }
+	if every(ha, ia, errA) || every(hb, ib, errB) {
+		return true
+	}
+	if errA == nil && errB == nil {
+		return ia.Unmap() == ib.Unmap()
+	}
+	return strings.EqualFold(ha, hb)
 }
 
 // checkKeyPair reports a guard certificate or key that is missing or does

@@ -18,6 +18,12 @@ func TestPublishDNSBL(t *testing.T) {
 			[]string{`line 6: publish.dnsbl.codes.manual: "10.0.0.1": want an address in 127.0.0.0/8`}},
 		{"secondaries need tsig", "publish:\n  dnsbl:\n    enabled: true\n    zone: bl.example\n    secondaries: [192.0.2.2]\n",
 			[]string{`publish.dnsbl.tsig.name: missing`}},
+		{"rbldnsd_file relative", "state_dir: /var/lib/mxguard\npublish:\n  dnsbl:\n    enabled: true\n    zone: bl.example\n    rbldnsd_file: fleet.rbl\n",
+			[]string{`line 6: publish.dnsbl.rbldnsd_file: "fleet.rbl": want an absolute path`}},
+		{"rbldnsd_file in state_dir", "state_dir: /var/lib/mxguard\npublish:\n  dnsbl:\n    enabled: true\n    zone: bl.example\n    rbldnsd_file: /var/lib/mxguard/rbl/fleet.rbl\n",
+			[]string{`line 6: publish.dnsbl.rbldnsd_file: "/var/lib/mxguard/rbl/fleet.rbl" is inside state_dir`}},
+		{"own zone followed", "publish:\n  dnsbl:\n    enabled: true\n    zone: bl.mx2.example.org\n    listen: 127.0.0.1:5300\n" + peerOK + "    notify_listen: 127.0.0.1:5300\n",
+			[]string{`line 8: peers[0].zone: "bl.mx2.example.org" is publish.dnsbl.zone`, `line 11: peers[0].notify_listen: "127.0.0.1:5300" is publish.dnsbl.listen`}},
 		{"disabled is not checked", "publish:\n  dnsbl:\n    codes:\n      manual: nonsense\n", nil},
 	} {
 		c, err := Parse([]byte(tc.yaml))

@@ -136,6 +136,9 @@ func (c Config) validate(key string) []error {
 	if c.Refresh != 0 && c.Refresh.D() < minRefresh {
 		add("refresh: %s is too often: at least %s (leave it out for the zone's SOA refresh)", c.Refresh, minRefresh)
 	}
+	if c.Refresh != 0 && c.MaxBan > 0 && c.Refresh.D() >= c.MaxBan.D()/2 {
+		add("refresh: %s is not below half of max_ban (%s): the mirrored bans would lapse between polls", c.Refresh, c.MaxBan)
+	}
 	if c.MaxEntries < 1 {
 		add("max_entries: must be at least 1, got %d", c.MaxEntries)
 	}

@@ -63,7 +63,15 @@ type Follower struct {
 	status   Status
 	primary  []netip.Addr // the primary's addresses, for NOTIFY checks
 	resolved time.Time
+	// resolveFailed is when resolving the primary last failed: NOTIFYs
+	// arriving meanwhile do not each wait for the resolver again.
+	resolveFailed time.Time
+	// lookupHost resolves the primary's host name.
+	lookupHost func(ctx context.Context, host string) ([]netip.Addr, error)
 }
+
+// resolveFailureTTL is how long a failed resolution of the primary holds.
+const resolveFailureTTL = 10 * time.Second
 
 // NewFollower makes the follower of cfg (defaults filled, validated by
 // the config). logger nil discards; now nil is time.Now.
@@ -76,8 +84,11 @@ func NewFollower(cfg Config, m Mirrorer, logger *slog.Logger, now func() time.Ti
 		now = time.Now
 	}
 	return &Follower{cfg: cfg, origin: cfg.ZoneFQDN(), mirror: m, now: now, timeout: 10 * time.Second,
-		log:    logger.With("peer", cfg.Name, "zone", cfg.ZoneFQDN()),
-		wake:   make(chan struct{}, 1),
+		log:  logger.With("peer", cfg.Name, "zone", cfg.ZoneFQDN()),
+		wake: make(chan struct{}, 1),
+		lookupHost: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
 		status: Status{Name: cfg.Name, Zone: cfg.ZoneFQDN(), Primary: cfg.Primary, Skipped: map[string]int{}}}
 }
 
@@ -150,15 +161,22 @@ func (f *Follower) Check(ctx context.Context) time.Duration {
 	return f.refreshLocked()
 }
 
-// refreshLocked is the poll interval: refresh, or the zone's SOA refresh.
+// refreshLocked is the poll interval: refresh, or the zone's SOA refresh,
+// but at most a third of max_ban, so that the mirrored bans (max_ban from
+// the last contact) are refreshed before they lapse, a failed poll or
+// two included.
 func (f *Follower) refreshLocked() time.Duration {
-	if f.cfg.Refresh > 0 {
-		return f.cfg.Refresh.D()
+	d := defaultRefresh
+	switch {
+	case f.cfg.Refresh > 0:
+		d = f.cfg.Refresh.D()
+	case f.z != nil:
+		d = clampInterval(time.Duration(f.z.soa.Refresh) * time.Second)
 	}
-	if f.z != nil {
-		return clampInterval(time.Duration(f.z.soa.Refresh) * time.Second)
+	if maxBan := f.cfg.MaxBan.D(); maxBan > 0 {
+		d = min(d, max(maxBan/3, time.Second))
 	}
-	return defaultRefresh
+	return d
 }
 
 // retryLocked is the wait after a failure: the SOA retry, at most the
@@ -219,9 +237,13 @@ func (f *Follower) update(ctx context.Context) error {
 	if next != nil {
 		f.unsaved = next
 	}
-	if f.unsaved != nil && now.Sub(f.savedAt) >= saveEvery {
+	switch {
+	case f.unsaved != nil && now.Sub(f.savedAt) >= saveEvery:
 		f.saveNow()
-	} else {
+	case f.unsaved == nil:
+		// The file holds the zone in force: the contact is its age. With a
+		// newer zone waiting, the older one in the file must not look
+		// fresh after a restart.
 		f.touch(now)
 	}
 	return f.mirrorZone(ctx, z, now)
@@ -274,6 +296,10 @@ func (f *Follower) mirrorZone(ctx context.Context, z *zone, contact time.Time) e
 	return nil
 }
 
+// bytesPerEntry bounds the record bytes a transfer may bring per entry
+// of max_entries: an A and a TXT of the agreed form take about 250.
+const bytesPerEntry = 1024
+
 func (f *Follower) transfer(ctx context.Context, q *dns.Msg) ([]dns.RR, error) {
 	if key := f.cfg.KeyFQDN(); key != "" {
 		q.SetTsig(key, dns.HmacSHA256, 300, f.now().Unix())
@@ -298,24 +324,42 @@ func (f *Follower) transfer(ctx context.Context, q *dns.Msg) ([]dns.RR, error) {
 	}
 	var rrs []dns.RR
 	limit := 3*f.cfg.MaxEntries + 16 // an A, a TXT and some slack per name
-	var terr error
+	byteLimit := int64(f.cfg.MaxEntries+16) * bytesPerEntry
+	var (
+		terr      error
+		size      int64
+		overLimit error
+	)
 	for env := range ch {
+		if overLimit != nil {
+			continue // the connection is closed: the transfer ends at once
+		}
 		if env.Error != nil {
 			if terr == nil {
 				terr = env.Error
 			}
 			continue
 		}
-		if len(rrs) > limit {
-			continue // drain; refused below
-		}
 		rrs = append(rrs, env.RR...)
+		for _, rr := range env.RR {
+			size += int64(dns.Len(rr))
+		}
+		switch {
+		case len(rrs) > limit:
+			overLimit = fmt.Errorf("%w (%d)", errTooMany, f.cfg.MaxEntries)
+		case size > byteLimit:
+			overLimit = fmt.Errorf("%w: more than %d bytes for max_entries %d", errTooMany, byteLimit, f.cfg.MaxEntries)
+		}
+		if overLimit != nil {
+			conn.Close() // do not read the rest a peer may send without end
+			rrs = nil
+		}
+	}
+	if overLimit != nil {
+		return nil, fmt.Errorf("%s of %s from %s: %w", dns.TypeToString[q.Question[0].Qtype], f.origin, f.cfg.Primary, overLimit)
 	}
 	if terr != nil {
 		return nil, fmt.Errorf("%s of %s from %s: %w%s", dns.TypeToString[q.Question[0].Qtype], f.origin, f.cfg.Primary, terr, tsigHint(terr))
-	}
-	if len(rrs) > limit {
-		return nil, fmt.Errorf("%s of %s from %s: %w (%d)", dns.TypeToString[q.Question[0].Qtype], f.origin, f.cfg.Primary, errTooMany, f.cfg.MaxEntries)
 	}
 	return rrs, nil
 }
@@ -397,6 +441,13 @@ func (f *Follower) soaSerial(ctx context.Context) (uint32, error) {
 	if r.Rcode != dns.RcodeSuccess {
 		return 0, fmt.Errorf("SOA of %s from %s: %s", f.origin, f.cfg.Primary, dns.RcodeToString[r.Rcode])
 	}
+	if key := f.cfg.KeyFQDN(); key != "" {
+		// The client verifies a TSIG the answer has, but takes an
+		// unsigned answer: that is no contact with the primary.
+		if t := r.IsTsig(); t == nil || dns.CanonicalName(t.Hdr.Name) != key {
+			return 0, fmt.Errorf("SOA of %s from %s: the answer is not signed with %s%s", f.origin, f.cfg.Primary, key, tsigHint(dns.ErrNoSig))
+		}
+	}
 	for _, rr := range r.Answer {
 		if soa, ok := rr.(*dns.SOA); ok && dns.CanonicalName(soa.Hdr.Name) == f.origin {
 			return soa.Serial, nil
@@ -412,7 +463,7 @@ func serialNewer(a, b uint32) bool { return a != b && int32(a-b) > 0 }
 // primary's, resolved again at most once a minute.
 func (f *Follower) primaryAddrs(ctx context.Context) []netip.Addr {
 	f.mu.Lock()
-	if f.primary != nil && f.now().Sub(f.resolved) < time.Minute {
+	if f.primary != nil && f.now().Sub(f.resolved) < time.Minute || f.now().Sub(f.resolveFailed) < resolveFailureTTL {
 		defer f.mu.Unlock()
 		return f.primary
 	}
@@ -427,9 +478,12 @@ func (f *Follower) primaryAddrs(ctx context.Context) []netip.Addr {
 	} else {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
-		got, err := net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		got, err := f.lookupHost(rctx, host)
 		if err != nil {
 			f.log.Warn("resolve the peer's primary for NOTIFY", "primary", f.cfg.Primary, "err", err)
+			f.mu.Lock()
+			f.resolveFailed = f.now()
+			f.mu.Unlock()
 		}
 		for _, a := range got {
 			addrs = append(addrs, a.Unmap())

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/mxguard/mxguard/internal/dnsserve"
 )
 
 // notifyServer answers NOTIFYs (RFC 1996) on one address, UDP and TCP
@@ -25,11 +27,12 @@ type notifyServer struct {
 	udp     *dns.Server
 	tcp     *dns.Server
 	log     *slog.Logger
+	refusal *dnsserve.RefusalLog
 	refused atomic.Uint64
 }
 
 func newNotifyServer(addr string, fs []*Follower, logger *slog.Logger) *notifyServer {
-	s := &notifyServer{addr: addr, zones: map[string]*Follower{}, log: logger}
+	s := &notifyServer{addr: addr, zones: map[string]*Follower{}, log: logger, refusal: &dnsserve.RefusalLog{Log: logger}}
 	secrets := map[string]string{}
 	for _, f := range fs {
 		s.zones[f.origin] = f
@@ -44,26 +47,20 @@ func newNotifyServer(addr string, fs []*Follower, logger *slog.Logger) *notifySe
 	return s
 }
 
+// maxNotifyConns bounds the NOTIFY listener's TCP connections: a primary
+// sends NOTIFY over UDP, TCP is seldom used.
+const maxNotifyConns = 32
+
 // listen binds the sockets (so that a taken port fails the start); with
 // port 0 TCP takes the port UDP got, trying again with another if that
 // one is taken for TCP.
 func (s *notifyServer) listen() error {
-	_, port, _ := net.SplitHostPort(s.addr)
-	for attempt := 0; ; attempt++ {
-		pc, err := net.ListenPacket("udp", s.addr)
-		if err != nil {
-			return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
-		}
-		ln, err := net.Listen("tcp", pc.LocalAddr().String())
-		if err == nil {
-			s.udp.PacketConn, s.tcp.Listener = pc, ln
-			return nil
-		}
-		pc.Close()
-		if port != "0" || attempt == 10 {
-			return fmt.Errorf("peers notify_listen %s (tcp): %w", s.addr, err)
-		}
+	pc, ln, err := dnsserve.Listen(s.addr, maxNotifyConns)
+	if err != nil {
+		return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
 	}
+	s.udp.PacketConn, s.tcp.Listener = pc, ln
+	return nil
 }
 
 // Addr is the bound address (tests listen on port 0).
@@ -108,7 +105,7 @@ func (s *notifyServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	reply.SetReply(req)
 	refuse := func(rcode int, why string, args ...any) {
 		s.refused.Add(1)
-		s.log.Warn("NOTIFY refused: "+why, append([]any{"from", w.RemoteAddr().String()}, args...)...)
+		s.refusal.Warn(time.Now(), "NOTIFY refused: "+why, append([]any{"from", w.RemoteAddr().String()}, args...)...)
 		reply.Rcode = rcode
 		_ = w.WriteMsg(reply)
 	}

@@ -24,6 +24,7 @@ type testPrimary struct {
 	serial   uint32
 	ixfrMode string   // "incremental" (default), "full" or "refuse"
 	queries  []string // "SOA 2", "AXFR 1", "IXFR 3", "refused"
+	outErr   error    // how the last transfer's sending ended
 }
 
 const (
@@ -141,13 +142,40 @@ func (p *testPrimary) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	tr := new(dns.Transfer)
 	done := make(chan error, 1)
 	go func() { done <- tr.Out(w, req, ch) }()
+	var outErr error
+send:
 	for len(answer) > 0 { // several messages, like a real server
 		n := min(len(answer), 500)
-		ch <- &dns.Envelope{RR: answer[:n]}
+		for n > 1 && msgSize(answer[:n]) > 60000 { // within 64 KiB
+			n /= 2
+		}
+		select {
+		case ch <- &dns.Envelope{RR: answer[:n]}:
+		case outErr = <-done: // the client went away
+			break send
+		}
 		answer = answer[n:]
 	}
 	close(ch)
-	<-done
+	if outErr == nil {
+		outErr = <-done
+	}
+	p.outErr = outErr
+}
+
+func msgSize(rrs []dns.RR) int {
+	n := 0
+	for _, rr := range rrs {
+		n += dns.Len(rr)
+	}
+	return n
+}
+
+// lastOutErr waits for the transfer being sent and says how it ended.
+func (p *testPrimary) lastOutErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.outErr
 }
 
 func diff(old, cur []dns.RR) (del, add []dns.RR) {
