@@ -221,11 +221,12 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	}
 }
 
-// fill reads more client bytes into in[w:] before deadline(). A ban or
+// fill reads more client bytes into in[w:] before deadline(stressed). A ban or
 // a change of stress wakes a blocked read (wakePast); fill then returns
-// errBanned, or reads on until the deadline as it is now. deadline must
-// be anchored (start of the wait + timeout), not relative to now.
-func (c *guardConn) fill(deadline func() time.Time) error {
+// errBanned, or reads on until the deadline as it is now (unless its
+// stress deadline passed while stress lasted). deadline must be anchored
+// (start of the wait + timeout), not relative to now.
+func (c *guardConn) fill(deadline func(stressed bool) time.Time) error {
 	if c.in == nil {
 		c.in = make([]byte, max(4096, c.g.cfg.Limits.MaxLineLength+512))
 	}
@@ -241,7 +242,7 @@ func (c *guardConn) fill(deadline func() time.Time) error {
 			return errBanned
 		}
 		gen := c.g.stressGen.Load()
-		d := deadline()
+		d := deadline(c.g.stressed())
 		c.c.SetReadDeadline(d)
 		// A wake-up between deadline() and here was overwritten: look again.
 		if c.cs.banReason.Load() != nil || c.g.stressGen.Load() != gen {
@@ -263,7 +264,8 @@ func (c *guardConn) fill(deadline func() time.Time) error {
 			return errBanned
 		}
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline()) {
+		if errors.As(err, &ne) && ne.Timeout() && !c.g.expiredUnderStress(deadline) &&
+			time.Now().Before(deadline(c.g.stressed())) {
 			continue // woken, or stress ended: not timed out by the timeouts now in force
 		}
 		return err
@@ -276,11 +278,11 @@ func (c *guardConn) fill(deadline func() time.Time) error {
 func (c *guardConn) readLine() ([]byte, error) {
 	idleSince := time.Now()
 	max := c.g.cfg.Limits.MaxLineLength
-	deadline := func() time.Time {
+	deadline := func(stressed bool) time.Time {
 		if c.r < c.w { // the line has begun
-			return c.lineStart.Add(c.g.lineTimeout())
+			return c.lineStart.Add(c.g.lineTimeoutIn(stressed))
 		}
-		return idleSince.Add(c.g.commandTimeout())
+		return idleSince.Add(c.g.commandTimeoutIn(stressed))
 	}
 	for {
 		if i := bytes.IndexByte(c.in[c.r:c.w], '\n'); i >= 0 {
@@ -619,10 +621,10 @@ func (c *guardConn) readData(p []byte) (int, error) {
 
 // dataDeadline bounds the wait for more message bytes: idle_timeout from
 // now, within data_timeout of the 354.
-func (c *guardConn) dataDeadline() func() time.Time {
+func (c *guardConn) dataDeadline() func(stressed bool) time.Time {
 	idleSince := time.Now()
-	return func() time.Time {
-		if d := idleSince.Add(c.g.idleTimeout()); d.Before(c.dDeadline) {
+	return func(stressed bool) time.Time {
+		if d := idleSince.Add(c.g.idleTimeoutIn(stressed)); d.Before(c.dDeadline) {
 			return d
 		}
 		return c.dDeadline

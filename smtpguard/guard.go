@@ -158,7 +158,8 @@ type Guard struct {
 	// stress mode (live.go): levels fixed at New, state changed under mu
 	stressEnter, stressLeave int
 	stress                   atomic.Bool
-	stressGen                atomic.Uint64 // bumped at each change: sessions recompute deadlines
+	stressGen                atomic.Uint64             // bumped at each change: sessions recompute deadlines
+	stressEnded              atomic.Pointer[time.Time] // when the last stress episode ended
 
 	dataBufs sync.Pool // *relayBufs: a session's buffers while it relays a message
 }
