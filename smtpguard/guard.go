@@ -658,6 +658,9 @@ func splitReply(s string) (int, string, string) {
 // sanitize makes client text safe for logs: printable ASCII only, cut to n bytes.
 func sanitize(s string, n int) string {
 	s = strings.TrimRight(s, "\r\n")
+	if printable(s) && len(s) <= n {
+		return s
+	}
 	var b strings.Builder
 	for i := 0; i < len(s) && b.Len() < n; i++ {
 		c := s[i]
@@ -673,6 +676,17 @@ func sanitize(s string, n int) string {
 		}
 	}
 	return b.String()
+}
+
+// printable reports whether s has only printable ASCII (sanitize keeps
+// it as it is).
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // rateLimiter is a per-address token bucket: n tokens per window.
