@@ -2,10 +2,12 @@ package smtpguard
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -87,6 +89,9 @@ func (cs *connState) proto() string {
 }
 
 func (cs *connState) logVerdict() {
+	if !cs.g.log.Enabled(context.Background(), slog.LevelInfo) {
+		return // the line's values cost allocations even when dropped
+	}
 	v := cs.verdict
 	if v == "" {
 		if cs.messages > 0 {

@@ -42,6 +42,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -615,7 +616,7 @@ func (g *Guard) emit(cs *connState, ev event.Event) {
 		ev.Helo = cs.helo
 	}
 	if ev.Raw == "" {
-		ev.Raw = fmt.Sprintf("%s from unknown[%s]:%d", ev.Kind, cs.ip, cs.port)
+		ev.Raw = ev.Kind.String() + " from unknown[" + cs.ip.String() + "]:" + strconv.Itoa(cs.port)
 	}
 	g.sink(ev)
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // upstreamEnd is where Postfix ends a message it reads: the first line
@@ -248,5 +250,28 @@ func TestUpstreamReadReply(t *testing.T) {
 				t.Errorf("next reply: %d %q %v", code, text, err)
 			}
 		})
+	}
+}
+
+func TestParseEnhancedCode(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want smtp.EnhancedCode
+		ok   bool
+	}{
+		{"5.7.1", smtp.EnhancedCode{5, 7, 1}, true},
+		{"4.3.0", smtp.EnhancedCode{4, 3, 0}, true},
+		{"2.0.0", smtp.EnhancedCode{2, 0, 0}, true},
+		{"5.1.10", smtp.EnhancedCode{5, 1, 10}, true},
+		{"5.7", smtp.EnhancedCode{}, false},
+		{"5.7.1.2", smtp.EnhancedCode{}, false},
+		{"5..1", smtp.EnhancedCode{}, false},
+		{"5.x.1", smtp.EnhancedCode{}, false},
+		{"5.7.1234", smtp.EnhancedCode{}, false},
+		{"", smtp.EnhancedCode{}, false},
+	} {
+		if got, ok := parseEnhancedCode(tc.in); got != tc.want || ok != tc.ok {
+			t.Errorf("%q: %v %v, want %v %v", tc.in, got, ok, tc.want, tc.ok)
+		}
 	}
 }

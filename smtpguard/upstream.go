@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -145,7 +146,7 @@ func (u *upstream) introduce(cfg *Config, cs *connState, local net.Addr) error {
 			name = "[TEMPUNAVAIL]"
 		}
 	}
-	x := fmt.Sprintf("XCLIENT ADDR=%s PORT=%d NAME=%s HELO=%s PROTO=%s", addr, cs.port, name, xtext(helo), proto)
+	x := "XCLIENT ADDR=" + addr + " PORT=" + strconv.Itoa(cs.port) + " NAME=" + name + " HELO=" + xtext(helo) + " PROTO=" + proto
 	if _, err := u.expect(220, x); err != nil {
 		if errors.As(err, new(*upstreamReply)) {
 			return fmt.Errorf("upstream refused XCLIENT (set smtpd_authorized_xclient_hosts to the guard's address): %w", err)
