@@ -242,6 +242,9 @@ func (c *guardConn) fill(deadline func(stressed bool) time.Time) error {
 		c.r = 0
 	}
 	empty := c.r == c.w
+	if err := c.flushReplies(); err != nil { // replies held for a command group
+		return err
+	}
 	for {
 		if c.cs.banReason.Load() != nil {
 			return errBanned
@@ -319,8 +322,8 @@ func (c *guardConn) reply(s string) error {
 }
 
 func (c *guardConn) writeReply(s string) error {
-	_, err := io.WriteString(c.c, s+"\r\n")
-	return err
+	c.pend = append(append(c.pend, s...), "\r\n"...)
+	return c.flushReplies()
 }
 
 // onReply counts an error reply and delays it once the client is past
@@ -662,7 +665,7 @@ func (c *guardConn) Write(p []byte) (int, error) {
 		line := c.wbuf[done : done+i+1]
 		done += i + 1
 		c.pend = c.editReply(c.pend, line)
-		if len(line) < 4 || line[3] != '-' || len(c.pend) >= 4096 {
+		if (len(line) < 4 || line[3] != '-') && !c.holdReplies(line) || len(c.pend) >= 4096 {
 			if err := c.flushReplies(); err != nil {
 				return 0, err
 			}
@@ -670,6 +673,18 @@ func (c *guardConn) Write(p []byte) (int, error) {
 	}
 	c.wbuf = c.wbuf[:copy(c.wbuf, c.wbuf[done:])]
 	return len(p), nil
+}
+
+// holdReplies reports whether the replies so far may wait for the next
+// one: the client pipelined (its next command is already read), so, as
+// Postfix does, the replies to a command group go out in one write, at
+// the latest when the guard waits for the client again (fill). A reply
+// that ends the session (221, 421) goes out at once with those before it.
+func (c *guardConn) holdReplies(final []byte) bool {
+	if bytes.HasPrefix(final, []byte("221")) || bytes.HasPrefix(final, []byte("421")) {
+		return false
+	}
+	return c.mode == modeCommand && c.r < c.w && c.cs.esmtp && !c.eof
 }
 
 // flushReplies writes the reply lines held back so far.
