@@ -2,10 +2,12 @@ package smtpguard
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -87,6 +89,9 @@ func (cs *connState) proto() string {
 }
 
 func (cs *connState) logVerdict() {
+	if !cs.g.log.Enabled(context.Background(), slog.LevelInfo) {
+		return // the line's values cost allocations even when dropped
+	}
 	v := cs.verdict
 	if v == "" {
 		if cs.messages > 0 {
@@ -221,11 +226,12 @@ func (c *guardConn) Read(p []byte) (int, error) {
 	}
 }
 
-// fill reads more client bytes into in[w:] before deadline(). A ban or
+// fill reads more client bytes into in[w:] before deadline(stressed). A ban or
 // a change of stress wakes a blocked read (wakePast); fill then returns
-// errBanned, or reads on until the deadline as it is now. deadline must
-// be anchored (start of the wait + timeout), not relative to now.
-func (c *guardConn) fill(deadline func() time.Time) error {
+// errBanned, or reads on until the deadline as it is now (unless its
+// stress deadline passed while stress lasted). deadline must be anchored
+// (start of the wait + timeout), not relative to now.
+func (c *guardConn) fill(deadline func(stressed bool) time.Time) error {
 	if c.in == nil {
 		c.in = make([]byte, max(4096, c.g.cfg.Limits.MaxLineLength+512))
 	}
@@ -236,12 +242,15 @@ func (c *guardConn) fill(deadline func() time.Time) error {
 		c.r = 0
 	}
 	empty := c.r == c.w
+	if err := c.flushReplies(); err != nil { // replies held for a command group
+		return err
+	}
 	for {
 		if c.cs.banReason.Load() != nil {
 			return errBanned
 		}
 		gen := c.g.stressGen.Load()
-		d := deadline()
+		d := deadline(c.g.stressed())
 		c.c.SetReadDeadline(d)
 		// A wake-up between deadline() and here was overwritten: look again.
 		if c.cs.banReason.Load() != nil || c.g.stressGen.Load() != gen {
@@ -263,7 +272,8 @@ func (c *guardConn) fill(deadline func() time.Time) error {
 			return errBanned
 		}
 		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() && time.Now().Before(deadline()) {
+		if errors.As(err, &ne) && ne.Timeout() && !c.g.expiredUnderStress(deadline) &&
+			time.Now().Before(deadline(c.g.stressed())) {
 			continue // woken, or stress ended: not timed out by the timeouts now in force
 		}
 		return err
@@ -276,11 +286,11 @@ func (c *guardConn) fill(deadline func() time.Time) error {
 func (c *guardConn) readLine() ([]byte, error) {
 	idleSince := time.Now()
 	max := c.g.cfg.Limits.MaxLineLength
-	deadline := func() time.Time {
+	deadline := func(stressed bool) time.Time {
 		if c.r < c.w { // the line has begun
-			return c.lineStart.Add(c.g.lineTimeout())
+			return c.lineStart.Add(c.g.lineTimeoutIn(stressed))
 		}
-		return idleSince.Add(c.g.commandTimeout())
+		return idleSince.Add(c.g.commandTimeoutIn(stressed))
 	}
 	for {
 		if i := bytes.IndexByte(c.in[c.r:c.w], '\n'); i >= 0 {
@@ -312,8 +322,8 @@ func (c *guardConn) reply(s string) error {
 }
 
 func (c *guardConn) writeReply(s string) error {
-	_, err := io.WriteString(c.c, s+"\r\n")
-	return err
+	c.pend = append(append(c.pend, s...), "\r\n"...)
+	return c.flushReplies()
 }
 
 // onReply counts an error reply and delays it once the client is past
@@ -619,10 +629,10 @@ func (c *guardConn) readData(p []byte) (int, error) {
 
 // dataDeadline bounds the wait for more message bytes: idle_timeout from
 // now, within data_timeout of the 354.
-func (c *guardConn) dataDeadline() func() time.Time {
+func (c *guardConn) dataDeadline() func(stressed bool) time.Time {
 	idleSince := time.Now()
-	return func() time.Time {
-		if d := idleSince.Add(c.g.idleTimeout()); d.Before(c.dDeadline) {
+	return func(stressed bool) time.Time {
+		if d := idleSince.Add(c.g.idleTimeoutIn(stressed)); d.Before(c.dDeadline) {
 			return d
 		}
 		return c.dDeadline
@@ -655,7 +665,7 @@ func (c *guardConn) Write(p []byte) (int, error) {
 		line := c.wbuf[done : done+i+1]
 		done += i + 1
 		c.pend = c.editReply(c.pend, line)
-		if len(line) < 4 || line[3] != '-' || len(c.pend) >= 4096 {
+		if (len(line) < 4 || line[3] != '-') && !c.holdReplies(line) || len(c.pend) >= 4096 {
 			if err := c.flushReplies(); err != nil {
 				return 0, err
 			}
@@ -663,6 +673,18 @@ func (c *guardConn) Write(p []byte) (int, error) {
 	}
 	c.wbuf = c.wbuf[:copy(c.wbuf, c.wbuf[done:])]
 	return len(p), nil
+}
+
+// holdReplies reports whether the replies so far may wait for the next
+// one: the client pipelined (its next command is already read), so, as
+// Postfix does, the replies to a command group go out in one write, at
+// the latest when the guard waits for the client again (fill). A reply
+// that ends the session (221, 421) goes out at once with those before it.
+func (c *guardConn) holdReplies(final []byte) bool {
+	if bytes.HasPrefix(final, []byte("221")) || bytes.HasPrefix(final, []byte("421")) {
+		return false
+	}
+	return c.mode == modeCommand && c.r < c.w && c.cs.esmtp && !c.eof
 }
 
 // flushReplies writes the reply lines held back so far.

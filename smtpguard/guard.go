@@ -42,6 +42,7 @@ import (
 	"net"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -159,7 +160,8 @@ type Guard struct {
 	// stress mode (live.go): levels fixed at New, state changed under mu
 	stressEnter, stressLeave int
 	stress                   atomic.Bool
-	stressGen                atomic.Uint64 // bumped at each change: sessions recompute deadlines
+	stressGen                atomic.Uint64             // bumped at each change: sessions recompute deadlines
+	stressEnded              atomic.Pointer[time.Time] // when the last stress episode ended
 
 	dataBufs sync.Pool // *relayBufs: a session's buffers while it relays a message
 }
@@ -615,7 +617,7 @@ func (g *Guard) emit(cs *connState, ev event.Event) {
 		ev.Helo = cs.helo
 	}
 	if ev.Raw == "" {
-		ev.Raw = fmt.Sprintf("%s from unknown[%s]:%d", ev.Kind, cs.ip, cs.port)
+		ev.Raw = ev.Kind.String() + " from unknown[" + cs.ip.String() + "]:" + strconv.Itoa(cs.port)
 	}
 	g.sink(ev)
 }
@@ -658,6 +660,9 @@ func splitReply(s string) (int, string, string) {
 // sanitize makes client text safe for logs: printable ASCII only, cut to n bytes.
 func sanitize(s string, n int) string {
 	s = strings.TrimRight(s, "\r\n")
+	if printable(s) && len(s) <= n {
+		return s
+	}
 	var b strings.Builder
 	for i := 0; i < len(s) && b.Len() < n; i++ {
 		c := s[i]
@@ -673,6 +678,17 @@ func sanitize(s string, n int) string {
 		}
 	}
 	return b.String()
+}
+
+// printable reports whether s has only printable ASCII (sanitize keeps
+// it as it is).
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // rateLimiter is a per-address token bucket: n tokens per window.

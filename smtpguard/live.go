@@ -179,6 +179,10 @@ func (g *Guard) checkStress(total int) {
 	default:
 		return
 	}
+	if !now {
+		end := time.Now()
+		g.stressEnded.Store(&end)
+	}
 	g.stress.Store(now)
 	g.stressGen.Add(1)
 	if now {
@@ -200,15 +204,37 @@ func (g *Guard) checkStress(total int) {
 // stress; the pause and the tarpit hold connection slots, which are what
 // is short then, so they shrink too (a pregreet bot talks at once, and
 // the pause still catches it).
-func (g *Guard) commandTimeout() time.Duration { return g.stressAware(g.cfg.Limits.CommandTimeout.D()) }
-func (g *Guard) idleTimeout() time.Duration    { return g.stressAware(g.cfg.Limits.IdleTimeout.D()) }
-func (g *Guard) lineTimeout() time.Duration    { return g.stressAware(g.cfg.Limits.LineTimeout.D()) }
+func (g *Guard) commandTimeout() time.Duration { return g.commandTimeoutIn(g.stressed()) }
+func (g *Guard) idleTimeout() time.Duration    { return g.idleTimeoutIn(g.stressed()) }
+func (g *Guard) lineTimeout() time.Duration    { return g.lineTimeoutIn(g.stressed()) }
 
-func (g *Guard) stressAware(d time.Duration) time.Duration {
-	if g.stressed() {
+// The same, in or out of stress.
+func (g *Guard) commandTimeoutIn(stressed bool) time.Duration {
+	return g.stressAware(g.cfg.Limits.CommandTimeout.D(), stressed)
+}
+func (g *Guard) idleTimeoutIn(stressed bool) time.Duration {
+	return g.stressAware(g.cfg.Limits.IdleTimeout.D(), stressed)
+}
+func (g *Guard) lineTimeoutIn(stressed bool) time.Duration {
+	return g.stressAware(g.cfg.Limits.LineTimeout.D(), stressed)
+}
+
+func (g *Guard) stressAware(d time.Duration, stressed bool) time.Duration {
+	if stressed {
 		return min(d, g.cfg.Limits.StressTimeout.D())
 	}
 	return d
+}
+
+// expiredUnderStress reports whether a wait with deadline (in or out of
+// stress) passed its stress deadline before the last stress episode
+// ended: it was due to be cut then, however late its goroutine runs.
+// Without this, which of the sessions that timed out together are cut
+// would depend on scheduling: the first few cuts end the stress, and the
+// goroutines that run after them would see the normal timeouts again.
+func (g *Guard) expiredUnderStress(deadline func(stressed bool) time.Time) bool {
+	end := g.stressEnded.Load()
+	return end != nil && g.stressEnter >= 0 && !deadline(true).After(*end)
 }
 
 func (g *Guard) greetPause() time.Duration {

@@ -1,11 +1,14 @@
 package smtpguard
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/emersion/go-smtp"
 )
 
 // upstreamEnd is where Postfix ends a message it reads: the first line
@@ -203,5 +206,72 @@ func TestRelayMessageThroughGuard(t *testing.T) {
 				t.Errorf("envelope %s → %v", msgs[0].from, msgs[0].to)
 			}
 		})
+	}
+}
+
+// The upstream's replies as the guard reads them: one string per reply,
+// lines joined by "\n"; malformed replies are errors, not codes.
+func TestUpstreamReadReply(t *testing.T) {
+	long := strings.Repeat("x", 2000)
+	for _, tc := range []struct {
+		name, in string
+		code     int
+		text     string
+		fail     bool
+	}{
+		{"one line", "250 2.0.0 Ok\r\n", 250, "2.0.0 Ok", false},
+		{"multi-line", "250-guard.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n", 250, "guard.test\nPIPELINING\n8BITMIME", false},
+		{"bare code", "354\r\n", 354, "", false},
+		{"bare LF", "550 5.1.1 no\n", 550, "5.1.1 no", false},
+		{"longer than the buffer", "250 " + long + "\r\n", 250, long, false},
+		{"too long", "250 " + strings.Repeat("x", maxReplyLine+10) + "\r\n", 0, "", true},
+		{"codes differ", "250-a\r\n550 b\r\n", 0, "", true},
+		{"no code", "hello\r\n", 0, "", true},
+		{"bad separator", "250+x\r\n", 0, "", true},
+		{"cut off", "250-a\r\n250 b", 0, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := tc.in
+			if !tc.fail {
+				in += "220 next\r\n"
+			}
+			u := &upstream{r: bufio.NewReaderSize(strings.NewReader(in), 1024)}
+			code, text, err := u.readReply()
+			if tc.fail {
+				if err == nil {
+					t.Fatalf("got %d %q, want an error", code, text)
+				}
+				return
+			}
+			if err != nil || code != tc.code || text != tc.text {
+				t.Fatalf("got %d %q %v, want %d %q", code, text, err, tc.code, tc.text)
+			}
+			if code, text, err := u.readReply(); code != 220 || text != "next" || err != nil {
+				t.Errorf("next reply: %d %q %v", code, text, err)
+			}
+		})
+	}
+}
+
+func TestParseEnhancedCode(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want smtp.EnhancedCode
+		ok   bool
+	}{
+		{"5.7.1", smtp.EnhancedCode{5, 7, 1}, true},
+		{"4.3.0", smtp.EnhancedCode{4, 3, 0}, true},
+		{"2.0.0", smtp.EnhancedCode{2, 0, 0}, true},
+		{"5.1.10", smtp.EnhancedCode{5, 1, 10}, true},
+		{"5.7", smtp.EnhancedCode{}, false},
+		{"5.7.1.2", smtp.EnhancedCode{}, false},
+		{"5..1", smtp.EnhancedCode{}, false},
+		{"5.x.1", smtp.EnhancedCode{}, false},
+		{"5.7.1234", smtp.EnhancedCode{}, false},
+		{"", smtp.EnhancedCode{}, false},
+	} {
+		if got, ok := parseEnhancedCode(tc.in); got != tc.want || ok != tc.ok {
+			t.Errorf("%q: %v %v, want %v %v", tc.in, got, ok, tc.want, tc.ok)
+		}
 	}
 }

@@ -53,11 +53,30 @@ type session struct {
 func smtpErr(reply string) *smtp.SMTPError {
 	code, dsn, text := splitReply(reply)
 	e := &smtp.SMTPError{Code: code, Message: text}
-	var a, b, c int
-	if n, _ := fmt.Sscanf(dsn, "%d.%d.%d", &a, &b, &c); n == 3 {
-		e.EnhancedCode = smtp.EnhancedCode{a, b, c}
+	if ec, ok := parseEnhancedCode(dsn); ok {
+		e.EnhancedCode = ec
 	}
 	return e
+}
+
+// parseEnhancedCode parses "class.subject.detail" (RFC 3463), each a
+// number of at most three digits.
+func parseEnhancedCode(s string) (smtp.EnhancedCode, bool) {
+	var ec smtp.EnhancedCode
+	for i := range ec {
+		f, rest, more := strings.Cut(s, ".")
+		if f == "" || len(f) > 3 || more != (i < 2) {
+			return smtp.EnhancedCode{}, false
+		}
+		for _, c := range []byte(f) {
+			if c < '0' || c > '9' {
+				return smtp.EnhancedCode{}, false
+			}
+			ec[i] = ec[i]*10 + int(c-'0')
+		}
+		s = rest
+	}
+	return ec, true
 }
 
 // check applies act to a failed check: an event (abuse only for reject)

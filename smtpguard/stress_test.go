@@ -76,7 +76,9 @@ func TestLineDeadline(t *testing.T) {
 // sessions are cut at stress_timeout instead of command_timeout until the
 // open connections fall to 90% of the threshold, where stress ends (each
 // logged once); the remaining sessions and new ones have the normal
-// timeout again.
+// timeout again. Every session whose stress deadline passed before the
+// end is cut, whatever the order its goroutine runs in: the first three
+// cuts end the stress here, the other eight must follow.
 func TestStressTimeouts(t *testing.T) {
 	const stressTimeout = time.Second
 	logs := &lockedBuffer{}
@@ -88,42 +90,61 @@ func TestStressTimeouts(t *testing.T) {
 	cfg.Limits.StressTimeout = Duration(stressTimeout)
 	cfg.Limits.CommandTimeout = Duration(30 * time.Second)
 	h := startGuard(t, cfg, Deps{Logger: bufferLogger(logs)}, up, nil, nil)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("stats %+v\nlogs:\n%s", h.g.Stats(), logs.String())
+		}
+	})
 
+	dialIdle := func(n int) []*tclient {
+		var cs []*tclient
+		for range n {
+			c := dial(t, h.addr)
+			c.expect(220)
+			cs = append(cs, c)
+		}
+		return cs
+	}
 	probe := dial(t, h.addr)
 	probe.expect(220)
 	probe.cmd("EHLO probe.example.org", 250)
 	idleSince := time.Now()
-	var fillers []*tclient
-	for range 24 {
-		c := dial(t, h.addr)
-		c.expect(220)
-		fillers = append(fillers, c)
-	}
+	// Ten sessions idle for longer than stress_timeout, then ten fresh
+	// ones: the 21st open connection begins stress.
+	old := dialIdle(10)
+	time.Sleep(stressTimeout + 100*time.Millisecond)
+	fresh := dialIdle(10)
 	if st := h.g.Stats(); st.StressEpisodes != 1 {
-		t.Fatalf("no stress with 25 of 40 connections open: %+v", st)
+		t.Fatalf("no stress with 21 of 40 connections open: %+v", st)
 	}
 	if text := probe.expect(421); !strings.Contains(text, "timeout exceeded") {
 		t.Fatalf("probe: %q", text)
 	}
-	if el := time.Since(idleSince); el > stressTimeout+3*time.Second {
-		t.Errorf("idle probe cut after %s under stress, want about %s", el, stressTimeout)
+	if el := time.Since(idleSince); el > 2*stressTimeout+3*time.Second {
+		t.Errorf("idle probe cut after %s under stress, want about %s", el, 2*stressTimeout)
 	}
-	// Cut sessions close until 18 are open: stress is over, and the
-	// others keep command_timeout again.
+	for i, c := range old {
+		if text := c.expect(421); !strings.Contains(text, "timeout exceeded") {
+			t.Fatalf("old session %d: %q", i, text)
+		}
+	}
+	// Stress ended at 18 open; all 11 old sessions were cut, the fresh
+	// ones keep command_timeout again.
 	deadline := time.Now().Add(5 * time.Second)
-	for h.g.Stats().Stress && time.Now().Before(deadline) {
+	for (h.g.Stats().Stress || h.g.Stats().Timeouts < 11) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // cuts decided before the end finish
-	st := h.g.Stats()
-	if st.Stress || st.StressEpisodes != 1 || st.Timeouts < 25-18 || st.Timeouts >= 25 {
+	if st := h.g.Stats(); st.Stress || st.StressEpisodes != 1 || st.Timeouts != 11 {
 		t.Errorf("after the drop: %+v", st)
 	}
-	time.Sleep(stressTimeout)
-	if st2 := h.g.Stats(); st2.Timeouts != st.Timeouts {
-		t.Errorf("sessions cut after stress ended: %d → %d timeouts", st.Timeouts, st2.Timeouts)
+	time.Sleep(stressTimeout + 500*time.Millisecond)
+	for _, c := range fresh {
+		c.cmd("NOOP", 250) // cut after stress ended: 421 or closed
 	}
-	for _, c := range fillers {
+	if st := h.g.Stats(); st.Timeouts != 11 {
+		t.Errorf("sessions cut after stress ended: %d timeouts, want 11", st.Timeouts)
+	}
+	for _, c := range fresh {
 		c.c.Close()
 	}
 

@@ -7,7 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"net/textproto"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,8 +18,10 @@ import (
 // sends one command at a time and never pipelines.
 type upstream struct {
 	c           net.Conn
-	r           *textproto.Reader
-	w           *textproto.Writer
+	r           *bufio.Reader
+	w           *bufio.Writer
+	text        []byte // the reply being read (reused: one string per reply)
+	long        []byte // a reply line longer than r's buffer
 	timeout     time.Duration
 	dataTimeout time.Duration
 	born        time.Time // connected at (for the pool's idle limit)
@@ -83,7 +85,7 @@ func connectUpstream(cfg *Config) (*upstream, error) {
 	}
 	// Small buffers: replies and commands are short, and the message
 	// goes to c directly (relayMessage).
-	u := &upstream{c: c, r: textproto.NewReader(bufio.NewReaderSize(c, 1024)), w: textproto.NewWriter(bufio.NewWriterSize(c, 1024)),
+	u := &upstream{c: c, r: bufio.NewReaderSize(c, 1024), w: bufio.NewWriterSize(c, 1024),
 		timeout: to, dataTimeout: cfg.Limits.UpstreamDataTimeout.D(), born: time.Now()}
 	if cfg.Handoff == HandoffProxy {
 		return u, nil
@@ -144,7 +146,7 @@ func (u *upstream) introduce(cfg *Config, cs *connState, local net.Addr) error {
 			name = "[TEMPUNAVAIL]"
 		}
 	}
-	x := fmt.Sprintf("XCLIENT ADDR=%s PORT=%d NAME=%s HELO=%s PROTO=%s", addr, cs.port, name, xtext(helo), proto)
+	x := "XCLIENT ADDR=" + addr + " PORT=" + strconv.Itoa(cs.port) + " NAME=" + name + " HELO=" + xtext(helo) + " PROTO=" + proto
 	if _, err := u.expect(220, x); err != nil {
 		if errors.As(err, new(*upstreamReply)) {
 			return fmt.Errorf("upstream refused XCLIENT (set smtpd_authorized_xclient_hosts to the guard's address): %w", err)
@@ -175,7 +177,9 @@ func proxyHeader(ip netip.Addr, port int, local net.Addr) string {
 }
 
 func hasExtension(ehlo, ext string) bool {
-	for _, l := range strings.Split(ehlo, "\n") {
+	for rest := ehlo; rest != ""; {
+		var l string
+		l, rest, _ = strings.Cut(rest, "\n")
 		if f, _, _ := strings.Cut(l, " "); strings.EqualFold(f, ext) {
 			return true
 		}
@@ -210,7 +214,9 @@ func xtext(s string) string {
 func (u *upstream) expect(code int, line string) (string, error) {
 	u.c.SetDeadline(time.Now().Add(u.timeout))
 	if line != "" {
-		if err := u.w.PrintfLine("%s", line); err != nil {
+		u.w.WriteString(line)
+		u.w.WriteString("\r\n")
+		if err := u.w.Flush(); err != nil {
 			return "", err
 		}
 	}
@@ -222,25 +228,86 @@ func (u *upstream) expect(code int, line string) (string, error) {
 func (u *upstream) send(lines ...string) error {
 	u.c.SetDeadline(time.Now().Add(u.timeout))
 	for _, l := range lines {
-		u.w.W.WriteString(l)
-		u.w.W.WriteString("\r\n")
+		u.w.WriteString(l)
+		u.w.WriteString("\r\n")
 	}
-	return u.w.W.Flush()
+	return u.w.Flush()
 }
 
 func (u *upstream) read(code int) (string, error) {
-	got, msg, err := u.r.ReadResponse(0)
+	got, msg, err := u.readReply()
 	if err != nil {
-		var te *textproto.Error
-		if !errors.As(err, &te) {
-			return "", err
-		}
+		return "", err
 	}
 	if got != code {
 		return msg, &upstreamReply{code: got, msg: msg}
 	}
 	return msg, nil
 }
+
+// maxReplyLine bounds an upstream reply line (RFC 5321: 512 octets).
+const maxReplyLine = 4096
+
+// readReply reads one reply: lines "NNN-text" and a last "NNN text" (or
+// a bare "NNN"), all with the same code. The text is the lines' texts
+// joined by "\n".
+func (u *upstream) readReply() (code int, text string, err error) {
+	u.text = u.text[:0]
+	for first := true; ; first = false {
+		line, err := u.readLine()
+		if err != nil {
+			return 0, "", err
+		}
+		if len(line) < 3 || !isDigit(line[0]) || !isDigit(line[1]) || !isDigit(line[2]) ||
+			len(line) > 3 && line[3] != ' ' && line[3] != '-' {
+			return 0, "", fmt.Errorf("upstream: malformed reply line %q", sanitize(string(line), 100))
+		}
+		c := int(line[0]-'0')*100 + int(line[1]-'0')*10 + int(line[2]-'0')
+		if !first && c != code {
+			return 0, "", fmt.Errorf("upstream: reply lines with codes %d and %d", code, c)
+		}
+		code = c
+		if !first {
+			u.text = append(u.text, '\n')
+		}
+		if len(line) > 4 {
+			u.text = append(u.text, line[4:]...)
+		}
+		if len(line) == 3 || line[3] == ' ' {
+			return code, string(u.text), nil
+		}
+	}
+}
+
+// readLine returns the next line without its line end; the slice is
+// valid until the next read.
+func (u *upstream) readLine() ([]byte, error) {
+	line, err := u.r.ReadSlice('\n')
+	if err == bufio.ErrBufferFull {
+		u.long = append(u.long[:0], line...)
+		for err == bufio.ErrBufferFull && len(u.long) <= maxReplyLine {
+			line, err = u.r.ReadSlice('\n')
+			u.long = append(u.long, line...)
+		}
+		if err == nil && len(u.long) > maxReplyLine {
+			err = errors.New("upstream: reply line too long")
+		}
+		line = u.long
+	}
+	if err != nil {
+		if err == bufio.ErrBufferFull {
+			err = errors.New("upstream: reply line too long")
+		}
+		return nil, err
+	}
+	line = line[:len(line)-1]
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	return line, nil
+}
+
+func isDigit(b byte) bool { return b >= '0' && b <= '9' }
 
 // data sends DATA and waits for 354.
 func (u *upstream) data() error {
@@ -269,7 +336,8 @@ func (u *upstream) close() {
 		return
 	}
 	u.c.SetDeadline(time.Now().Add(min(u.timeout, 5*time.Second)))
-	u.w.PrintfLine("QUIT")
+	u.w.WriteString("QUIT\r\n")
+	u.w.Flush()
 	u.c.Close()
 }
 
