@@ -58,8 +58,9 @@ func (r *upstreamReply) text() string {
 	return fmt.Sprintf("%d %s", r.code, strings.ReplaceAll(r.msg, "\n", " "))
 }
 
-// dialUpstream connects and introduces the client: XCLIENT after EHLO
-// (then a fresh EHLO with the client's HELO name), or a PROXY v1 header.
+// dialUpstream connects and introduces the client: XCLIENT right after
+// the greeting (then EHLO with the client's HELO name), or a PROXY v1
+// header.
 func dialUpstream(cfg *Config, cs *connState, local net.Addr) (*upstream, error) {
 	u, err := connectUpstream(cfg)
 	if err != nil {
