@@ -316,6 +316,14 @@ func (c *guardConn) readLine() ([]byte, error) {
 // reply writes a reply of the guard's own (not go-smtp's).
 func (c *guardConn) reply(s string) error {
 	code, _, _ := splitReply(s)
+	// Replies held for a pipelined group go out before an error delay,
+	// not after it.
+	if len(c.pend) > 0 {
+		c.c.SetWriteDeadline(c.writeDeadline(time.Now().Add(c.g.cfg.Limits.WriteTimeout.D())))
+		if err := c.flushReplies(); err != nil {
+			return err
+		}
+	}
 	c.onReply(code)
 	c.c.SetWriteDeadline(c.writeDeadline(time.Now().Add(c.g.cfg.Limits.WriteTimeout.D())))
 	return c.writeReply(s)

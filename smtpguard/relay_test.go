@@ -225,6 +225,7 @@ func TestUpstreamReadReply(t *testing.T) {
 		{"bare LF", "550 5.1.1 no\n", 550, "5.1.1 no", false},
 		{"longer than the buffer", "250 " + long + "\r\n", 250, long, false},
 		{"too long", "250 " + strings.Repeat("x", maxReplyLine+10) + "\r\n", 0, "", true},
+		{"too many lines", strings.Repeat("250-"+long+"\r\n", maxReplyTotal/len(long)+1) + "250 end\r\n", 0, "", true},
 		{"codes differ", "250-a\r\n550 b\r\n", 0, "", true},
 		{"no code", "hello\r\n", 0, "", true},
 		{"bad separator", "250+x\r\n", 0, "", true},

@@ -149,7 +149,11 @@ func (u *upstream) introduce(cfg *Config, cs *connState, local net.Addr) error {
 	}
 	x := "XCLIENT ADDR=" + addr + " PORT=" + strconv.Itoa(cs.port) + " NAME=" + name + " HELO=" + xtext(helo) + " PROTO=" + proto
 	if _, err := u.expect(220, x); err != nil {
-		if errors.As(err, new(*upstreamReply)) {
+		// Postfix answers 550 (insufficient authorization) to hosts not
+		// in smtpd_authorized_xclient_hosts, and 502 where XCLIENT is
+		// not offered; other refusals (501 Bad HELO syntax) are the
+		// client's.
+		if r := (*upstreamReply)(nil); errors.As(err, &r) && (r.code == 550 || r.code == 502 || r.code == 500) {
 			return fmt.Errorf("upstream refused XCLIENT (set smtpd_authorized_xclient_hosts to the guard's address): %w", err)
 		}
 		return fmt.Errorf("upstream XCLIENT: %w", err)
@@ -246,8 +250,12 @@ func (u *upstream) read(code int) (string, error) {
 	return msg, nil
 }
 
-// maxReplyLine bounds an upstream reply line (RFC 5321: 512 octets).
-const maxReplyLine = 4096
+// maxReplyLine bounds an upstream reply line (RFC 5321: 512 octets), and
+// maxReplyTotal a whole reply, however many continuation lines it has.
+const (
+	maxReplyLine  = 4096
+	maxReplyTotal = 64 << 10
+)
 
 // readReply reads one reply: lines "NNN-text" and a last "NNN text" (or
 // a bare "NNN"), all with the same code. The text is the lines' texts
@@ -272,6 +280,9 @@ func (u *upstream) readReply() (code int, text string, err error) {
 			u.text = append(u.text, '\n')
 		}
 		if len(line) > 4 {
+			if len(u.text)+len(line) > maxReplyTotal {
+				return 0, "", fmt.Errorf("upstream: reply longer than %d bytes", maxReplyTotal)
+			}
 			u.text = append(u.text, line[4:]...)
 		}
 		if len(line) == 3 || line[3] == ' ' {

@@ -30,6 +30,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -81,6 +82,10 @@ func main() {
 	flag.StringVar(&o.pids, "pids", "", "more defending process ids (comma-separated), e.g. the guard")
 	flag.BoolVar(&o.jsonOut, "json", false, "print the result as one JSON line")
 	flag.Parse()
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "attackbench:", err)
+		os.Exit(2)
+	}
 	if err := raiseFileLimit(); err != nil {
 		fmt.Fprintln(os.Stderr, "attackbench:", err)
 		os.Exit(1)
@@ -95,6 +100,38 @@ func main() {
 		return
 	}
 	res.print(os.Stdout)
+}
+
+// maxBots bounds each kind of bot: the load stays a test's, never a
+// weapon.
+const maxBots = 10000
+
+// check keeps the load on this machine: the target on loopback or in the
+// test network the benchmark's own namespaces use (192.0.2.0/24), sources
+// on loopback or in the benchmarking range 198.18.0.0/15.
+func (o options) check() error {
+	host, _, err := net.SplitHostPort(o.target)
+	if err != nil {
+		return fmt.Errorf("-target %q: %w", o.target, err)
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil || !(a.IsLoopback() || netip.MustParsePrefix("192.0.2.0/24").Contains(a)) {
+		return fmt.Errorf("-target %q: want an address on loopback or in 192.0.2.0/24", o.target)
+	}
+	for _, n := range []struct{ flag, v string }{{"-bot-net", o.botNet}, {"-good-net", o.goodNet}} {
+		if !strings.HasPrefix(n.v, "127.") && n.v != "198.18" && n.v != "198.19" {
+			return fmt.Errorf("%s %q: want 127.x or 198.18/198.19 (the benchmarking range)", n.flag, n.v)
+		}
+	}
+	for _, n := range []struct {
+		flag string
+		v    int
+	}{{"-pregreet", o.pregreet}, {"-slowloris", o.slowloris}, {"-dictionary", o.dictionary}, {"-flood", o.flood}} {
+		if n.v < 0 || n.v > maxBots {
+			return fmt.Errorf("%s %d: want 0 to %d", n.flag, n.v, maxBots)
+		}
+	}
+	return nil
 }
 
 // raiseFileLimit sets the soft RLIMIT_NOFILE to the hard one: every bot
