@@ -568,7 +568,9 @@ func (p *Publisher) Start() error {
 	if p.started || p.closed {
 		return errors.New("dnsbl: Start called twice or after Close")
 	}
-	pc, ln, err := dnsserve.Listen(p.cfg.Listen, 0)
+	// secondaries have TCP slots of their own: clients holding idle
+	// connections must not stall zone transfers
+	pc, ln, err := dnsserve.Listen(p.cfg.Listen, dnsserve.TCPLimits{Trusted: func(a netip.Addr) bool { return p.allowed[a] }})
 	if err != nil {
 		return fmt.Errorf("publish.dnsbl.listen: %w", err)
 	}
@@ -579,7 +581,8 @@ func (p *Publisher) Start() error {
 	p.servers = []*dns.Server{
 		{PacketConn: pc, Handler: p, TsigSecret: tsig, UDPSize: dns.DefaultMsgSize},
 		{Listener: ln, Handler: p, TsigSecret: tsig, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second,
-			MaxTCPQueries: 1000, IdleTimeout: func() time.Duration { return 10 * time.Second }},
+			MaxTCPQueries: 1000, IdleTimeout: func() time.Duration { return 10 * time.Second },
+			DecorateReader: ln.DecorateReader},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel

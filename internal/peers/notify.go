@@ -55,11 +55,12 @@ const maxNotifyConns = 32
 // port 0 TCP takes the port UDP got, trying again with another if that
 // one is taken for TCP.
 func (s *notifyServer) listen() error {
-	pc, ln, err := dnsserve.Listen(s.addr, maxNotifyConns)
+	pc, ln, err := dnsserve.Listen(s.addr, dnsserve.TCPLimits{Max: maxNotifyConns})
 	if err != nil {
 		return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
 	}
 	s.udp.PacketConn, s.tcp.Listener = pc, ln
+	s.tcp.DecorateReader = ln.DecorateReader
 	return nil
 }
 
