@@ -55,6 +55,11 @@ type Manager struct {
 	workers []*worker
 	persist *persistQueue                // records the store refused, guarded by mu
 	mirrors map[netip.Prefix][]mirrorBan // peers' bans (mirror.go), guarded by mu; never stored
+	// wouldBe holds a dry run's would-be bans of prefixes whose index entry
+	// is a real (or mirrored) ban in force: the index keeps the real one
+	// enforced until it ends, then the would-be ban takes its place.
+	// Guarded by mu; always empty outside a dry run.
+	wouldBe map[netip.Prefix]Ban
 
 	mu       sync.Mutex // serialises decisions: history read → store write → index
 	perDet   map[string]*DetectorStats
@@ -145,7 +150,7 @@ func NewManager(cfg ManagerConfig, st Store, actions []Action, logger *slog.Logg
 	}
 	m := &Manager{cfg: cfg, store: st, allow: allow, log: logger, index: newBanIndex(),
 		perDet: map[string]*DetectorStats{}, persist: newPersistQueue(cfg.PersistQueueMax),
-		mirrors: map[netip.Prefix][]mirrorBan{}}
+		mirrors: map[netip.Prefix][]mirrorBan{}, wouldBe: map[netip.Prefix]Ban{}}
 	if err := m.loadIndex(cfg.Now()); err != nil {
 		return nil, err
 	}
@@ -351,7 +356,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		}
 		st.Extended++
 		b := m.banOf(rec)
-		m.index.set(b)
+		m.indexBan(b, now)
 		m.notifyBan(b)
 		m.logDecision("ban extended", "would extend ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
 			"evidence", rec.Evidence, "offence", rec.Offence, "until", rec.Until)
@@ -378,7 +383,7 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 	// A decision from an old log line may be over already: it must not
 	// hide a peer's ban in force.
 	if cur, ok := m.index.get(p); !ok || !cur.Mirrored() || !cur.Until.After(now) || rec.Until.After(now) {
-		m.index.set(b)
+		m.indexBan(b, now)
 	}
 	m.notifyBan(b)
 	m.logDecision("ban", "would ban", "ip", p, "detector", d.Detector, "reason", d.Reason,
@@ -387,6 +392,36 @@ func (m *Manager) decide(_ context.Context, d detectors.Decision, fixed time.Dur
 		m.enqueueApply(b)
 	}
 	return b, true, nil
+}
+
+// indexBan puts b, a ban decide made, in the index; m.mu is held. A dry
+// run's would-be ban never replaces a real or mirrored ban in force for
+// the same prefix, which would stop being enforced: it waits in m.wouldBe
+// until the real one ends (promoteWouldBe).
+func (m *Manager) indexBan(b Ban, now time.Time) {
+	if b.DryRun {
+		if cur, ok := m.index.get(b.Prefix); ok && !cur.DryRun && cur.Active(now) {
+			m.wouldBe[b.Prefix] = b
+			return
+		}
+	}
+	delete(m.wouldBe, b.Prefix)
+	m.index.set(b)
+}
+
+// promoteWouldBe puts the would-be bans whose real ban has ended in the
+// index, and forgets those over at now; m.mu is held.
+func (m *Manager) promoteWouldBe(now time.Time) {
+	for p, b := range m.wouldBe {
+		if !b.Active(now) {
+			delete(m.wouldBe, p)
+			continue
+		}
+		if cur, ok := m.index.get(p); !ok || cur.DryRun || !cur.Active(now) {
+			delete(m.wouldBe, p)
+			m.index.set(b)
+		}
+	}
 }
 
 // banOf is the ban a record written by decide stands for.
@@ -461,6 +496,7 @@ func (m *Manager) unbanLocked(p netip.Prefix) (bool, error) {
 		delete(m.mirrors, p)
 		found = true
 	}
+	delete(m.wouldBe, p)
 	m.index.remove(p)
 	m.logDecision("unban", "would unban", "ip", p, "found", found)
 	m.enqueueRevoke(p)
@@ -544,6 +580,11 @@ func (m *Manager) Explain(prefix netip.Prefix) (Explanation, error) {
 	if b, ok := m.index.get(p); ok && b.DryRun {
 		ex.DryRun = &b
 	}
+	m.mu.Lock()
+	if b, ok := m.wouldBe[p]; ok {
+		ex.DryRun = &b
+	}
+	m.mu.Unlock()
 	return ex, nil
 }
 
@@ -565,7 +606,9 @@ func (m *Manager) Expire(ctx context.Context, now time.Time) (int, error) {
 		m.logDecision("ban expired", "dry-run ban expired", "ip", r.Prefix, "detector", r.Detector, "until", r.Until)
 		m.localGone(r.Prefix, now)
 	}
-	return queued + len(recs) + m.expireMirrors(now), nil
+	n := queued + len(recs) + m.expireMirrors(now)
+	m.promoteWouldBe(now)
+	return n, nil
 }
 
 // Run expires bans and refreshes the allowlist's host addresses every
@@ -693,8 +736,14 @@ func (m *Manager) Flush(ctx context.Context) error {
 // Status reports active bans, per-action health and per-detector counts.
 func (m *Manager) Status() (ManagerStatus, error) {
 	st := ManagerStatus{DryRun: m.cfg.DryRun, Detectors: map[string]DetectorStats{}}
-	st.ActiveBans, st.DryRunBans = m.index.count(m.cfg.Now())
+	now := m.cfg.Now()
+	st.ActiveBans, st.DryRunBans = m.index.count(now)
 	m.mu.Lock()
+	for _, b := range m.wouldBe {
+		if b.Active(now) {
+			st.DryRunBans++
+		}
+	}
 	for k, v := range m.perDet {
 		st.Detectors[k] = *v
 	}

@@ -893,9 +893,10 @@ func TestManagerDryRunStartsFromRealStore(t *testing.T) {
 	if err != nil || ex.Record == nil || len(ex.Record.Lines) != 2 || ex.Record.Lines[0] != "real evidence" || ex.DryRun == nil {
 		t.Errorf("Explain in dry-run = %+v %v", ex, err)
 	}
+	// the real ban stays in force beside its would-be extension
 	s, _ := m.Status()
-	if s.ActiveBans != 0 || s.DryRunBans != 2 {
-		t.Errorf("Status = %d real, %d dry-run; want 0 and 2", s.ActiveBans, s.DryRunBans)
+	if s.ActiveBans != 1 || s.DryRunBans != 2 {
+		t.Errorf("Status = %d real, %d dry-run; want 1 and 2", s.ActiveBans, s.DryRunBans)
 	}
 	if found, err := m.Unban(ctx, active.Prefix); !found || err != nil {
 		t.Errorf("dry-run Unban = %v %v", found, err)

@@ -102,7 +102,7 @@ func FuzzParseQueryName(f *testing.F) {
 }
 
 // ask sends q to the publisher's handler directly (no sockets).
-func ask(t *testing.T, p *Publisher, name string, qtype uint16) *dns.Msg {
+func ask(t testing.TB, p *Publisher, name string, qtype uint16) *dns.Msg {
 	t.Helper()
 	m := new(dns.Msg)
 	m.SetQuestion(name, qtype)

@@ -62,7 +62,13 @@ type Publisher struct {
 	// regions holds the listings by region (a slice: most regions hold
 	// one, and a map of one entry costs ten times as much).
 	regions map[netip.Prefix][]ban.Ban
-	count   int // listings, test entries included
+	// placeholderNodes caches, per region, the IPv4 prefixes whose names
+	// have placeholder names below them (as rendering makes them): filled
+	// by the first query after a change of the region (under the read
+	// lock, so also guarded by phMu), dropped by applyLocked.
+	phMu             sync.Mutex
+	placeholderNodes map[netip.Prefix]map[netip.Prefix]struct{}
+	count            int // listings, test entries included
 	// v6Paths counts the IPv6 listings below each IPv6 prefix of one to
 	// four nibbles: those names are also IPv4 names when the nibbles are
 	// digits (1.0.0.2 is 2.0.0.1 and 2001::/16), and such a name exists
@@ -110,7 +116,8 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 	p := &Publisher{cfg: cfg, zone: zone, log: log, refusal: &dnsserve.RefusalLog{Log: log}, now: opts.Now,
 		codes: map[string]dns.A{}, ttl: uint32(time.Duration(cfg.TTL).Seconds()),
 		allowed: map[netip.Addr]bool{}, reg4: regionBits(opts.MaxPrefixV4, 8), reg6: regionBits(opts.MaxPrefixV6, 4),
-		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{}, v6Paths: map[netip.Prefix]int{}, reasons: map[string]string{},
+		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{},
+		placeholderNodes: map[netip.Prefix]map[netip.Prefix]struct{}{}, v6Paths: map[netip.Prefix]int{}, reasons: map[string]string{},
 		changed: make(chan struct{}, 1), expWake: make(chan struct{}, 1)}
 	for det, s := range cfg.Codes {
 		a, _ := parseCode(s)
@@ -316,6 +323,9 @@ func (p *Publisher) applyLocked(cs []change, step bool) {
 	for r, rcs := range byRegion {
 		old := p.regions[r]
 		bans := p.applyRegion(slices.Clone(old), rcs)
+		p.phMu.Lock()
+		delete(p.placeholderNodes, r)
+		p.phMu.Unlock()
 		if len(bans) == 0 {
 			delete(p.regions, r)
 		} else {
@@ -568,7 +578,9 @@ func (p *Publisher) Start() error {
 	if p.started || p.closed {
 		return errors.New("dnsbl: Start called twice or after Close")
 	}
-	pc, ln, err := dnsserve.Listen(p.cfg.Listen, 0)
+	// secondaries have TCP slots of their own: clients holding idle
+	// connections must not stall zone transfers
+	pc, ln, err := dnsserve.Listen(p.cfg.Listen, dnsserve.TCPLimits{Trusted: func(a netip.Addr) bool { return p.allowed[a] }})
 	if err != nil {
 		return fmt.Errorf("publish.dnsbl.listen: %w", err)
 	}
@@ -579,7 +591,8 @@ func (p *Publisher) Start() error {
 	p.servers = []*dns.Server{
 		{PacketConn: pc, Handler: p, TsigSecret: tsig, UDPSize: dns.DefaultMsgSize},
 		{Listener: ln, Handler: p, TsigSecret: tsig, ReadTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second,
-			MaxTCPQueries: 1000, IdleTimeout: func() time.Duration { return 10 * time.Second }},
+			MaxTCPQueries: 1000, IdleTimeout: func() time.Duration { return 10 * time.Second },
+			DecorateReader: ln.DecorateReader},
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p.cancel = cancel

@@ -248,19 +248,36 @@ func (p *Publisher) isPlaceholder(name string) bool {
 	if !inRegion || !sharedWithIPv6(parent) {
 		return false
 	}
+	_, ok = p.placeholdersOf(reg)[parent]
+	return ok
+}
+
+// placeholdersOf returns the prefixes of region reg with placeholder
+// names below them: rendered once after each change of the region, not
+// once per query.
+func (p *Publisher) placeholdersOf(reg netip.Prefix) map[netip.Prefix]struct{} {
+	// the read lock keeps applyLocked from changing the region (and
+	// dropping its entry) between rendering and caching
 	p.mu.RLock()
-	bans := p.regions[reg]
-	p.mu.RUnlock()
-	var broad []ban.Ban
-	for _, b := range bans {
-		if b.Prefix.Bits() < 32 {
-			broad = append(broad, b)
+	defer p.mu.RUnlock()
+	p.phMu.Lock()
+	nodes, cached := p.placeholderNodes[reg]
+	p.phMu.Unlock()
+	if cached {
+		return nodes
+	}
+	for _, rec := range renderRegion(p.regions[reg], reg.Bits()) {
+		if rec.placeholder {
+			if nodes == nil {
+				nodes = map[netip.Prefix]struct{}{}
+			}
+			nodes[rec.node] = struct{}{}
 		}
 	}
-	if _, wild := longestCovering(broad, parent); !wild {
-		return false
-	}
-	return nodeExists(bans, parent) || spelledOut(bans, parent, reg.Bits())
+	p.phMu.Lock()
+	p.placeholderNodes[reg] = nodes
+	p.phMu.Unlock()
+	return nodes
 }
 
 // transfer answers AXFR and IXFR: only to a configured secondary whose

@@ -9,23 +9,17 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	"golang.org/x/net/netutil"
 )
 
-// MaxTCPConns bounds the TCP connections open at once: each holds a
-// goroutine and buffers until its idle timeout, so many idle ones from a
-// few clients would otherwise use up memory.
+// MaxTCPConns bounds the untrusted TCP connections open at once: each
+// holds a goroutine and buffers until its idle timeout, so many idle ones
+// would otherwise use up memory.
 const MaxTCPConns = 256
 
 // Listen listens on UDP and TCP at the same address, the TCP listener
-// accepting at most maxTCP connections at once (0: MaxTCPConns). With
-// port 0 the port the kernel picks for UDP may be taken for TCP, so it
-// tries again.
-func Listen(addr string, maxTCP int) (net.PacketConn, net.Listener, error) {
-	if maxTCP <= 0 {
-		maxTCP = MaxTCPConns
-	}
+// keeping to lim. With port 0 the port the kernel picks for UDP may be
+// taken for TCP, so it tries again.
+func Listen(addr string, lim TCPLimits) (net.PacketConn, *Listener, error) {
 	_, port, _ := net.SplitHostPort(addr)
 	for try := 0; ; try++ {
 		pc, err := net.ListenPacket("udp", addr)
@@ -34,7 +28,7 @@ func Listen(addr string, maxTCP int) (net.PacketConn, net.Listener, error) {
 		}
 		ln, err := net.Listen("tcp", pc.LocalAddr().String())
 		if err == nil {
-			return pc, netutil.LimitListener(ln, maxTCP), nil
+			return pc, newListener(ln, lim), nil
 		}
 		pc.Close()
 		if port != "0" || try == 10 {

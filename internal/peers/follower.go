@@ -380,7 +380,8 @@ func (f *Follower) axfr(ctx context.Context) (*zone, error) {
 
 // ixfr asks for the changes since z; nil zone: z is current. It falls
 // back to an AXFR when the primary fails the IXFR, answers with a
-// version it cannot apply, or says only that a newer version exists.
+// version it cannot apply or past the limits, or says only that a newer
+// version exists.
 func (f *Follower) ixfr(ctx context.Context, z *zone) (*zone, string, error) {
 	q := new(dns.Msg)
 	q.SetIxfr(f.origin, z.soa.Serial, z.soa.Ns, z.soa.Mbox)
@@ -413,9 +414,8 @@ func (f *Follower) ixfr(ctx context.Context, z *zone) (*zone, string, error) {
 	} else if err == nil {
 		err = errors.New("empty answer")
 	}
-	if errors.Is(err, errTooMany) {
-		return nil, "", err
-	}
+	// an IXFR over the limits too: the differences can be larger than
+	// the zone (every name replaced), and the AXFR keeps to the same limits
 	f.log.Info("peer IXFR failed; falling back to AXFR", "err", err)
 	next, aerr := f.axfr(ctx)
 	if aerr != nil {

@@ -100,3 +100,34 @@ func TestFailedPrimaryResolutionCached(t *testing.T) {
 		t.Fatalf("%d lookups after %s, want 2", lookups, resolveFailureTTL)
 	}
 }
+
+// An IXFR over the limits (the differences can be larger than the zone:
+// every name deleted and another added) falls back to an AXFR, which the
+// same limits bound.
+func TestIXFROverTheLimitFallsBackToAXFR(t *testing.T) {
+	txt := `"` + strings.Repeat("x", 250) + `" `
+	version := func(first int) []string {
+		var rs []string
+		for i := first; i < first+10; i++ {
+			rs = append(rs, fmt.Sprintf("%d.113.0.203 60 IN A 127.0.0.2", i),
+				fmt.Sprintf("%d.113.0.203 60 IN TXT %s", i, strings.Repeat(txt, 5))) // about 1.3 KB
+		}
+		return rs
+	}
+	p := startPrimary(t, "bl.mx2.example.org.", version(1)...)
+	cfg := peerConfig(p.addr)
+	cfg.MaxEntries = 10 // about 26 KB: one version fits, the differences of two do not
+	f := NewFollower(cfg, newTestManager(t), nil, nil)
+	f.Check(context.Background())
+	if st := f.Status(); st.Serial != 1 || st.LastError != "" {
+		t.Fatalf("first transfer: status %+v", st)
+	}
+	p.set(2, version(101)...)
+	f.Check(context.Background())
+	if st := f.Status(); st.Serial != 2 || st.LastError != "" {
+		t.Errorf("status %+v, want serial 2 through an AXFR; primary saw %v", st, p.log())
+	}
+	if log := p.log(); len(log) < 2 || log[len(log)-2] != "IXFR 1" || log[len(log)-1] != "AXFR 2" {
+		t.Errorf("primary saw %v, want an IXFR 1 then an AXFR 2", log)
+	}
+}

@@ -55,11 +55,12 @@ const maxNotifyConns = 32
 // port 0 TCP takes the port UDP got, trying again with another if that
 // one is taken for TCP.
 func (s *notifyServer) listen() error {
-	pc, ln, err := dnsserve.Listen(s.addr, maxNotifyConns)
+	pc, ln, err := dnsserve.Listen(s.addr, dnsserve.TCPLimits{Max: maxNotifyConns})
 	if err != nil {
 		return fmt.Errorf("peers notify_listen %s: %w", s.addr, err)
 	}
 	s.udp.PacketConn, s.tcp.Listener = pc, ln
+	s.tcp.DecorateReader = ln.DecorateReader
 	return nil
 }
 
@@ -131,7 +132,14 @@ func (s *notifyServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 		refuse(dns.RcodeRefused, "not from the zone's primary", "zone", zone, "primary", f.cfg.Primary)
 		return
 	}
-	if t := req.IsTsig(); t != nil {
+	t := req.IsTsig()
+	if t == nil && f.cfg.KeyFQDN() != "" {
+		// anyone on the primary's path could forge one: with a key, only
+		// a signed NOTIFY makes us ask early
+		refuse(dns.RcodeRefused, "unsigned, and the zone has a key", "zone", zone, "key", f.cfg.KeyFQDN())
+		return
+	}
+	if t != nil {
 		if err := w.TsigStatus(); err != nil || dns.CanonicalName(t.Hdr.Name) != f.cfg.KeyFQDN() {
 			refuse(dns.RcodeNotAuth, "TSIG does not verify", "zone", zone, "key", t.Hdr.Name, "err", err)
 			return

@@ -122,6 +122,16 @@ func (s *Server) decide(cs *connState, r *request) string {
 			dnsCtx, cancel = context.WithTimeout(dnsCtx, s.cfg.DNSBL.Timeout.D())
 			defer cancel()
 		}
+		// the PTR lookup runs beside the DNSBL lookups, so that a slow or
+		// dead DNSBL zone cannot spend the budget FCrDNS needs
+		var fcrdnsDone chan error
+		if askFCrDNS {
+			fcrdnsDone = make(chan error, 1)
+			go func() {
+				_, err := smtpcheck.FCrDNS(dnsCtx, s.resolver, q.ip)
+				fcrdnsDone <- err
+			}()
+		}
 		if askDNSBL {
 			score, zones := smtpcheck.DNSBLScore(dnsCtx, s.resolver, s.sites, q.ip, s.cfg.DNSBL.Timeout.D())
 			if score >= s.cfg.DNSBL.Threshold {
@@ -136,7 +146,7 @@ func (s *Server) decide(cs *connState, r *request) string {
 			}
 		}
 		if askFCrDNS {
-			_, err := smtpcheck.FCrDNS(dnsCtx, s.resolver, q.ip)
+			err := <-fcrdnsDone
 			// a DNS failure is our resolver's trouble: let the client through
 			if errors.Is(err, smtpcheck.ErrNotFound) {
 				s.ctr.fcrdns.Add(1)

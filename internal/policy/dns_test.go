@@ -181,3 +181,37 @@ func TestDNSBLWarnIsNoListingEvent(t *testing.T) {
 		}
 	}
 }
+
+// deadZoneResolver hangs on DNSBL queries (a dead zone) until the
+// request's budget ends and answers PTR queries at once, but, like the
+// real resolver, only while the budget lasts.
+type deadZoneResolver struct{}
+
+func (deadZoneResolver) LookupIP(ctx context.Context, _ string, _ bool) ([]netip.Addr, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+func (deadZoneResolver) LookupMX(context.Context, string) ([]string, error) {
+	return nil, smtpcheck.ErrNotFound
+}
+func (deadZoneResolver) LookupAddr(ctx context.Context, _ netip.Addr) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return nil, smtpcheck.ErrNotFound
+}
+
+// A dead DNSBL zone that eats the request's DNS budget does not turn
+// FCrDNS off: the PTR lookup runs beside the DNSBL lookups.
+func TestDeadDNSBLZoneLeavesFCrDNSWorking(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.DNSBL.Sites = []string{"dead.example"}
+	cfg.DNSBL.Timeout = Duration(50 * time.Millisecond)
+	cfg.Checks.FCrDNS = Defer
+	_, path := start(t, cfg, Deps{Resolver: deadZoneResolver{}})
+	c := dial(t, path)
+	want := "DEFER_IF_PERMIT mxguard: cannot find your hostname, [192.0.2.14]"
+	if got := c.mustAsk(req("client_address", "192.0.2.14", "client_name", "unknown")); !strings.HasPrefix(got, want) {
+		t.Fatalf("%q, want %q", got, want)
+	}
+}

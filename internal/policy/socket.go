@@ -52,7 +52,17 @@ func listenUnix(path string, perms socketPerms) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", dir, err)
 	}
-	defer unix.Close(parent)
+	keepParent := false
+	defer func() {
+		if !keepParent {
+			unix.Close(parent)
+		}
+	}()
+	var parentSt unix.Stat_t
+	if err := unix.Fstat(parent, &parentSt); err != nil {
+		return nil, fmt.Errorf("stat %s: %w", dir, err)
+	}
+	_, procErr := os.Stat("/proc/self/fd")
 	tmpName, tmp, err := privateDir(parent, base)
 	if err != nil {
 		return nil, fmt.Errorf("private directory in %s: %w", dir, err)
@@ -62,13 +72,9 @@ func listenUnix(path string, perms socketPerms) (net.Listener, error) {
 		unix.Unlinkat(parent, tmpName, unix.AT_REMOVEDIR)
 		unix.Close(tmp)
 	}()
-	// Bound through our descriptor of the private directory, not through
-	// its name, which the parent's owner could rename and replace.
-	// Without /proc the name is used: a replaced directory then makes
-	// the Fstatat below fail (the socket is not in ours), never a chown.
-	bindPath := "/proc/self/fd/" + strconv.Itoa(tmp) + "/" + sockName
-	if _, err := os.Stat("/proc/self/fd"); err != nil {
-		bindPath = filepath.Join(dir, tmpName, sockName)
+	bindPath, err := bindPathFor(dir, tmpName, tmp, parentSt.Uid, procErr == nil, os.Geteuid())
+	if err != nil {
+		return nil, err
 	}
 	l, err := net.Listen("unix", bindPath)
 	if err != nil {
@@ -100,7 +106,25 @@ func listenUnix(path string, perms socketPerms) (net.Listener, error) {
 	if err := unix.Renameat(tmp, sockName, parent, base); err != nil {
 		return fail(fmt.Errorf("rename socket to %s: %w", path, err))
 	}
-	return &unixListener{UnixListener: ul, addr: &net.UnixAddr{Name: path, Net: "unix"}, dev: st.Dev, ino: st.Ino}, nil
+	keepParent = true // Close removes the socket through it
+	return &unixListener{UnixListener: ul, addr: &net.UnixAddr{Name: path, Net: "unix"},
+		parent: parent, base: base, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// bindPathFor is where to bind the socket in the private directory tmp
+// (named tmpName in dir). Through /proc it is our descriptor of the
+// directory, not its name, which the parent's owner could rename and
+// replace. Without /proc the name must be used: that is safe only when
+// no one else may rename entries in the parent (owned by root or by us);
+// otherwise the socket could be bound in a directory of theirs.
+func bindPathFor(dir, tmpName string, tmp int, parentUID uint32, haveProc bool, euid int) (string, error) {
+	if haveProc {
+		return "/proc/self/fd/" + strconv.Itoa(tmp) + "/" + sockName, nil
+	}
+	if parentUID != 0 && int(parentUID) != euid {
+		return "", fmt.Errorf("%s belongs to uid %d and /proc is not mounted: cannot bind the socket there safely", dir, parentUID)
+	}
+	return filepath.Join(dir, tmpName, sockName), nil
 }
 
 // refuseInUse errors when path exists and is not a socket, or is a
@@ -140,11 +164,14 @@ func privateDir(parent int, base string) (string, int, error) {
 		}
 		fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
+			// an empty directory only: never one someone filled
+			unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 			return "", -1, err
 		}
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil || int(st.Uid) != os.Geteuid() || st.Mode&0o077 != 0 {
 			unix.Close(fd)
+			unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)
 			return "", -1, fmt.Errorf("%s was replaced after it was made", name)
 		}
 		return name, fd, nil
@@ -153,10 +180,15 @@ func privateDir(parent int, base string) (string, int, error) {
 }
 
 // unixListener reports the socket's real path and, on Close, removes
-// the socket only if the file at path is still the one it made.
+// the socket only if the file at path is still the one it made. It
+// holds the parent directory open: the check and the removal go through
+// that descriptor, so a directory renamed or replaced on the way to it
+// cannot redirect them.
 type unixListener struct {
 	*net.UnixListener
 	addr     *net.UnixAddr
+	parent   int // descriptor of the socket's directory
+	base     string
 	dev, ino uint64
 	once     sync.Once
 }
@@ -167,9 +199,10 @@ func (l *unixListener) Close() error {
 	err := l.UnixListener.Close()
 	l.once.Do(func() {
 		var st unix.Stat_t
-		if unix.Lstat(l.addr.Name, &st) == nil && st.Dev == l.dev && st.Ino == l.ino {
-			os.Remove(l.addr.Name)
+		if unix.Fstatat(l.parent, l.base, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Dev == l.dev && st.Ino == l.ino {
+			unix.Unlinkat(l.parent, l.base, 0)
 		}
+		unix.Close(l.parent)
 	})
 	return err
 }

@@ -94,13 +94,26 @@ func (r *dnsResolver) query(ctx context.Context, name string, qtype uint16) ([]d
 	}
 	r.mu.Unlock()
 
+	// a budget already spent by other lookups says nothing about DNS:
+	// neither ask nor remember anything
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dns %s %s: %w", key.name, dns.TypeToString[qtype], err)
+	}
+	// a timeout is the server's fault only when the lookup had a fair
+	// share of the client timeout; a nearly spent budget is the caller's
+	fairChance := true
+	if deadline, ok := ctx.Deadline(); ok && deadline.Sub(now) < r.client.Timeout/2 {
+		fairChance = false
+	}
+
 	m := new(dns.Msg)
 	m.SetQuestion(key.name, qtype)
 	m.RecursionDesired = true
 	in, _, err := r.client.ExchangeContext(ctx, m, r.server)
 	if err != nil {
 		err = fmt.Errorf("dns %s %s: %w", key.name, dns.TypeToString[qtype], err)
-		if !errors.Is(err, context.Canceled) { // the caller gave up: says nothing about DNS
+		// the caller gave up: says nothing about DNS
+		if !errors.Is(err, context.Canceled) && (fairChance || !isTimeout(err)) {
 			r.store(key, nil, err, now, min(tempFailTTL, r.maxTTL))
 		}
 		return nil, err
@@ -308,4 +321,14 @@ func DNSBLScore(ctx context.Context, r Resolver, sites []Site, a netip.Addr, tim
 		}
 	}
 	return score, zones
+}
+
+// isTimeout reports whether err is a deadline passing rather than an
+// answer or a refused connection.
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

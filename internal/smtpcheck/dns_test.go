@@ -74,7 +74,8 @@ func (z *testDNS) asked(name string) int {
 // whole budget again.
 func TestTemporaryFailuresAreRememberedBriefly(t *testing.T) {
 	z := newTestDNS(t, nil, []string{"fail.example"}, []string{"silent.example"})
-	r := NewResolver(z.addr, time.Second, 5*time.Minute)
+	// the client timeout equals the request budget, as in the policy server
+	r := NewResolver(z.addr, 200*time.Millisecond, 5*time.Minute)
 	for _, name := range []string{"fail.example", "silent.example"} {
 		for range 3 {
 			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
