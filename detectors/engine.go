@@ -48,7 +48,9 @@
 //
 // Accepted mail also takes one failed TLS handshake out of flood's window
 // (an MTA falling back to plain text), and flood does not decide for a
-// client with mail accepted within two of its windows.
+// client with mail accepted within two of its windows until its window
+// has seen three times the threshold (a relay restart drops about its
+// concurrency; a flood keeps going).
 //
 // error_burst counts every abuse event except disconnect statistics (they
 // repeat failures already counted), postscreen DNSBL ranks (dnsbl's job),
@@ -586,6 +588,13 @@ func (e *Engine) loggedIn(addr netip.Addr, d detID, t int64) bool {
 	return g != nil && g.login != 0 && t-g.login < e.rules[d].window
 }
 
+// acceptedLately reports whether a message from addr was accepted within
+// the span before t.
+func (e *Engine) acceptedLately(addr netip.Addr, t, span int64) bool {
+	g := e.recent.find(addr)
+	return g != nil && g.accepted != 0 && t-g.accepted < span
+}
+
 // tlsPairGap bounds the time between the lines of one failed handshake.
 const tlsPairGap = 10 * time.Second
 
@@ -758,8 +767,11 @@ func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision
 	n, win := len(c.ev), r.win
 	if (d == dFlood || d == dConnectDrops) && n >= r.threshold && !e.owes(s.key, d, o.t) {
 		// A client whose mail we accepted lately is a relay whose
-		// sessions dropped at once (its restart, a network hiccup).
-		if g := e.recent.find(o.addr); g != nil && g.accepted != 0 && o.t-g.accepted < 2*r.window {
+		// sessions dropped at once (its restart, a network hiccup): about
+		// its concurrency, so only up to floodExemptFactor × threshold
+		// events within a window; past that, accepted mail buys nothing.
+		if e.acceptedLately(o.addr, o.t, 2*r.window) &&
+			c.spendForgiveness(o.t, r.window, (floodExemptFactor-1)*r.threshold) {
 			return out
 		}
 	}
@@ -774,6 +786,12 @@ func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision
 	}
 	return append(out, e.decide(s, c, d, o, n, win))
 }
+
+// floodExemptFactor bounds flood's exemption for a client with mail
+// accepted lately: floodExemptFactor × threshold events within a window
+// decide anyway. A relay restart drops about its concurrency (10-20
+// sessions), not hundreds.
+const floodExemptFactor = 3
 
 // now1 decides at once for detector d (too many errors, DNSBL rank).
 func (e *Engine) now1(s *state, d detID, o *obs, out []Decision) []Decision {

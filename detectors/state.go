@@ -15,7 +15,7 @@ type counter struct {
 	det      detID
 	muted    int64 // no decision from det for this key before this time
 	ev       []entry
-	forgiven []int64 // times an entry was taken back by accepted mail, oldest first
+	forgiven []int64 // times accepted mail took an entry back (flood: exempted an event), oldest first
 }
 
 // expire drops the entries that are window or more older than now.
