@@ -242,7 +242,11 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 	}
 	e.clients = newTable(cfg.MaxClients, ch, &e.spans, &e.limits, e.rules[dScore].span, sc.Threshold)
 	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, &e.limits, 0, 0)
-	e.recent = newRecentGood(cfg.MaxClients)
+	e.recent = newRecentGood(cfg.MaxClients, signSpans{
+		login:    max(e.rules[dAdminReject].window, e.rules[dContentReject].window),
+		accepted: 2 * e.rules[dFlood].window,
+		mismatch: e.rules[dScore].span,
+	})
 	return e, nil
 }
 
@@ -344,7 +348,9 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 	case event.KindReceived:
 		e.soften(key, t)
 		e.softenFlood(key)
-		e.recent.slot(addr).accepted = t
+		if g := e.recent.slot(addr, t, false); g != nil {
+			g.accepted = t
+		}
 		e.prefixAccepted(addr, t)
 		return nil
 	}
@@ -368,7 +374,9 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 			if st := e.clients.lookup(key); st != nil && st.score != nil {
 				out = e.score(st, c, n, o, out)
 			} else {
-				e.recent.slot(addr).mismatch = t
+				if g := e.recent.slot(addr, t, false); g != nil {
+					g.mismatch = t
+				}
 			}
 		} else if c != scNone && e.weights[c] > 0 {
 			if s == nil {
@@ -621,7 +629,7 @@ const guardService = "mxguard/guard"
 // user), and remembers the login, which keeps admin_reject and
 // content_reject quiet for the address for one of their windows.
 func (e *Engine) forgiveUser(key netip.Prefix, addr netip.Addr, t int64, user string) {
-	e.recent.slot(addr).login = t
+	e.recent.slot(addr, t, true).login = t
 	if user == "" || !e.rules[dSASLSpray].enabled {
 		return
 	}

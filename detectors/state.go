@@ -1,6 +1,9 @@
 package detectors
 
-import "net/netip"
+import (
+	"hash/maphash"
+	"net/netip"
+)
 
 // entry is one counted event in a window.
 type entry struct {
@@ -317,47 +320,140 @@ func (t *table) expire(now int64) {
 
 // goodSlot is what the engine remembers of an address without tracking
 // it: times of its latest successful login, accepted message and
-// hostname warning (0: none).
+// hostname warning (0: none). The address is kept whole (As16 of the
+// unmapped address; no pointer, so the table costs the garbage collector
+// nothing), so a sign is never attributed to another address.
 type goodSlot struct {
-	h                         uint64 // hashAddr of the address
+	addr                      [16]byte
 	login, accepted, mismatch int64
 }
 
+// signWays is how many slots a bucket of the signs table has.
+const signWays = 8
+
+type goodBucket [signWays]goodSlot
+
 // recentGood remembers the recent honest signs of many addresses in fixed
 // memory, so that logins, accepted mail and hostname warnings (most of a
-// busy server's clients) need no state of their own. It is direct-mapped
-// by address hash: a collision forgets the older address, which then
-// counts as it would without the sign, never borrows another's.
+// busy server's clients) need no state of their own. An address has two
+// candidate buckets of signWays slots, chosen by a hash keyed with a seed
+// of its own per table (nobody outside can aim at a victim's buckets), and
+// goes into the emptier one. A slot whose signs have all passed is free;
+// when both buckets are full of live signs, a login takes the slot with
+// the oldest signs (one without a live login first), while accepted mail
+// or a hostname warning never pushes out a live login: it is then not
+// remembered. An address that loses its sign counts as it would without
+// it, never borrows another's. Only which addresses compete for a bucket
+// depends on the seed, so a replay decides as the daemon did unless both
+// buckets of an address were full of live signs.
 type recentGood struct {
-	slots []goodSlot
-	mask  uint64
+	buckets  []goodBucket
+	mask     uint64
+	seed     maphash.Seed
+	spans    signSpans
+	overflow uint64 // signs dropped or pushed out while still live
 }
 
-// newRecentGood sizes the table for maxClients addresses, between 64 and
-// 16384 slots (512 KiB).
-func newRecentGood(maxClients int) recentGood {
-	n := 64
-	for n < maxClients && n < 1<<14 {
+// signSpans is how long each sign matters after its time.
+type signSpans struct{ login, accepted, mismatch int64 }
+
+// Sizing bounds of the signs table, in slots. A slot is 40 bytes: 5 MiB
+// at the default max_clients of 100000, at most 40 MiB.
+const (
+	minSignSlots = 64
+	maxSignSlots = 1 << 20
+)
+
+// newRecentGood sizes the table for maxClients addresses with live signs
+// at once: the power of two of slots at or above 1.25 × maxClients (at
+// most 80% full, where two choices of eight slots almost never overflow),
+// between minSignSlots and maxSignSlots.
+func newRecentGood(maxClients int, spans signSpans) recentGood {
+	want := maxClients + maxClients/4
+	n := minSignSlots
+	for n < want && n < maxSignSlots {
 		n *= 2
 	}
-	return recentGood{slots: make([]goodSlot, n), mask: uint64(n - 1)}
+	nb := n / signWays
+	return recentGood{buckets: make([]goodBucket, nb), mask: uint64(nb - 1), seed: maphash.MakeSeed(), spans: spans}
 }
 
-// slot returns addr's slot, taking it over from another address.
-func (g *recentGood) slot(a netip.Addr) *goodSlot {
-	h := hashAddr(a)
-	s := &g.slots[h&g.mask]
-	if s.h != h {
-		*s = goodSlot{h: h}
-	}
-	return s
+// candidates returns the two buckets of a (the same one twice, sometimes).
+func (g *recentGood) candidates(key *[16]byte) (*goodBucket, *goodBucket) {
+	h := maphash.Bytes(g.seed, key[:])
+	return &g.buckets[h&g.mask], &g.buckets[(h>>32)&g.mask]
 }
 
-// find returns addr's slot, or nil.
+// live reports whether any sign of s still matters at now.
+func (g *recentGood) live(s *goodSlot, now int64) bool {
+	return g.liveLogin(s, now) ||
+		(s.accepted != 0 && now-s.accepted < g.spans.accepted) ||
+		(s.mismatch != 0 && now-s.mismatch < g.spans.mismatch)
+}
+
+func (g *recentGood) liveLogin(s *goodSlot, now int64) bool {
+	return s.login != 0 && now-s.login < g.spans.login
+}
+
+// find returns a's slot, or nil.
 func (g *recentGood) find(a netip.Addr) *goodSlot {
-	h := hashAddr(a)
-	if s := &g.slots[h&g.mask]; s.h == h {
-		return s
+	key := a.As16()
+	b1, b2 := g.candidates(&key)
+	for _, b := range [2]*goodBucket{b1, b2} {
+		for i := range b {
+			if s := &b[i]; s.addr == key && (s.login != 0 || s.accepted != 0 || s.mismatch != 0) {
+				return s
+			}
+		}
 	}
 	return nil
+}
+
+// slot returns a's slot for a sign at now, taking a free one or pushing
+// out older signs; nil when there is no room (login false: the sign is
+// not a login and every candidate slot holds a live login).
+func (g *recentGood) slot(a netip.Addr, now int64, login bool) *goodSlot {
+	if s := g.find(a); s != nil {
+		return s
+	}
+	key := a.As16()
+	b1, b2 := g.candidates(&key)
+	var free [2]*goodSlot
+	var nfree [2]int
+	var victim *goodSlot
+	var victimLogin bool
+	var victimAge int64
+	for j, b := range [2]*goodBucket{b1, b2} {
+		for i := range b {
+			s := &b[i]
+			if !g.live(s, now) {
+				nfree[j]++
+				if free[j] == nil {
+					free[j] = s
+				}
+				continue
+			}
+			hasLogin := g.liveLogin(s, now)
+			if !login && hasLogin {
+				continue
+			}
+			newest := max(s.login, s.accepted, s.mismatch)
+			// no live login first, then the oldest signs
+			if victim == nil || (victimLogin && !hasLogin) || (victimLogin == hasLogin && newest < victimAge) {
+				victim, victimLogin, victimAge = s, hasLogin, newest
+			}
+		}
+	}
+	s := free[0]
+	if s == nil || (free[1] != nil && nfree[1] > nfree[0]) {
+		s = free[1]
+	}
+	if s == nil {
+		g.overflow++
+		if s = victim; s == nil {
+			return nil
+		}
+	}
+	*s = goodSlot{addr: key}
+	return s
 }
