@@ -146,7 +146,7 @@ type Engine struct {
 	halfLife  int64
 	prefAddrs int // dictionary.prefix_addresses
 	spans     [nDet]int64
-	limits    [nDet]int
+	bars      [nDet]bar
 	recent    recentGood // logins, accepted mail and hostname warnings of clients not tracked for them
 }
 
@@ -236,12 +236,12 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 		}
 	}
 	for d := range nDet {
-		if d != dScore {
-			e.limits[d] = e.rules[d].limit()
+		if r := &e.rules[d]; d != dScore {
+			e.bars[d] = bar{window: r.window, threshold: r.threshold, longWindow: r.longWindow, longThreshold: r.longThreshold}
 		}
 	}
-	e.clients = newTable(cfg.MaxClients, ch, &e.spans, &e.limits, e.rules[dScore].span, sc.Threshold)
-	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, &e.limits, 0, 0)
+	e.clients = newTable(cfg.MaxClients, ch, &e.spans, &e.bars, e.rules[dScore].span, e.halfLife, sc.Threshold)
+	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, &e.bars, 0, 0, 0)
 	e.recent = newRecentGood(cfg.MaxClients, signSpans{
 		login:    max(e.rules[dAdminReject].window, e.rules[dContentReject].window),
 		accepted: 2 * e.rules[dFlood].window,

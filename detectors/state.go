@@ -2,6 +2,7 @@ package detectors
 
 import (
 	"hash/maphash"
+	"math"
 	"net/netip"
 )
 
@@ -185,16 +186,24 @@ type table struct {
 	max      int
 	horizon  int64
 	spans    *[nDet]int64 // how long an entry of each detector matters
-	limits   *[nDet]int   // how many entries a window of each detector holds
+	bars     *[nDet]bar   // what decides for each detector
 	scoreSp  int64        // how long a score matters
+	scoreHL  int64        // the score's half-life
 	scoreThr float64      // the score's threshold
 	evicted  uint64       // dropped because of max
 	expired  uint64       // dropped because idle for horizon
 }
 
-func newTable(max int, horizon int64, spans *[nDet]int64, limits *[nDet]int, scoreSpan int64, scoreThr float64) *table {
-	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon, spans: spans, limits: limits,
-		scoreSp: scoreSpan, scoreThr: scoreThr}
+// bar is what decides for a detector: threshold entries within window,
+// or longThreshold within longWindow (0: no long window).
+type bar struct {
+	window, longWindow       int64
+	threshold, longThreshold int
+}
+
+func newTable(max int, horizon int64, spans *[nDet]int64, bars *[nDet]bar, scoreSpan, scoreHalfLife int64, scoreThr float64) *table {
+	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon, spans: spans, bars: bars,
+		scoreSp: scoreSpan, scoreHL: scoreHalfLife, scoreThr: scoreThr}
 }
 
 func (t *table) listOf(s *state) *list {
@@ -213,7 +222,7 @@ func (t *table) get(key netip.Prefix, now int64) *state {
 	s := t.m[key]
 	if s == nil {
 		if len(t.m) >= t.max {
-			if old := t.victim(); old != nil {
+			if old := t.victim(now); old != nil {
 				t.listOf(old).unlink(old)
 				delete(t.m, old.key)
 				t.evicted++
@@ -245,13 +254,13 @@ const victimScan = 8
 // addresses (IPv6), each with an event or two, does not throw away the
 // evidence that takes longest to gather (sasl_bruteforce's 6 h window, a
 // score), which waits in the idle list.
-func (t *table) victim() *state {
+func (t *table) victim(now int64) *state {
 	var best *state
 	bestP := 2.0
 	for _, l := range [2]*list{&t.idleL, &t.recent} {
 		n := 0
 		for s := l.tail; s != nil && n < victimScan; s, n = s.prev, n+1 {
-			if p := t.progress(s); p < bestP {
+			if p := t.progress(s, now); p < bestP {
 				best, bestP = s, p
 			}
 			if bestP == 0 {
@@ -262,19 +271,26 @@ func (t *table) victim() *state {
 	return best
 }
 
-// progress is how near s is to a decision, 0 (holds nothing) to 1: its
-// fullest window relative to the detector's limit, or its score (not
-// decayed) relative to the threshold.
-func (t *table) progress(s *state) float64 {
+// progress is how near s is to a decision at now, 0 (holds nothing) to
+// 1: of its windows, the fullest relative to its threshold (a window with
+// a long one too: the fuller of the two), counting only entries still
+// within the window, or its score decayed to now relative to the
+// threshold.
+func (t *table) progress(s *state, now int64) float64 {
 	var p float64
 	for i := range s.ctrs {
 		c := &s.ctrs[i]
-		if lim := t.limits[c.det]; lim > 0 && len(c.ev) > 0 {
-			p = max(p, float64(len(c.ev))/float64(lim))
+		b := &t.bars[c.det]
+		if b.threshold > 0 {
+			p = max(p, float64(c.since(now-b.window))/float64(b.threshold))
+		}
+		if b.longThreshold > 0 {
+			p = max(p, float64(c.since(now-b.longWindow))/float64(b.longThreshold))
 		}
 	}
-	if s.score != nil && s.score.events > 0 && t.scoreThr > 0 {
-		p = max(p, s.score.total()/t.scoreThr)
+	if s.score != nil && s.score.events > 0 && t.scoreThr > 0 && t.scoreHL > 0 {
+		decay := math.Exp2(-float64(max(now-s.score.at, 0)) / float64(t.scoreHL))
+		p = max(p, s.score.total()*decay/t.scoreThr)
 	}
 	return min(p, 1)
 }
