@@ -48,7 +48,9 @@
 //
 // Accepted mail also takes one failed TLS handshake out of flood's window
 // (an MTA falling back to plain text), and flood does not decide for a
-// client with mail accepted within two of its windows.
+// client with mail accepted within two of its windows until its window
+// has seen three times the threshold (a relay restart drops about its
+// concurrency; a flood keeps going).
 //
 // error_burst counts every abuse event except disconnect statistics (they
 // repeat failures already counted), postscreen DNSBL ranks (dnsbl's job),
@@ -144,7 +146,7 @@ type Engine struct {
 	halfLife  int64
 	prefAddrs int // dictionary.prefix_addresses
 	spans     [nDet]int64
-	limits    [nDet]int
+	bars      [nDet]bar
 	recent    recentGood // logins, accepted mail and hostname warnings of clients not tracked for them
 }
 
@@ -234,13 +236,17 @@ func New(cfg Config, logger *slog.Logger) (*Engine, error) {
 		}
 	}
 	for d := range nDet {
-		if d != dScore {
-			e.limits[d] = e.rules[d].limit()
+		if r := &e.rules[d]; d != dScore {
+			e.bars[d] = bar{window: r.window, threshold: r.threshold, longWindow: r.longWindow, longThreshold: r.longThreshold}
 		}
 	}
-	e.clients = newTable(cfg.MaxClients, ch, &e.spans, &e.limits, e.rules[dScore].span, sc.Threshold)
-	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, &e.limits, 0, 0)
-	e.recent = newRecentGood(cfg.MaxClients)
+	e.clients = newTable(cfg.MaxClients, ch, &e.spans, &e.bars, e.rules[dScore].span, e.halfLife, sc.Threshold)
+	e.prefixes = newTable(cfg.MaxClients, ph, &e.spans, &e.bars, 0, 0, 0)
+	e.recent = newRecentGood(cfg.MaxClients, signSpans{
+		login:    max(e.rules[dAdminReject].window, e.rules[dContentReject].window),
+		accepted: 2 * e.rules[dFlood].window,
+		mismatch: e.rules[dScore].span,
+	})
 	return e, nil
 }
 
@@ -342,7 +348,9 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 	case event.KindReceived:
 		e.soften(key, t)
 		e.softenFlood(key)
-		e.recent.slot(addr).accepted = t
+		if g := e.recent.slot(addr, t, false); g != nil {
+			g.accepted = t
+		}
 		e.prefixAccepted(addr, t)
 		return nil
 	}
@@ -366,7 +374,9 @@ func (e *Engine) Observe(ev event.Event) []Decision {
 			if st := e.clients.lookup(key); st != nil && st.score != nil {
 				out = e.score(st, c, n, o, out)
 			} else {
-				e.recent.slot(addr).mismatch = t
+				if g := e.recent.slot(addr, t, false); g != nil {
+					g.mismatch = t
+				}
 			}
 		} else if c != scNone && e.weights[c] > 0 {
 			if s == nil {
@@ -586,6 +596,13 @@ func (e *Engine) loggedIn(addr netip.Addr, d detID, t int64) bool {
 	return g != nil && g.login != 0 && t-g.login < e.rules[d].window
 }
 
+// acceptedLately reports whether a message from addr was accepted within
+// the span before t.
+func (e *Engine) acceptedLately(addr netip.Addr, t, span int64) bool {
+	g := e.recent.find(addr)
+	return g != nil && g.accepted != 0 && t-g.accepted < span
+}
+
 // tlsPairGap bounds the time between the lines of one failed handshake.
 const tlsPairGap = 10 * time.Second
 
@@ -612,7 +629,7 @@ const guardService = "mxguard/guard"
 // user), and remembers the login, which keeps admin_reject and
 // content_reject quiet for the address for one of their windows.
 func (e *Engine) forgiveUser(key netip.Prefix, addr netip.Addr, t int64, user string) {
-	e.recent.slot(addr).login = t
+	e.recent.slot(addr, t, true).login = t
 	if user == "" || !e.rules[dSASLSpray].enabled {
 		return
 	}
@@ -758,8 +775,11 @@ func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision
 	n, win := len(c.ev), r.win
 	if (d == dFlood || d == dConnectDrops) && n >= r.threshold && !e.owes(s.key, d, o.t) {
 		// A client whose mail we accepted lately is a relay whose
-		// sessions dropped at once (its restart, a network hiccup).
-		if g := e.recent.find(o.addr); g != nil && g.accepted != 0 && o.t-g.accepted < 2*r.window {
+		// sessions dropped at once (its restart, a network hiccup): about
+		// its concurrency, so only up to floodExemptFactor × threshold
+		// events within a window; past that, accepted mail buys nothing.
+		if e.acceptedLately(o.addr, o.t, 2*r.window) &&
+			c.spendForgiveness(o.t, r.window, (floodExemptFactor-1)*r.threshold) {
 			return out
 		}
 	}
@@ -774,6 +794,12 @@ func (e *Engine) bump(s *state, d detID, o *obs, h uint64, n int, out []Decision
 	}
 	return append(out, e.decide(s, c, d, o, n, win))
 }
+
+// floodExemptFactor bounds flood's exemption for a client with mail
+// accepted lately: floodExemptFactor × threshold events within a window
+// decide anyway. A relay restart drops about its concurrency (10-20
+// sessions), not hundreds.
+const floodExemptFactor = 3
 
 // now1 decides at once for detector d (too many errors, DNSBL rank).
 func (e *Engine) now1(s *state, d detID, o *obs, out []Decision) []Decision {

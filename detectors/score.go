@@ -77,7 +77,8 @@ func scoreClassOf(ev *event.Event, dnsblRank int) (scoreClass, int) {
 	case event.KindPipelining:
 		return scPipelining, 1
 	case event.KindDNSBL:
-		if ev.Count > 0 && ev.Count < dnsblRank {
+		// Abuse false: policy over inet or a warn-mode finding.
+		if ev.Abuse && ev.Count > 0 && ev.Count < dnsblRank {
 			return scDNSBL, 1
 		}
 		return scNone, 0

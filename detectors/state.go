@@ -1,6 +1,10 @@
 package detectors
 
-import "net/netip"
+import (
+	"hash/maphash"
+	"math"
+	"net/netip"
+)
 
 // entry is one counted event in a window.
 type entry struct {
@@ -15,7 +19,7 @@ type counter struct {
 	det      detID
 	muted    int64 // no decision from det for this key before this time
 	ev       []entry
-	forgiven []int64 // times an entry was taken back by accepted mail, oldest first
+	forgiven []int64 // times accepted mail took an entry back (flood: exempted an event), oldest first
 }
 
 // expire drops the entries that are window or more older than now.
@@ -182,16 +186,24 @@ type table struct {
 	max      int
 	horizon  int64
 	spans    *[nDet]int64 // how long an entry of each detector matters
-	limits   *[nDet]int   // how many entries a window of each detector holds
+	bars     *[nDet]bar   // what decides for each detector
 	scoreSp  int64        // how long a score matters
+	scoreHL  int64        // the score's half-life
 	scoreThr float64      // the score's threshold
 	evicted  uint64       // dropped because of max
 	expired  uint64       // dropped because idle for horizon
 }
 
-func newTable(max int, horizon int64, spans *[nDet]int64, limits *[nDet]int, scoreSpan int64, scoreThr float64) *table {
-	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon, spans: spans, limits: limits,
-		scoreSp: scoreSpan, scoreThr: scoreThr}
+// bar is what decides for a detector: threshold entries within window,
+// or longThreshold within longWindow (0: no long window).
+type bar struct {
+	window, longWindow       int64
+	threshold, longThreshold int
+}
+
+func newTable(max int, horizon int64, spans *[nDet]int64, bars *[nDet]bar, scoreSpan, scoreHalfLife int64, scoreThr float64) *table {
+	return &table{m: make(map[netip.Prefix]*state), max: max, horizon: horizon, spans: spans, bars: bars,
+		scoreSp: scoreSpan, scoreHL: scoreHalfLife, scoreThr: scoreThr}
 }
 
 func (t *table) listOf(s *state) *list {
@@ -210,7 +222,7 @@ func (t *table) get(key netip.Prefix, now int64) *state {
 	s := t.m[key]
 	if s == nil {
 		if len(t.m) >= t.max {
-			if old := t.victim(); old != nil {
+			if old := t.victim(now); old != nil {
 				t.listOf(old).unlink(old)
 				delete(t.m, old.key)
 				t.evicted++
@@ -242,13 +254,13 @@ const victimScan = 8
 // addresses (IPv6), each with an event or two, does not throw away the
 // evidence that takes longest to gather (sasl_bruteforce's 6 h window, a
 // score), which waits in the idle list.
-func (t *table) victim() *state {
+func (t *table) victim(now int64) *state {
 	var best *state
 	bestP := 2.0
 	for _, l := range [2]*list{&t.idleL, &t.recent} {
 		n := 0
 		for s := l.tail; s != nil && n < victimScan; s, n = s.prev, n+1 {
-			if p := t.progress(s); p < bestP {
+			if p := t.progress(s, now); p < bestP {
 				best, bestP = s, p
 			}
 			if bestP == 0 {
@@ -259,19 +271,26 @@ func (t *table) victim() *state {
 	return best
 }
 
-// progress is how near s is to a decision, 0 (holds nothing) to 1: its
-// fullest window relative to the detector's limit, or its score (not
-// decayed) relative to the threshold.
-func (t *table) progress(s *state) float64 {
+// progress is how near s is to a decision at now, 0 (holds nothing) to
+// 1: of its windows, the fullest relative to its threshold (a window with
+// a long one too: the fuller of the two), counting only entries still
+// within the window, or its score decayed to now relative to the
+// threshold.
+func (t *table) progress(s *state, now int64) float64 {
 	var p float64
 	for i := range s.ctrs {
 		c := &s.ctrs[i]
-		if lim := t.limits[c.det]; lim > 0 && len(c.ev) > 0 {
-			p = max(p, float64(len(c.ev))/float64(lim))
+		b := &t.bars[c.det]
+		if b.threshold > 0 {
+			p = max(p, float64(c.since(now-b.window))/float64(b.threshold))
+		}
+		if b.longThreshold > 0 {
+			p = max(p, float64(c.since(now-b.longWindow))/float64(b.longThreshold))
 		}
 	}
-	if s.score != nil && s.score.events > 0 && t.scoreThr > 0 {
-		p = max(p, s.score.total()/t.scoreThr)
+	if s.score != nil && s.score.events > 0 && t.scoreThr > 0 && t.scoreHL > 0 {
+		decay := math.Exp2(-float64(max(now-s.score.at, 0)) / float64(t.scoreHL))
+		p = max(p, s.score.total()*decay/t.scoreThr)
 	}
 	return min(p, 1)
 }
@@ -317,47 +336,140 @@ func (t *table) expire(now int64) {
 
 // goodSlot is what the engine remembers of an address without tracking
 // it: times of its latest successful login, accepted message and
-// hostname warning (0: none).
+// hostname warning (0: none). The address is kept whole (As16 of the
+// unmapped address; no pointer, so the table costs the garbage collector
+// nothing), so a sign is never attributed to another address.
 type goodSlot struct {
-	h                         uint64 // hashAddr of the address
+	addr                      [16]byte
 	login, accepted, mismatch int64
 }
 
+// signWays is how many slots a bucket of the signs table has.
+const signWays = 8
+
+type goodBucket [signWays]goodSlot
+
 // recentGood remembers the recent honest signs of many addresses in fixed
 // memory, so that logins, accepted mail and hostname warnings (most of a
-// busy server's clients) need no state of their own. It is direct-mapped
-// by address hash: a collision forgets the older address, which then
-// counts as it would without the sign, never borrows another's.
+// busy server's clients) need no state of their own. An address has two
+// candidate buckets of signWays slots, chosen by a hash keyed with a seed
+// of its own per table (nobody outside can aim at a victim's buckets), and
+// goes into the emptier one. A slot whose signs have all passed is free;
+// when both buckets are full of live signs, a login takes the slot with
+// the oldest signs (one without a live login first), while accepted mail
+// or a hostname warning never pushes out a live login: it is then not
+// remembered. An address that loses its sign counts as it would without
+// it, never borrows another's. Only which addresses compete for a bucket
+// depends on the seed, so a replay decides as the daemon did unless both
+// buckets of an address were full of live signs.
 type recentGood struct {
-	slots []goodSlot
-	mask  uint64
+	buckets  []goodBucket
+	mask     uint64
+	seed     maphash.Seed
+	spans    signSpans
+	overflow uint64 // signs dropped or pushed out while still live
 }
 
-// newRecentGood sizes the table for maxClients addresses, between 64 and
-// 16384 slots (512 KiB).
-func newRecentGood(maxClients int) recentGood {
-	n := 64
-	for n < maxClients && n < 1<<14 {
+// signSpans is how long each sign matters after its time.
+type signSpans struct{ login, accepted, mismatch int64 }
+
+// Sizing bounds of the signs table, in slots. A slot is 40 bytes: 5 MiB
+// at the default max_clients of 100000, at most 40 MiB.
+const (
+	minSignSlots = 64
+	maxSignSlots = 1 << 20
+)
+
+// newRecentGood sizes the table for maxClients addresses with live signs
+// at once: the power of two of slots at or above 1.25 × maxClients (at
+// most 80% full, where two choices of eight slots almost never overflow),
+// between minSignSlots and maxSignSlots.
+func newRecentGood(maxClients int, spans signSpans) recentGood {
+	want := maxClients + maxClients/4
+	n := minSignSlots
+	for n < want && n < maxSignSlots {
 		n *= 2
 	}
-	return recentGood{slots: make([]goodSlot, n), mask: uint64(n - 1)}
+	nb := n / signWays
+	return recentGood{buckets: make([]goodBucket, nb), mask: uint64(nb - 1), seed: maphash.MakeSeed(), spans: spans}
 }
 
-// slot returns addr's slot, taking it over from another address.
-func (g *recentGood) slot(a netip.Addr) *goodSlot {
-	h := hashAddr(a)
-	s := &g.slots[h&g.mask]
-	if s.h != h {
-		*s = goodSlot{h: h}
-	}
-	return s
+// candidates returns the two buckets of a (the same one twice, sometimes).
+func (g *recentGood) candidates(key *[16]byte) (*goodBucket, *goodBucket) {
+	h := maphash.Bytes(g.seed, key[:])
+	return &g.buckets[h&g.mask], &g.buckets[(h>>32)&g.mask]
 }
 
-// find returns addr's slot, or nil.
+// live reports whether any sign of s still matters at now.
+func (g *recentGood) live(s *goodSlot, now int64) bool {
+	return g.liveLogin(s, now) ||
+		(s.accepted != 0 && now-s.accepted < g.spans.accepted) ||
+		(s.mismatch != 0 && now-s.mismatch < g.spans.mismatch)
+}
+
+func (g *recentGood) liveLogin(s *goodSlot, now int64) bool {
+	return s.login != 0 && now-s.login < g.spans.login
+}
+
+// find returns a's slot, or nil.
 func (g *recentGood) find(a netip.Addr) *goodSlot {
-	h := hashAddr(a)
-	if s := &g.slots[h&g.mask]; s.h == h {
-		return s
+	key := a.As16()
+	b1, b2 := g.candidates(&key)
+	for _, b := range [2]*goodBucket{b1, b2} {
+		for i := range b {
+			if s := &b[i]; s.addr == key && (s.login != 0 || s.accepted != 0 || s.mismatch != 0) {
+				return s
+			}
+		}
 	}
 	return nil
+}
+
+// slot returns a's slot for a sign at now, taking a free one or pushing
+// out older signs; nil when there is no room (login false: the sign is
+// not a login and every candidate slot holds a live login).
+func (g *recentGood) slot(a netip.Addr, now int64, login bool) *goodSlot {
+	if s := g.find(a); s != nil {
+		return s
+	}
+	key := a.As16()
+	b1, b2 := g.candidates(&key)
+	var free [2]*goodSlot
+	var nfree [2]int
+	var victim *goodSlot
+	var victimLogin bool
+	var victimAge int64
+	for j, b := range [2]*goodBucket{b1, b2} {
+		for i := range b {
+			s := &b[i]
+			if !g.live(s, now) {
+				nfree[j]++
+				if free[j] == nil {
+					free[j] = s
+				}
+				continue
+			}
+			hasLogin := g.liveLogin(s, now)
+			if !login && hasLogin {
+				continue
+			}
+			newest := max(s.login, s.accepted, s.mismatch)
+			// no live login first, then the oldest signs
+			if victim == nil || (victimLogin && !hasLogin) || (victimLogin == hasLogin && newest < victimAge) {
+				victim, victimLogin, victimAge = s, hasLogin, newest
+			}
+		}
+	}
+	s := free[0]
+	if s == nil || (free[1] != nil && nfree[1] > nfree[0]) {
+		s = free[1]
+	}
+	if s == nil {
+		g.overflow++
+		if s = victim; s == nil {
+			return nil
+		}
+	}
+	*s = goodSlot{addr: key}
+	return s
 }

@@ -122,10 +122,11 @@ const sessionSlots = 1024
 
 // session is the client an smtpd process is serving.
 type session struct {
-	pid    int
-	origin uint64 // hash of host and service, so two hosts' pids differ
-	addr   netip.Addr
-	port   uint16
+	pid      int
+	origin   uint64 // hash of host and program, so two hosts' pids differ
+	instance uint64 // hash of host and Postfix instance, for master's lines
+	addr     netip.Addr
+	port     uint16
 }
 
 // sessions maps smtpd processes to their current client, for the lines
@@ -134,9 +135,24 @@ type sessions struct {
 	slots *[sessionSlots]session
 }
 
-func origin(h *header) uint64 {
+func origin(h *header) uint64 { return hashNames(h.host, h.program) }
+
+// instanceOf is the hash of h's host and Postfix instance: the first
+// component of its program ("postfix" of "postfix/submission/smtpd",
+// "postfix-out" of "postfix-out/master"), which master(8) and the smtpd
+// processes it runs share.
+func instanceOf(h *header) uint64 {
+	inst := h.program
+	if i := strings.IndexByte(inst, '/'); i >= 0 {
+		inst = inst[:i]
+	}
+	return hashNames(h.host, inst)
+}
+
+// hashNames is FNV-1a of a and b, each followed by a separator byte.
+func hashNames(a, b string) uint64 {
 	x := uint64(14695981039346656037)
-	for _, s := range [2]string{h.host, h.program} {
+	for _, s := range [2]string{a, b} {
 		for i := 0; i < len(s); i++ {
 			x ^= uint64(s[i])
 			x *= 1099511628211
@@ -159,13 +175,15 @@ func (p *Parser) ForgetSessions() {
 
 // masterLine forgets the client of an smtpd process that master(8)
 // reports dead ("warning: process /usr/libexec/postfix/smtpd pid 4242 exit
-// status 1", "... killed by signal 9"), and every client when master
-// starts ("daemon started -- version 3.8.6, ..."): such a process logged
-// no "disconnect from", and its pid's slot must not lend the old client to
-// a later process with the same pid.
-func (p *Parser) masterLine(msg string) {
+// status 1", "... killed by signal 9"), and every client of its host and
+// instance when master starts ("daemon started -- version 3.8.6, ..."):
+// such a process logged no "disconnect from", and its pid's slot must not
+// lend the old client to a later process with the same pid. Another
+// host's or instance's processes are not master's.
+func (p *Parser) masterLine(h *header) {
+	msg := h.msg
 	if strings.HasPrefix(msg, "daemon started") {
-		p.ForgetSessions()
+		p.sessions.clearInstance(instanceOf(h))
 		return
 	}
 	rest, ok := strings.CutPrefix(msg, "warning: process ")
@@ -181,14 +199,29 @@ func (p *Parser) masterLine(msg string) {
 		return
 	}
 	if pid, ok := atoi(n); ok {
-		p.sessions.clearPID(pid)
+		p.sessions.clearPID(pid, instanceOf(h))
 	}
 }
 
-// clearPID forgets the client of process pid, on whatever host.
-func (t *sessions) clearPID(pid int) {
-	if t.slots != nil && pid > 0 && t.slots[pid%sessionSlots].pid == pid {
-		t.slots[pid%sessionSlots] = session{}
+// clearPID forgets the client of process pid of an instance.
+func (t *sessions) clearPID(pid int, instance uint64) {
+	if t.slots == nil || pid <= 0 {
+		return
+	}
+	if s := &t.slots[pid%sessionSlots]; s.pid == pid && s.instance == instance {
+		*s = session{}
+	}
+}
+
+// clearInstance forgets the clients of every process of an instance.
+func (t *sessions) clearInstance(instance uint64) {
+	if t.slots == nil {
+		return
+	}
+	for i := range t.slots {
+		if t.slots[i].instance == instance {
+			t.slots[i] = session{}
+		}
 	}
 }
 
@@ -200,7 +233,7 @@ func (t *sessions) set(h *header, ev *event.Event) {
 	if t.slots == nil {
 		t.slots = new([sessionSlots]session)
 	}
-	t.slots[h.pid%sessionSlots] = session{pid: h.pid, origin: origin(h), addr: ev.Client, port: uint16(ev.Port)}
+	t.slots[h.pid%sessionSlots] = session{pid: h.pid, origin: origin(h), instance: instanceOf(h), addr: ev.Client, port: uint16(ev.Port)}
 }
 
 // clear forgets h's process's client (its session ended). The origin is

@@ -118,6 +118,29 @@ func TestTLSProblemAttribution(t *testing.T) {
 			{d + "postfix/master[9001]: daemon started -- version 3.8.6, configuration /etc/postfix", ""},
 			{d + "postfix/smtpd[5136]: " + problem, ""},
 		}},
+		{"another host's smtpd with the same pid exited", []step{
+			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{"Dec 01 17:11:47 mx2 postfix/master[812]: warning: process /usr/lib/postfix/sbin/smtpd pid 5136 exit status 1", ""},
+			{d + "postfix/smtpd[5136]: " + problem, "203.0.113.67"},
+		}},
+		{"another instance's smtpd with the same pid exited", []step{
+			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{d + "postfix-out/master[812]: warning: process /usr/lib/postfix/sbin/smtpd pid 5136 exit status 1", ""},
+			{d + "postfix/smtpd[5136]: " + problem, "203.0.113.67"},
+		}},
+		{"submission smtpd (syslog_name postfix/submission) killed", []step{
+			{d + "postfix/submission/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{d + "postfix/master[812]: warning: process /usr/lib/postfix/sbin/smtpd pid 5136 killed by signal 9", ""},
+			{d + "postfix/submission/smtpd[5136]: " + problem, ""},
+		}},
+		{"another host's master restarted", []step{
+			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
+			{d + "postfix/smtpd[5137]: connect from unknown[203.0.113.68]", ""},
+			{"Dec 01 17:11:47 mx2 postfix/master[9001]: daemon started -- version 3.8.6, configuration /etc/postfix", ""},
+			{d + "postfix-out/master[9002]: daemon started -- version 3.8.6, configuration /etc/postfix-out", ""},
+			{d + "postfix/smtpd[5136]: " + problem, "203.0.113.67"},
+			{d + "postfix/smtpd[5137]: " + problem, "203.0.113.68"},
+		}},
 		{"another process's exit", []step{
 			{d + "postfix/smtpd[5136]: connect from unknown[203.0.113.67]", ""},
 			{d + "postfix/master[812]: warning: process /usr/lib/postfix/sbin/smtpd pid 5137 exit status 1", ""},

@@ -35,7 +35,7 @@ func (p *Parser) ParseInto(line string, ev *event.Event) error {
 	case "cleanup":
 		err = parseCleanup(msg, ev)
 	case "master":
-		p.masterLine(h.msg)
+		p.masterLine(&h)
 		err = ErrUnrecognized // context: nothing about a client
 	case "qmgr", "oqmgr":
 		err = parseQmgr(msg, ev)
