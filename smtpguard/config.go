@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/greylist"
 )
@@ -211,24 +211,6 @@ func DefaultConfig() Config {
 	}
 }
 
-func parsePrefixes(list []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range list {
-		s = strings.TrimSpace(s)
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an address or CIDR", s)
-		}
-		a = a.Unmap()
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
-}
-
 // Validate reports every problem, each naming its key under guard.
 func (c *Config) Validate() error {
 	var errs []error
@@ -259,7 +241,7 @@ func (c *Config) Validate() error {
 	if c.GreetPause < 0 || c.GreetPause.D() > time.Minute {
 		bad("greet_pause", "want 0 to 1m, got %s", c.GreetPause)
 	}
-	if _, err := parsePrefixes(c.Allowlist); err != nil {
+	if _, err := ban.ParsePrefixes(c.Allowlist); err != nil {
 		bad("allowlist", "%v", err)
 	}
 	for _, d := range c.Domains {

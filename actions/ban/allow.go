@@ -76,6 +76,20 @@ func ParseAllowEntry(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
+// ParsePrefixes parses a list of entries as ParseAllowEntry does (the
+// allowlists of the guard and the policy service, the policy's peers).
+func ParsePrefixes(list []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(list))
+	for _, s := range list {
+		p, err := ParseAllowEntry(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
 // NewAllowlist builds an allowlist from configured entries (see ParseAllowEntry)
 // plus loopback plus the prefixes returned by each source (typically
 // HostAddrs). Sources are read now and again on every Refresh; a

@@ -12,6 +12,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/greylist"
 	"github.com/mxguard/mxguard/internal/smtpcheck"
@@ -245,26 +246,7 @@ func (c *Config) SocketMode() (os.FileMode, error) {
 	return os.FileMode(m), nil
 }
 
-func (c *Config) allowlist() ([]netip.Prefix, error) { return parsePrefixes(c.Allowlist) }
-
-// parsePrefixes reads CIDRs and bare addresses.
-func parsePrefixes(list []string) ([]netip.Prefix, error) {
-	var out []netip.Prefix
-	for _, s := range list {
-		s = strings.TrimSpace(s)
-		if p, err := netip.ParsePrefix(s); err == nil {
-			out = append(out, p.Masked())
-			continue
-		}
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, fmt.Errorf("%q is not an address or CIDR", s)
-		}
-		a = a.Unmap()
-		out = append(out, netip.PrefixFrom(a, a.BitLen()))
-	}
-	return out, nil
-}
+func (c *Config) allowlist() ([]netip.Prefix, error) { return ban.ParsePrefixes(c.Allowlist) }
 
 // Validate reports every problem, each naming its key under policy.
 func (c *Config) Validate() error {
@@ -278,7 +260,7 @@ func (c *Config) Validate() error {
 	if _, err := c.SocketMode(); err != nil {
 		bad("mode", "%v", err)
 	}
-	if _, err := parsePrefixes(c.AllowPeers); err != nil {
+	if _, err := ban.ParsePrefixes(c.AllowPeers); err != nil {
 		bad("allow_peers", "%v", err)
 	}
 	for _, u := range c.PeerUsers {

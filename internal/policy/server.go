@@ -142,7 +142,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.warn = newRateLog(s.log, 10*time.Second)
 	s.allow, _ = cfg.allowlist()
-	s.allowPeers, _ = parsePrefixes(cfg.AllowPeers)
+	s.allowPeers, _ = ban.ParsePrefixes(cfg.AllowPeers)
 	if network, _, _ := cfg.ListenAddr(); network == "unix" {
 		var err error
 		if s.perms, err = cfg.socketPerms(); err != nil {
