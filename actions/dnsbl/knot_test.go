@@ -63,7 +63,24 @@ func freePort(t *testing.T) int {
 // loopback high ports: it transfers the zone with TSIG, follows bans,
 // unbans and expiry through NOTIFY and IXFR, and answers DNSBL queries as
 // the primary does; transfers without the right key are refused.
-func TestKnotSecondary(t *testing.T) {
+// knotSecondary is a real Knot DNS (knotd) on a loopback high port,
+// following a Publisher's zone as its secondary through NOTIFY, AXFR and
+// IXFR with TSIG, and the ways a test asks it.
+type knotSecondary struct {
+	t        *testing.T
+	p        *Publisher
+	logs     *lockedBuffer // the publisher's log
+	ask      func(name string, qtype uint16) *dns.Msg
+	aOf      func(ip string) string // the A record Knot answers for ip, or the rcode / NODATA / no answer
+	wait     func(what string, cond func() bool)
+	serialAt func() uint32 // Knot's serial of the zone
+}
+
+// startKnotSecondary starts a publisher (seeded by seed before Knot's
+// first transfer) and a knotd following it; it skips without root or
+// knotd, and waits until Knot has loaded the zone.
+func startKnotSecondary(t *testing.T, seed func(p *Publisher)) *knotSecondary {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("skipping the Knot secondary test in -short mode")
 	}
@@ -88,9 +105,7 @@ func TestKnotSecondary(t *testing.T) {
 	if err := p.Start(); err != nil {
 		t.Fatal(err)
 	}
-	ctx := context.Background()
-	until := time.Now().Add(time.Hour)
-	p.Apply(ctx, mkBan("198.51.100.0/24", "manual", until))
+	seed(p)
 
 	dir := t.TempDir()
 	primary := strings.Replace(p.Addr(), ":", "@", 1)
@@ -151,7 +166,8 @@ zone:
 		}
 	})
 	secondary := net.JoinHostPort("127.0.0.1", strconv.Itoa(knotPort))
-	ask := func(name string, qtype uint16) *dns.Msg {
+	k := &knotSecondary{t: t, p: p, logs: logs}
+	k.ask = func(name string, qtype uint16) *dns.Msg {
 		m := new(dns.Msg)
 		m.SetQuestion(name, qtype)
 		c := &dns.Client{Timeout: 500 * time.Millisecond}
@@ -161,8 +177,8 @@ zone:
 		}
 		return r
 	}
-	aOf := func(ip string) string {
-		r := ask(queryName(netip.MustParseAddr(ip), p.zone), dns.TypeA)
+	k.aOf = func(ip string) string {
+		r := k.ask(queryName(netip.MustParseAddr(ip), p.zone), dns.TypeA)
 		switch {
 		case r == nil:
 			return "no answer"
@@ -173,7 +189,7 @@ zone:
 		}
 		return r.Answer[0].(*dns.A).A.String()
 	}
-	wait := func(what string, cond func() bool) {
+	k.wait = func(what string, cond func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(10 * time.Second)
 		for !cond() {
@@ -183,14 +199,24 @@ zone:
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
-	serialAt := func() uint32 {
-		if r := ask(p.zone, dns.TypeSOA); r != nil && len(r.Answer) == 1 {
+	k.serialAt = func() uint32 {
+		if r := k.ask(p.zone, dns.TypeSOA); r != nil && len(r.Answer) == 1 {
 			return r.Answer[0].(*dns.SOA).Serial
 		}
 		return 0
 	}
+	k.wait("Knot to load the zone", func() bool { return k.serialAt() == p.Serial() })
+	return k
+}
+
+func TestKnotSecondary(t *testing.T) {
+	k := startKnotSecondary(t, func(p *Publisher) {
+		p.Apply(context.Background(), mkBan("198.51.100.0/24", "manual", time.Now().Add(time.Hour)))
+	})
+	p, logs, ask, aOf, wait := k.p, k.logs, k.ask, k.aOf, k.wait
+	ctx := context.Background()
+	until := time.Now().Add(time.Hour)
 	start := time.Now()
-	wait("Knot to load the zone", func() bool { return serialAt() == p.Serial() })
 	for ip, want := range map[string]string{"198.51.100.77": "127.0.0.10", "127.0.0.2": "127.0.0.2", "127.0.0.1": "NXDOMAIN", "192.0.2.7": "NXDOMAIN"} {
 		if got := aOf(ip); got != want {
 			t.Errorf("after the first transfer Knot answers %s for %s, want %s", got, ip, want)
@@ -204,7 +230,7 @@ zone:
 	banned := time.Now()
 	p.Apply(ctx, mkBan("192.0.2.7/32", "dictionary", until))
 	wait("the ban at Knot", func() bool { return aOf("192.0.2.7") == "127.0.0.2" })
-	t.Logf("a ban answered by Knot %s after it was made (notify_delay %s)", time.Since(banned).Round(time.Millisecond), cfg.NotifyDelay)
+	t.Logf("a ban answered by Knot %s after it was made (notify_delay %s)", time.Since(banned).Round(time.Millisecond), p.cfg.NotifyDelay)
 	p.Apply(ctx, mkBan("198.51.100.9/32", "sasl_bruteforce", until))
 	// Nested IPv6: the names between the /48's wildcard and the /128
 	// exist, so they carry wildcards of their own (RFC 4592).
