@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/prefixes"
 )
 
 // Duration is the config's duration ("1s", "5m", "35d"; see internal/duration).
@@ -241,7 +241,7 @@ func (c *Config) Validate() error {
 	if c.GreetPause < 0 || c.GreetPause.D() > time.Minute {
 		bad("greet_pause", "want 0 to 1m, got %s", c.GreetPause)
 	}
-	if _, err := ban.ParsePrefixes(c.Allowlist); err != nil {
+	if _, err := prefixes.ParseList(c.Allowlist); err != nil {
 		bad("allowlist", "%v", err)
 	}
 	for _, d := range c.Domains {

@@ -50,9 +50,9 @@ import (
 
 	"github.com/emersion/go-smtp"
 
-	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/prefixes"
 	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
@@ -182,7 +182,7 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
 	}
-	g.allow, _ = ban.ParsePrefixes(cfg.Allowlist)
+	g.allow, _ = prefixes.ParseList(cfg.Allowlist)
 	for _, s := range cfg.DNSBL.Sites {
 		site, _ := parseSite(s)
 		g.sites = append(g.sites, site)

@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strings"
 	"sync"
+
+	"github.com/mxguard/mxguard/internal/prefixes"
 )
 
 // allowLoopback is always allowlisted, whatever the configuration.
@@ -57,37 +58,13 @@ func HostAddrs() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// ParseAllowEntry parses an allowlist entry: a CIDR ("192.0.2.0/24", host bits
-// are masked off) or a bare address ("192.0.2.1", "2001:db8::1").
-// IPv4-mapped IPv6 is turned into IPv4.
+// ParseAllowEntry parses an allowlist entry (see prefixes.Parse).
 func ParseAllowEntry(s string) (netip.Prefix, error) {
-	s = strings.TrimSpace(s)
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return unmapPrefix(p).Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
+	p, err := prefixes.Parse(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("allowlist entry %q is neither an address nor a CIDR", s)
+		return netip.Prefix{}, fmt.Errorf("allowlist entry %w", err)
 	}
-	if a.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("allowlist entry %q: zones are not allowed", s)
-	}
-	a = a.Unmap()
-	return netip.PrefixFrom(a, a.BitLen()), nil
-}
-
-// ParsePrefixes parses a list of entries as ParseAllowEntry does (the
-// allowlists of the guard and the policy service, the policy's peers).
-func ParsePrefixes(list []string) ([]netip.Prefix, error) {
-	out := make([]netip.Prefix, 0, len(list))
-	for _, s := range list {
-		p, err := ParseAllowEntry(s)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, p)
-	}
-	return out, nil
+	return p, nil
 }
 
 // NewAllowlist builds an allowlist from configured entries (see ParseAllowEntry)
@@ -139,7 +116,7 @@ func (a *Allowlist) Refresh() error {
 		ok[i] = true
 		for _, p := range ps {
 			if p.IsValid() {
-				fresh[i] = append(fresh[i], unmapPrefix(p).Masked())
+				fresh[i] = append(fresh[i], prefixes.Unmap(p).Masked())
 			}
 		}
 	}
@@ -162,7 +139,7 @@ func (a *Allowlist) Contains(p netip.Prefix) bool {
 	if !p.IsValid() {
 		return true
 	}
-	p = unmapPrefix(p).Masked()
+	p = prefixes.Unmap(p).Masked()
 	for _, q := range a.static {
 		if q.Overlaps(p) {
 			return true
@@ -183,16 +160,6 @@ func (a *Allowlist) Prefixes() []netip.Prefix {
 	a.mu.RLock()
 	defer a.mu.RUnlock()
 	return append(append([]netip.Prefix(nil), a.static...), a.dynamic...)
-}
-
-// unmapPrefix turns an IPv4-mapped IPv6 prefix (::ffff:192.0.2.1/128,
-// ::ffff:192.0.2.0/120) into its IPv4 form. Mapped prefixes broader than
-// /96 stay IPv6.
-func unmapPrefix(p netip.Prefix) netip.Prefix {
-	if !p.IsValid() || !p.Addr().Is4In6() || p.Bits() < 96 {
-		return p
-	}
-	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 }
 
 // tooBroad reports whether p is broader than the limits (/maxV4 for

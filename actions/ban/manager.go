@@ -13,6 +13,7 @@ import (
 
 	"github.com/mxguard/mxguard/actions/store"
 	"github.com/mxguard/mxguard/detectors"
+	"github.com/mxguard/mxguard/internal/prefixes"
 )
 
 // Errors returned by Manager.Ban (manual bans) when a ban is refused.
@@ -222,7 +223,7 @@ func canon(p netip.Prefix) (netip.Prefix, error) {
 	if p.Addr().Zone() != "" {
 		return netip.Prefix{}, fmt.Errorf("prefix %s has a zone", p)
 	}
-	return unmapPrefix(p).Masked(), nil
+	return prefixes.Unmap(p).Masked(), nil
 }
 
 // ParsePrefix parses "203.0.113.7", "203.0.113.0/24", "2001:db8::/48"

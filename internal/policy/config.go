@@ -12,9 +12,9 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/prefixes"
 	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
@@ -246,7 +246,7 @@ func (c *Config) SocketMode() (os.FileMode, error) {
 	return os.FileMode(m), nil
 }
 
-func (c *Config) allowlist() ([]netip.Prefix, error) { return ban.ParsePrefixes(c.Allowlist) }
+func (c *Config) allowlist() ([]netip.Prefix, error) { return prefixes.ParseList(c.Allowlist) }
 
 // Validate reports every problem, each naming its key under policy.
 func (c *Config) Validate() error {
@@ -260,7 +260,7 @@ func (c *Config) Validate() error {
 	if _, err := c.SocketMode(); err != nil {
 		bad("mode", "%v", err)
 	}
-	if _, err := ban.ParsePrefixes(c.AllowPeers); err != nil {
+	if _, err := prefixes.ParseList(c.AllowPeers); err != nil {
 		bad("allow_peers", "%v", err)
 	}
 	for _, u := range c.PeerUsers {

@@ -39,6 +39,7 @@ import (
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/greylist"
+	"github.com/mxguard/mxguard/internal/prefixes"
 	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
@@ -142,7 +143,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	s.warn = newRateLog(s.log, 10*time.Second)
 	s.allow, _ = cfg.allowlist()
-	s.allowPeers, _ = ban.ParsePrefixes(cfg.AllowPeers)
+	s.allowPeers, _ = prefixes.ParseList(cfg.AllowPeers)
 	if network, _, _ := cfg.ListenAddr(); network == "unix" {
 		var err error
 		if s.perms, err = cfg.socketPerms(); err != nil {
