@@ -8,6 +8,11 @@
 # LISTEN (environment, default 127.0.0.1) is the address of both listeners:
 # a namespace's own address when the instance runs in a network namespace
 # (ip netns exec NS env LISTEN=192.0.2.1 postfix-up.sh ...).
+# POSTFIX_UP_STEP (environment) lets a caller change the instance before it
+# starts (as testdata/policy/postfix-policy-up.sh does): "config" only
+# (re)builds DIR and does not start; "start" then starts the instance that
+# is in DIR (postconf -c DIR/etc edits kept) and waits for both listeners,
+# with the same arguments. Unset, both run.
 # Needs root and the postfix package. The system Postfix (/etc/postfix) is
 # neither changed nor started. Stop with postfix-down.sh DIR.
 # Mail for alice@ and bob@example.com lands in DIR/vmail/example.com/NAME/new;
@@ -17,7 +22,10 @@ DIR=${1:?DIR}; SMTPD=${2:?SMTPD_PORT}; PROXY=${3:?PROXY_PORT}; LISTEN=${LISTEN:-
 case "$DIR" in /*) ;; *) echo "postfix-up.sh: DIR must be absolute" >&2; exit 2;; esac
 [ "$(id -u)" = 0 ] || { echo "postfix-up.sh: must run as root" >&2; exit 2; }
 command -v postfix >/dev/null || { echo "postfix-up.sh: postfix not installed" >&2; exit 2; }
+STEP=${POSTFIX_UP_STEP:-all}
+case "$STEP" in all|config|start) ;; *) echo "postfix-up.sh: POSTFIX_UP_STEP must be config or start" >&2; exit 2;; esac
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+if [ "$STEP" != start ]; then
 "$HERE/postfix-down.sh" "$DIR" >/dev/null 2>&1 || true
 rm -rf "$DIR"
 mkdir -p "$DIR"/{etc,log,data,spool,vmail/example.com}
@@ -88,6 +96,8 @@ scache    unix - - n - 1 scache
 postlog   unix-dgram n - n - 1 postlogd
 CF
 printf '%s\n' 'alice@example.com example.com/alice/' 'bob@example.com example.com/bob/' >"$DIR/etc/vmailbox"
+fi
+[ "$STEP" != config ] || exit 0
 postfix -c "$DIR/etc" check
 postfix -c "$DIR/etc" start </dev/null >"$DIR/log/start.log" 2>&1 ||
     { echo "postfix-up.sh: start failed" >&2; cat "$DIR/log/start.log" "$DIR/log/mail.log" >&2 2>/dev/null; exit 1; }
