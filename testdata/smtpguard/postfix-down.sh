@@ -7,7 +7,7 @@
 set -uo pipefail
 DIR=${1:?DIR}
 [ -f "$DIR/etc/main.cf" ] || exit 0
-pid=$(tr -d ' ' <"$DIR/spool/pid/master.pid" 2>/dev/null) || true
+pid=$(tr -d ' ' 2>/dev/null <"$DIR/spool/pid/master.pid") || true
 postfix -c "$DIR/etc" stop 2>/dev/null || { [ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null; }
 [ -n "${pid:-}" ] || exit 0
 # running: the pid is still a Postfix master, not gone or a zombie
