@@ -31,7 +31,7 @@ func TestStatsCountsAnswersAndTransfers(t *testing.T) {
 	query("9.9.9.9.bl.example.")
 	query("www.other.example.")
 
-	xfr(t, p, tcpAddr("192.0.2.54"), dns.TypeAXFR, 0, true, nil) // not a secondary
+	xfr(t, p, tcpAddr("192.0.2.54"), dns.TypeAXFR, 0, true, nil)  // not a secondary
 	xfr(t, p, tcpAddr("192.0.2.53"), dns.TypeAXFR, 0, false, nil) // unsigned
 	xfr(t, p, tcpAddr("192.0.2.53"), dns.TypeAXFR, 0, true, nil)
 	xfr(t, p, tcpAddr("192.0.2.53"), dns.TypeIXFR, p.Serial(), true, nil) // up to date
