@@ -56,6 +56,7 @@ type Publisher struct {
 	serials *serialKeeper
 	limiter *rateLimiter
 	refusal *dnsserve.RefusalLog // refused transfers, logged at most every 10 s
+	stats   counters
 
 	mu    sync.RWMutex
 	index *ban.Index
@@ -145,6 +146,13 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 		sec, _ := parseSecondary(s)
 		p.secs = append(p.secs, sec)
 		p.allowed[sec.addr] = true
+	}
+	p.stats.bySecondary = map[netip.Addr]*secondaryCounters{}
+	for _, s := range p.secs {
+		if p.stats.bySecondary[s.addr] == nil {
+			p.stats.bySecondary[s.addr] = &secondaryCounters{}
+			p.stats.secondaryList = append(p.stats.secondaryList, s.addr)
+		}
 	}
 	if cfg.TSIG.Name != "" {
 		p.tsigKey = cfg.TSIG.Secrets()

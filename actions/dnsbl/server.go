@@ -30,6 +30,7 @@ func (p *Publisher) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 			// RFC 8945 5.2: an unverifiable request gets NOTAUTH, unsigned.
 			m.Authoritative = false
 			m.Rcode = dns.RcodeNotAuth
+			p.stats.countAnswer(m.Rcode)
 			_ = w.WriteMsg(m)
 			return
 		}
@@ -51,6 +52,7 @@ func (p *Publisher) ServeDNS(w dns.ResponseWriter, r *dns.Msg) {
 	}
 	if p.limiter != nil && !p.allowed[client] && !p.limiter.allow(client, time.Now()) {
 		if udp {
+			p.stats.rateDropped.Add(1)
 			return // dropped: a spoofed source gets no amplification
 		}
 		m.Rcode = dns.RcodeRefused
@@ -70,6 +72,7 @@ func (p *Publisher) write(w dns.ResponseWriter, r, m *dns.Msg, signed, udp bool)
 			m.Answer, m.Ns, m.Extra = nil, nil, nil
 			m.SetEdns0(ednsSize, false)
 			m.Rcode = dns.RcodeBadVers // packed into the OPT record's upper bits
+			p.stats.countAnswer(m.Rcode)
 			_ = w.WriteMsg(m)
 			return
 		}
@@ -83,6 +86,7 @@ func (p *Publisher) write(w dns.ResponseWriter, r, m *dns.Msg, signed, udp bool)
 		t := r.IsTsig()
 		m.SetTsig(t.Hdr.Name, t.Algorithm, t.Fudge, time.Now().Unix())
 	}
+	p.stats.countAnswer(m.Rcode)
 	_ = w.WriteMsg(m)
 }
 
@@ -294,6 +298,7 @@ func (p *Publisher) transfer(w dns.ResponseWriter, r, m *dns.Msg, client netip.A
 	}
 	if !p.allowed[client] || !signed || p.tsigKey == nil {
 		p.refusal.Warn(time.Now(), "zone transfer refused", "client", client, "signed", signed)
+		p.stats.xfrRefused.Add(1)
 		refuse(dns.RcodeRefused)
 		return
 	}
@@ -310,6 +315,7 @@ func (p *Publisher) transfer(w dns.ResponseWriter, r, m *dns.Msg, client netip.A
 	if ixfr && !serialLess(clientSerial, cur) {
 		m.Answer = []dns.RR{p.soaRR(cur)} // up to date
 		p.write(w, r, m, signed, udp)
+		p.stats.countTransfer(client, true, cur, time.Now())
 		return
 	}
 	if udp {
@@ -327,11 +333,13 @@ func (p *Publisher) transfer(w dns.ResponseWriter, r, m *dns.Msg, client netip.A
 		kind = "AXFR"
 	}
 	start := time.Now()
-	n, bytes, err := p.stream(w, r, rrs)
+	n, bytes, serial, err := p.stream(w, r, rrs)
 	if err != nil {
+		p.stats.xfrFailed.Add(1)
 		p.log.Warn("zone transfer failed", "client", client, "kind", kind, "err", err)
 		return
 	}
+	p.stats.countTransfer(client, kind == "IXFR", serial, time.Now())
 	p.log.Info("zone transfer", "client", client, "kind", kind, "from_serial", clientSerial, "records", n,
 		"bytes", bytes, "took", time.Since(start).Round(time.Millisecond))
 }
@@ -423,7 +431,7 @@ const maxXfrMsg = 60000
 
 // stream sends the records in messages of at most maxXfrMsg bytes, each
 // signed (TSIG over the whole stream, RFC 8945 5.3.1).
-func (p *Publisher) stream(w dns.ResponseWriter, r *dns.Msg, records func(emit func(dns.RR) bool) uint32) (n, bytes int, err error) {
+func (p *Publisher) stream(w dns.ResponseWriter, r *dns.Msg, records func(emit func(dns.RR) bool) uint32) (n, bytes int, serial uint32, err error) {
 	t := r.IsTsig()
 	var batch []dns.RR
 	size := 0
@@ -448,7 +456,7 @@ func (p *Publisher) stream(w dns.ResponseWriter, r *dns.Msg, records func(emit f
 		batch, size = batch[:0:0], 0
 		return true
 	}
-	records(func(rr dns.RR) bool {
+	serial = records(func(rr dns.RR) bool {
 		l := dns.Len(rr)
 		if size+l > maxXfrMsg && !flush() {
 			return false
@@ -460,7 +468,7 @@ func (p *Publisher) stream(w dns.ResponseWriter, r *dns.Msg, records func(emit f
 	if err == nil {
 		flush()
 	}
-	return n, bytes, err
+	return n, bytes, serial, err
 }
 
 // notify tells one secondary the zone changed (RFC 1996), signed with the
@@ -479,15 +487,18 @@ func (p *Publisher) notify(ctx context.Context, s secondary, serial uint32) {
 		var resp *dns.Msg
 		resp, _, err = c.ExchangeContext(ctx, m, s.notify)
 		if err == nil && resp.Rcode == dns.RcodeSuccess {
+			p.stats.notifySent.Add(1)
 			p.log.Debug("notify sent", "secondary", s.notify, "serial", serial)
 			return
 		}
 		if err == nil {
+			p.stats.notifyFailed.Add(1)
 			p.log.Warn("notify answered with an error", "secondary", s.notify, "rcode", dns.RcodeToString[resp.Rcode])
 			return
 		}
 	}
 	if ctx.Err() == nil {
+		p.stats.notifyFailed.Add(1)
 		p.log.Warn("notify failed", "secondary", s.notify, "serial", serial, "err", err)
 	}
 }

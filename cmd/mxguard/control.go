@@ -16,6 +16,7 @@ import (
 	"github.com/olekukonko/tablewriter/tw"
 
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/dnsbl"
 	"github.com/mxguard/mxguard/internal/config"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/daemon"
@@ -351,6 +352,29 @@ func writeStatus(w io.Writer, st daemon.Status) {
 		_ = writeTable(w, []string{"ACTION", "APPLIED", "REVOKED", "PENDING", "RETRYING", "FAILURES", "LAST ERROR"}, rows)
 	}
 	writePeersStatus(w, st.Peers)
+	writeDNSBLStatus(w, st.DNSBL)
+}
+
+// writeDNSBLStatus is the published zone and its secondaries, when
+// publish.dnsbl is on.
+func writeDNSBLStatus(w io.Writer, bs *dnsbl.Stats) {
+	if bs == nil {
+		return
+	}
+	var answered uint64
+	for _, n := range bs.Answers {
+		answered += n
+	}
+	fmt.Fprintf(w, "\ndnsbl: zone %s serial %d, %d listings; %d answers (%d NXDOMAIN), %d rate-limited; transfers %d axfr, %d ixfr, %d refused, %d failed; notify %d sent, %d failed\n",
+		bs.Zone, bs.Serial, bs.Listings, answered, bs.Answers["NXDOMAIN"], bs.RateLimited, bs.Transfers["axfr"], bs.Transfers["ixfr"],
+		bs.TransfersRefused, bs.TransfersFailed, bs.NotifySent, bs.NotifyFailed)
+	for _, sec := range bs.Secondaries {
+		last := "no transfer since start"
+		if !sec.LastTransfer.IsZero() {
+			last = fmt.Sprintf("last transfer %s (%s, serial %d)", sec.LastTransfer.Local().Format(time.DateTime), sec.LastKind, sec.LastSerial)
+		}
+		fmt.Fprintf(w, "  secondary %s: %s\n", sec.Addr, last)
+	}
 }
 
 // writePeersStatus is the peers' table, when peers are followed.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/actions/ban"
+	"github.com/mxguard/mxguard/actions/dnsbl"
 	"github.com/mxguard/mxguard/internal/control"
 	"github.com/mxguard/mxguard/internal/duration"
 	"github.com/mxguard/mxguard/internal/metrics"
@@ -107,6 +108,7 @@ type Status struct {
 	Guard       *smtpguard.Stats   `json:"guard,omitempty"`
 	Peers       []peers.Status     `json:"peers,omitempty"`
 	Policy      *policy.Stats      `json:"policy,omitempty"`
+	DNSBL       *dnsbl.Stats       `json:"dnsbl,omitempty"` // publish.dnsbl
 }
 
 // Status reports what the daemon does now.
@@ -141,6 +143,10 @@ func (d *Daemon) Status() (Status, error) {
 		ps := d.policy.Stats()
 		st.Policy = &ps
 	}
+	if d.dnsbl != nil {
+		bs := d.dnsbl.Stats()
+		st.DNSBL = &bs
+	}
 	return st, nil
 }
 
@@ -167,6 +173,12 @@ func (d *Daemon) metrics() metrics.Snapshot {
 				Skipped: p.Skipped, Failures: p.Failures, LastTransfer: p.LastTransfer})
 		}
 	}
+	if d.policy != nil {
+		s.Policy = policyMetrics(d.policy.Stats())
+	}
+	if d.dnsbl != nil {
+		s.DNSBL = dnsblMetrics(d.dnsbl.Stats())
+	}
 	if ms, err := d.mgr.Status(); err == nil {
 		s.ActiveBans = ms.ActiveBans + ms.DryRunBans
 		s.PersistPending, s.PersistFailures, s.PersistDropped = ms.Persist.Pending, ms.Persist.Failures, ms.Persist.Dropped
@@ -176,4 +188,26 @@ func (d *Daemon) metrics() metrics.Snapshot {
 		}
 	}
 	return s
+}
+
+// policyMetrics is the policy service's counters as the scrape names them.
+func policyMetrics(ps policy.Stats) *metrics.PolicySnapshot {
+	return &metrics.PolicySnapshot{Connections: ps.Connections, Active: ps.Active, Requests: ps.Requests,
+		Closed: map[string]uint64{"refused": ps.Refused, "denied": ps.Denied, "bad_request": ps.BadRequests,
+			"timeout": ps.Timeouts, "error": ps.Errors},
+		Hits: map[string]uint64{"blocked": ps.Blocked, "helo": ps.Helo, "dnsbl": ps.DNSBL, "fcrdns": ps.FCrDNS,
+			"greylisted": ps.Greylisted, "rate_limited": ps.RateLimited, "bad_client": ps.BadClient}}
+}
+
+// dnsblMetrics is the publisher's counters as the scrape names them.
+func dnsblMetrics(bs dnsbl.Stats) *metrics.DNSBLSnapshot {
+	m := &metrics.DNSBLSnapshot{Serial: bs.Serial, Listings: bs.Listings, Answers: bs.Answers, RateLimited: bs.RateLimited,
+		Transfers: bs.Transfers, TransfersRefused: bs.TransfersRefused, TransfersFailed: bs.TransfersFailed,
+		NotifySent: bs.NotifySent, NotifyFailed: bs.NotifyFailed, LastTransfer: map[string]time.Time{}}
+	for _, sec := range bs.Secondaries {
+		if !sec.LastTransfer.IsZero() {
+			m.LastTransfer[sec.Addr.String()] = sec.LastTransfer
+		}
+	}
+	return m
 }

@@ -46,6 +46,26 @@ func TestDaemonPublishesDNSBL(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the unban in the zone", 5*time.Second, func() bool { return query(td, name).Rcode == dns.RcodeNameError }, td.logs)
+
+	// status and the scrape show the publisher: its serial, its listings
+	// (the two RFC 5782 test entries) and the queries above.
+	var st Status
+	if err := call(t, td.sock, control.Request{Cmd: control.CmdStatus}, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.DNSBL == nil {
+		t.Fatal("status has no dnsbl object")
+	}
+	if st.DNSBL.Serial != td.d.dnsbl.Serial() || st.DNSBL.Listings != 2 || st.DNSBL.Zone != "bl.test." {
+		t.Errorf("status dnsbl: zone %q serial %d listings %d; want bl.test., %d, 2",
+			st.DNSBL.Zone, st.DNSBL.Serial, st.DNSBL.Listings, td.d.dnsbl.Serial())
+	}
+	if st.DNSBL.Answers["NXDOMAIN"] < 2 || st.DNSBL.Answers["NOERROR"] < 1 {
+		t.Errorf("status dnsbl answers %v: want at least 2 NXDOMAIN and 1 NOERROR", st.DNSBL.Answers)
+	}
+	if m := td.d.metrics(); m.DNSBL == nil || m.DNSBL.Serial != st.DNSBL.Serial || m.DNSBL.Listings != 2 {
+		t.Errorf("scrape dnsbl: %+v", m.DNSBL)
+	}
 	before := td.d.dnsbl.Serial()
 	td.stop(t)
 	td2 := startDaemon(t, cfg, "")

@@ -40,6 +40,32 @@ type Snapshot struct {
 	CheckpointHeldPaths  int    // logs whose checkpoint is held for such decisions
 
 	Peers []PeerSnapshot // followed peers' zones (internal/peers)
+
+	Policy *PolicySnapshot // nil when the policy service does not run
+	DNSBL  *DNSBLSnapshot  // nil when publish.dnsbl is off
+}
+
+// PolicySnapshot is the policy service's part of a scrape (policy.Stats).
+type PolicySnapshot struct {
+	Connections uint64            // accepted
+	Active      int64             // open now
+	Closed      map[string]uint64 // closed by the service, by reason (refused, denied, bad_request, timeout, error)
+	Requests    uint64            // answered
+	Hits        map[string]uint64 // requests a check acted on, by check
+}
+
+// DNSBLSnapshot is the DNSBL publisher's part of a scrape (dnsbl.Stats).
+type DNSBLSnapshot struct {
+	Serial           uint32
+	Listings         int
+	Answers          map[string]uint64 // single-message replies, by rcode name
+	RateLimited      uint64            // UDP queries dropped by the rate limit
+	Transfers        map[string]uint64 // served, by kind (axfr, ixfr)
+	TransfersRefused uint64
+	TransfersFailed  uint64
+	NotifySent       uint64
+	NotifyFailed     uint64
+	LastTransfer     map[string]time.Time // by secondary address; only those that transferred
 }
 
 // PeerSnapshot is one followed peer's part of a scrape.
@@ -85,6 +111,22 @@ var (
 	dPeerSkipped  = prometheus.NewDesc("mxguard_peer_skipped_names", "Names of the peer's zone not mirrored, by reason.", []string{"peer", "reason"}, nil)
 	dPeerFailures = prometheus.NewDesc("mxguard_peer_check_failures_total", "Failed transfers or checks of the peer's zone.", []string{"peer"}, nil)
 	dPeerLast     = prometheus.NewDesc("mxguard_peer_last_transfer_timestamp_seconds", "Unix time of the last transfer that changed the peer's zone.", []string{"peer"}, nil)
+
+	dPolConns    = prometheus.NewDesc("mxguard_policy_connections_total", "Connections the policy service accepted.", nil, nil)
+	dPolActive   = prometheus.NewDesc("mxguard_policy_connections_active", "Policy service connections open now.", nil, nil)
+	dPolClosed   = prometheus.NewDesc("mxguard_policy_connections_closed_total", "Policy service connections it closed, by reason (refused: max_connections, denied: peer not allowed, bad_request, timeout, error).", []string{"reason"}, nil)
+	dPolRequests = prometheus.NewDesc("mxguard_policy_requests_total", "Policy requests answered.", nil, nil)
+	dPolHits     = prometheus.NewDesc("mxguard_policy_hits_total", "Policy requests a check acted on, by check.", []string{"check"}, nil)
+
+	dBLSerial     = prometheus.NewDesc("mxguard_dnsbl_zone_serial", "Serial of the published DNSBL zone.", nil, nil)
+	dBLListings   = prometheus.NewDesc("mxguard_dnsbl_listings", "Listings in the published zone (the RFC 5782 test entries included).", nil, nil)
+	dBLAnswers    = prometheus.NewDesc("mxguard_dnsbl_answers_total", "Single-message DNS replies (queries, transfer requests refused or up to date), by rcode.", []string{"rcode"}, nil)
+	dBLRate       = prometheus.NewDesc("mxguard_dnsbl_rate_limited_total", "UDP queries dropped by the rate limit.", nil, nil)
+	dBLXfr        = prometheus.NewDesc("mxguard_dnsbl_transfers_total", "Zone transfers served, by kind.", []string{"kind"}, nil)
+	dBLXfrRefused = prometheus.NewDesc("mxguard_dnsbl_transfers_refused_total", "Zone transfers refused (not a secondary, or not signed with the key).", nil, nil)
+	dBLXfrFailed  = prometheus.NewDesc("mxguard_dnsbl_transfers_failed_total", "Zone transfers broken off while streaming.", nil, nil)
+	dBLNotify     = prometheus.NewDesc("mxguard_dnsbl_notifies_total", "NOTIFYs to secondaries, by result (sent: acknowledged, failed).", []string{"result"}, nil)
+	dBLSecLast    = prometheus.NewDesc("mxguard_dnsbl_secondary_last_transfer_timestamp_seconds", "Unix time of the secondary's last transfer from us.", []string{"secondary"}, nil)
 )
 
 type collector struct{ snap func() Snapshot }
@@ -92,7 +134,9 @@ type collector struct{ snap func() Snapshot }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dLines, dEvents, dSkipped, dDecide, dBans, dActive, dLag, dFailures, dPending,
 		dGBanned, dGStress, dGEpisode, dPersistPending, dPersistFailures, dPersistDropped, dNotRecorded, dHeldPaths, dFuture,
-		dPeerSerial, dPeerEntries, dPeerSkipped, dPeerFailures, dPeerLast} {
+		dPeerSerial, dPeerEntries, dPeerSkipped, dPeerFailures, dPeerLast,
+		dPolConns, dPolActive, dPolClosed, dPolRequests, dPolHits,
+		dBLSerial, dBLListings, dBLAnswers, dBLRate, dBLXfr, dBLXfrRefused, dBLXfrFailed, dBLNotify, dBLSecLast} {
 		ch <- d
 	}
 }
@@ -146,6 +190,35 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(dPeerFailures, prometheus.CounterValue, float64(p.Failures), p.Name)
 		if !p.LastTransfer.IsZero() {
 			ch <- prometheus.MustNewConstMetric(dPeerLast, prometheus.GaugeValue, float64(p.LastTransfer.Unix()), p.Name)
+		}
+	}
+	if p := s.Policy; p != nil {
+		ch <- prometheus.MustNewConstMetric(dPolConns, prometheus.CounterValue, float64(p.Connections))
+		ch <- prometheus.MustNewConstMetric(dPolActive, prometheus.GaugeValue, float64(p.Active))
+		for k, v := range p.Closed {
+			ch <- prometheus.MustNewConstMetric(dPolClosed, prometheus.CounterValue, float64(v), k)
+		}
+		ch <- prometheus.MustNewConstMetric(dPolRequests, prometheus.CounterValue, float64(p.Requests))
+		for k, v := range p.Hits {
+			ch <- prometheus.MustNewConstMetric(dPolHits, prometheus.CounterValue, float64(v), k)
+		}
+	}
+	if b := s.DNSBL; b != nil {
+		ch <- prometheus.MustNewConstMetric(dBLSerial, prometheus.GaugeValue, float64(b.Serial))
+		ch <- prometheus.MustNewConstMetric(dBLListings, prometheus.GaugeValue, float64(b.Listings))
+		for k, v := range b.Answers {
+			ch <- prometheus.MustNewConstMetric(dBLAnswers, prometheus.CounterValue, float64(v), k)
+		}
+		ch <- prometheus.MustNewConstMetric(dBLRate, prometheus.CounterValue, float64(b.RateLimited))
+		for k, v := range b.Transfers {
+			ch <- prometheus.MustNewConstMetric(dBLXfr, prometheus.CounterValue, float64(v), k)
+		}
+		ch <- prometheus.MustNewConstMetric(dBLXfrRefused, prometheus.CounterValue, float64(b.TransfersRefused))
+		ch <- prometheus.MustNewConstMetric(dBLXfrFailed, prometheus.CounterValue, float64(b.TransfersFailed))
+		ch <- prometheus.MustNewConstMetric(dBLNotify, prometheus.CounterValue, float64(b.NotifySent), "sent")
+		ch <- prometheus.MustNewConstMetric(dBLNotify, prometheus.CounterValue, float64(b.NotifyFailed), "failed")
+		for k, v := range b.LastTransfer {
+			ch <- prometheus.MustNewConstMetric(dBLSecLast, prometheus.GaugeValue, float64(v.Unix()), k)
 		}
 	}
 }
