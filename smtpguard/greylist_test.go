@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -12,30 +11,12 @@ import (
 
 	"github.com/mxguard/mxguard/detectors"
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/testclock"
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // newGreyHarness is newHarness with greylisting on (a temporary DB) and
 // the fake clock.
-func newGreyHarness(t *testing.T, clk *fakeClock, mod func(*Config)) *harness {
+func newGreyHarness(t *testing.T, clk *testclock.Clock, mod func(*Config)) *harness {
 	t.Helper()
 	up := newFakeUpstream(t, false)
 	cfg := testConfig(up.addr())
@@ -85,7 +66,7 @@ func attempt(t *testing.T, h *harness, src, from string, rcpts ...string) ([]int
 }
 
 func TestGreylistRetry(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	h := newGreyHarness(t, clk, nil)
 
 	codes, texts := attempt(t, h, "", "Sender@Remote.example", "alice@example.com")
@@ -97,13 +78,13 @@ func TestGreylistRetry(t *testing.T) {
 		t.Fatal("greylisted RCPT reached the upstream")
 	}
 
-	clk.add(time.Minute)
+	clk.Add(time.Minute)
 	codes, texts = attempt(t, h, "", "sender@remote.example", "ALICE@example.com")
 	if codes[0] != 450 || !strings.HasSuffix(texts[0], "(try again in 240 s)") {
 		t.Fatalf("early retry: %d %q", codes[0], texts[0])
 	}
 
-	clk.add(4*time.Minute + time.Second)
+	clk.Add(4*time.Minute + time.Second)
 	codes, texts = attempt(t, h, "", "sender@remote.example", "alice@example.com", "bob@example.com")
 	if codes[0] != 250 {
 		t.Fatalf("retry after delay: %d %q", codes[0], texts[0])
@@ -115,7 +96,7 @@ func TestGreylistRetry(t *testing.T) {
 		t.Fatal("upstream did not see the RCPT that passed")
 	}
 	// a passed triplet keeps passing, days later
-	clk.add(72 * time.Hour)
+	clk.Add(72 * time.Hour)
 	if codes, texts := attempt(t, h, "", "sender@remote.example", "alice@example.com"); codes[0] != 250 {
 		t.Fatalf("passed triplet later: %d %q", codes[0], texts[0])
 	}
@@ -138,29 +119,29 @@ func TestGreylistRetry(t *testing.T) {
 }
 
 func TestGreylistWindowExpires(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	h := newGreyHarness(t, clk, nil)
 	if codes, _ := attempt(t, h, "", "a@remote.example", "alice@example.com"); codes[0] != 450 {
 		t.Fatalf("first: %d", codes[0])
 	}
-	clk.add(49 * time.Hour) // past retry_window 48h: starts over
+	clk.Add(49 * time.Hour) // past retry_window 48h: starts over
 	codes, texts := attempt(t, h, "", "a@remote.example", "alice@example.com")
 	if codes[0] != 450 || !strings.HasSuffix(texts[0], "(try again in 300 s)") {
 		t.Fatalf("late retry: %d %q", codes[0], texts[0])
 	}
-	clk.add(5 * time.Minute)
+	clk.Add(5 * time.Minute)
 	if codes, texts := attempt(t, h, "", "a@remote.example", "alice@example.com"); codes[0] != 250 {
 		t.Fatalf("retry after restart: %d %q", codes[0], texts[0])
 	}
 	// unused for more than max_age: greylisted again
-	clk.add(36 * 24 * time.Hour)
+	clk.Add(36 * 24 * time.Hour)
 	if codes, _ := attempt(t, h, "", "a@remote.example", "alice@example.com"); codes[0] != 450 {
 		t.Fatalf("after max_age: %d", codes[0])
 	}
 }
 
 func TestGreylistAutoAllowlist(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	h := newGreyHarness(t, clk, func(c *Config) { c.Greylist.AutoAllowlist = 2 })
 	for _, from := range []string{"a@remote.example", "b@remote.example"} {
 		if codes, _ := attempt(t, h, "", from, "alice@example.com"); codes[0] != 450 {
@@ -171,7 +152,7 @@ func TestGreylistAutoAllowlist(t *testing.T) {
 	if codes, _ := attempt(t, h, "", "c@remote.example", "alice@example.com"); codes[0] != 450 {
 		t.Fatalf("c first: %d", codes[0])
 	}
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	for _, from := range []string{"a@remote.example", "b@remote.example"} {
 		if codes, _ := attempt(t, h, "", from, "alice@example.com"); codes[0] != 250 {
 			t.Fatalf("%s retry: %d", from, codes[0])
@@ -185,14 +166,14 @@ func TestGreylistAutoAllowlist(t *testing.T) {
 		t.Fatalf("other network: %d", codes[0])
 	}
 	// and forgets it after max_age unused
-	clk.add(36 * 24 * time.Hour)
+	clk.Add(36 * 24 * time.Hour)
 	if codes, _ := attempt(t, h, "", "newer@elsewhere.example", "bob@example.com"); codes[0] != 450 {
 		t.Fatalf("after max_age: %d", codes[0])
 	}
 }
 
 func TestGreylistAllowlistedClientSkips(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	h := newGreyHarness(t, clk, func(c *Config) { c.Allowlist = []string{"127.0.0.1"} })
 	if codes, texts := attempt(t, h, "", "a@remote.example", "alice@example.com"); codes[0] != 250 {
 		t.Fatalf("allowlisted: %d %q", codes[0], texts[0])
@@ -205,7 +186,7 @@ func TestGreylistAllowlistedClientSkips(t *testing.T) {
 // A real MTA with many recipients is greylisted on each and retries: it
 // must reach neither the error limits nor a ban by the real detectors.
 func TestGreylistIsNotAbuse(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	h := newGreyHarness(t, clk, nil)
 	var rcpts []string
 	for i := range 25 { // hard_error_limit is 6
@@ -219,9 +200,9 @@ func TestGreylistIsNotAbuse(t *testing.T) {
 				t.Fatalf("rcpt %d: %d %q", i, c, texts[i])
 			}
 		}
-		clk.add(time.Minute)
+		clk.Add(time.Minute)
 	}
-	clk.add(2 * time.Minute)
+	clk.Add(2 * time.Minute)
 	codes, _ := attempt(t, h, "", "list@remote.example", rcpts...)
 	for i, c := range codes {
 		if c != 250 {
@@ -292,12 +273,12 @@ func TestGreylistConfig(t *testing.T) {
 // and never counts toward auto_allowlist: a harvester that retries cannot
 // get its network allowlisted, and its retries meet Postfix's 550s.
 func TestGreylistRetryRefusedUpstreamNotCommitted(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	h := newGreyHarness(t, clk, func(c *Config) { c.Greylist.AutoAllowlist = 1 })
 	if codes, _ := attempt(t, h, "", "spam@remote.example", "nosuchuser@example.com"); codes[0] != 450 {
 		t.Fatalf("first: %d", codes[0])
 	}
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	if codes, texts := attempt(t, h, "", "spam@remote.example", "nosuchuser@example.com"); codes[0] != 550 {
 		t.Fatalf("retry to an unknown user: %d %q (want the upstream's 550)", codes[0], texts[0])
 	}

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/mxguard/mxguard/internal/testclock"
 )
 
 func TestNormalizeSender(t *testing.T) {
@@ -29,7 +31,7 @@ func TestNormalizeSender(t *testing.T) {
 // Two VERP senders of one list make one triplet: the retry of the
 // second message passes as the first one's retry would.
 func TestVERPSendersShareTriplet(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	gl, err := Open(greyTestConfig(filepath.Join(t.TempDir(), "g.db")), nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +41,7 @@ func TestVERPSendersShareTriplet(t *testing.T) {
 	if v, _ := gl.Check(ip, "list-1001@lists.example", "r@y.example"); v.Pass || v.Reason != "new" {
 		t.Fatalf("first: %+v", v)
 	}
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	v, _ := gl.Check(ip, "list-1002@lists.example", "r@y.example")
 	if !v.Pass || v.Reason != "retry" || v.Delayed != 6*time.Minute {
 		t.Fatalf("second VERP sender: %+v, want a retry delayed 6m", v)

@@ -6,31 +6,13 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/mxguard/mxguard/internal/testclock"
 )
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 func greyTestConfig(path string) Config {
 	c := DefaultConfig()
@@ -40,7 +22,7 @@ func greyTestConfig(path string) Config {
 
 func TestGreylistPersists(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "g.db")
-	clk := newClock()
+	clk := testclock.New()
 	ip := netip.MustParseAddr("2001:db8:1:2:3::4")
 	gl, err := Open(greyTestConfig(path), nil, clk.Now)
 	if err != nil {
@@ -58,7 +40,7 @@ func TestGreylistPersists(t *testing.T) {
 	if err := gl.Close(); err != nil {
 		t.Fatal(err)
 	}
-	clk.add(10 * time.Minute)
+	clk.Add(10 * time.Minute)
 	gl, err = Open(cfg, nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +65,7 @@ func (gl *Store) count(bucket []byte) int {
 }
 
 func TestGreylistSweep(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := greyTestConfig(filepath.Join(t.TempDir(), "g.db"))
 	cfg.AutoAllowlist = 1
 	gl, err := Open(cfg, nil, clk.Now)
@@ -95,17 +77,17 @@ func TestGreylistSweep(t *testing.T) {
 	a := netip.MustParseAddr("192.0.2.1")
 	b := netip.MustParseAddr("198.51.100.1")
 	gl.checkCommit(a, "old@x.example", "r@y.example") // passes at +6m, then unused
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	if v, _ := gl.checkCommit(a, "old@x.example", "r@y.example"); !v.Pass {
 		t.Fatal("retry did not pass")
 	}
 	gl.checkCommit(b, "never@x.example", "r@y.example") // never retried
-	clk.add(49 * time.Hour)
+	clk.Add(49 * time.Hour)
 	gl.checkCommit(b, "fresh@x.example", "r@y.example") // new, within its window
 	if n, err := gl.sweep(clk.Now()); err != nil || n != 1 {
 		t.Fatalf("sweep after 49h: %d %v (want the unretried one only)", n, err)
 	}
-	clk.add(34 * 24 * time.Hour) // old: 35d+ since last seen; client a too
+	clk.Add(34 * 24 * time.Hour) // old: 35d+ since last seen; client a too
 	if n, err := gl.sweep(clk.Now()); err != nil || n != 3 {
 		t.Fatalf("sweep after max_age: %d %v (want old triplet, fresh (window), client a)", n, err)
 	}
@@ -115,7 +97,7 @@ func TestGreylistSweep(t *testing.T) {
 }
 
 func TestGreylistCap(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := greyTestConfig(filepath.Join(t.TempDir(), "g.db"))
 	gl, err := Open(cfg, nil, clk.Now)
 	if err != nil {
@@ -152,7 +134,7 @@ func TestGreylistFloodEvictsFloodFirst(t *testing.T) {
 		{"50 /24s, chunks of 7", 50, 4, 7, 52},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newClock()
+			clk := testclock.New()
 			gl, err := Open(greyTestConfig(filepath.Join(t.TempDir(), "g.db")), nil, clk.Now)
 			if err != nil {
 				t.Fatal(err)
@@ -161,14 +143,14 @@ func TestGreylistFloodEvictsFloodFirst(t *testing.T) {
 			gl.maxCount, gl.every, gl.batch = 100, 1<<62, tc.batch
 			passedIP, pendingIP := netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("2001:db8::7")
 			gl.checkCommit(passedIP, "friend@x.example", "r@y.example")
-			clk.add(6 * time.Minute)
+			clk.Add(6 * time.Minute)
 			if v, _ := gl.checkCommit(passedIP, "friend@x.example", "r@y.example"); v.Reason != "retry" {
 				t.Fatalf("friend: %+v", v)
 			}
 			if v, _ := gl.checkCommit(pendingIP, "Legit@x.example", "r@y.example"); v.Reason != "new" {
 				t.Fatalf("legit: %+v", v)
 			}
-			clk.add(time.Minute)
+			clk.Add(time.Minute)
 			for n := range tc.nets {
 				for i := range tc.perNet {
 					ip := netip.AddrFrom4([4]byte{203, 0, byte(n), byte(i)})
@@ -183,7 +165,7 @@ func TestGreylistFloodEvictsFloodFirst(t *testing.T) {
 			if got := gl.count(bucketTriplets); got != tc.wantLeft {
 				t.Errorf("%d triplets left, want %d", got, tc.wantLeft)
 			}
-			clk.add(5 * time.Minute)
+			clk.Add(5 * time.Minute)
 			if v, _ := gl.checkCommit(pendingIP, "legit@x.example", "R@y.example"); v.Reason != "retry" {
 				t.Errorf("legitimate pending triplet evicted: %+v", v)
 			}
@@ -197,7 +179,7 @@ func TestGreylistFloodEvictsFloodFirst(t *testing.T) {
 // Beyond maxPending pending triplets, a network's oldest pending ones
 // make room; other networks are not touched.
 func TestGreylistMaxPendingPerNetwork(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	gl, err := Open(greyTestConfig(filepath.Join(t.TempDir(), "g.db")), nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -207,7 +189,7 @@ func TestGreylistMaxPendingPerNetwork(t *testing.T) {
 	other := netip.MustParseAddr("198.51.100.1")
 	gl.checkCommit(other, "ok@x.example", "r@y.example")
 	for i := range 8 {
-		clk.add(time.Second)
+		clk.Add(time.Second)
 		gl.checkCommit(netip.AddrFrom4([4]byte{192, 0, 2, byte(i)}), fmt.Sprintf("s%d@x.example", i), "r@y.example")
 	}
 	if got := gl.count(bucketTriplets); got != 6 {
@@ -218,7 +200,7 @@ func TestGreylistMaxPendingPerNetwork(t *testing.T) {
 			t.Fatalf("s%d: %+v", i, v)
 		}
 	}
-	clk.add(5 * time.Minute)
+	clk.Add(5 * time.Minute)
 	if v, _ := gl.checkCommit(other, "ok@x.example", "r@y.example"); v.Reason != "retry" {
 		t.Fatalf("other network: %+v", v)
 	}
@@ -253,7 +235,7 @@ func TestGreylistKeys(t *testing.T) {
 		t.Errorf("network keys: %x %x", v4, v6)
 	}
 	// every stored key, whatever the addresses
-	clk := newClock()
+	clk := testclock.New()
 	gl, err := Open(greyTestConfig(filepath.Join(t.TempDir(), "g.db")), nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -273,7 +255,7 @@ func TestGreylistKeys(t *testing.T) {
 
 // An early retry writes nothing.
 func TestGreylistEarlyRetryNoWrite(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	gl, err := Open(greyTestConfig(filepath.Join(t.TempDir(), "g.db")), nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +265,7 @@ func TestGreylistEarlyRetryNoWrite(t *testing.T) {
 	gl.checkCommit(ip, "a@x.example", "r@y.example")
 	st := gl.db.Stats()
 	before := st.TxStats.GetWrite()
-	clk.add(time.Minute)
+	clk.Add(time.Minute)
 	if v, _ := gl.checkCommit(ip, "a@x.example", "r@y.example"); v.Reason != "early" || v.Wait != 4*time.Minute {
 		t.Fatalf("%+v", v)
 	}
@@ -296,7 +278,7 @@ func TestGreylistEarlyRetryNoWrite(t *testing.T) {
 // Triplets of an older file (raw addresses as keys) are converted at open.
 func TestGreylistConvertsV1(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "g.db")
-	clk := newClock()
+	clk := testclock.New()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +303,7 @@ func TestGreylistConvertsV1(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer gl.Close()
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	if v, _ := gl.checkCommit(netip.MustParseAddr("192.0.2.5"), "A@x.example", "r@y.example"); v.Reason != "retry" {
 		t.Fatalf("converted triplet: %+v", v)
 	}
@@ -334,7 +316,7 @@ func TestGreylistConvertsV1(t *testing.T) {
 }
 
 func TestGreylistSweepsByItself(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	gl, err := Open(greyTestConfig(filepath.Join(t.TempDir(), "g.db")), nil, clk.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -342,9 +324,9 @@ func TestGreylistSweepsByItself(t *testing.T) {
 	defer gl.Close()
 	ip := netip.MustParseAddr("192.0.2.1")
 	gl.checkCommit(ip, "a@x.example", "r@y.example")
-	clk.add(30 * time.Minute)
+	clk.Add(30 * time.Minute)
 	gl.checkCommit(ip, "b@x.example", "r@y.example")
-	clk.add(47*time.Hour + 40*time.Minute) // a's window closed, b's open; a sweep is due
+	clk.Add(47*time.Hour + 40*time.Minute) // a's window closed, b's open; a sweep is due
 	gl.checkCommit(ip, "c@x.example", "r@y.example")
 	gl.wg.Wait()
 	if n := gl.count(bucketTriplets); n != 2 {
@@ -359,7 +341,7 @@ func TestGreylistSweepsByItself(t *testing.T) {
 func BenchmarkGreylistCheck(b *testing.B) {
 	for _, name := range []string{"new", "new-full-net", "passed"} {
 		b.Run(name, func(b *testing.B) {
-			clk := newClock()
+			clk := testclock.New()
 			gl, err := Open(greyTestConfig(filepath.Join(b.TempDir(), "g.db")), nil, clk.Now)
 			if err != nil {
 				b.Fatal(err)
@@ -370,7 +352,7 @@ func BenchmarkGreylistCheck(b *testing.B) {
 			switch name {
 			case "passed":
 				gl.checkCommit(ip, "a@x.example", "r@y.example")
-				clk.add(6 * time.Minute)
+				clk.Add(6 * time.Minute)
 				gl.checkCommit(ip, "a@x.example", "r@y.example")
 			case "new-full-net":
 				nk := netKey(greyPrefix(ip))

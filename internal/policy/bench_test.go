@@ -18,6 +18,7 @@ import (
 
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/actions/store"
+	"github.com/mxguard/mxguard/internal/testclock"
 )
 
 // benchBans makes a Manager over an in-memory store holding n bans
@@ -43,7 +44,7 @@ func benchBans(b *testing.B, n int) *ban.Manager {
 
 // fillGreylist records n passed triplets (one per /24 of 172.16.0.0/12
 // and 100.64.0.0/10), concurrently so that bbolt's Batch groups them.
-func fillGreylist(b *testing.B, s *Server, clk *fakeClock, n int) {
+func fillGreylist(b *testing.B, s *Server, clk *testclock.Clock, n int) {
 	b.Helper()
 	ip := func(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 64 + byte(i>>16), byte(i >> 8), 1}) }
 	run := func(first bool) {
@@ -67,7 +68,7 @@ func fillGreylist(b *testing.B, s *Server, clk *fakeClock, n int) {
 		wg.Wait()
 	}
 	run(true)
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	run(false)
 }
 
@@ -179,7 +180,7 @@ func BenchmarkPolicy(b *testing.B) {
 		}, "DUNNO")
 	})
 	b.Run("greylist-passed", func(b *testing.B) {
-		clk := newClock()
+		clk := testclock.New()
 		cfg := testConfig(b)
 		cfg.Greylist.Enabled, cfg.Greylist.DB = true, filepath.Join(b.TempDir(), "g.db")
 		cfg.Greylist.AutoAllowlist = 0 // each answer looks up its triplet
@@ -196,7 +197,7 @@ func BenchmarkPolicy(b *testing.B) {
 		}
 	})
 	b.Run("greylist-new", func(b *testing.B) {
-		clk := newClock()
+		clk := testclock.New()
 		cfg := testConfig(b)
 		cfg.Greylist.Enabled, cfg.Greylist.DB = true, filepath.Join(b.TempDir(), "g.db")
 		_, path := start(b, cfg, Deps{Blocklist: mgr, Logger: testLogger(b), Now: clk.Now})
@@ -266,7 +267,7 @@ func BenchmarkPolicyMemory(b *testing.B) {
 	before := heap()
 	mgr := benchBans(b, 100000)
 	afterBans := heap()
-	clk := newClock()
+	clk := testclock.New()
 	cfg := testConfig(b)
 	cfg.Greylist.Enabled, cfg.Greylist.DB = true, filepath.Join(b.TempDir(), "g.db")
 	s, path := start(b, cfg, Deps{Blocklist: mgr, Logger: testLogger(b), Now: clk.Now})

@@ -63,23 +63,6 @@ func (e *events) all() []event.Event {
 	return append([]event.Event(nil), e.evs...)
 }
 
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 func testConfig(t testing.TB) Config {
 	c := DefaultConfig()
 	c.Listen = "unix:" + filepath.Join(t.TempDir(), "policy.sock")

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mxguard/mxguard/internal/event"
+	"github.com/mxguard/mxguard/internal/testclock"
 )
 
 func TestProtocolTable(t *testing.T) {
@@ -134,7 +135,7 @@ func TestPersistentAndConcurrentConnections(t *testing.T) {
 }
 
 func TestGreylisting(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := testConfig(t)
 	cfg.Greylist.Enabled = true
 	cfg.Greylist.DB = t.TempDir() + "/greylist.db"
@@ -152,11 +153,11 @@ func TestGreylisting(t *testing.T) {
 	if e := ev.all(); len(e) != 1 || e[0].Reason != event.ReasonGreylisted || e[0].Abuse {
 		t.Fatalf("greylist event %+v: want one, reason greylisted, not evidence", e)
 	}
-	clk.add(time.Minute)
+	clk.Add(time.Minute)
 	if a := msg("192.0.2.10", "list-1001@lists.example", "bob@example.com", "i2"); !strings.Contains(a, "try again in 240 s") {
 		t.Fatalf("early retry: %q", a)
 	}
-	clk.add(5 * time.Minute)
+	clk.Add(5 * time.Minute)
 	// another host of the /24, a VERP sender of the same list: the same triplet
 	a := msg("192.0.2.77", "list-1002@lists.example", "bob@example.com", "i3")
 	if !strings.HasPrefix(a, "PREPEND X-Greylist: delayed 360 seconds by mxguard at mx.ours.example; ") {
@@ -168,7 +169,7 @@ func TestGreylisting(t *testing.T) {
 	// a second retried triplet (another message): the /24 has now
 	// passed auto_allowlist (2) times and skips greylisting
 	msg("192.0.2.10", "x@remote.example", "carol@example.com", "i5")
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	if a := msg("192.0.2.10", "x@remote.example", "carol@example.com", "i6"); !strings.HasPrefix(a, "PREPEND") {
 		t.Fatalf("second retry: %q", a)
 	}
@@ -188,7 +189,7 @@ func TestGreylisting(t *testing.T) {
 }
 
 func TestGreylistCreditOncePerMessage(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := testConfig(t)
 	cfg.Greylist.Enabled = true
 	cfg.Greylist.DB = t.TempDir() + "/greylist.db"
@@ -198,7 +199,7 @@ func TestGreylistCreditOncePerMessage(t *testing.T) {
 	for _, to := range []string{"a@example.com", "b@example.com"} {
 		c.mustAsk(req("recipient", to, "instance", "m1"))
 	}
-	clk.add(6 * time.Minute)
+	clk.Add(6 * time.Minute)
 	for _, to := range []string{"a@example.com", "b@example.com"} { // one message, two recipients
 		if a := c.mustAsk(req("recipient", to, "instance", "m2")); !strings.HasPrefix(a, "PREPEND") {
 			t.Fatalf("retry to %s: %q", to, a)
@@ -210,7 +211,7 @@ func TestGreylistCreditOncePerMessage(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := testConfig(t)
 	cfg.RateLimit.Limits = []RateLimit{{Count: 3, Window: Duration(time.Hour)}, {Count: 5, Window: Duration(24 * time.Hour)}}
 	ev := &events{}
@@ -236,7 +237,7 @@ func TestRateLimit(t *testing.T) {
 	// two hours later the hourly window has room (the sliding-window
 	// counter weighs the previous hour linearly, so just after one hour
 	// it would still count most of it); the daily limit of 5 then stops it
-	clk.add(2 * time.Hour)
+	clk.Add(2 * time.Hour)
 	for i := range 2 {
 		if a := c.mustAsk(req("recipient", fmt.Sprintf("s%d@example.com", i))); a != "DUNNO" {
 			t.Fatalf("next hour rcpt %d: %q", i, a)
@@ -251,7 +252,7 @@ func TestRateLimit(t *testing.T) {
 }
 
 func TestRateLimitEndOfMessage(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := testConfig(t)
 	cfg.RateLimit.Limits = []RateLimit{{Count: 10, Window: Duration(time.Hour)}}
 	cfg.RateLimit.CountAt = "end_of_message"
@@ -291,7 +292,7 @@ func TestRateLimiterBounded(t *testing.T) {
 // An allowlisted client skips greylisting (and every other check) but
 // not the rate limits: an allowlisted relay can still send too much.
 func TestAllowlistedClient(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := testConfig(t)
 	cfg.Allowlist = []string{"192.0.2.0/28"}
 	cfg.Greylist.Enabled = true
@@ -317,7 +318,7 @@ func TestAllowlistedClient(t *testing.T) {
 // A recipient deferred by greylisting does not count toward the rate
 // limit: it comes back and counts then.
 func TestGreylistedRecipientsDoNotCount(t *testing.T) {
-	clk := newClock()
+	clk := testclock.New()
 	cfg := testConfig(t)
 	cfg.Greylist.Enabled = true
 	cfg.Greylist.DB = t.TempDir() + "/greylist.db"
@@ -331,7 +332,7 @@ func TestGreylistedRecipientsDoNotCount(t *testing.T) {
 			}
 		}
 	}
-	clk.add(10 * time.Minute)
+	clk.Add(10 * time.Minute)
 	for i := range 2 {
 		if a := c.mustAsk(req("recipient", fmt.Sprintf("r%d@example.com", i))); !strings.HasPrefix(a, "PREPEND X-Greylist") {
 			t.Fatalf("retry %d after the delay: %q (greylisted tries were counted)", i, a)
