@@ -22,6 +22,7 @@ import (
 
 	"github.com/mxguard/mxguard/actions/ban"
 	"github.com/mxguard/mxguard/internal/dnsserve"
+	"github.com/mxguard/mxguard/internal/ratelog"
 )
 
 // Options are the wiring of a Publisher.
@@ -55,7 +56,7 @@ type Publisher struct {
 	reg6    int
 	serials *serialKeeper
 	limiter *rateLimiter
-	refusal *dnsserve.RefusalLog // refused transfers, logged at most every 10 s
+	refusal *ratelog.Log // refused transfers, logged at most every 10 s
 	stats   counters
 
 	mu    sync.RWMutex
@@ -114,7 +115,7 @@ func New(cfg Config, opts Options) (*Publisher, error) {
 	}
 	zone := dns.CanonicalName(cfg.Zone)
 	log := opts.Logger.With("action", "dnsbl")
-	p := &Publisher{cfg: cfg, zone: zone, log: log, refusal: &dnsserve.RefusalLog{Log: log}, now: opts.Now,
+	p := &Publisher{cfg: cfg, zone: zone, log: log, refusal: ratelog.New(log, 10*time.Second), now: opts.Now,
 		codes: map[string]dns.A{}, ttl: uint32(time.Duration(cfg.TTL).Seconds()),
 		allowed: map[netip.Addr]bool{}, reg4: regionBits(opts.MaxPrefixV4, 8), reg6: regionBits(opts.MaxPrefixV6, 4),
 		index: ban.NewIndex(), regions: map[netip.Prefix][]ban.Ban{},

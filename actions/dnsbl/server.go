@@ -297,7 +297,7 @@ func (p *Publisher) transfer(w dns.ResponseWriter, r, m *dns.Msg, client netip.A
 		return
 	}
 	if !p.allowed[client] || !signed || p.tsigKey == nil {
-		p.refusal.Warn(time.Now(), "zone transfer refused", "client", client, "signed", signed)
+		p.refusal.Warn("transfer", "zone transfer refused", "client", client, "signed", signed)
 		p.stats.xfrRefused.Add(1)
 		refuse(dns.RcodeRefused)
 		return

@@ -1,14 +1,11 @@
 // Package dnsserve holds what the DNSBL server and the peers' NOTIFY
 // listener share: binding UDP and TCP on one address with a bound on TCP
-// connections, and logging refusals without letting a client flood the log.
+// connections.
 package dnsserve
 
 import (
 	"fmt"
-	"log/slog"
 	"net"
-	"sync"
-	"time"
 )
 
 // MaxTCPConns bounds the untrusted TCP connections open at once: each
@@ -35,37 +32,4 @@ func Listen(addr string, lim TCPLimits) (net.PacketConn, *Listener, error) {
 			return nil, nil, fmt.Errorf("tcp: %w", err)
 		}
 	}
-}
-
-// RefusalLog logs a kind of refusal (a zone transfer, a NOTIFY) at Warn
-// at most once per Every, with the count of those not logged since: a
-// client asking again and again must not flood the log.
-type RefusalLog struct {
-	Log   *slog.Logger
-	Every time.Duration // 0: 10 s
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-// Warn logs msg with args unless one was logged less than Every ago.
-func (r *RefusalLog) Warn(now time.Time, msg string, args ...any) {
-	every := r.Every
-	if every <= 0 {
-		every = 10 * time.Second
-	}
-	r.mu.Lock()
-	if !r.last.IsZero() && now.Sub(r.last) < every {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.last, r.suppressed = now, 0
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "not_logged_since_last", n)
-	}
-	r.Log.Warn(msg, args...)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/mxguard/mxguard/internal/dnsserve"
+	"github.com/mxguard/mxguard/internal/ratelog"
 )
 
 // notifyServer answers NOTIFYs (RFC 1996) on one address, UDP and TCP
@@ -27,12 +28,12 @@ type notifyServer struct {
 	udp     *dns.Server
 	tcp     *dns.Server
 	log     *slog.Logger
-	refusal *dnsserve.RefusalLog
+	refusal *ratelog.Log
 	refused atomic.Uint64
 }
 
 func newNotifyServer(addr string, fs []*Follower, logger *slog.Logger) *notifyServer {
-	s := &notifyServer{addr: addr, zones: map[string]*Follower{}, log: logger, refusal: &dnsserve.RefusalLog{Log: logger}}
+	s := &notifyServer{addr: addr, zones: map[string]*Follower{}, log: logger, refusal: ratelog.New(logger, 10*time.Second)}
 	secrets := map[string]string{}
 	for _, f := range fs {
 		s.zones[f.origin] = f
@@ -106,7 +107,7 @@ func (s *notifyServer) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	reply.SetReply(req)
 	refuse := func(rcode int, why string, args ...any) {
 		s.refused.Add(1)
-		s.refusal.Warn(time.Now(), "NOTIFY refused: "+why, append([]any{"from", w.RemoteAddr().String()}, args...)...)
+		s.refusal.Warn("notify", "NOTIFY refused: "+why, append([]any{"from", w.RemoteAddr().String()}, args...)...)
 		reply.Rcode = rcode
 		_ = w.WriteMsg(reply)
 	}

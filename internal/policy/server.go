@@ -40,6 +40,7 @@ import (
 	"github.com/mxguard/mxguard/internal/event"
 	"github.com/mxguard/mxguard/internal/greylist"
 	"github.com/mxguard/mxguard/internal/prefixes"
+	"github.com/mxguard/mxguard/internal/ratelog"
 	"github.com/mxguard/mxguard/internal/smtpcheck"
 )
 
@@ -112,7 +113,7 @@ type Server struct {
 	heloDeny map[string]bool
 	rate     *rateLimiter
 	lim      readLimits
-	warn     *rateLog
+	warn     *ratelog.Log
 
 	perms      socketPerms     // of a unix socket, resolved before bind
 	peerUIDs   map[uint32]bool // who may ask over a unix socket
@@ -141,7 +142,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
-	s.warn = newRateLog(s.log, 10*time.Second)
+	s.warn = ratelog.New(s.log, 10*time.Second)
 	s.allow, _ = cfg.allowlist()
 	s.allowPeers, _ = prefixes.ParseList(cfg.AllowPeers)
 	if network, _, _ := cfg.ListenAddr(); network == "unix" {
@@ -480,45 +481,4 @@ func (s *Server) serveConn(c net.Conn) {
 		}
 		cs.pending = cs.pending[:0]
 	}
-}
-
-// rateLog logs a warning at most once per interval per kind, with the
-// number of those it held back.
-type rateLog struct {
-	log   *slog.Logger
-	every time.Duration
-	mu    sync.Mutex
-	kinds map[string]*rateLogKind
-}
-
-type rateLogKind struct {
-	last time.Time
-	held int
-}
-
-func newRateLog(log *slog.Logger, every time.Duration) *rateLog {
-	return &rateLog{log: log, every: every, kinds: map[string]*rateLogKind{}}
-}
-
-// Warn logs msg unless kind was logged within the interval.
-func (r *rateLog) Warn(kind, msg string, args ...any) {
-	now := time.Now()
-	r.mu.Lock()
-	k := r.kinds[kind]
-	if k == nil {
-		k = &rateLogKind{}
-		r.kinds[kind] = k
-	}
-	if !k.last.IsZero() && now.Sub(k.last) < r.every {
-		k.held++
-		r.mu.Unlock()
-		return
-	}
-	held := k.held
-	k.last, k.held = now, 0
-	r.mu.Unlock()
-	if held > 0 {
-		args = append(args, "suppressed", held)
-	}
-	r.log.Warn(msg, args...)
 }
