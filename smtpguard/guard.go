@@ -224,15 +224,12 @@ func New(cfg Config, deps Deps) (*Guard, error) {
 	s.ReadTimeout = 0 // the filter sets its own deadlines
 	s.ErrorLog = slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)
 	g.srv = s
-	if cfg.Greylist.Enabled && deps.Greylist != nil {
-		g.grey = deps.Greylist
-	} else if cfg.Greylist.Enabled {
+	if cfg.Greylist.Enabled {
 		// last: nothing after it may fail and leave the file locked
-		gl, err := greylist.Open(cfg.Greylist, g.log, deps.now)
-		if err != nil {
+		var err error
+		if g.grey, g.greyOwned, err = greylist.Share(deps.Greylist, cfg.Greylist, g.log, deps.now); err != nil {
 			return nil, fmt.Errorf("guard.%w", err)
 		}
-		g.grey, g.greyOwned = gl, true
 	}
 	return g, nil
 }

@@ -120,6 +120,17 @@ type Retry struct {
 	key     []byte
 }
 
+// Share is the store a front door greylists with: shared when the
+// daemon hands one over (the guard and the policy service use one file),
+// else its own, opened here; owned says whether the caller must close it.
+func Share(shared *Store, cfg Config, log *slog.Logger, now func() time.Time) (st *Store, owned bool, err error) {
+	if shared != nil {
+		return shared, false, nil
+	}
+	st, err = Open(cfg, log, now)
+	return st, err == nil, err
+}
+
 // Open opens (or creates) the store in cfg.DB. It holds the file's lock
 // until Close: open it once per process and share the *Store.
 func Open(cfg Config, log *slog.Logger, now func() time.Time) (*Store, error) {

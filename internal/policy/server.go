@@ -173,14 +173,11 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		}
 		s.resolver = smtpcheck.NewResolver(addr, cfg.DNSBL.Timeout.D(), cfg.DNSBL.CacheTTL.D())
 	}
-	if cfg.Greylist.Enabled && deps.Greylist != nil {
-		s.grey = deps.Greylist
-	} else if cfg.Greylist.Enabled {
-		gl, err := greylist.Open(cfg.Greylist.Config, s.log, deps.Now)
-		if err != nil {
+	if cfg.Greylist.Enabled {
+		var err error
+		if s.grey, s.greyOwned, err = greylist.Share(deps.Greylist, cfg.Greylist.Config, s.log, deps.Now); err != nil {
 			return nil, fmt.Errorf("policy.%w", err)
 		}
-		s.grey, s.greyOwned = gl, true
 	}
 	return s, nil
 }
