@@ -54,21 +54,36 @@ func (d *Daemon) startGuard() error {
 		return fmt.Errorf("guard.listen %s: %w", d.guardCfg.Listen, err)
 	}
 	d.guardServing = true
-	d.guardErr = make(chan error, 1)
+	d.guardErr = d.serve("guard", d.guard, l, 30*time.Second)
+	return nil
+}
+
+// frontDoor is a server the daemon runs on a listener of its own: the
+// guard and the policy service.
+type frontDoor interface {
+	Serve(ctx context.Context, l net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// serve runs srv on l until runCtx is done, then shuts it down within
+// grace. A Serve that ends with an error is logged, and the error sent on
+// the returned channel, which the main loop watches.
+func (d *Daemon) serve(what string, srv frontDoor, l net.Listener, grace time.Duration) chan error {
+	errc := make(chan error, 1)
 	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
-		if err := d.guard.Serve(d.runCtx, l); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("guard stopped", "err", err)
-			d.guardErr <- err
+		if err := srv.Serve(d.runCtx, l); err != nil && !errors.Is(err, context.Canceled) {
+			d.log.Error(what+" stopped", "err", err)
+			errc <- err
 		}
 	}()
 	go func() {
 		defer d.wg.Done()
 		<-d.runCtx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
-		_ = d.guard.Shutdown(sctx)
+		_ = srv.Shutdown(sctx)
 	}()
-	return nil
+	return errc
 }

@@ -1,8 +1,6 @@
 package daemon
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -84,21 +82,6 @@ func (d *Daemon) startPolicy() error {
 		return err
 	}
 	d.policyServing = true
-	d.policyErr = make(chan error, 1)
-	d.wg.Add(2)
-	go func() {
-		defer d.wg.Done()
-		if err := d.policy.Serve(d.runCtx, l); err != nil && !errors.Is(err, context.Canceled) {
-			d.log.Error("policy service stopped", "err", err)
-			d.policyErr <- err
-		}
-	}()
-	go func() {
-		defer d.wg.Done()
-		<-d.runCtx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = d.policy.Shutdown(sctx)
-	}()
+	d.policyErr = d.serve("policy service", d.policy, l, 10*time.Second)
 	return nil
 }
