@@ -11,10 +11,11 @@ pid=$(tr -d ' ' 2>/dev/null <"$DIR/spool/pid/master.pid") || true
 postfix -c "$DIR/etc" stop 2>/dev/null || { [ -n "${pid:-}" ] && kill -TERM "$pid" 2>/dev/null; }
 [ -n "${pid:-}" ] || exit 0
 # running: the pid is still a Postfix master, not gone or a zombie
+# (/proc/PID/stat: "PID (COMM) STATE ..."; no procps needed)
 running() {
-    local state
-    state=$(ps -o stat=,comm= -p "$pid" 2>/dev/null) || return 1
-    [[ "$state" != Z* && "$state" == *master ]]
+    local stat
+    stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+    [[ "$stat" == *"(master) "* && "$stat" != *") Z "* ]]
 }
 for i in $(seq 50); do
     running || exit 0
